@@ -1,0 +1,93 @@
+//! Code generation: the guard for sync fns; for async fns, stepping below the async test
+//! attribute so that the guard wraps the runtime that attribute builds.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+
+use crate::args;
+
+pub(crate) fn profiled(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = match args::parse(args) {
+        Ok(a) => a,
+        Err(e) => return with_error(item, e),
+    };
+    let mut func: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let e = syn::Error::new_spanned(
+                &item,
+                "#[profiled] goes on a test function, e.g. `#[profiled] #[test] fn name() { .. }`",
+            );
+            return with_error(item, e);
+        }
+    };
+    if !func.sig.inputs.is_empty() {
+        let e = syn::Error::new_spanned(
+            &func.sig.inputs,
+            "#[profiled] test functions take no parameters",
+        );
+        return with_error(item, e);
+    }
+    let krate = args
+        .krate
+        .as_ref()
+        .map(|(p, _)| p.to_token_stream())
+        .unwrap_or_else(|| quote!(::profiled));
+
+    if func.sig.asyncness.is_some() {
+        // The async test attribute (`#[tokio::test]`, ...) turns this into a sync fn that
+        // builds a runtime. Move ourselves below it so that we wrap that fn: the profile then
+        // starts before the runtime's worker threads exist, and follows them.
+        let runner = func.attrs.iter().position(is_test_attr);
+        let Some(runner) = runner else {
+            let e = syn::Error::new_spanned(
+                func.sig.asyncness,
+                "#[profiled] on an async fn needs an async test attribute next to it, \
+                 such as #[tokio::test]",
+            );
+            return with_error(item, e);
+        };
+        let runner_attr = func.attrs.remove(runner);
+        let krate_arg = args.krate.as_ref().map(|(p, span)| {
+            let lit = syn::LitStr::new(&p.to_token_stream().to_string().replace(' ', ""), *span);
+            quote!(crate = #lit)
+        });
+        return quote! {
+            #runner_attr
+            #[#krate::profiled(#krate_arg)]
+            #func
+        };
+    }
+
+    let name = func.sig.ident.to_string();
+    let span = func.sig.ident.span();
+    let block = &func.block;
+    let guard = quote_spanned! {span=>
+        let __profiled_guard = #krate::__private::TestGuard::enter(::core::module_path!(), #name);
+    };
+    let body: syn::Block = syn::parse_quote!({
+        #guard
+        #block
+    });
+    *func.block = body;
+    func.into_token_stream()
+}
+
+/// `#[test]`, `#[tokio::test]`, `#[core::prelude::v1::test]`...: any attribute whose last
+/// path segment is `test`.
+fn is_test_attr(attr: &syn::Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "test")
+}
+
+/// The error, plus the item unchanged, so the rest of the crate still type-checks and IDE
+/// completion keeps working.
+fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
+    let mut out = item;
+    out.extend(e.into_compile_error());
+    let _ = out.span();
+    out
+}

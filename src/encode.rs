@@ -1,0 +1,424 @@
+//! Raw stack counts + symbols -> pprof `profile.proto`, gzipped.
+//!
+//! The message types are written out with prost's derive (no build-time codegen): they are
+//! the subset of google/pprof's profile.proto that we write, with its field numbers.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use crate::sampler::Collected;
+use crate::symbolize::{Line as SymLine, Symbolizer};
+
+/// google/pprof proto/profile.proto, the fields we use.
+pub mod proto {
+    #![allow(missing_docs)]
+    use prost::Message;
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Profile {
+        #[prost(message, repeated, tag = "1")]
+        pub sample_type: Vec<ValueType>,
+        #[prost(message, repeated, tag = "2")]
+        pub sample: Vec<Sample>,
+        #[prost(message, repeated, tag = "3")]
+        pub mapping: Vec<Mapping>,
+        #[prost(message, repeated, tag = "4")]
+        pub location: Vec<Location>,
+        #[prost(message, repeated, tag = "5")]
+        pub function: Vec<Function>,
+        #[prost(string, repeated, tag = "6")]
+        pub string_table: Vec<String>,
+        #[prost(int64, tag = "7")]
+        pub drop_frames: i64,
+        #[prost(int64, tag = "8")]
+        pub keep_frames: i64,
+        #[prost(int64, tag = "9")]
+        pub time_nanos: i64,
+        #[prost(int64, tag = "10")]
+        pub duration_nanos: i64,
+        #[prost(message, optional, tag = "11")]
+        pub period_type: Option<ValueType>,
+        #[prost(int64, tag = "12")]
+        pub period: i64,
+        #[prost(int64, repeated, tag = "13")]
+        pub comment: Vec<i64>,
+        #[prost(int64, tag = "14")]
+        pub default_sample_type: i64,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct ValueType {
+        #[prost(int64, tag = "1")]
+        pub r#type: i64,
+        #[prost(int64, tag = "2")]
+        pub unit: i64,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Sample {
+        #[prost(uint64, repeated, tag = "1")]
+        pub location_id: Vec<u64>,
+        #[prost(int64, repeated, tag = "2")]
+        pub value: Vec<i64>,
+        #[prost(message, repeated, tag = "3")]
+        pub label: Vec<Label>,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Label {
+        #[prost(int64, tag = "1")]
+        pub key: i64,
+        #[prost(int64, tag = "2")]
+        pub str: i64,
+        #[prost(int64, tag = "3")]
+        pub num: i64,
+        #[prost(int64, tag = "4")]
+        pub num_unit: i64,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Mapping {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub memory_start: u64,
+        #[prost(uint64, tag = "3")]
+        pub memory_limit: u64,
+        #[prost(uint64, tag = "4")]
+        pub file_offset: u64,
+        #[prost(int64, tag = "5")]
+        pub filename: i64,
+        #[prost(int64, tag = "6")]
+        pub build_id: i64,
+        #[prost(bool, tag = "7")]
+        pub has_functions: bool,
+        #[prost(bool, tag = "8")]
+        pub has_filenames: bool,
+        #[prost(bool, tag = "9")]
+        pub has_line_numbers: bool,
+        #[prost(bool, tag = "10")]
+        pub has_inline_frames: bool,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Location {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(uint64, tag = "2")]
+        pub mapping_id: u64,
+        #[prost(uint64, tag = "3")]
+        pub address: u64,
+        #[prost(message, repeated, tag = "4")]
+        pub line: Vec<Line>,
+        #[prost(bool, tag = "5")]
+        pub is_folded: bool,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Line {
+        #[prost(uint64, tag = "1")]
+        pub function_id: u64,
+        #[prost(int64, tag = "2")]
+        pub line: i64,
+    }
+
+    #[derive(Clone, PartialEq, Message)]
+    pub struct Function {
+        #[prost(uint64, tag = "1")]
+        pub id: u64,
+        #[prost(int64, tag = "2")]
+        pub name: i64,
+        #[prost(int64, tag = "3")]
+        pub system_name: i64,
+        #[prost(int64, tag = "4")]
+        pub filename: i64,
+        #[prost(int64, tag = "5")]
+        pub start_line: i64,
+    }
+}
+
+/// Pseudo-function that carries samples the engine could not keep, as Go's
+/// `runtime/pprof.lostProfileEvent` does, so totals stay right and the loss is visible.
+pub const LOST_FUNCTION: &str = "profiled::lost_samples";
+
+/// Figures for the summary line, computed while encoding.
+pub(crate) struct Encoded {
+    pub gz: Vec<u8>,
+    pub samples: u64,
+    pub cpu_ns: u64,
+    /// Function with the most flat CPU time, and its share of the total.
+    pub top: Option<(String, f64)>,
+}
+
+#[derive(Default)]
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut s = Strings::default();
+        s.get("");
+        s
+    }
+    fn get(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+}
+
+/// Builds the profile of one finished session and gzips it.
+pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbolizer) -> Encoded {
+    use proto::*;
+    let mut strings = Strings::new();
+    let mut profile = Profile {
+        sample_type: vec![
+            ValueType {
+                r#type: strings.get("samples"),
+                unit: strings.get("count"),
+            },
+            ValueType {
+                r#type: strings.get("cpu"),
+                unit: strings.get("nanoseconds"),
+            },
+        ],
+        period_type: Some(ValueType {
+            r#type: strings.get("cpu"),
+            unit: strings.get("nanoseconds"),
+        }),
+        time_nanos: collected
+            .start
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0),
+        duration_nanos: collected.duration.as_nanos() as i64,
+        ..Default::default()
+    };
+
+    // Locations by probe address; functions by (name, file); mappings by module index.
+    let mut locations: HashMap<u64, u64> = HashMap::new();
+    let mut functions: HashMap<(Arc<str>, Arc<str>), u64> = HashMap::new();
+    let mut mappings: HashMap<Option<usize>, (u64, bool)> = HashMap::new();
+    let mut flat: HashMap<Arc<str>, u64> = HashMap::new();
+    let (mut samples, mut cpu_ns) = (0u64, 0u64);
+
+    let mut function_id = |line: &SymLine, strings: &mut Strings, profile: &mut Profile| -> u64 {
+        let key = (line.function.clone(), line.file.clone());
+        if let Some(&id) = functions.get(&key) {
+            return id;
+        }
+        let id = profile.function.len() as u64 + 1;
+        profile.function.push(Function {
+            id,
+            name: strings.get(&line.function),
+            system_name: strings.get(if line.system_name.is_empty() {
+                &line.function
+            } else {
+                &line.system_name
+            }),
+            filename: strings.get(&line.file),
+            start_line: 0,
+        });
+        functions.insert(key, id);
+        id
+    };
+
+    // Deterministic output: stacks sorted by weight, then addresses.
+    let mut stacks: Vec<_> = collected.stacks.iter().collect();
+    stacks.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then_with(|| a.0.cmp(b.0)));
+    for (stack, &(count, weight)) in stacks {
+        let mut ids = Vec::with_capacity(stack.len());
+        for (depth, &addr) in stack.iter().enumerate() {
+            let is_return = depth > 0;
+            let probe = if is_return {
+                addr.saturating_sub(1)
+            } else {
+                addr
+            };
+            let id = match locations.get(&probe) {
+                Some(&id) => id,
+                None => {
+                    let resolved = sym.resolve(addr, is_return);
+                    let mapping_id = match mappings.get_mut(&resolved.module) {
+                        Some((id, complete)) => {
+                            *complete &= resolved.complete;
+                            *id
+                        }
+                        None => {
+                            let id = mappings.len() as u64 + 1;
+                            mappings.insert(resolved.module, (id, resolved.complete));
+                            id
+                        }
+                    };
+                    let lines = resolved
+                        .lines
+                        .iter()
+                        .map(|l| proto::Line {
+                            function_id: function_id(l, &mut strings, &mut profile),
+                            line: i64::from(l.line),
+                        })
+                        .collect();
+                    let id = profile.location.len() as u64 + 1;
+                    profile.location.push(Location {
+                        id,
+                        mapping_id,
+                        address: probe,
+                        line: lines,
+                        is_folded: false,
+                    });
+                    locations.insert(probe, id);
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        if let Some(&leaf) = ids.first() {
+            let loc = &profile.location[leaf as usize - 1];
+            if let Some(l) = loc.line.first() {
+                let name = &profile.function[l.function_id as usize - 1];
+                let name: Arc<str> = profile_string(&strings, name.name).into();
+                *flat.entry(name).or_default() += weight;
+            }
+        }
+        samples += count;
+        cpu_ns += weight;
+        profile.sample.push(Sample {
+            location_id: ids,
+            value: vec![count as i64, weight as i64],
+            label: vec![],
+        });
+    }
+
+    if collected.lost > 0 {
+        let line = SymLine {
+            function: LOST_FUNCTION.into(),
+            system_name: LOST_FUNCTION.into(),
+            file: "".into(),
+            line: 0,
+        };
+        let fid = function_id(&line, &mut strings, &mut profile);
+        let id = profile.location.len() as u64 + 1;
+        let mapping_id = match mappings.get(&None) {
+            Some(&(id, _)) => id,
+            None => {
+                let id = mappings.len() as u64 + 1;
+                mappings.insert(None, (id, false));
+                id
+            }
+        };
+        profile.location.push(Location {
+            id,
+            mapping_id,
+            address: 0,
+            line: vec![proto::Line {
+                function_id: fid,
+                line: 0,
+            }],
+            is_folded: false,
+        });
+        profile.sample.push(Sample {
+            location_id: vec![id],
+            value: vec![collected.lost as i64, collected.lost_ns as i64],
+            label: vec![],
+        });
+        samples += collected.lost;
+        cpu_ns += collected.lost_ns;
+    }
+
+    // Mapping ids: the main executable first (go tool pprof takes mapping 1 as the main
+    // binary), then other objects in load order, unknown addresses last.
+    let mut keys: Vec<(Option<usize>, bool)> = mappings
+        .iter()
+        .map(|(m, (_, complete))| (*m, *complete))
+        .collect();
+    keys.sort_by_key(|(m, _)| m.map_or(usize::MAX, |i| i));
+    let renumber: HashMap<u64, u64> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, (m, _))| (mappings[m].0, i as u64 + 1))
+        .collect();
+    for loc in &mut profile.location {
+        loc.mapping_id = renumber[&loc.mapping_id];
+    }
+    for (i, (module, complete)) in keys.into_iter().enumerate() {
+        let m = module.map(|i| &sym.modules[i]);
+        profile.mapping.push(Mapping {
+            id: i as u64 + 1,
+            memory_start: m.map_or(0, |m| m.text.start),
+            memory_limit: m.map_or(0, |m| m.text.end),
+            file_offset: m.map_or(0, |m| m.file_offset),
+            filename: strings.get(&m.map_or(String::new(), |m| m.path.display().to_string())),
+            build_id: strings.get(m.map_or("", |m| m.build_id.as_str())),
+            // Every location carries its function names (from DWARF or the symbol table, or a
+            // placeholder), so pprof must not try to symbolize again.
+            has_functions: true,
+            has_filenames: complete,
+            has_line_numbers: complete,
+            has_inline_frames: complete,
+        });
+    }
+
+    profile.period = if samples > 0 {
+        (cpu_ns / samples) as i64
+    } else {
+        collected.period_ns as i64
+    };
+    for c in comments {
+        let i = strings.get(c);
+        profile.comment.push(i);
+    }
+    profile.default_sample_type = strings.get("cpu");
+    profile.string_table = strings.table;
+
+    let top = flat
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
+        .filter(|_| cpu_ns > 0)
+        .map(|(name, w)| (name.to_string(), w as f64 / cpu_ns as f64));
+
+    let raw = prost::Message::encode_to_vec(&profile);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).expect("writing to a Vec cannot fail");
+    let gz = gz.finish().expect("writing to a Vec cannot fail");
+    Encoded {
+        gz,
+        samples,
+        cpu_ns,
+        top,
+    }
+}
+
+fn profile_string(strings: &Strings, i: i64) -> &str {
+    &strings.table[i as usize]
+}
+
+/// Decodes a (gzipped or raw) profile; for tests and tools that inspect what we wrote.
+///
+/// ```
+/// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+/// let profile = profiled::Profile::start("docs", &profiled::Config::default()).unwrap();
+/// let report = profile.finish().unwrap();
+/// let decoded = profiled::pprof::decode(report.pprof_gz()).unwrap();
+/// assert_eq!(decoded.string_table[0], "");
+/// assert_eq!(decoded.sample_type.len(), 2);
+/// # }
+/// ```
+pub fn decode(bytes: &[u8]) -> std::io::Result<proto::Profile> {
+    use std::io::Read;
+    let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes).read_to_end(&mut out)?;
+        out
+    } else {
+        bytes.to_vec()
+    };
+    <proto::Profile as prost::Message>::decode(raw.as_slice())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}

@@ -1,0 +1,557 @@
+//! Per-test CPU profiles for Rust, the way `go test -cpuprofile` gives them to Go, with setup
+//! left out.
+//!
+//! ```no_run
+//! use profiled::profiled;
+//!
+//! # fn build_big_fixture() -> Vec<u64> { vec![1; 1000] }
+//! #[profiled]
+//! #[test]
+//! fn sums_a_big_fixture() {
+//!     let fixture = build_big_fixture(); // expensive setup
+//!     profiled::reset();                 // nothing before this is in the profile
+//!     assert!(fixture.iter().sum::<u64>() > 0);
+//! }
+//! ```
+//!
+//! `cargo test` runs it as usual. `PROFILE=cpu cargo test` writes one gzipped pprof file per
+//! `#[profiled]` test under `target/profiles/<test binary>/` and prints one summary line per
+//! test. Read a profile with `go tool pprof -http=: FILE` or `go tool pprof -top FILE`.
+//!
+//! See the README for the `PROFILE` grammar, and ARCHITECTURE.md for how it works.
+
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+#![warn(missing_docs)]
+
+use std::cell::Cell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+mod config;
+mod encode;
+mod modules;
+mod output;
+mod sampler;
+mod symbolize;
+
+pub use config::{Config, Engine, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY};
+/// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
+///
+/// Inert when `PROFILE` is unset: no thread, no signal handler, no file. Stacks with `#[test]`
+/// in either order, with `#[should_panic]`, `#[ignore]` and `Result`-returning tests, and
+/// never adds a test attribute of its own. On an `async fn` it must sit next to the async
+/// test attribute (`#[tokio::test]`), above or below it.
+///
+/// ```no_run
+/// #[profiled::profiled]
+/// #[test]
+/// fn parses_a_large_file() {
+///     let input = "x".repeat(10_000_000); // setup
+///     profiled::reset();
+///     assert_eq!(input.len(), 10_000_000);
+/// }
+/// ```
+pub use profiled_macros::profiled;
+
+/// Reading and writing pprof `profile.proto` files.
+pub mod pprof {
+    pub use crate::encode::{decode, proto, LOST_FUNCTION};
+}
+
+/// Everything that can go wrong while profiling.
+///
+/// ```
+/// let err = profiled::Config::parse("cpu,freq=abc").unwrap_err();
+/// assert!(matches!(err, profiled::Error::Config { .. }));
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// `PROFILE` (or a [`Config`] string) holds an item we don't accept.
+    Config {
+        /// The offending item, as written.
+        item: String,
+        /// What is wrong with it.
+        reason: String,
+        /// What is accepted.
+        accepted: &'static str,
+    },
+    /// Profiling cannot run here (platform, or the process refused the set-up).
+    Unsupported {
+        /// Why.
+        what: String,
+    },
+    /// The kernel refused to start a sampling source.
+    Sampler {
+        /// Which call failed.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Writing a profile failed.
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// To which path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// This thread is already collecting a profile.
+    AlreadyProfiling,
+    /// More profiles are open at once than the engine has slots for.
+    TooManyProfiles {
+        /// The number of slots.
+        limit: usize,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config {
+                item,
+                reason,
+                accepted,
+            } => {
+                write!(f, "{ENV_VAR}: `{item}` {reason}; accepted: {accepted}")
+            }
+            Error::Unsupported { what } => f.write_str(what),
+            Error::Sampler { what, source } => write!(f, "{what} failed: {source}"),
+            Error::Io {
+                action,
+                path,
+                source,
+            } => {
+                write!(f, "cannot {action} {}: {source}", path.display())
+            }
+            Error::AlreadyProfiling => f.write_str("this thread is already collecting a profile"),
+            Error::TooManyProfiles { limit } => {
+                write!(f, "more than {limit} profiles open at once")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Sampler { source, .. } | Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+thread_local! {
+    /// Session id of the profile this thread started, 0 for none.
+    static CURRENT: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A CPU profile being collected: the calling thread and, where perf events are available,
+/// every thread it spawns from now on.
+///
+/// ```
+/// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+/// use profiled::{Config, Profile};
+/// let profile = Profile::start("example", &Config::default()).unwrap();
+/// let mut x = 0u64;
+/// for i in 0..50_000_000u64 { x = x.wrapping_mul(31).wrapping_add(i); }
+/// std::hint::black_box(x);
+/// let report = profile.finish().unwrap();
+/// assert!(report.cpu_time() > std::time::Duration::ZERO);
+/// # }
+/// ```
+pub struct Profile {
+    name: String,
+    config: Config,
+    session: sampler::Session,
+}
+
+impl Profile {
+    /// Starts profiling the calling thread. `name` ends up in the profile's comments and the
+    /// summary line. Fails on unsupported platforms and when this thread already profiles.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let p = profiled::Profile::start("a", &profiled::Config::default()).unwrap();
+    /// assert!(profiled::Profile::start("b", &profiled::Config::default()).is_err());
+    /// drop(p.finish());
+    /// # }
+    /// ```
+    pub fn start(name: impl Into<String>, config: &Config) -> Result<Profile, Error> {
+        // A Profile dropped without `finish` releases its slot (sampler::Session's Drop) but
+        // leaves CURRENT set; a stale id is harmless (reset/pause check it) and is replaced
+        // here.
+        if CURRENT.with(Cell::get) != 0 && !sampler::is_live(CURRENT.with(Cell::get)) {
+            CURRENT.with(|c| c.set(0));
+        }
+        if CURRENT.with(Cell::get) != 0 {
+            return Err(Error::AlreadyProfiling);
+        }
+        let session = sampler::Session::start(config.frequency, config.engine)?;
+        CURRENT.with(|c| c.set(session.sid()));
+        Ok(Profile {
+            name: name.into(),
+            config: config.clone(),
+            session,
+        })
+    }
+
+    /// Discards everything sampled so far (Go's `b.ResetTimer`, for the profile).
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let p = profiled::Profile::start("r", &profiled::Config::default()).unwrap();
+    /// p.reset();
+    /// p.finish().unwrap();
+    /// # }
+    /// ```
+    pub fn reset(&self) {
+        sampler::reset(self.session.sid());
+    }
+
+    /// Pauses sampling for this profile until the guard drops.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let p = profiled::Profile::start("p", &profiled::Config::default()).unwrap();
+    /// {
+    ///     let _paused = p.pause();
+    ///     // not in the profile
+    /// }
+    /// p.finish().unwrap();
+    /// # }
+    /// ```
+    pub fn pause(&self) -> Paused {
+        Paused::new(self.session.sid())
+    }
+
+    /// The name given at start.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let p = profiled::Profile::start("named", &profiled::Config::default()).unwrap();
+    /// assert_eq!(p.name(), "named");
+    /// p.finish().unwrap();
+    /// # }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Stops sampling, symbolizes and encodes the profile.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let p = profiled::Profile::start("f", &profiled::Config::default()).unwrap();
+    /// let report = p.finish().unwrap();
+    /// assert_eq!(report.name(), "f");
+    /// # }
+    /// ```
+    pub fn finish(self) -> Result<Report, Error> {
+        CURRENT.with(|c| c.set(0));
+        let Profile {
+            name,
+            config,
+            session,
+        } = self;
+        let collected = session.finish();
+        let mut comments = vec![
+            format!("profiled: {name}"),
+            format!(
+                "sampler: {} at {} Hz requested; each sample weighs the CPU time since the \
+                 thread's previous sample",
+                collected.source.name(),
+                config.frequency
+            ),
+        ];
+        if collected.lost > 0 {
+            comments.push(format!(
+                "{} samples ({:.3}s CPU) lost: the sample buffer was full; they are under {}",
+                collected.lost,
+                collected.lost_ns as f64 / 1e9,
+                encode::LOST_FUNCTION
+            ));
+        }
+        if collected.truncated > 0 {
+            comments.push(format!(
+                "{} samples kept with their leaf frame only",
+                collected.truncated
+            ));
+        }
+        let encoded = symbolize::with(|sym| encode::encode(&collected, &comments, sym));
+        sampler::check_rate(
+            config.frequency,
+            encoded.samples,
+            encoded.cpu_ns,
+            collected.source,
+        );
+        if collected.lost > 0 {
+            output::notice(&format!(
+                "{name}: {} samples lost (sample buffer full); they are counted under {} in the profile",
+                collected.lost,
+                encode::LOST_FUNCTION
+            ));
+        }
+        Ok(Report {
+            name,
+            gz: encoded.gz,
+            samples: encoded.samples,
+            cpu: Duration::from_nanos(encoded.cpu_ns),
+            top: encoded.top,
+            lost: collected.lost,
+            start: collected.start,
+            wall: collected.duration,
+        })
+    }
+}
+
+impl fmt::Debug for Profile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Profile")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A finished CPU profile: the encoded pprof file and its headline figures.
+///
+/// ```
+/// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+/// let report = profiled::Profile::start("r", &profiled::Config::default()).unwrap().finish().unwrap();
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("r.cpu.pb.gz");
+/// report.write(&path).unwrap();
+/// assert!(report.summary_line(Some(&path)).starts_with("profiled: r  cpu "));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Report {
+    name: String,
+    gz: Vec<u8>,
+    samples: u64,
+    cpu: Duration,
+    top: Option<(String, f64)>,
+    lost: u64,
+    start: SystemTime,
+    wall: Duration,
+}
+
+impl Report {
+    /// The profile's name.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("n", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert_eq!(r.name(), "n");
+    /// # }
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The gzipped pprof protobuf.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("g", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert_eq!(&r.pprof_gz()[..2], &[0x1f, 0x8b]);
+    /// # }
+    /// ```
+    pub fn pprof_gz(&self) -> &[u8] {
+        &self.gz
+    }
+
+    /// Number of samples in the profile (lost ones included).
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("s", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert!(r.samples() < 10, "nothing ran");
+    /// # }
+    /// ```
+    pub fn samples(&self) -> u64 {
+        self.samples
+    }
+
+    /// Total CPU time in the profile.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("c", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert!(r.cpu_time() < std::time::Duration::from_secs(1));
+    /// # }
+    /// ```
+    pub fn cpu_time(&self) -> Duration {
+        self.cpu
+    }
+
+    /// Samples lost because the sample buffer was full.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("l", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert_eq!(r.lost_samples(), 0);
+    /// # }
+    /// ```
+    pub fn lost_samples(&self) -> u64 {
+        self.lost
+    }
+
+    /// The function with the most CPU time of its own, and its share of the total.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("t", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// if let Some((name, share)) = r.top_function() { assert!(!name.is_empty() && share <= 1.0); }
+    /// # }
+    /// ```
+    pub fn top_function(&self) -> Option<(&str, f64)> {
+        self.top.as_ref().map(|(n, s)| (n.as_str(), *s))
+    }
+
+    /// Wall-clock start and length of the profile.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert!(r.wall_time().1 < std::time::Duration::from_secs(10));
+    /// # }
+    /// ```
+    pub fn wall_time(&self) -> (SystemTime, Duration) {
+        (self.start, self.wall)
+    }
+
+    /// Writes the profile atomically (temporary file, then rename), creating directories.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// r.write(&dir.path().join("deep/dir/w.pb.gz")).unwrap();
+    /// # }
+    /// ```
+    pub fn write(&self, path: &Path) -> Result<(), Error> {
+        output::write_atomic(path, &self.gz)
+    }
+
+    /// `profiled: NAME  cpu 1.82s  1820 samples  top: FN (61%)  -> PATH`.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("x", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert!(r.summary_line(None).contains(" samples"));
+    /// # }
+    /// ```
+    pub fn summary_line(&self, path: Option<&Path>) -> String {
+        let mut line = format!(
+            "profiled: {}  cpu {:.2}s  {} samples",
+            self.name,
+            self.cpu.as_secs_f64(),
+            self.samples
+        );
+        match &self.top {
+            Some((name, share)) => line += &format!("  top: {name} ({:.0}%)", share * 100.0),
+            None => line += "  top: -",
+        }
+        if self.lost > 0 {
+            line += &format!("  lost {}", self.lost);
+        }
+        if let Some(path) = path {
+            line += &format!("  -> {}", output::display_path(path));
+        }
+        line
+    }
+}
+
+impl fmt::Debug for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Report")
+            .field("name", &self.name)
+            .field("samples", &self.samples)
+            .field("cpu", &self.cpu)
+            .field("top", &self.top)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Discards everything sampled so far in the current thread's profile, like Go's
+/// `b.ResetTimer()` but for the profile. A no-op outside a profiled test or when profiling is
+/// off. Call it from the test's own thread.
+///
+/// ```
+/// profiled::reset(); // not profiling: nothing happens
+/// ```
+pub fn reset() {
+    let sid = CURRENT.with(Cell::get);
+    if sid != 0 {
+        sampler::reset(sid);
+    }
+}
+
+/// Leaves what runs while the returned guard lives out of the current thread's profile
+/// (Go's `StopTimer`/`StartTimer`, applied to the profile). A no-op when not profiling.
+///
+/// ```
+/// let guard = profiled::pause();
+/// // ... work that should not be in the profile ...
+/// drop(guard);
+/// ```
+pub fn pause() -> Paused {
+    Paused::new(CURRENT.with(Cell::get))
+}
+
+/// Runs `f` with the current profile paused and returns its value.
+///
+/// ```
+/// let v = profiled::unprofiled(|| 6 * 7);
+/// assert_eq!(v, 42);
+/// ```
+pub fn unprofiled<R>(f: impl FnOnce() -> R) -> R {
+    let _paused = pause();
+    f()
+}
+
+/// Guard returned by [`pause`] and [`Profile::pause`]; sampling resumes when it drops.
+///
+/// ```
+/// let _g: profiled::Paused = profiled::pause();
+/// ```
+#[must_use = "sampling resumes as soon as the guard is dropped"]
+pub struct Paused {
+    sid: u64,
+    // Not Send: pausing and resuming belong to one thread's view of its profile.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Paused {
+    fn new(sid: u64) -> Paused {
+        if sid != 0 {
+            sampler::pause(sid);
+        }
+        Paused {
+            sid,
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        if self.sid != 0 {
+            sampler::resume(self.sid);
+        }
+    }
+}
+
+impl fmt::Debug for Paused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Paused")
+            .field("active", &(self.sid != 0))
+            .finish()
+    }
+}

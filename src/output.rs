@@ -1,0 +1,182 @@
+//! Where profile files go, how they are written (atomically) and the summary line.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::Error;
+
+/// libtest's name for a test from the macro's `module_path!()` and the fn name: the module
+/// path inside the test crate (the crate name dropped) plus the fn name.
+pub(crate) fn test_name(module_path: &str, fn_name: &str) -> String {
+    match module_path.split_once("::") {
+        Some((_krate, inner)) => format!("{inner}::{fn_name}"),
+        None => fn_name.to_string(),
+    }
+}
+
+/// The test binary's name without cargo's `-<16 hex digits>` suffix.
+pub(crate) fn binary_name(exe: &Path) -> String {
+    let stem = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            name.to_string()
+        }
+        _ => stem,
+    }
+}
+
+/// Cargo's target directory for the running binary: the nearest ancestor holding cargo's
+/// `CACHEDIR.TAG` (true for `CARGO_TARGET_DIR`, workspaces, `--target` and custom profiles),
+/// else `CARGO_TARGET_DIR`, else `<dir of the binary>/../..`.
+pub(crate) fn target_dir(exe: &Path) -> PathBuf {
+    if let Some(dir) = exe
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join("CACHEDIR.TAG").is_file())
+    {
+        return dir.to_path_buf();
+    }
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    exe.parent()
+        .and_then(Path::parent)
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// `<base>/<binary>/<test name with :: as .>.cpu.pb.gz`, base being `dir=` or
+/// `<target dir>/profiles`.
+pub(crate) fn profile_path(dir: Option<&Path>, test: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let base = match dir {
+        Some(d) => d.to_path_buf(),
+        None => target_dir(&exe).join("profiles"),
+    };
+    base.join(binary_name(&exe))
+        .join(format!("{}.cpu.pb.gz", file_stem(test)))
+}
+
+/// A test name as a file name: `::` -> `.`, and nothing that leaves the directory.
+pub(crate) fn file_stem(test: &str) -> String {
+    test.replace("::", ".").replace(['/', '\\', '\0'], "_")
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
+/// readers see either no file or the whole profile. Creates missing directories.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let io = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io("create directory", dir))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
+        f.write_all(bytes).map_err(io("write", &tmp))?;
+        f.sync_data().map_err(io("sync", &tmp))?;
+        fs::rename(&tmp, path).map_err(io("rename into place", path))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// One line on stderr, outside libtest's capture (which only hooks the print macros).
+pub(crate) fn line(text: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// `profiled: TEXT` on stderr, outside libtest's capture.
+pub(crate) fn notice(text: &str) {
+    line(&format!("profiled: {text}"));
+}
+
+/// A path as the user should read it: relative to the current directory when inside it.
+pub(crate) fn display_path(path: &Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let shown = cwd
+        .as_deref()
+        .and_then(|c| path.strip_prefix(c).ok())
+        .unwrap_or(path);
+    shown.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            test_name("integration::scheduler", "schedules"),
+            "scheduler::schedules"
+        );
+        assert_eq!(test_name("integration", "top_level"), "top_level");
+        assert_eq!(
+            binary_name(Path::new("/t/debug/deps/integration-0123456789abcdef")),
+            "integration"
+        );
+        assert_eq!(binary_name(Path::new("/t/debug/deps/my-tool")), "my-tool");
+        assert_eq!(file_stem("a::b::c"), "a.b.c");
+    }
+
+    #[test]
+    fn target_dir_is_found_by_cachedir_tag() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("custom-target");
+        let deps = target.join("x86_64-unknown-linux-gnu/debug/deps");
+        fs::create_dir_all(&deps).unwrap();
+        fs::write(
+            target.join("CACHEDIR.TAG"),
+            "Signature: 8a477f597d28d172789f06886806bc55",
+        )
+        .unwrap();
+        assert_eq!(target_dir(&deps.join("t-0123456789abcdef")), target);
+    }
+
+    #[test]
+    fn atomic_write_creates_dirs_and_leaves_no_temp_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a/b/p.pb.gz");
+        write_atomic(&path, b"abc").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"abc");
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn unwritable_directory_names_path_and_os_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("plain-file");
+        fs::write(&file, "x").unwrap();
+        let err = write_atomic(&file.join("sub/p.pb.gz"), b"abc")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("plain-file/sub"), "{err}");
+        assert!(err.contains("os error"), "{err}");
+    }
+}

@@ -1,0 +1,387 @@
+//! Sessions on Linux x86_64: slot claiming, source selection, drain and finish.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::perf::PerfEvent;
+use super::ring::{Pop, Ring};
+use super::signal::{self, Slot, MAX_SLOTS, RING, SLOTS};
+use super::timer::CpuTimer;
+use super::{Collected, Source};
+use crate::config::Engine;
+use crate::Error;
+
+/// Samples buffered between drains: 1024 × ~1 KiB. At 1 kHz on every core of a large
+/// machine the drain, every 5 ms, keeps it far from full.
+const RING_CAPACITY: usize = 1024;
+const DRAIN_EVERY: Duration = Duration::from_millis(5);
+/// `Slot::sid` while a session is shutting down: handlers ignore it, starts don't claim it.
+const CLOSING: u64 = u64::MAX;
+
+/// Per-session aggregate, filled by the drain.
+#[derive(Default)]
+struct Aggregate {
+    /// Samples from generations below this were taken before the last `reset`.
+    floor: u32,
+    stacks: HashMap<Box<[u64]>, (u64, u64)>,
+}
+
+/// The consumer side of the ring and what it has drained so far.
+struct Drain {
+    sessions: HashMap<u64, Aggregate>,
+}
+
+struct Engine_ {
+    drain: Mutex<Drain>,
+    wake: Condvar,
+    active: AtomicUsize,
+}
+
+static ENGINE: OnceLock<Result<Engine_, String>> = OnceLock::new();
+static NEXT_SID: AtomicU64 = AtomicU64::new(1);
+static PERF_REFUSED: OnceLock<String> = OnceLock::new();
+static RATE_NOTICE: AtomicBool = AtomicBool::new(false);
+static MODULES_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// One-time process set-up: ring, handlers, drain thread. Only reached when a profile starts.
+fn engine() -> Result<&'static Engine_, Error> {
+    let engine = ENGINE.get_or_init(|| {
+        let _ = RING.set(Ring::new(RING_CAPACITY));
+        signal::install()
+            .map_err(|e| format!("cannot install the sampling signal handlers: {e}"))?;
+        std::thread::Builder::new()
+            .name("profiled-drain".into())
+            .spawn(drain_loop)
+            .map_err(|e| format!("cannot start the drain thread: {e}"))?;
+        Ok(Engine_ {
+            drain: Mutex::new(Drain {
+                sessions: HashMap::new(),
+            }),
+            wake: Condvar::new(),
+            active: AtomicUsize::new(0),
+        })
+    });
+    engine
+        .as_ref()
+        .map_err(|e| Error::Unsupported { what: e.clone() })
+}
+
+fn lock(engine: &Engine_) -> MutexGuard<'_, Drain> {
+    // A panic while holding the lock leaves the maps consistent (each insert is atomic).
+    engine.drain.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn drain_loop() {
+    // The engine is set before this thread can observe it: wait for it.
+    let engine = loop {
+        if let Some(Ok(e)) = ENGINE.get() {
+            break e;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let mut guard = lock(engine);
+    loop {
+        if engine.active.load(Ordering::Acquire) == 0 {
+            guard = engine.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
+            continue;
+        }
+        drain_into(&mut guard, false);
+        drop(guard);
+        std::thread::sleep(DRAIN_EVERY);
+        guard = lock(engine);
+    }
+}
+
+/// Moves samples from the ring into their sessions' aggregates. With `complete`, waits out
+/// cells that a handler is still filling, so everything pushed before the call is taken.
+fn drain_into(drain: &mut Drain, complete: bool) {
+    let Some(ring) = RING.get() else { return };
+    loop {
+        let more = ring.pop_with(|pop| match pop {
+            Pop::Sample(s) => {
+                if let Some(agg) = drain.sessions.get_mut(&s.sid) {
+                    if s.generation >= agg.floor {
+                        let stack = &s.frames[..s.depth as usize];
+                        match agg.stacks.get_mut(stack) {
+                            Some(v) => {
+                                v.0 += 1;
+                                v.1 += s.weight_ns;
+                            }
+                            None => {
+                                agg.stacks.insert(stack.into(), (1, s.weight_ns));
+                            }
+                        }
+                    }
+                }
+                true
+            }
+            Pop::Empty => false,
+            Pop::Busy => {
+                if complete {
+                    std::thread::yield_now();
+                }
+                complete
+            }
+        });
+        if !more {
+            return;
+        }
+    }
+}
+
+enum Armed {
+    Perf(#[allow(dead_code)] PerfEvent),
+    Timer(#[allow(dead_code)] CpuTimer),
+}
+
+/// One profile being collected.
+pub(crate) struct Session {
+    sid: u64,
+    slot: &'static Slot,
+    armed: Option<Armed>,
+    source: Source,
+    period_ns: u64,
+    start: SystemTime,
+    started: Instant,
+}
+
+impl Session {
+    /// Starts sampling the calling thread (and, with perf events, threads it spawns from now
+    /// on) at `frequency` Hz of CPU time.
+    pub(crate) fn start(frequency: u32, engine_choice: Engine) -> Result<Session, Error> {
+        let engine = engine()?;
+        let generation = crate::modules::generation();
+        if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
+            super::unwind::prepare(&crate::modules::loaded(), generation);
+        }
+        let period_ns = 1_000_000_000 / u64::from(frequency.max(1));
+        let (sid, slot) = claim()?;
+        slot.generation.store(0, Ordering::Relaxed);
+        slot.paused.store(0, Ordering::Relaxed);
+        slot.lost.store(0, Ordering::Relaxed);
+        slot.lost_ns.store(0, Ordering::Relaxed);
+        slot.truncated.store(0, Ordering::Relaxed);
+        slot.period_ns.store(period_ns, Ordering::Relaxed);
+        lock(engine).sessions.insert(sid, Aggregate::default());
+        signal::mark_thread(sid, 0);
+        slot.sid.store(sid, Ordering::SeqCst);
+        let armed = arm(engine_choice, period_ns, sid);
+        let armed = match armed {
+            Ok(a) => a,
+            Err(e) => {
+                release(engine, slot, sid);
+                return Err(e);
+            }
+        };
+        let source = match armed {
+            Armed::Perf(_) => Source::Perf,
+            Armed::Timer(_) => Source::Timer,
+        };
+        if engine.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            engine.wake.notify_all();
+        }
+        Ok(Session {
+            sid,
+            slot,
+            armed: Some(armed),
+            source,
+            period_ns,
+            start: SystemTime::now(),
+            started: Instant::now(),
+        })
+    }
+
+    pub(crate) fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    /// Stops sampling and returns everything collected since the last reset.
+    pub(crate) fn finish(mut self) -> Collected {
+        let engine = engine().expect("a session exists, so the engine started");
+        let duration = self.started.elapsed();
+        // 1. No new signals for this session.
+        drop(self.armed.take());
+        // 2. No handler will take a sample for it; wait for those already inside.
+        self.slot.sid.store(CLOSING, Ordering::SeqCst);
+        while self.slot.inflight.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+        // 3. Everything it pushed is in the ring now.
+        let mut drain = lock(engine);
+        drain_into(&mut drain, true);
+        let stacks = drain
+            .sessions
+            .remove(&self.sid)
+            .map(|a| a.stacks)
+            .unwrap_or_default();
+        drop(drain);
+        let collected = Collected {
+            stacks,
+            lost: self.slot.lost.load(Ordering::Relaxed),
+            lost_ns: self.slot.lost_ns.load(Ordering::Relaxed),
+            truncated: self.slot.truncated.load(Ordering::Relaxed),
+            source: self.source,
+            period_ns: self.period_ns,
+            start: self.start,
+            duration,
+        };
+        engine.active.fetch_sub(1, Ordering::AcqRel);
+        self.slot.sid.store(0, Ordering::SeqCst);
+        collected
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.armed.is_some() {
+            // Dropped without finish (e.g. a failed write path): release the slot.
+            drop(self.armed.take());
+            if let Ok(engine) = engine() {
+                self.slot.sid.store(CLOSING, Ordering::SeqCst);
+                while self.slot.inflight.load(Ordering::SeqCst) != 0 {
+                    std::thread::yield_now();
+                }
+                lock(engine).sessions.remove(&self.sid);
+                engine.active.fetch_sub(1, Ordering::AcqRel);
+                self.slot.sid.store(0, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+fn claim() -> Result<(u64, &'static Slot), Error> {
+    for _ in 0..4 {
+        let seq = NEXT_SID.fetch_add(1, Ordering::Relaxed);
+        for offset in 0..MAX_SLOTS {
+            let index = (seq as usize + offset) % MAX_SLOTS;
+            let slot = &SLOTS[index];
+            // The id carries its slot index in the low bits (see `signal::record`); the
+            // reserved value CLOSING is never produced since seq < 2^58.
+            let sid = (seq << 6) | index as u64;
+            // Claim with a placeholder so handlers ignore the slot until it is set up.
+            if slot
+                .sid
+                .compare_exchange(0, CLOSING, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Ok((sid, slot));
+            }
+        }
+    }
+    Err(Error::TooManyProfiles { limit: MAX_SLOTS })
+}
+
+fn release(engine: &Engine_, slot: &Slot, sid: u64) {
+    slot.sid.store(CLOSING, Ordering::SeqCst);
+    while slot.inflight.load(Ordering::SeqCst) != 0 {
+        std::thread::yield_now();
+    }
+    lock(engine).sessions.remove(&sid);
+    slot.sid.store(0, Ordering::SeqCst);
+}
+
+fn arm(choice: Engine, period_ns: u64, sid: u64) -> Result<Armed, Error> {
+    let timer = || {
+        CpuTimer::start(period_ns, sid)
+            .map(Armed::Timer)
+            .map_err(|source| Error::Sampler {
+                what: "timer_create(CLOCK_THREAD_CPUTIME_ID)",
+                source,
+            })
+    };
+    match choice {
+        Engine::Timer => timer(),
+        Engine::Perf => PerfEvent::open(period_ns, sid)
+            .map(Armed::Perf)
+            .map_err(|source| Error::Sampler {
+                what: "perf_event_open(task-clock, sigtrap)",
+                source,
+            }),
+        Engine::Auto => {
+            if PERF_REFUSED.get().is_none() {
+                match PerfEvent::open(period_ns, sid) {
+                    Ok(event) => return Ok(Armed::Perf(event)),
+                    Err(e) => {
+                        if PERF_REFUSED.set(e.to_string()).is_ok() {
+                            crate::output::notice(&format!(
+                                "perf events unavailable ({e}); sampling with a thread CPU timer: \
+                                 threads spawned by a test are not sampled and the rate is \
+                                 bounded by the kernel tick"
+                            ));
+                        }
+                    }
+                }
+            }
+            timer()
+        }
+    }
+}
+
+/// Reports, once per process, that the delivered rate fell short of the requested one.
+#[allow(dead_code)]
+pub(crate) fn check_rate(requested_hz: u32, samples: u64, cpu_ns: u64, source: Source) {
+    // Too little CPU to judge the rate.
+    if cpu_ns < 50 * 1_000_000_000 / u64::from(requested_hz.max(1)) || samples == 0 {
+        return;
+    }
+    let achieved = samples as f64 * 1e9 / cpu_ns as f64;
+    if achieved < 0.8 * f64::from(requested_hz) && !RATE_NOTICE.swap(true, Ordering::Relaxed) {
+        crate::output::notice(&format!(
+            "asked for {requested_hz} Hz, the {} delivered {achieved:.0} Hz; \
+             sample weights are the CPU time really elapsed, so totals stay exact",
+            source.name()
+        ));
+    }
+}
+
+/// Whether session `sid` is still collecting.
+pub(crate) fn is_live(sid: u64) -> bool {
+    slot_of(sid).is_some()
+}
+
+fn slot_of(sid: u64) -> Option<&'static Slot> {
+    let slot = &SLOTS[sid as usize % MAX_SLOTS];
+    (sid != 0 && slot.sid.load(Ordering::Acquire) == sid).then_some(slot)
+}
+
+/// Discards everything sampled so far in session `sid`.
+pub(crate) fn reset(sid: u64) {
+    let Some(slot) = slot_of(sid) else { return };
+    let Ok(engine) = engine() else { return };
+    let mut drain = lock(engine);
+    let generation = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    if let Some(agg) = drain.sessions.get_mut(&sid) {
+        agg.floor = generation;
+        agg.stacks.clear();
+    }
+    slot.lost.store(0, Ordering::Relaxed);
+    slot.lost_ns.store(0, Ordering::Relaxed);
+    slot.truncated.store(0, Ordering::Relaxed);
+    drop(drain);
+    signal::mark_thread(sid, generation);
+}
+
+/// Stops recording samples of session `sid` until the matching [`resume`].
+pub(crate) fn pause(sid: u64) {
+    if let Some(slot) = slot_of(sid) {
+        slot.paused.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Ends one [`pause`].
+pub(crate) fn resume(sid: u64) {
+    if let Some(slot) = slot_of(sid) {
+        // A new generation makes every thread's first sample after this weigh at most one
+        // period, so CPU spent while paused is not charged to it.
+        let generation = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        signal::mark_thread(sid, generation);
+        slot.paused.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether this process ever installed the sampling signal handlers.
+pub(crate) fn installed() -> bool {
+    signal::installed()
+}

@@ -1,0 +1,96 @@
+//! The sampling engine's safe facade: process-wide machinery set up once, then cheap
+//! sessions (one per profile) that start, reset, pause and finish.
+//!
+//! A session owns a [`signal::Slot`]; the signal handler writes raw samples tagged with the
+//! session id into one shared [`ring::Ring`]; a drain (a background thread every few
+//! milliseconds, and the finishing session itself) moves them into per-session stack counts.
+//! Symbolization and encoding happen later, in `symbolize` and `encode`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+use crate::{config::Engine, Error};
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod perf;
+#[allow(dead_code)]
+pub(crate) mod ring;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) mod signal;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod timer;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod unwind;
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod linux;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) use linux::{check_rate, installed, is_live, pause, reset, resume, Session};
+
+/// Which source a session ended up using.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Perf,
+    Timer,
+}
+
+impl Source {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Source::Perf => "perf task-clock",
+            Source::Timer => "thread CPU timer",
+        }
+    }
+}
+
+/// Stack counts of one finished session, still as raw addresses.
+pub(crate) struct Collected {
+    /// Stack (leaf first) -> (samples, CPU ns).
+    pub stacks: HashMap<Box<[u64]>, (u64, u64)>,
+    pub lost: u64,
+    pub lost_ns: u64,
+    pub truncated: u64,
+    pub source: Source,
+    pub period_ns: u64,
+    pub start: SystemTime,
+    pub duration: Duration,
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+mod unsupported {
+    use super::*;
+
+    pub(crate) struct Session;
+
+    impl Session {
+        pub(crate) fn start(_frequency: u32, _engine: Engine) -> Result<Session, Error> {
+            Err(Error::Unsupported {
+                what: format!(
+                    "CPU profiling is not supported on this platform ({}-{}); \
+                     profiled samples on Linux x86_64",
+                    std::env::consts::OS,
+                    std::env::consts::ARCH
+                ),
+            })
+        }
+        pub(crate) fn sid(&self) -> u64 {
+            0
+        }
+        pub(crate) fn finish(self) -> Collected {
+            unreachable!("no session can start on this platform")
+        }
+    }
+    pub(crate) fn reset(_sid: u64) {}
+    pub(crate) fn pause(_sid: u64) {}
+    pub(crate) fn resume(_sid: u64) {}
+    pub(crate) fn installed() -> bool {
+        false
+    }
+    pub(crate) fn is_live(_sid: u64) -> bool {
+        false
+    }
+    pub(crate) fn check_rate(_hz: u32, _samples: u64, _cpu_ns: u64, _source: Source) {}
+}
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub(crate) use unsupported::{check_rate, installed, is_live, pause, reset, resume, Session};

@@ -1,0 +1,108 @@
+//! Per-thread `perf_event_open` task-clock events that signal the sampled thread itself.
+//!
+//! The event counts the CPU time of the thread that opens it and, with `inherit`, of every
+//! thread that thread spawns afterwards (thread pools, runtime workers), transitively. With
+//! `sigtrap` the kernel sends each overflow as a synchronous `SIGTRAP` to the very thread
+//! that overflowed, carrying `sig_data` (our session id): exact attribution with no table of
+//! thread ids. The clock is an hrtimer, so the rate is not bounded by the kernel tick.
+//! Needs Linux 5.13+ and `perf_event_paranoid` <= 2 (self-profiling, user space only).
+
+use std::io;
+
+/// `struct perf_event_attr` up to `sig_data` and `config3` (PERF_ATTR_SIZE_VER8).
+/// libc does not define it.
+#[repr(C)]
+#[derive(Default)]
+struct PerfEventAttr {
+    kind: u32,
+    size: u32,
+    config: u64,
+    sample_period: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    config1: u64,
+    config2: u64,
+    branch_sample_type: u64,
+    sample_regs_user: u64,
+    sample_stack_user: u32,
+    clockid: i32,
+    sample_regs_intr: u64,
+    aux_watermark: u32,
+    sample_max_stack: u16,
+    reserved_2: u16,
+    aux_sample_size: u32,
+    aux_action: u32,
+    sig_data: u64,
+    config3: u64,
+}
+
+const PERF_TYPE_SOFTWARE: u32 = 1;
+const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
+const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
+const PERF_EVENT_IOC_DISABLE: libc::c_ulong = 0x2401;
+
+// Bits of the attr flags word (linux/perf_event.h).
+const INHERIT: u64 = 1 << 1;
+const EXCLUDE_KERNEL: u64 = 1 << 5;
+const EXCLUDE_HV: u64 = 1 << 6;
+const INHERIT_THREAD: u64 = 1 << 35;
+const REMOVE_ON_EXEC: u64 = 1 << 36;
+const SIGTRAP: u64 = 1 << 37;
+
+/// An open event; closing it stops the thread and its descendants being sampled.
+pub(crate) struct PerfEvent {
+    fd: libc::c_int,
+}
+
+impl PerfEvent {
+    /// Starts sampling the calling thread (and threads it spawns from now on) every
+    /// `period_ns` of CPU time, tagging samples with `sid`.
+    pub(crate) fn open(period_ns: u64, sid: u64) -> io::Result<PerfEvent> {
+        let attr = PerfEventAttr {
+            kind: PERF_TYPE_SOFTWARE,
+            size: std::mem::size_of::<PerfEventAttr>() as u32,
+            config: PERF_COUNT_SW_TASK_CLOCK,
+            sample_period: period_ns,
+            flags: INHERIT
+                | EXCLUDE_KERNEL
+                | EXCLUDE_HV
+                | INHERIT_THREAD
+                | REMOVE_ON_EXEC
+                | SIGTRAP,
+            sig_data: sid,
+            ..Default::default()
+        };
+        // SAFETY: `attr` is a fully initialised perf_event_attr of the size it states;
+        // pid 0 / cpu -1 means "this thread, any CPU".
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_perf_event_open,
+                &attr as *const PerfEventAttr,
+                0,
+                -1,
+                -1,
+                PERF_FLAG_FD_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(PerfEvent {
+            fd: fd as libc::c_int,
+        })
+    }
+}
+
+impl Drop for PerfEvent {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is our open perf event; DISABLE stops it and its inherited children
+        // before close releases them.
+        unsafe {
+            libc::ioctl(self.fd, PERF_EVENT_IOC_DISABLE, 0);
+            libc::close(self.fd);
+        }
+    }
+}

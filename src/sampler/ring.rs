@@ -1,0 +1,201 @@
+//! Preallocated lock-free multi-producer, single-consumer queue of raw samples.
+//!
+//! Producers are signal handlers on any thread: they claim a cell with one CAS, fill it in
+//! place and publish it with a release store, so they never block and never allocate. When the
+//! queue is full the producer gives up and the caller counts the sample as lost. This is
+//! Dmitry Vyukov's bounded queue, with a single consumer (the drain, under a mutex).
+//!
+//! # Atomic orderings
+//! A cell's `seq` is the handshake: the producer's `Release` store of `pos + 1` publishes the
+//! cell's contents to the consumer's `Acquire` load; the consumer's `Release` store of
+//! `pos + capacity` hands the cell back to the producer that will `Acquire` it next lap.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Deepest stack kept; deeper stacks keep their innermost `MAX_DEPTH` frames.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// One sample as the signal handler writes it.
+#[repr(C)]
+pub(crate) struct RawSample {
+    /// Session the sample belongs to.
+    pub sid: u64,
+    /// The session's reset generation when the sample was taken.
+    pub generation: u32,
+    /// Number of valid entries in `frames`.
+    pub depth: u32,
+    /// Thread CPU time this sample stands for.
+    pub weight_ns: u64,
+    /// `frames[0]` is the interrupted instruction, then return addresses outwards.
+    pub frames: [u64; MAX_DEPTH],
+}
+
+struct Cell {
+    seq: AtomicUsize,
+    sample: UnsafeCell<RawSample>,
+}
+
+pub(crate) struct Ring {
+    cells: Box<[Cell]>,
+    mask: usize,
+    enqueue: AtomicUsize,
+    /// Owned by the consumer; atomic only so `is_empty` can be asked from anywhere.
+    dequeue: AtomicUsize,
+}
+
+// SAFETY: cells are only accessed by the producer that claimed them (between the CAS and the
+// release store) or by the single consumer (after the acquire load), per the seq protocol.
+unsafe impl Sync for Ring {}
+
+/// What the consumer found at the head of the queue.
+pub(crate) enum Pop<'a> {
+    Sample(&'a RawSample),
+    /// Nothing was pushed.
+    Empty,
+    /// A producer claimed the head cell and has not published it yet.
+    Busy,
+}
+
+impl Ring {
+    /// A ring of `capacity` cells (a power of two), all allocated and zeroed now.
+    pub(crate) fn new(capacity: usize) -> Ring {
+        assert!(capacity.is_power_of_two());
+        let cells = (0..capacity)
+            .map(|i| Cell {
+                seq: AtomicUsize::new(i),
+                sample: UnsafeCell::new(RawSample {
+                    sid: 0,
+                    generation: 0,
+                    depth: 0,
+                    weight_ns: 0,
+                    frames: [0; MAX_DEPTH],
+                }),
+            })
+            .collect();
+        Ring {
+            cells,
+            mask: capacity - 1,
+            enqueue: AtomicUsize::new(0),
+            dequeue: AtomicUsize::new(0),
+        }
+    }
+
+    /// Claims a cell, lets `fill` write the sample in place and publishes it.
+    /// Returns false, without calling `fill`, when the ring is full. Async-signal-safe.
+    pub(crate) fn push_with(&self, fill: impl FnOnce(&mut RawSample)) -> bool {
+        let mut pos = self.enqueue.load(Ordering::Relaxed);
+        loop {
+            let cell = &self.cells[pos & self.mask];
+            let seq = cell.seq.load(Ordering::Acquire);
+            let dif = seq as isize - pos as isize;
+            if dif == 0 {
+                match self.enqueue.compare_exchange_weak(
+                    pos,
+                    pos + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        // SAFETY: the CAS made this producer the cell's only owner until the
+                        // release store below.
+                        fill(unsafe { &mut *cell.sample.get() });
+                        cell.seq.store(pos + 1, Ordering::Release);
+                        return true;
+                    }
+                    Err(now) => pos = now,
+                }
+            } else if dif < 0 {
+                return false;
+            } else {
+                pos = self.enqueue.load(Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Looks at the oldest sample and, if `take` returns, releases its cell.
+    /// Only one consumer may call this at a time (the caller holds the drain lock).
+    pub(crate) fn pop_with<R>(&self, take: impl FnOnce(Pop<'_>) -> R) -> R {
+        let pos = self.dequeue.load(Ordering::Relaxed);
+        let cell = &self.cells[pos & self.mask];
+        let seq = cell.seq.load(Ordering::Acquire);
+        if seq == pos + 1 {
+            // SAFETY: the acquire load saw the producer's release: the cell is complete and
+            // no producer touches it until we hand it back.
+            let result = take(Pop::Sample(unsafe { &*cell.sample.get() }));
+            self.dequeue.store(pos + 1, Ordering::Relaxed);
+            cell.seq.store(pos + self.mask + 1, Ordering::Release);
+            result
+        } else if self.enqueue.load(Ordering::Relaxed) == pos {
+            take(Pop::Empty)
+        } else {
+            take(Pop::Busy)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn fifo_and_full() {
+        let ring = Ring::new(4);
+        for i in 0..4 {
+            assert!(ring.push_with(|s| s.weight_ns = i));
+        }
+        assert!(!ring.push_with(|_| unreachable!()), "full ring refuses");
+        for i in 0..4 {
+            ring.pop_with(|p| match p {
+                Pop::Sample(s) => assert_eq!(s.weight_ns, i),
+                _ => panic!("expected a sample"),
+            });
+        }
+        assert!(matches!(ring.pop_with(|p| matches!(p, Pop::Empty)), true));
+    }
+
+    #[test]
+    fn concurrent_producers_lose_nothing_they_report_pushed() {
+        let ring = Arc::new(Ring::new(1024));
+        let producers: Vec<_> = (0..4)
+            .map(|t| {
+                let ring = ring.clone();
+                std::thread::spawn(move || {
+                    let mut pushed = 0u64;
+                    for i in 0..20_000u64 {
+                        if ring.push_with(|s| {
+                            s.sid = t;
+                            s.weight_ns = i;
+                        }) {
+                            pushed += 1;
+                        }
+                    }
+                    pushed
+                })
+            })
+            .collect();
+        let mut popped = 0u64;
+        let mut last = [None::<u64>; 4];
+        let mut done = false;
+        while !done {
+            done = producers.iter().all(|p| p.is_finished());
+            loop {
+                let got = ring.pop_with(|p| match p {
+                    Pop::Sample(s) => Some((s.sid, s.weight_ns)),
+                    _ => None,
+                });
+                let Some((t, i)) = got else { break };
+                // Each producer's samples come out in its own order.
+                assert!(last[t as usize].is_none_or(|l| l < i));
+                last[t as usize] = Some(i);
+                popped += 1;
+            }
+        }
+        let pushed: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+        while ring.pop_with(|p| matches!(p, Pop::Sample(_))) {
+            popped += 1;
+        }
+        assert_eq!(pushed, popped);
+    }
+}

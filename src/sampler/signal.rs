@@ -1,0 +1,300 @@
+//! Everything that runs in signal context. Nothing else in the crate does.
+//!
+//! **Invariant:** the handlers only touch atomics, the preallocated [`Ring`], a `Cell` in a
+//! const-initialised thread-local (plain `#[thread_local]` storage in an executable, no lazy
+//! allocation) and async-signal-safe system calls (`clock_gettime`, `process_vm_readv`).
+//! No allocation, no locks, no panics, no formatting, no libgcc unwinding.
+//!
+//! Two sources deliver samples: perf-event `sigtrap` overflows arrive as `SIGTRAP` with
+//! `si_code == TRAP_PERF` and the session id in `si_perf_data`; POSIX CPU timers arrive as
+//! `SIGPROF` with `si_code == SI_TIMER` and the session id in `si_value`. Any other `SIGTRAP`
+//! or `SIGPROF` is passed on to the handler that was installed before ours.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use super::ring::Ring;
+use super::unwind;
+
+/// Most profiles that can be open at once (concurrent tests).
+pub(crate) const MAX_SLOTS: usize = 64;
+
+/// Per-profile state the handler reads. A slot is owned by one session at a time, identified
+/// by `sid` (slot index in the low 6 bits, a process-unique counter above).
+pub(crate) struct Slot {
+    pub sid: AtomicU64,
+    pub generation: AtomicU32,
+    pub paused: AtomicU32,
+    /// Handlers currently inside `record` for this slot; a session ends only at zero.
+    pub inflight: AtomicU32,
+    /// Nominal sampling period, the largest weight a sample of unknown start may get.
+    pub period_ns: AtomicU64,
+    /// Samples (and their CPU time) that could not be kept: ring full or no unwind cache.
+    pub lost: AtomicU64,
+    pub lost_ns: AtomicU64,
+    /// Samples kept with their leaf frame only, because no unwind cache was free.
+    pub truncated: AtomicU64,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const EMPTY: Slot = Slot {
+    sid: AtomicU64::new(0),
+    generation: AtomicU32::new(0),
+    paused: AtomicU32::new(0),
+    inflight: AtomicU32::new(0),
+    period_ns: AtomicU64::new(0),
+    lost: AtomicU64::new(0),
+    lost_ns: AtomicU64::new(0),
+    truncated: AtomicU64::new(0),
+};
+
+pub(crate) static SLOTS: [Slot; MAX_SLOTS] = [EMPTY; MAX_SLOTS];
+
+/// Where handlers put samples; set once, before any handler is installed.
+pub(crate) static RING: OnceLock<Ring> = OnceLock::new();
+
+thread_local! {
+    /// (session id, generation, thread CPU ns) at this thread's last sample or session start:
+    /// a sample weighs the thread CPU time since then.
+    static LAST: Cell<(u64, u32, u64)> = const { Cell::new((0, 0, 0)) };
+}
+
+/// Marks the calling thread's CPU clock as the start of `sid`'s current generation, so its
+/// next sample weighs exactly the CPU time from now.
+pub(crate) fn mark_thread(sid: u64, generation: u32) {
+    LAST.with(|l| l.set((sid, generation, thread_cpu_ns())));
+}
+
+/// CPU time of the calling thread. Async-signal-safe.
+pub(crate) fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec; it is on POSIX's async-signal-safe list.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+const TRAP_PERF: i32 = 6;
+const SI_TIMER: i32 = -2;
+
+struct Previous(std::cell::UnsafeCell<libc::sigaction>);
+// SAFETY: written once in `install` before our handler can run, read-only afterwards.
+unsafe impl Sync for Previous {}
+
+static PREV_TRAP: OnceLock<Previous> = OnceLock::new();
+static PREV_PROF: OnceLock<Previous> = OnceLock::new();
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Installs both handlers, once per process. They stay installed for the life of the process:
+/// a late signal after a session ended must never meet the default action, which would kill
+/// the process (the failure behind pprof-rs#288).
+pub(crate) fn install() -> std::io::Result<()> {
+    static RESULT: OnceLock<Result<(), i32>> = OnceLock::new();
+    let result = RESULT.get_or_init(|| {
+        for (sig, handler, prev) in [
+            (libc::SIGTRAP, on_sigtrap as *const () as usize, &PREV_TRAP),
+            (libc::SIGPROF, on_sigprof as *const () as usize, &PREV_PROF),
+        ] {
+            // SAFETY: zeroed sigaction is a valid "no handler" value; sigaction writes the old
+            // action into `old` and installs ours, whose flags and mask we set explicitly.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                let mut new: libc::sigaction = std::mem::zeroed();
+                new.sa_sigaction = handler;
+                // Not SA_ONSTACK: std gives each thread an alternate stack of a few KiB for overflow
+                // reports, too small for DWARF unwinding; the interrupted stack has room.
+                new.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+                libc::sigemptyset(&mut new.sa_mask);
+                // Keep the other source out while one sample is being taken.
+                libc::sigaddset(&mut new.sa_mask, libc::SIGTRAP);
+                libc::sigaddset(&mut new.sa_mask, libc::SIGPROF);
+                if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                    return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+                }
+                let _ = prev.set(Previous(old.into()));
+                if libc::sigaction(sig, &new, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+                }
+            }
+        }
+        INSTALLED.store(true, Ordering::Release);
+        Ok(())
+    });
+    result.map_err(std::io::Error::from_raw_os_error)
+}
+
+/// Whether the handlers were ever installed in this process (tests check "off means off").
+pub(crate) fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+/// Saves and restores `errno` around the handler, which makes system calls.
+struct ErrnoGuard(i32);
+
+impl ErrnoGuard {
+    fn new() -> Self {
+        // SAFETY: __errno_location returns this thread's errno slot.
+        ErrnoGuard(unsafe { *libc::__errno_location() })
+    }
+}
+
+impl Drop for ErrnoGuard {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
+// siginfo_t on Linux: signo, errno, code (3 × i32, padded to 16), then a union. For TRAP_PERF
+// the union holds si_addr (8 bytes) then si_perf_data (u64) at offset 24; for SI_TIMER it holds
+// si_tid (i32, 16), si_overrun (i32, 20), si_value (24). libc exposes neither field.
+const PERF_DATA_OFFSET: usize = 24;
+const OVERRUN_OFFSET: usize = 20;
+const VALUE_OFFSET: usize = 24;
+
+extern "C" fn on_sigtrap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let _errno = ErrnoGuard::new();
+    // SAFETY: the kernel passes a valid siginfo_t with SA_SIGINFO.
+    let code = unsafe { (*info).si_code };
+    if code == TRAP_PERF {
+        // SAFETY: for TRAP_PERF the kernel fills si_perf_data at this offset.
+        let sid = unsafe {
+            (info as *const u8)
+                .add(PERF_DATA_OFFSET)
+                .cast::<u64>()
+                .read_unaligned()
+        };
+        record(sid, 0, ctx);
+    } else {
+        chain(&PREV_TRAP, sig, info, ctx);
+    }
+}
+
+extern "C" fn on_sigprof(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    let _errno = ErrnoGuard::new();
+    // SAFETY: the kernel passes a valid siginfo_t with SA_SIGINFO.
+    let code = unsafe { (*info).si_code };
+    if code == SI_TIMER {
+        // SAFETY: for SI_TIMER the kernel fills si_overrun and si_value at these offsets.
+        let (overrun, sid) = unsafe {
+            let base = info as *const u8;
+            (
+                base.add(OVERRUN_OFFSET).cast::<i32>().read_unaligned(),
+                base.add(VALUE_OFFSET).cast::<u64>().read_unaligned(),
+            )
+        };
+        record(sid, overrun.max(0) as u64, ctx);
+    } else {
+        chain(&PREV_PROF, sig, info, ctx);
+    }
+}
+
+/// Hands a signal that is not ours to whatever handled it before.
+fn chain(
+    prev: &OnceLock<Previous>,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    let Some(prev) = prev.get() else { return };
+    // SAFETY: written once before our handler was installed, never again.
+    let prev = unsafe { &*prev.0.get() };
+    match prev.sa_sigaction {
+        libc::SIG_IGN => {}
+        libc::SIG_DFL => {
+            // SAFETY: restoring the default action and re-raising gives the signal the
+            // effect it would have had without us (for SIGTRAP and SIGPROF: terminate).
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::raise(sig);
+            }
+        }
+        f if prev.sa_flags & libc::SA_SIGINFO != 0 => {
+            // SAFETY: the previous handler was registered with SA_SIGINFO, so it has this type.
+            let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                unsafe { std::mem::transmute(f) };
+            f(sig, info, ctx)
+        }
+        f => {
+            // SAFETY: a handler registered without SA_SIGINFO takes only the signal number.
+            let f: extern "C" fn(libc::c_int) = unsafe { std::mem::transmute(f) };
+            f(sig)
+        }
+    }
+}
+
+/// Takes one sample for session `sid`: weight from the thread CPU clock, stack from the
+/// interrupted context, into the ring.
+fn record(sid: u64, overrun: u64, ctx: *mut libc::c_void) {
+    let slot = &SLOTS[sid as usize % MAX_SLOTS];
+    slot.inflight.fetch_add(1, Ordering::SeqCst);
+    if sid != 0 && slot.sid.load(Ordering::SeqCst) == sid {
+        take(slot, sid, overrun, ctx);
+    }
+    slot.inflight.fetch_sub(1, Ordering::SeqCst);
+}
+
+fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
+    let cpu = thread_cpu_ns();
+    let generation = slot.generation.load(Ordering::Acquire);
+    let nominal = slot
+        .period_ns
+        .load(Ordering::Relaxed)
+        .saturating_mul(1 + overrun);
+    let (last_sid, last_gen, last_cpu) = LAST.with(Cell::get);
+    let weight = if last_sid == sid && last_gen == generation {
+        cpu.saturating_sub(last_cpu)
+    } else if last_sid == sid {
+        // First sample after a reset or resume: only the CPU time since then counts, which
+        // we don't know on this thread; one period is the honest bound.
+        cpu.saturating_sub(last_cpu).min(nominal)
+    } else if last_sid == 0 && generation == 0 {
+        // A thread never sampled before, created inside this session (perf events follow
+        // only threads spawned after the session began): its whole CPU time is ours.
+        cpu
+    } else {
+        cpu.saturating_sub(if last_sid == 0 { 0 } else { last_cpu })
+            .min(nominal)
+    };
+    LAST.with(|l| l.set((sid, generation, cpu)));
+    if slot.paused.load(Ordering::Acquire) != 0 {
+        return;
+    }
+    let Some(ring) = RING.get() else { return };
+    let (pc, sp, bp) = registers(ctx);
+    let mut unwound = true;
+    let pushed = ring.push_with(|s| {
+        s.sid = sid;
+        s.generation = generation;
+        s.weight_ns = weight;
+        match unwind::walk(pc, sp, bp, &mut s.frames) {
+            Some(depth) => s.depth = depth as u32,
+            None => {
+                // No cache free: keep the leaf, which is all we can get safely.
+                s.frames[0] = pc;
+                s.depth = 1;
+                unwound = false;
+            }
+        }
+    });
+    if !pushed {
+        slot.lost.fetch_add(1, Ordering::Relaxed);
+        slot.lost_ns.fetch_add(weight, Ordering::Relaxed);
+    } else if !unwound {
+        slot.truncated.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// pc, sp and frame pointer of the interrupted context.
+fn registers(ctx: *mut libc::c_void) -> (u64, u64, u64) {
+    // SAFETY: with SA_SIGINFO the third handler argument is the interrupted ucontext_t.
+    let gregs = unsafe { &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs };
+    (
+        gregs[libc::REG_RIP as usize] as u64,
+        gregs[libc::REG_RSP as usize] as u64,
+        gregs[libc::REG_RBP as usize] as u64,
+    )
+}

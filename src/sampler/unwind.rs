@@ -1,0 +1,187 @@
+//! Stack walking that is safe inside a signal handler: framehop over the `.eh_frame` tables
+//! already mapped in memory, with caches preallocated outside the handler.
+//!
+//! Frame pointers are not needed: Rust's std is built without them, so a frame-pointer walk
+//! loses every stack that passes through std. framehop falls back to frame pointers only where
+//! an address has no CFI.
+//!
+//! **Invariant:** nothing here allocates, locks or panics once [`prepare`] has returned; stack
+//! memory is read only after the page was found readable (`process_vm_readv` on ourselves
+//! returns `EFAULT` instead of faulting), and readable pages are remembered per thread.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{ExplicitModuleSectionInfo, MustNotAllocateDuringUnwind, Unwinder};
+
+use crate::modules::Module;
+
+/// Section data is borrowed straight from the loaded image: no copies, nothing to free.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Mapped(&'static [u8]);
+
+impl std::ops::Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0
+    }
+}
+
+type Walker = UnwinderX86_64<Mapped, MustNotAllocateDuringUnwind>;
+type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
+
+/// Handlers running at the same moment on different threads each need a cache.
+const CACHES: usize = 16;
+
+struct CacheSlot {
+    busy: AtomicBool,
+    cache: std::cell::UnsafeCell<Cache>,
+}
+
+// SAFETY: a slot's cache is only touched by the handler that set `busy` (acquire) until it
+// clears it (release).
+unsafe impl Sync for CacheSlot {}
+
+static WALKER: AtomicPtr<Walker> = AtomicPtr::new(std::ptr::null_mut());
+static POOL: AtomicPtr<CacheSlot> = AtomicPtr::new(std::ptr::null_mut());
+static MODULES_GENERATION: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Builds (or rebuilds, after a `dlopen`) the unwinder for the loaded modules.
+/// Called from session start, never from the handler. Old unwinders are leaked on purpose:
+/// a handler on another thread may still be using one.
+pub(crate) fn prepare(modules: &[Module], generation: u64) {
+    if POOL.load(Ordering::Acquire).is_null() {
+        let pool: Box<[CacheSlot]> = (0..CACHES)
+            .map(|_| CacheSlot {
+                busy: AtomicBool::new(false),
+                cache: Cache::new_in().into(),
+            })
+            .collect();
+        POOL.store(Box::leak(pool).as_mut_ptr(), Ordering::Release);
+    }
+    if MODULES_GENERATION.swap(generation, Ordering::AcqRel) == generation {
+        return;
+    }
+    let mut walker = Walker::new();
+    for m in modules {
+        let (Some(hdr), Some(eh)) = (&m.eh_frame_hdr, &m.eh_frame) else {
+            continue;
+        };
+        // SAFETY: both ranges lie in segments the dynamic loader mapped readable, and they
+        // stay mapped while the object is loaded (unloading bumps the generation).
+        let (hdr_data, eh_data) = unsafe {
+            (
+                std::slice::from_raw_parts(hdr.start as *const u8, (hdr.end - hdr.start) as usize),
+                std::slice::from_raw_parts(eh.start as *const u8, (eh.end - eh.start) as usize),
+            )
+        };
+        // SAFETY: the executable segment is mapped readable (r-x) for as long as the object.
+        let text = unsafe {
+            std::slice::from_raw_parts(
+                m.text.start as *const u8,
+                (m.text.end - m.text.start) as usize,
+            )
+        };
+        let svma = |r: &std::ops::Range<u64>| r.start - m.bias..r.end - m.bias;
+        let info = ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: Some(svma(&m.text)),
+            text: Some(Mapped(text)),
+            eh_frame_svma: Some(svma(eh)),
+            eh_frame: Some(Mapped(eh_data)),
+            eh_frame_hdr_svma: Some(svma(hdr)),
+            eh_frame_hdr: Some(Mapped(hdr_data)),
+            ..Default::default()
+        };
+        walker.add_module(framehop::Module::new(
+            m.path.display().to_string(),
+            m.text.clone(),
+            m.bias,
+            info,
+        ));
+    }
+    WALKER.store(Box::into_raw(Box::new(walker)), Ordering::Release);
+}
+
+thread_local! {
+    /// Page-aligned stack range of this thread already found readable.
+    static READABLE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+const PAGE: u64 = 4096;
+
+/// Is the 8-byte word at `addr` readable? Asks the kernel once per page, remembers the answer
+/// for the contiguous range around the stack pointer.
+fn readable(addr: u64, sp: u64) -> bool {
+    let (lo, hi) = READABLE.with(Cell::get);
+    if addr >= lo && addr + 8 <= hi && sp >= lo && sp < hi {
+        return true;
+    }
+    let page = addr & !(PAGE - 1);
+    let mut word = 0u64;
+    let local = libc::iovec {
+        iov_base: &mut word as *mut u64 as *mut _,
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: page as *mut _,
+        iov_len: 8,
+    };
+    // SAFETY: process_vm_readv on our own pid copies into `word` or fails with EFAULT; it is a
+    // plain system call and async-signal-safe.
+    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    if n != 8 || addr % PAGE > PAGE - 8 {
+        return false;
+    }
+    // Keep one contiguous range that holds the stack pointer.
+    let (lo, hi) = if sp >= lo && sp < hi && (page == hi || page + PAGE == lo) {
+        (lo.min(page), hi.max(page + PAGE))
+    } else {
+        (page, page + PAGE)
+    };
+    READABLE.with(|r| r.set((lo, hi)));
+    true
+}
+
+/// Walks the interrupted thread's stack into `frames`: the interrupted pc first, then return
+/// addresses. Returns the depth, or `None` when no cache was free (the caller counts a loss).
+///
+/// Async-signal-safe once [`prepare`] has run.
+pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64]) -> Option<usize> {
+    let walker = WALKER.load(Ordering::Acquire);
+    let pool = POOL.load(Ordering::Acquire);
+    if walker.is_null() || pool.is_null() {
+        return None;
+    }
+    // SAFETY: `prepare` leaked a CACHES-long array at `pool` and never frees it.
+    let pool = unsafe { std::slice::from_raw_parts(pool, CACHES) };
+    let slot = pool.iter().find(|s| {
+        s.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    })?;
+    // SAFETY: walkers are leaked, never freed; `busy` gives us the cache exclusively.
+    let (walker, cache) = unsafe { (&*walker, &mut *slot.cache.get()) };
+    let mut read = |addr: u64| -> Result<u64, ()> {
+        if addr % 8 != 0 || addr < sp || addr - sp > 64 << 20 || !readable(addr, sp) {
+            return Err(());
+        }
+        // SAFETY: `readable` checked that the aligned word's page is mapped readable, and
+        // the page belongs to this thread's stack, which outlives the handler.
+        Ok(unsafe { (addr as *const u64).read_volatile() })
+    };
+    let mut iter = walker.iter_frames(pc, UnwindRegsX86_64::new(pc, sp, bp), cache, &mut read);
+    let mut depth = 0;
+    while depth < frames.len() {
+        match iter.next() {
+            Ok(Some(frame)) => {
+                frames[depth] = frame.address();
+                depth += 1;
+            }
+            _ => break,
+        }
+    }
+    slot.busy.store(false, Ordering::Release);
+    Some(depth)
+}
