@@ -279,13 +279,8 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
             };
             ids.push(id);
         }
-        if let Some(&leaf) = ids.first() {
-            let loc = &profile.location[leaf as usize - 1];
-            if let Some(l) = loc.line.first() {
-                let name = &profile.function[l.function_id as usize - 1];
-                let name: Arc<str> = profile_string(&strings, name.name).into();
-                *flat.entry(name).or_default() += weight;
-            }
+        if let Some(name) = headline_function(&ids, &profile, &strings) {
+            *flat.entry(name.into()).or_default() += weight;
         }
         samples += count;
         cpu_ns += weight;
@@ -395,8 +390,30 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
     }
 }
 
-fn profile_string(strings: &Strings, i: i64) -> &str {
-    &strings.table[i as usize]
+/// The function a sample is charged to in the summary line: the innermost frame of the
+/// user's own code. Frames of Rust's standard library (sources under `/rustc/`) and of objects
+/// without debug info (libc) are folded into their caller, because in test builds iterator
+/// and arithmetic helpers are not inlined and would otherwise top every summary.
+fn headline_function<'a>(
+    ids: &[u64],
+    profile: &proto::Profile,
+    strings: &'a Strings,
+) -> Option<&'a str> {
+    let mut innermost = None;
+    for &id in ids {
+        for line in &profile.location[id as usize - 1].line {
+            let f = &profile.function[line.function_id as usize - 1];
+            let (name, file) = (
+                &strings.table[f.name as usize],
+                &strings.table[f.filename as usize],
+            );
+            innermost.get_or_insert(name.as_str());
+            if !file.is_empty() && !file.starts_with("/rustc/") {
+                return Some(name);
+            }
+        }
+    }
+    innermost
 }
 
 /// Decodes a (gzipped or raw) profile; for tests and tools that inspect what we wrote.

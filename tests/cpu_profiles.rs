@@ -1,0 +1,154 @@
+//! Runs the fixture's real test binaries with `PROFILE=cpu` and checks what their profiles
+//! hold. Linux x86_64 only, where sampling is supported.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod support;
+use support::*;
+
+fn profile_env(dir: &std::path::Path, extra: &str) -> String {
+    format!("cpu,dir={}{extra}", dir.display())
+}
+
+#[test]
+fn attribution_and_cpu_total() {
+    for engine in ["", ",engine=timer"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out_file = dir.path().join("reported");
+        let out = cargo_test(
+            "attribution",
+            &[],
+            &[
+                ("PROFILE", &profile_env(dir.path(), engine)),
+                ("FIXTURE_OUT", out_file.to_str().unwrap()),
+            ],
+        );
+        assert!(out.status.success());
+        let p = read(&dir.path().join("attribution/three_to_one_split.cpu.pb.gz"));
+        let a = p.share("workloads::heavy_a");
+        let b = p.share("workloads::heavy_b");
+        assert!(
+            (a - 0.75).abs() <= 0.05,
+            "engine {engine:?}: heavy_a share {a:.3}, heavy_b {b:.3}"
+        );
+        let measured: f64 = reported(&out_file)["three_to_one_split.cpu_ns"]
+            .parse()
+            .unwrap();
+        let ratio = p.cpu_ns() as f64 / measured;
+        assert!(
+            (0.9..=1.1).contains(&ratio),
+            "engine {engine:?}: profile/thread CPU = {ratio:.3}"
+        );
+        assert_eq!(
+            p.value_types(),
+            [("samples", "count"), ("cpu", "nanoseconds")]
+        );
+        assert!(p.profile.duration_nanos > 0 && p.profile.time_nanos > 0);
+        assert!(p.profile.period > 0);
+        let main = &p.profile.mapping[0];
+        assert!(p.profile.string_table[main.filename as usize].contains("attribution-"));
+        assert_eq!(p.profile.string_table[main.build_id as usize].len(), 40);
+
+        // Zero samples still make a valid profile and a summary line.
+        let empty = read(
+            &dir.path()
+                .join("attribution/too_short_for_a_sample.cpu.pb.gz"),
+        );
+        assert!(empty.samples() <= 1);
+        assert!(stderr(&out).contains("profiled: too_short_for_a_sample  cpu 0.00s"));
+        assert!(stderr(&out).contains("profiled: three_to_one_split  cpu "));
+        assert!(
+            stderr(&out).contains("top: workloads::heavy_a ("),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn setup_before_reset_or_paused_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cargo_test("setup", &[], &[("PROFILE", &profile_env(dir.path(), ""))]);
+    assert!(out.status.success());
+    for test in ["setup_then_reset", "setup_paused"] {
+        let p = read(&dir.path().join(format!("setup/{test}.cpu.pb.gz")));
+        let setup = p.share("workloads::setup_hot");
+        let work = p.share("workloads::heavy_a");
+        assert!(setup < 0.05, "{test}: setup share {setup:.3}");
+        assert!(work > 0.85, "{test}: work share {work:.3}");
+        let cpu = p.cpu_ns() as f64 / 1e9;
+        assert!(
+            (0.25..0.45).contains(&cpu),
+            "{test}: {cpu:.3}s CPU, expected ~0.3 s of work"
+        );
+    }
+}
+
+#[test]
+fn parallel_tests_get_their_own_work_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cargo_test(
+        "parallel",
+        &["--test-threads=2"],
+        &[("PROFILE", &profile_env(dir.path(), ""))],
+    );
+    assert!(out.status.success());
+    for (test, own) in [
+        ("alpha", "workloads::alpha_hot"),
+        ("beta", "workloads::beta_hot"),
+    ] {
+        let p = read(&dir.path().join(format!("parallel/{test}.cpu.pb.gz")));
+        let share = p.share(own);
+        assert!(
+            share >= 0.95,
+            "{test}: own function has {share:.3} of the profile"
+        );
+    }
+}
+
+#[test]
+fn spawned_threads_are_in_the_profile_and_neighbours_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cargo_test(
+        "threads",
+        &["--test-threads=2"],
+        &[("PROFILE", &profile_env(dir.path(), ""))],
+    );
+    assert!(out.status.success());
+    let p = read(&dir.path().join("threads/four_workers.cpu.pb.gz"));
+    let workers = p.share("workloads::worker_hot");
+    let neighbour = p.share("workloads::beta_hot");
+    let cpu = p.cpu_ns() as f64 / 1e9;
+    assert!(workers > 0.9, "worker threads' share {workers:.3}");
+    assert!(
+        neighbour < 0.01,
+        "unprofiled neighbour leaked in: {neighbour:.3}"
+    );
+    assert!(
+        (0.36..0.5).contains(&cpu),
+        "4 workers x 100 ms, got {cpu:.3}s"
+    );
+}
+
+#[test]
+fn async_tests_include_runtime_worker_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cargo_test("asyncs", &[], &[("PROFILE", &profile_env(dir.path(), ""))]);
+    assert!(out.status.success());
+    // Each test ran once: stacking with #[tokio::test] in either order adds no second test.
+    assert_eq!(
+        summary(&out)[0],
+        "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out"
+    );
+    let p = read(&dir.path().join("asyncs/multi_thread_workers.cpu.pb.gz"));
+    let cpu = p.cpu_ns() as f64 / 1e9;
+    assert!(p.share("workloads::async_hot") > 0.9);
+    // 4 tasks on worker threads + 1 blocking task, 60 ms each.
+    assert!(
+        (0.27..0.4).contains(&cpu),
+        "multi_thread: {cpu:.3}s in profile"
+    );
+    for test in ["current_thread_below", "current_thread_above"] {
+        let p = read(&dir.path().join(format!("asyncs/{test}.cpu.pb.gz")));
+        assert!(p.share("workloads::async_hot") > 0.9, "{test}");
+    }
+}

@@ -1,0 +1,4 @@
+#[profiled::profiled]
+async fn no_runtime_attribute() {}
+
+fn main() {}

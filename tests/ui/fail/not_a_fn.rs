@@ -1,0 +1,4 @@
+#[profiled::profiled]
+struct NotATest;
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[profiled::profiled]
+#[test]
+fn takes_input(n: u32) {
+    let _ = n;
+}
+
+fn main() {}
