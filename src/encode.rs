@@ -360,11 +360,8 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         });
     }
 
-    profile.period = if samples > 0 {
-        (cpu_ns / samples) as i64
-    } else {
-        collected.period_ns as i64
-    };
+    // The real mean period: what a sample stood for, not what was asked for.
+    profile.period = cpu_ns.checked_div(samples).unwrap_or(collected.period_ns) as i64;
     for c in comments {
         let i = strings.get(c);
         profile.comment.push(i);

@@ -26,8 +26,11 @@ fn attribution_and_cpu_total() {
         let p = read(&dir.path().join("attribution/three_to_one_split.cpu.pb.gz"));
         let a = p.share("workloads::heavy_a");
         let b = p.share("workloads::heavy_b");
+        // The timer engine gets ~250 samples/s here (kernel tick), ~200 in all: binomial
+        // noise alone is ±0.03, so it gets a wider band; perf delivers ~800.
+        let tolerance = if engine.is_empty() { 0.05 } else { 0.1 };
         assert!(
-            (a - 0.75).abs() <= 0.05,
+            (a - 0.75).abs() <= tolerance,
             "engine {engine:?}: heavy_a share {a:.3}, heavy_b {b:.3}"
         );
         let measured: f64 = reported(&out_file)["three_to_one_split.cpu_ns"]

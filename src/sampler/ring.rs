@@ -152,7 +152,7 @@ mod tests {
                 _ => panic!("expected a sample"),
             });
         }
-        assert!(matches!(ring.pop_with(|p| matches!(p, Pop::Empty)), true));
+        assert!(ring.pop_with(|p| matches!(p, Pop::Empty)));
     }
 
     #[test]

@@ -1,1 +1,22 @@
-fn main() {}
+//! Repository automation, run as `cargo xtask <task>` (see matklad/cargo-xtask).
+//!
+//! Tasks:
+//! - `validate`: profiles the shipped example and the test fixtures, then checks every
+//!   profile with the real `go tool pprof`.
+
+mod validate;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("validate") => validate::run(),
+        _ => {
+            eprintln!("usage: cargo xtask validate");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e}");
+        std::process::exit(1);
+    }
+}
