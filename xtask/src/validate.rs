@@ -162,11 +162,43 @@ pub fn run() -> Result<(), String> {
         }
         checked += 1;
     }
+    checked += validate_stress(&root, &go)?;
     println!(
         "validate: {checked} profiles read by {} with no warnings",
         go.display()
     );
     Ok(())
+}
+
+/// The 200 profiles of tests/stress.rs (taken while threads allocate, lock and spawn), each
+/// read with `-top`. Runs the stress test first when its output is missing.
+fn validate_stress(root: &Path, go: &Path) -> Result<usize, String> {
+    let dir = root.join("target/stress");
+    if !dir.is_dir() {
+        let status = Command::new(env!("CARGO"))
+            .current_dir(root)
+            .args(["test", "--quiet", "--test", "stress"])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("the stress test failed: {status}"));
+        }
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".pb.gz"))
+        .collect();
+    files.sort();
+    for file in &files {
+        pprof(go, &["-top"], file)?;
+    }
+    println!(
+        "ok  {} stress profiles in {}",
+        files.len(),
+        display(&dir, root)
+    );
+    Ok(files.len())
 }
 
 /// Runs `go tool pprof ARGS FILE`; fails on a non-zero exit or any stderr output.
