@@ -115,14 +115,13 @@ pub(crate) fn notice(text: &str) {
     line(&format!("profiled: {text}"));
 }
 
-/// A path as the user should read it: relative to the current directory when inside it.
+/// A path as the user should read it: absolute, because the test runs in its package's
+/// directory, which is often not the directory the user typed `cargo test` in.
 pub(crate) fn display_path(path: &Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    let shown = cwd
-        .as_deref()
-        .and_then(|c| path.strip_prefix(c).ok())
-        .unwrap_or(path);
-    shown.display().to_string()
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 #[cfg(test)]
