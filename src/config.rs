@@ -18,7 +18,7 @@ pub const DEFAULT_FREQUENCY: u32 = 1000;
 pub const MAX_FREQUENCY: u32 = 10_000;
 
 const ACCEPTED: &str = "kinds: cpu; options: freq=<1..=10000 Hz, default 1000>, dir=<path>, \
-                        engine=<auto|perf|timer>";
+                        engine=<auto|perf|timer>, svg";
 
 /// Which sampling source the CPU profiler uses.
 ///
@@ -58,6 +58,8 @@ pub struct Config {
     pub dir: Option<PathBuf>,
     /// Sampling source.
     pub engine: Engine,
+    /// Also write an SVG flamegraph beside each profile (needs the `flamegraph` feature).
+    pub svg: bool,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             frequency: DEFAULT_FREQUENCY,
             dir: None,
             engine: Engine::Auto,
+            svg: false,
         }
     }
 }
@@ -128,6 +131,10 @@ impl Config {
             match item.split_once('=') {
                 None => match item {
                     "cpu" => config.cpu = true,
+                    "svg" if cfg!(feature = "flamegraph") => config.svg = true,
+                    "svg" => {
+                        return Err(bad(item, "needs profiled's `flamegraph` cargo feature"));
+                    }
                     "heap" | "block" | "mutex" => {
                         return Err(bad(item, "is not implemented yet"));
                     }
@@ -185,10 +192,14 @@ impl fmt::Display for Config {
             write!(f, ",dir={}", dir.display())?;
         }
         match self.engine {
-            Engine::Auto => Ok(()),
-            Engine::Perf => f.write_str(",engine=perf"),
-            Engine::Timer => f.write_str(",engine=timer"),
+            Engine::Auto => {}
+            Engine::Perf => f.write_str(",engine=perf")?,
+            Engine::Timer => f.write_str(",engine=timer")?,
         }
+        if self.svg {
+            f.write_str(",svg")?;
+        }
+        Ok(())
     }
 }
 

@@ -149,6 +149,9 @@ pub(crate) struct Encoded {
     pub cpu_ns: u64,
     /// Function with the most flat CPU time, and its share of the total.
     pub top: Option<(String, f64)>,
+    /// Folded stacks (`outer;...;leaf`, inlined frames included) with CPU microseconds, for
+    /// flamegraphs.
+    pub folded: Vec<(String, u64)>,
 }
 
 #[derive(Default)]
@@ -208,6 +211,7 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
     let mut mappings: HashMap<Option<usize>, (u64, bool)> = HashMap::new();
     let mut flat: HashMap<Arc<str>, u64> = HashMap::new();
     let (mut samples, mut cpu_ns) = (0u64, 0u64);
+    let mut folded = Vec::new();
 
     let mut function_id = |line: &SymLine, strings: &mut Strings, profile: &mut Profile| -> u64 {
         let key = (line.function.clone(), line.file.clone());
@@ -279,6 +283,7 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
             };
             ids.push(id);
         }
+        folded.push((fold(&ids, &profile, &strings), weight / 1000));
         if let Some(name) = headline_function(&ids, &profile, &strings) {
             *flat.entry(name.into()).or_default() += weight;
         }
@@ -325,6 +330,7 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         });
         samples += collected.lost;
         cpu_ns += collected.lost_ns;
+        folded.push((LOST_FUNCTION.to_string(), collected.lost_ns / 1000));
     }
 
     // Mapping ids: the main executable first (go tool pprof takes mapping 1 as the main
@@ -384,7 +390,24 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         samples,
         cpu_ns,
         top,
+        folded,
     }
+}
+
+/// A stack as one folded line, outermost frame first, inlined frames expanded.
+fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
+    let mut out = String::new();
+    for &id in ids.iter().rev() {
+        for line in profile.location[id as usize - 1].line.iter().rev() {
+            let f = &profile.function[line.function_id as usize - 1];
+            if !out.is_empty() {
+                out.push(';');
+            }
+            // ';' separates frames in the folded format.
+            out.push_str(&strings.table[f.name as usize].replace(';', ":"));
+        }
+    }
+    out
 }
 
 /// The function a sample is charged to in the summary line: the innermost frame of the

@@ -32,7 +32,13 @@ use std::time::{Duration, SystemTime};
 #[path = "private.rs"]
 pub mod __private;
 mod config;
+#[cfg(feature = "criterion")]
+pub mod criterion;
 mod encode;
+#[cfg(feature = "flamegraph")]
+mod flamegraph;
+#[cfg(feature = "harness")]
+mod harness;
 mod modules;
 mod output;
 mod sampler;
@@ -56,6 +62,21 @@ pub use config::{Config, Engine, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY};
 /// }
 /// ```
 pub use profiled_macros::profiled;
+
+/// Registers a test with profiled's harness (`harness = false` targets that end in
+/// [`main!`]). Takes `#[ignore]` and `#[should_panic(expected = "..")]` below it, and fns
+/// returning `()` or `Result<(), E: Debug>`.
+///
+/// ```no_run
+/// #[profiled::test]
+/// fn parses() {
+///     assert_eq!("4".parse::<u8>().unwrap(), 4);
+/// }
+///
+/// profiled::main!();
+/// ```
+#[cfg(feature = "harness")]
+pub use profiled_macros::test;
 
 /// Reading and writing pprof `profile.proto` files.
 pub mod pprof {
@@ -169,6 +190,7 @@ pub struct Profile {
     name: String,
     config: Config,
     session: sampler::Session,
+    detached: bool,
 }
 
 impl Profile {
@@ -198,6 +220,7 @@ impl Profile {
             name: name.into(),
             config: config.clone(),
             session,
+            detached: false,
         })
     }
 
@@ -243,6 +266,27 @@ impl Profile {
         &self.name
     }
 
+    /// Starts a profile that is not the thread's current one: `reset()`/`pause()` don't
+    /// reach it, and the thread may start its own (the harness's whole-run profile).
+    #[cfg_attr(not(feature = "harness"), allow(dead_code))]
+    pub(crate) fn start_detached(
+        name: impl Into<String>,
+        config: &Config,
+    ) -> Result<Profile, Error> {
+        let session = sampler::Session::start(config.frequency, config.engine)?;
+        Ok(Profile {
+            name: name.into(),
+            config: config.clone(),
+            session,
+            detached: true,
+        })
+    }
+
+    #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
+    pub(crate) fn sid(&self) -> u64 {
+        self.session.sid()
+    }
+
     /// Stops sampling, symbolizes and encodes the profile.
     ///
     /// ```
@@ -253,11 +297,14 @@ impl Profile {
     /// # }
     /// ```
     pub fn finish(self) -> Result<Report, Error> {
-        CURRENT.with(|c| c.set(0));
+        if !self.detached {
+            CURRENT.with(|c| c.set(0));
+        }
         let Profile {
             name,
             config,
             session,
+            ..
         } = self;
         let collected = session.finish();
         let mut comments = vec![
@@ -303,6 +350,7 @@ impl Profile {
             samples: encoded.samples,
             cpu: Duration::from_nanos(encoded.cpu_ns),
             top: encoded.top,
+            folded: encoded.folded,
             lost: collected.lost,
             start: collected.start,
             wall: collected.duration,
@@ -336,6 +384,7 @@ pub struct Report {
     samples: u64,
     cpu: Duration,
     top: Option<(String, f64)>,
+    folded: Vec<(String, u64)>,
     lost: u64,
     start: SystemTime,
     wall: Duration,
@@ -437,6 +486,35 @@ impl Report {
     /// ```
     pub fn write(&self, path: &Path) -> Result<(), Error> {
         output::write_atomic(path, &self.gz)
+    }
+
+    /// Stacks in the folded format (`outer;...;leaf`) with their CPU time in microseconds,
+    /// the input of flamegraph tools such as inferno.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("f", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// for (stack, micros) in r.folded_stacks() { assert!(!stack.is_empty()); let _ = micros; }
+    /// # }
+    /// ```
+    pub fn folded_stacks(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.folded.iter().map(|(s, w)| (s.as_str(), *w))
+    }
+
+    /// Writes an SVG flamegraph of the profile (atomically), widths proportional to CPU time.
+    /// A profile without samples gets an SVG that says so.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("svg", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let dir = tempfile::tempdir().unwrap();
+    /// r.write_flamegraph(&dir.path().join("svg.cpu.svg")).unwrap();
+    /// # }
+    /// ```
+    #[cfg(feature = "flamegraph")]
+    pub fn write_flamegraph(&self, path: &Path) -> Result<(), Error> {
+        let svg = flamegraph::render(&self.name, &self.folded);
+        output::write_atomic(path, &svg)
     }
 
     /// `profiled: NAME  cpu 1.82s  1820 samples  top: FN (61%)  -> PATH`.

@@ -63,6 +63,17 @@ pub(crate) fn profile_path(dir: Option<&Path>, test: &str) -> PathBuf {
         .join(format!("{}.cpu.pb.gz", file_stem(test)))
 }
 
+/// The flamegraph beside a profile: `x.cpu.pb.gz` -> `x.cpu.svg`.
+#[cfg_attr(not(feature = "flamegraph"), allow(dead_code))]
+pub(crate) fn svg_path(profile: &Path) -> PathBuf {
+    let name = profile
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".pb.gz").unwrap_or(&name);
+    profile.with_file_name(format!("{stem}.svg"))
+}
+
 /// A test name as a file name: `::` -> `.`, and nothing that leaves the directory.
 pub(crate) fn file_stem(test: &str) -> String {
     test.replace("::", ".").replace(['/', '\\', '\0'], "_")

@@ -7,6 +7,14 @@ use std::sync::OnceLock;
 
 use crate::{output, sampler, Config, Error, Profile};
 
+/// What `#[profiled::test]` and `profiled::main!()` expand to.
+#[cfg(feature = "harness")]
+pub mod harness {
+    pub use crate::harness::{main, outcome, Outcome, Test};
+}
+#[cfg(feature = "harness")]
+pub use inventory;
+
 /// `PROFILE`, read and parsed once per process. The error is kept as its message so that
 /// every profiled test can report it.
 fn config() -> &'static Result<Option<Config>, String> {
@@ -18,6 +26,7 @@ fn config() -> &'static Result<Option<Config>, String> {
 #[must_use]
 pub struct TestGuard {
     active: Option<(Profile, PathBuf)>,
+    svg: bool,
 }
 
 impl TestGuard {
@@ -25,7 +34,12 @@ impl TestGuard {
     /// `PROFILE` is malformed or profiling cannot start.
     pub fn enter(module_path: &'static str, fn_name: &'static str) -> TestGuard {
         let config = match config() {
-            Ok(None) => return TestGuard { active: None },
+            Ok(None) => {
+                return TestGuard {
+                    active: None,
+                    svg: false,
+                }
+            }
             Ok(Some(config)) => config,
             Err(message) => panic!("profiled: {message}"),
         };
@@ -34,6 +48,7 @@ impl TestGuard {
         match Profile::start(name, config) {
             Ok(profile) => TestGuard {
                 active: Some((profile, path)),
+                svg: config.svg,
             },
             Err(e) => panic!(
                 "profiled: cannot profile {}: {e}",
@@ -53,8 +68,15 @@ impl Drop for TestGuard {
         let Some((profile, path)) = self.active.take() else {
             return;
         };
+        let svg = self.svg;
         let result = profile.finish().and_then(|report| {
             report.write(&path)?;
+            #[cfg(feature = "flamegraph")]
+            if svg {
+                report.write_flamegraph(&output::svg_path(&path))?;
+            }
+            #[cfg(not(feature = "flamegraph"))]
+            let _ = svg;
             output::line(&report.summary_line(Some(&path)));
             Ok(())
         });

@@ -71,7 +71,7 @@ fn bad_profile_values_fail_with_the_item_and_what_is_accepted() {
         let text = stdout(&out);
         let expected = format!(
             "profiled: PROFILE: {item} {reason}; accepted: kinds: cpu; options: \
-             freq=<1..=10000 Hz, default 1000>, dir=<path>, engine=<auto|perf|timer>"
+             freq=<1..=10000 Hz, default 1000>, dir=<path>, engine=<auto|perf|timer>, svg"
         );
         assert!(
             text.contains(&expected),

@@ -91,3 +91,98 @@ fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
     let _ = out.span();
     out
 }
+
+/// `#[profiled::test]`: keeps the fn and registers it with profiled's harness.
+pub(crate) fn harness_test(args: TokenStream, item: TokenStream) -> TokenStream {
+    let args = match args::parse(args) {
+        Ok(a) => a,
+        Err(e) => return with_error(item, e),
+    };
+    let mut func: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let e = syn::Error::new_spanned(&item, "#[profiled::test] goes on a function");
+            return with_error(item, e);
+        }
+    };
+    if !func.sig.inputs.is_empty() {
+        let e = syn::Error::new_spanned(
+            &func.sig.inputs,
+            "#[profiled::test] functions take no parameters",
+        );
+        return with_error(item, e);
+    }
+    if let Some(a) = func.sig.asyncness {
+        let e = syn::Error::new_spanned(
+            a,
+            "#[profiled::test] runs sync fns; build a runtime in the test, or use #[profiled] with #[tokio::test]",
+        );
+        return with_error(item, e);
+    }
+    if let Some(attr) = func.attrs.iter().find(|a| is_test_attr(a)) {
+        let e = syn::Error::new_spanned(
+            attr,
+            "#[profiled::test] registers the test itself; remove this test attribute",
+        );
+        return with_error(item, e);
+    }
+    let krate = args
+        .krate
+        .as_ref()
+        .map(|(p, _)| p.to_token_stream())
+        .unwrap_or_else(|| quote!(::profiled));
+    // `#[ignore]` and `#[should_panic]` only mean something on `#[test]` fns: take them off
+    // and hand them to the harness.
+    let mut ignored = false;
+    let mut should_panic: Option<String> = None;
+    let mut errors = Vec::new();
+    func.attrs.retain(|attr| {
+        if attr.path().is_ident("ignore") {
+            ignored = true;
+            false
+        } else if attr.path().is_ident("should_panic") {
+            should_panic = Some(String::new());
+            if let syn::Meta::List(_) = &attr.meta {
+                let r = attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("expected") {
+                        let lit: syn::LitStr = meta.value()?.parse()?;
+                        should_panic = Some(lit.value());
+                        Ok(())
+                    } else {
+                        Err(meta.error("expected `expected = \"...\"`"))
+                    }
+                });
+                if let Err(e) = r {
+                    errors.push(e);
+                }
+            }
+            false
+        } else {
+            true
+        }
+    });
+    if let Some(e) = errors.pop() {
+        return with_error(item, e);
+    }
+    let ident = &func.sig.ident;
+    let name = ident.to_string();
+    let should_panic = match should_panic {
+        Some(s) => quote!(::core::option::Option::Some(#s)),
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        #func
+
+        const _: () = {
+            #krate::__private::inventory::submit! {
+                #krate::__private::harness::Test {
+                    module: ::core::module_path!(),
+                    name: #name,
+                    run: || #krate::__private::harness::outcome(#ident()),
+                    ignored: #ignored,
+                    should_panic: #should_panic,
+                }
+            }
+        };
+    }
+}

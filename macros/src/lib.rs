@@ -12,3 +12,9 @@ mod expand;
 pub fn profiled(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::profiled(args.into(), item.into()).into()
 }
+
+/// See `profiled::test`.
+#[proc_macro_attribute]
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::harness_test(args.into(), item.into()).into()
+}

@@ -165,7 +165,7 @@ impl Session {
         slot.truncated.store(0, Ordering::Relaxed);
         slot.period_ns.store(period_ns, Ordering::Relaxed);
         lock(engine).sessions.insert(sid, Aggregate::default());
-        signal::mark_thread(sid, 0);
+        signal::mark_thread(sid);
         slot.sid.store(sid, Ordering::SeqCst);
         let armed = arm(engine_choice, period_ns, sid);
         let armed = match armed {
@@ -364,13 +364,12 @@ pub(crate) fn reset(sid: u64) {
     slot.lost.store(0, Ordering::Relaxed);
     slot.lost_ns.store(0, Ordering::Relaxed);
     slot.truncated.store(0, Ordering::Relaxed);
-    drop(drain);
-    signal::mark_thread(sid, generation);
 }
 
 /// Stops recording samples of session `sid` until the matching [`resume`].
 pub(crate) fn pause(sid: u64) {
     if let Some(slot) = slot_of(sid) {
+        signal::thread_pauses(sid);
         slot.paused.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -378,11 +377,9 @@ pub(crate) fn pause(sid: u64) {
 /// Ends one [`pause`].
 pub(crate) fn resume(sid: u64) {
     if let Some(slot) = slot_of(sid) {
-        // A new generation makes every thread's first sample after this weigh at most one
-        // period, so CPU spent while paused is not charged to it.
-        let generation = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        signal::mark_thread(sid, generation);
-        slot.paused.fetch_sub(1, Ordering::AcqRel);
+        if slot.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
+            signal::thread_resumes(sid);
+        }
     }
 }
 

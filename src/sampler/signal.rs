@@ -54,16 +54,118 @@ pub(crate) static SLOTS: [Slot; MAX_SLOTS] = [EMPTY; MAX_SLOTS];
 /// Where handlers put samples; set once, before any handler is installed.
 pub(crate) static RING: OnceLock<Ring> = OnceLock::new();
 
-thread_local! {
-    /// (session id, generation, thread CPU ns) at this thread's last sample or session start:
-    /// a sample weighs the thread CPU time since then.
-    static LAST: Cell<(u64, u32, u64)> = const { Cell::new((0, 0, 0)) };
+/// What a thread's next sample weighs, in its own CPU clock.
+#[derive(Clone, Copy)]
+struct Clock {
+    /// Session this state belongs to.
+    sid: u64,
+    /// CPU time at the thread's last sample (or session start).
+    last: u64,
+    /// CPU spent unpaused since `last` in stretches that already ended (by this thread's
+    /// own `pause`), not yet charged to a sample.
+    active: u64,
+    /// Start of the current unpaused stretch (0: since `last`); `PAUSED` while this thread
+    /// holds the session paused.
+    since: u64,
 }
 
-/// Marks the calling thread's CPU clock as the start of `sid`'s current generation, so its
-/// next sample weighs exactly the CPU time from now.
-pub(crate) fn mark_thread(sid: u64, generation: u32) {
-    LAST.with(|l| l.set((sid, generation, thread_cpu_ns())));
+const PAUSED: u64 = u64::MAX;
+
+/// Sessions one thread can be sampled for at once with exact weights (nested profiles, e.g.
+/// a whole-run profile around per-test ones). Beyond that the least recently sampled one is
+/// forgotten and its next sample weighs at most one period.
+const CLOCKS: usize = 4;
+
+const NO_CLOCK: Clock = Clock {
+    sid: 0,
+    last: 0,
+    active: 0,
+    since: 0,
+};
+
+thread_local! {
+    static CLOCK: Cell<[Clock; CLOCKS]> = const { Cell::new([NO_CLOCK; CLOCKS]) };
+}
+
+/// This thread's clock for `sid`: `(index, clock)`; a fresh clock in a free (or the least
+/// recently sampled) entry when the thread has none for it.
+fn clock_for(clocks: &[Clock; CLOCKS], sid: u64) -> (usize, Clock) {
+    if let Some(i) = clocks.iter().position(|c| c.sid == sid) {
+        return (i, clocks[i]);
+    }
+    let i = clocks
+        .iter()
+        .position(|c| c.sid == 0)
+        .unwrap_or_else(|| (0..CLOCKS).min_by_key(|&i| clocks[i].last).unwrap_or(0));
+    (i, NO_CLOCK)
+}
+
+/// Applies `f` to this thread's clock for `sid` and stores the result.
+fn update_clock(sid: u64, f: impl FnOnce(Clock) -> Clock) {
+    CLOCK.with(|c| {
+        let mut clocks = c.get();
+        let (i, clock) = clock_for(&clocks, sid);
+        clocks[i] = f(clock);
+        c.set(clocks);
+    })
+}
+
+/// Runs `f` with our sampling signals blocked on this thread, so the handler cannot
+/// interleave with a read-modify-write of the thread's clock.
+fn with_signals_blocked<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset/sigaddset; pthread_sigmask
+    // only changes this thread's mask and we restore the previous one.
+    unsafe {
+        let mut block: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut block);
+        libc::sigaddset(&mut block, libc::SIGTRAP);
+        libc::sigaddset(&mut block, libc::SIGPROF);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &block, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
+/// Starts the calling thread's clock for session `sid`: its first sample weighs exactly the
+/// CPU time from now.
+pub(crate) fn mark_thread(sid: u64) {
+    with_signals_blocked(|| {
+        update_clock(sid, |_| Clock {
+            sid,
+            last: thread_cpu_ns(),
+            active: 0,
+            since: 0,
+        })
+    });
+}
+
+/// The calling thread pauses session `sid`: the CPU of its current unpaused stretch is kept
+/// for its next sample, and what follows is not charged.
+pub(crate) fn thread_pauses(sid: u64) {
+    with_signals_blocked(|| {
+        update_clock(sid, |mut clock| {
+            if clock.sid == sid && clock.since != PAUSED {
+                let now = thread_cpu_ns();
+                clock.active += now.saturating_sub(clock.last.max(clock.since));
+                clock.since = PAUSED;
+            }
+            clock
+        })
+    });
+}
+
+/// The calling thread resumes session `sid`: a new unpaused stretch starts now.
+pub(crate) fn thread_resumes(sid: u64) {
+    with_signals_blocked(|| {
+        update_clock(sid, |mut clock| {
+            if clock.sid == sid {
+                clock.since = thread_cpu_ns();
+            }
+            clock
+        })
+    });
 }
 
 /// CPU time of the calling thread. Async-signal-safe.
@@ -244,25 +346,55 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
         .period_ns
         .load(Ordering::Relaxed)
         .saturating_mul(1 + overrun);
-    let (last_sid, last_gen, last_cpu) = LAST.with(Cell::get);
-    let weight = if last_sid == sid && last_gen == generation {
-        cpu.saturating_sub(last_cpu)
-    } else if last_sid == sid {
-        // First sample after a reset or resume: only the CPU time since then counts, which
-        // we don't know on this thread; one period is the honest bound.
-        cpu.saturating_sub(last_cpu).min(nominal)
-    } else if last_sid == 0 && generation == 0 {
-        // A thread never sampled before, created inside this session (perf events follow
-        // only threads spawned after the session began): its whole CPU time is ours.
+    let mut clocks = CLOCK.with(Cell::get);
+    let (index, clock) = clock_for(&clocks, sid);
+    let paused = slot.paused.load(Ordering::Acquire) != 0;
+    // A sample stands for the thread's unpaused CPU time since its previous sample: each
+    // interval is represented by the sample that ends it. That keeps totals unbiased when
+    // the session is paused and resumed at any granularity, includes kernel time the source
+    // could not sample, and is exact whatever rate the kernel delivers.
+    let weight = if clock.sid == sid {
+        let stretch = if clock.since == PAUSED {
+            0
+        } else {
+            cpu.saturating_sub(clock.last.max(clock.since))
+        };
+        clock.active + stretch
+    } else if clocks.iter().all(|c| c.sid == 0) {
+        // A thread never sampled before: with perf events only threads spawned inside the
+        // session are sampled, so its whole CPU time lies in the session.
         cpu
     } else {
-        cpu.saturating_sub(if last_sid == 0 { 0 } else { last_cpu })
-            .min(nominal)
+        // Sampled before, but not for this session: we don't know when this session's share
+        // began; one period is the honest bound.
+        let latest = clocks.iter().map(|c| c.last).max().unwrap_or(0);
+        cpu.saturating_sub(latest).min(nominal)
     };
-    LAST.with(|l| l.set((sid, generation, cpu)));
-    if slot.paused.load(Ordering::Acquire) != 0 {
+    let since = if clock.sid == sid && clock.since == PAUSED {
+        PAUSED
+    } else {
+        0
+    };
+    if paused {
+        // Not recorded. Unpaused CPU gathered so far waits for the next recorded sample;
+        // the paused CPU up to now is dropped by moving `last`.
+        let active = if clock.sid == sid { clock.active } else { 0 };
+        clocks[index] = Clock {
+            sid,
+            last: cpu,
+            active,
+            since,
+        };
+        CLOCK.with(|c| c.set(clocks));
         return;
     }
+    clocks[index] = Clock {
+        sid,
+        last: cpu,
+        active: 0,
+        since,
+    };
+    CLOCK.with(|c| c.set(clocks));
     let Some(ring) = RING.get() else { return };
     let (pc, sp, bp) = registers(ctx);
     let mut unwound = true;

@@ -155,3 +155,83 @@ pub fn summary(out: &Output) -> Vec<String> {
         .map(|l| l.split("; finished in").next().unwrap().to_string())
         .collect()
 }
+
+/// `cargo bench --bench <target> -- <args>` in the fixture crate.
+pub fn cargo_bench(target: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.arg("bench")
+        .arg("--quiet")
+        .arg("--manifest-path")
+        .arg(fixture_manifest())
+        .arg("--bench")
+        .arg(target)
+        .arg("--")
+        .args(args)
+        .env("CARGO_TARGET_DIR", fixture_target())
+        .env_remove("PROFILE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("cargo runs");
+    eprintln!(
+        "--- cargo bench --bench {target} {args:?} {env:?}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The `<title>` texts of an SVG flamegraph (one per frame box), read with an XML parser, so
+/// a malformed file fails the test.
+pub fn svg_titles(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = quick_xml::Reader::from_str(&text);
+    let mut titles = Vec::new();
+    let mut in_title = false;
+    loop {
+        match reader.read_event().expect("well-formed SVG") {
+            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"title" => in_title = true,
+            quick_xml::events::Event::End(e) if e.name().as_ref() == b"title" => in_title = false,
+            quick_xml::events::Event::Text(t) if in_title => {
+                titles.push(t.decode().expect("utf-8").into_owned());
+            }
+            quick_xml::events::Event::GeneralRef(r) if in_title => {
+                // &lt; &gt; &amp; inside names such as <T as Trait>::f
+                let s = match r.as_ref() {
+                    b"lt" => "<",
+                    b"gt" => ">",
+                    b"amp" => "&",
+                    b"quot" => "\"",
+                    _ => "?",
+                };
+                if let Some(last) = titles.last_mut() {
+                    last.push_str(s);
+                }
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    titles
+}
+
+/// Runs an already-built fixture test binary directly, as nextest and `cargo test` do.
+pub fn fixture_binary(target: &str) -> PathBuf {
+    let deps = fixture_target().join("debug/deps");
+    let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&deps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with(&format!("{target}-")) && !name.contains('.')
+        })
+        .map(|p| (p.metadata().unwrap().modified().unwrap(), p))
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no {target} binary in {}", deps.display()))
+        .1
+}

@@ -1,0 +1,219 @@
+//! criterion integration: one CPU profile per benchmark under `cargo bench -- --profile-time N`,
+//! with setup left out and no change to benchmark bodies.
+//!
+//! criterion calls its [`Measurement`]'s `start` and `end` exactly around the timed routine;
+//! setup (the code before `b.iter`, the setup closure of `iter_batched`, dropping outputs)
+//! runs outside them. [`Measured`] wraps a measurement and resumes sampling in `start` and
+//! pauses it in `end`, so only the routine is profiled. [`Profiler`] starts each benchmark's
+//! profile paused, and writes it when criterion stops profiling.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::Criterion;
+
+use crate::{output, sampler, Config, Profile};
+
+/// Session id of the benchmark profile being collected; 0 when none (normal benchmarking).
+static ACTIVE: AtomicU64 = AtomicU64::new(0);
+
+/// A criterion [`Criterion::with_profiler`] profiler that writes
+/// `<criterion dir>/<benchmark id>/profile/cpu.pb.gz` for each benchmark run with
+/// `--profile-time`, and prints one summary line per benchmark.
+///
+/// Settings come from `PROFILE` when set (`freq=`, `engine=`, `svg`), else the defaults.
+///
+/// ```
+/// let profiler = profiled::criterion::Profiler::new().svg(false);
+/// let _c = criterion::Criterion::default()
+///     .with_measurement(profiled::criterion::Measured::default())
+///     .with_profiler(profiler);
+/// ```
+pub struct Profiler {
+    config: Config,
+    current: Option<Profile>,
+}
+
+impl Profiler {
+    /// A profiler configured from `PROFILE` if it is set, else with the defaults.
+    /// A malformed `PROFILE` is reported and the defaults are used.
+    ///
+    /// ```
+    /// let _p = profiled::criterion::Profiler::new();
+    /// ```
+    pub fn new() -> Profiler {
+        let config = match Config::from_env() {
+            Ok(Some(c)) => c,
+            Ok(None) => Config::default(),
+            Err(e) => {
+                output::notice(&format!("{e}; profiling benchmarks with the defaults"));
+                Config::default()
+            }
+        };
+        Profiler {
+            config,
+            current: None,
+        }
+    }
+
+    /// A profiler with explicit settings (`dir` is ignored: criterion names the directory).
+    ///
+    /// ```
+    /// let c = profiled::Config::parse("cpu,freq=500").unwrap().unwrap();
+    /// let _p = profiled::criterion::Profiler::with_config(c);
+    /// ```
+    pub fn with_config(config: Config) -> Profiler {
+        Profiler {
+            config,
+            current: None,
+        }
+    }
+
+    /// Also write `flamegraph.svg` beside each profile (needs the `flamegraph` feature).
+    ///
+    /// ```
+    /// let _p = profiled::criterion::Profiler::new().svg(cfg!(feature = "flamegraph"));
+    /// ```
+    pub fn svg(mut self, on: bool) -> Profiler {
+        self.config.svg = on;
+        self
+    }
+}
+
+impl Default for Profiler {
+    fn default() -> Self {
+        Profiler::new()
+    }
+}
+
+impl criterion::profiler::Profiler for Profiler {
+    fn start_profiling(&mut self, benchmark_id: &str, _benchmark_dir: &Path) {
+        match Profile::start(benchmark_id, &self.config) {
+            Ok(profile) => {
+                // Paused until the first `Measured::start`: warm-up bookkeeping and setup
+                // stay out.
+                sampler::pause(profile.sid());
+                ACTIVE.store(profile.sid(), Ordering::Release);
+                self.current = Some(profile);
+            }
+            Err(e) => output::notice(&format!("cannot profile {benchmark_id}: {e}")),
+        }
+    }
+
+    fn stop_profiling(&mut self, benchmark_id: &str, benchmark_dir: &Path) {
+        ACTIVE.store(0, Ordering::Release);
+        let Some(profile) = self.current.take() else {
+            return;
+        };
+        let path = benchmark_dir.join("cpu.pb.gz");
+        let result = profile.finish().and_then(|report| {
+            report.write(&path)?;
+            #[cfg(feature = "flamegraph")]
+            if self.config.svg {
+                report.write_flamegraph(&benchmark_dir.join("flamegraph.svg"))?;
+            }
+            output::line(&report.summary_line(Some(&path)));
+            Ok(())
+        });
+        if let Err(e) = result {
+            output::notice(&format!("{benchmark_id}: {e}"));
+        }
+    }
+}
+
+/// A criterion measurement that profiles only the timed routine: it resumes sampling in
+/// `start` and pauses it in `end`, around the wrapped measurement (wall time by default).
+/// When no benchmark is being profiled it only delegates (one atomic load per call).
+///
+/// ```
+/// use criterion::Criterion;
+/// use profiled::criterion::Measured;
+/// fn bench(c: &mut Criterion<Measured>) {
+///     c.bench_function("sum", |b| b.iter(|| (0..100u64).sum::<u64>()));
+/// }
+/// # let _ = bench;
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Measured<M = WallTime> {
+    inner: M,
+}
+
+impl Default for Measured<WallTime> {
+    /// Wall time, as criterion measures by default.
+    fn default() -> Self {
+        Measured { inner: WallTime }
+    }
+}
+
+impl<M> Measured<M> {
+    /// Wraps another measurement.
+    ///
+    /// ```
+    /// let _m = profiled::criterion::Measured::new(criterion::measurement::WallTime);
+    /// ```
+    pub fn new(inner: M) -> Self {
+        Measured { inner }
+    }
+}
+
+impl<M: Measurement> Measurement for Measured<M> {
+    type Intermediate = M::Intermediate;
+    type Value = M::Value;
+
+    fn start(&self) -> Self::Intermediate {
+        let sid = ACTIVE.load(Ordering::Acquire);
+        if sid != 0 {
+            sampler::resume(sid);
+        }
+        self.inner.start()
+    }
+
+    fn end(&self, i: Self::Intermediate) -> Self::Value {
+        let value = self.inner.end(i);
+        let sid = ACTIVE.load(Ordering::Acquire);
+        if sid != 0 {
+            sampler::pause(sid);
+        }
+        value
+    }
+
+    fn add(&self, v1: &Self::Value, v2: &Self::Value) -> Self::Value {
+        self.inner.add(v1, v2)
+    }
+
+    fn zero(&self) -> Self::Value {
+        self.inner.zero()
+    }
+
+    fn to_f64(&self, value: &Self::Value) -> f64 {
+        self.inner.to_f64(value)
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self.inner.formatter()
+    }
+}
+
+/// The one line for `criterion_group!`'s `config`: wall-time measurement that profiles only
+/// the timed routine, and the profiler.
+///
+/// ```
+/// use criterion::{criterion_group, Criterion};
+/// use profiled::criterion::Measured;
+///
+/// fn bench(c: &mut Criterion<Measured>) {
+///     c.bench_function("sum", |b| b.iter(|| (0..100u64).sum::<u64>()));
+/// }
+/// criterion_group! {
+///     name = benches;
+///     config = profiled::criterion::config();
+///     targets = bench
+/// }
+/// # let _ = benches;
+/// ```
+pub fn config() -> Criterion<Measured> {
+    Criterion::default()
+        .with_measurement(Measured::default())
+        .with_profiler(Profiler::new())
+}

@@ -1,0 +1,341 @@
+//! A test harness for `harness = false` targets, with Go-style profiling flags.
+//!
+//! `#[profiled::test]` registers a test (through inventory); `profiled::main!()` runs the
+//! registered tests with libtest-mimic, which speaks libtest's command line, so `cargo test`
+//! and `cargo nextest run` work unchanged. On top of it:
+//!
+//! - `--cpuprofile FILE`: one CPU profile of the whole run (Go's `-cpuprofile`);
+//! - `--profile DIR`: one profile per test, under `DIR/<test binary>/`;
+//! - `--profile-freq HZ`: the sampling rate for both.
+//!
+//! `PROFILE` keeps working (one profile per test); the flags win over it. Profiled tests run
+//! one at a time; a table at the end lists each test's CPU time, samples, top function and
+//! file.
+
+use std::ffi::OsString;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+use crate::{output, Config, Profile};
+
+/// One registered test; built by `#[profiled::test]`.
+#[doc(hidden)]
+pub struct Test {
+    /// `module_path!()` where the test is defined.
+    pub module: &'static str,
+    /// The fn's name.
+    pub name: &'static str,
+    /// Runs the test body.
+    pub run: fn() -> Result<(), String>,
+    /// `#[ignore]`.
+    pub ignored: bool,
+    /// `#[should_panic]`: `Some(expected substring)` (empty for any panic).
+    pub should_panic: Option<&'static str>,
+}
+
+inventory::collect!(Test);
+
+/// What a test fn may return.
+#[doc(hidden)]
+pub trait Outcome {
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl Outcome for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Debug> Outcome for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| format!("Error: {e:?}"))
+    }
+}
+
+/// Converts a test's return value; used by the generated code.
+#[doc(hidden)]
+pub fn outcome<T: Outcome>(value: T) -> Result<(), String> {
+    value.into_result()
+}
+
+const USAGE: &str = "\
+Profiling options (profiled):
+    --cpuprofile FILE   write one CPU profile of the whole run to FILE
+    --profile DIR       write one CPU profile per test under DIR/<test binary>/
+    --profile-freq HZ   sampling rate, 1..=10000 (default 1000)
+
+PROFILE=cpu[,freq=HZ][,dir=DIR] also profiles each test; the flags win over it.
+";
+
+/// Our flags, taken out of the command line before libtest-mimic parses the rest.
+#[derive(Default, Debug)]
+struct Flags {
+    cpuprofile: Option<PathBuf>,
+    profile_dir: Option<PathBuf>,
+    frequency: Option<u32>,
+}
+
+fn split(argv: Vec<OsString>) -> Result<(Flags, Vec<OsString>), String> {
+    let mut flags = Flags::default();
+    let mut rest = Vec::with_capacity(argv.len());
+    let mut it = argv.into_iter();
+    if let Some(program) = it.next() {
+        rest.push(program);
+    }
+    while let Some(arg) = it.next() {
+        let text = arg.to_string_lossy().into_owned();
+        let (name, inline) = match text.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
+            _ => (text.clone(), None),
+        };
+        let known = ["--cpuprofile", "--profile", "--profile-freq"];
+        if !known.contains(&name.as_str()) {
+            rest.push(arg);
+            continue;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .map(|v| v.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("option '{name}' needs a value"))?,
+        };
+        if value.is_empty() {
+            return Err(format!("option '{name}' needs a value"));
+        }
+        match name.as_str() {
+            "--cpuprofile" => flags.cpuprofile = Some(PathBuf::from(value)),
+            "--profile" => flags.profile_dir = Some(PathBuf::from(value)),
+            _ => {
+                let hz: u32 = value.parse().map_err(|_| {
+                    format!(
+                        "invalid value '{value}' for '--profile-freq': not a whole number of Hz"
+                    )
+                })?;
+                if !(1..=crate::MAX_FREQUENCY).contains(&hz) {
+                    return Err(format!(
+                        "invalid value '{value}' for '--profile-freq': accepted 1..={}",
+                        crate::MAX_FREQUENCY
+                    ));
+                }
+                flags.frequency = Some(hz);
+            }
+        }
+    }
+    Ok((flags, rest))
+}
+
+/// libtest's way out: the message, the usage, exit code 101, nothing written.
+fn usage_error(message: &str) -> ! {
+    eprintln!("error: {message}\n\n{USAGE}\nRun with --help for libtest's options.");
+    std::process::exit(101)
+}
+
+struct Row {
+    test: String,
+    cpu: f64,
+    samples: u64,
+    top: String,
+    file: String,
+}
+
+static ROWS: Mutex<Vec<Row>> = Mutex::new(Vec::new());
+/// Profiled tests run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn record(report: &crate::Report, path: &std::path::Path) {
+    let row = Row {
+        test: report.name().to_string(),
+        cpu: report.cpu_time().as_secs_f64(),
+        samples: report.samples(),
+        top: report
+            .top_function()
+            .map(|(f, share)| format!("{} ({:.0}%)", shorten(f, 60), share * 100.0))
+            .unwrap_or_else(|| "-".into()),
+        file: output::display_path(path),
+    };
+    ROWS.lock().unwrap_or_else(|p| p.into_inner()).push(row);
+}
+
+/// Runs the registered tests; `profiled::main!()` calls this.
+#[doc(hidden)]
+pub fn main() -> ! {
+    let (flags, rest) = split(std::env::args_os().collect()).unwrap_or_else(|e| usage_error(&e));
+    let args = match <Arguments as clap::Parser>::try_parse_from(&rest) {
+        Ok(args) => args,
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
+            let _ = e.print();
+            println!("\n{USAGE}");
+            std::process::exit(0)
+        }
+        Err(e) => usage_error(e.to_string().trim_start_matches("error: ").trim_end()),
+    };
+    let env = Config::from_env().unwrap_or_else(|e| usage_error(&e.to_string()));
+    let frequency = flags.frequency.or(env.as_ref().map(|c| c.frequency));
+    let with_frequency = |mut c: Config| {
+        if let Some(hz) = frequency {
+            c.frequency = hz;
+        }
+        c
+    };
+    let per_test: Option<Config> = match (&flags.profile_dir, env) {
+        (Some(dir), env) => Some(with_frequency(Config {
+            dir: Some(dir.clone()),
+            ..env.unwrap_or_default()
+        })),
+        (None, Some(env)) => Some(with_frequency(env)),
+        (None, None) => None,
+    };
+    let per_test = per_test.filter(|_| !args.list);
+
+    let whole = match (&flags.cpuprofile, args.list) {
+        (Some(path), false) => {
+            let config = with_frequency(Config::default());
+            match Profile::start_detached("all tests", &config) {
+                Ok(p) => Some((p, path.clone())),
+                Err(e) => usage_error(&format!("cannot profile the run: {e}")),
+            }
+        }
+        _ => None,
+    };
+
+    let mut tests: Vec<&'static Test> = inventory::iter::<Test>.into_iter().collect();
+    tests.sort_by_key(|t| (t.module, t.name));
+    let trials = tests
+        .into_iter()
+        .map(|t| {
+            let name = output::test_name(t.module, t.name);
+            let config = per_test.clone();
+            Trial::test(name.clone(), move || run_one(t, name, config)).with_ignored_flag(t.ignored)
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+
+    if let Some((profile, path)) = whole {
+        match profile.finish().and_then(|r| {
+            r.write(&path)?;
+            output::line(&r.summary_line(Some(&path)));
+            record(&r, &path);
+            Ok(())
+        }) {
+            Ok(()) => {}
+            Err(e) => {
+                output::notice(&e.to_string());
+                std::process::exit(101);
+            }
+        }
+    }
+    print_table();
+    conclusion.exit()
+}
+
+fn run_one(test: &'static Test, name: String, config: Option<Config>) -> Result<(), Failed> {
+    let _serial = config
+        .as_ref()
+        .map(|_| SERIAL.lock().unwrap_or_else(|p| p.into_inner()));
+    let profile = match &config {
+        Some(c) => Some(Profile::start(name.clone(), c).map_err(|e| format!("profiled: {e}"))?),
+        None => None,
+    };
+    let result = std::panic::catch_unwind(test.run);
+    let outcome = match (result, test.should_panic) {
+        (Ok(Ok(())), None) => Ok(()),
+        (Ok(Err(e)), None) => Err(e),
+        (Err(_), None) => Err("test panicked".to_string()),
+        (Ok(_), Some(_)) => Err("test did not panic as expected".to_string()),
+        (Err(payload), Some(expected)) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            if message.contains(expected) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "panic did not contain expected string\n      panic message: {message:?}\n expected substring: {expected:?}"
+                ))
+            }
+        }
+    };
+    if let (Some(profile), Some(config)) = (profile, config) {
+        let path = output::profile_path(config.dir.as_deref(), &name);
+        let written = profile.finish().and_then(|r| {
+            r.write(&path)?;
+            #[cfg(feature = "flamegraph")]
+            if config.svg {
+                r.write_flamegraph(&output::svg_path(&path))?;
+            }
+            output::line(&r.summary_line(Some(&path)));
+            record(&r, &path);
+            Ok(())
+        });
+        if let Err(e) = written {
+            return Err(match outcome {
+                Ok(()) => format!("profiled: {e}"),
+                Err(m) => format!("{m}\nprofiled: {e}"),
+            }
+            .into());
+        }
+    }
+    outcome.map_err(Failed::from)
+}
+
+/// `name` cut to `max` characters, keeping its end (the most specific part of a Rust path).
+fn shorten(name: &str, max: usize) -> String {
+    let count = name.chars().count();
+    if count <= max {
+        return name.to_string();
+    }
+    let tail: String = name.chars().skip(count - (max - 1)).collect();
+    format!("…{tail}")
+}
+
+fn print_table() {
+    let rows = ROWS.lock().unwrap_or_else(|p| p.into_inner());
+    if rows.is_empty() {
+        return;
+    }
+    let w = |f: &dyn Fn(&Row) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
+    let (wt, wp) = (w(&|r| r.test.len(), 4), w(&|r| r.top.len(), 12));
+    let mut out = format!(
+        "\nprofiled: {} profiles\n{:<wt$}  {:>8}  {:>8}  {:<wp$}  file\n",
+        rows.len(),
+        "test",
+        "cpu",
+        "samples",
+        "top function"
+    );
+    for r in rows.iter() {
+        out += &format!(
+            "{:<wt$}  {:>7.2}s  {:>8}  {:<wp$}  {}\n",
+            r.test, r.cpu, r.samples, r.top, r.file
+        );
+    }
+    output::line(out.trim_end());
+}
+
+/// Runs the tests registered with `#[profiled::test]` in this binary, with libtest's command
+/// line plus `--cpuprofile FILE`, `--profile DIR` and `--profile-freq HZ`. Use it as the whole
+/// body of a `harness = false` test target.
+///
+/// ```no_run
+/// #[profiled::test]
+/// fn adds() {
+///     assert_eq!(1 + 1, 2);
+/// }
+///
+/// profiled::main!();
+/// ```
+#[macro_export]
+macro_rules! main {
+    () => {
+        fn main() {
+            $crate::__private::harness::main()
+        }
+    };
+}

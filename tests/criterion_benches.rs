@@ -1,0 +1,84 @@
+//! `cargo bench -- --profile-time N` with profiled's criterion integration: one profile per
+//! benchmark, setup left out; nothing profiled in normal benchmarking.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod support;
+use support::*;
+
+#[test]
+fn profile_time_writes_one_profile_per_benchmark_without_setup() {
+    let criterion = fixture_target().join("criterion");
+    let _ = std::fs::remove_dir_all(&criterion);
+    let out = cargo_bench("setup", &["--profile-time", "1"], &[("PROFILE", "cpu,svg")]);
+    assert!(out.status.success());
+    for (bench, hot) in [
+        ("setup_before_iter", "workloads::heavy_a"),
+        ("iter_batched_setup", "workloads::heavy_b"),
+        ("unprofiled_inside", "workloads::heavy_a"),
+    ] {
+        let dir = criterion.join(bench).join("profile");
+        let p = read(&dir.join("cpu.pb.gz"));
+        let setup = p.share("workloads::setup_hot");
+        let routine = p.share(hot);
+        assert!(
+            setup < 0.05,
+            "{bench}: setup holds {setup:.3} of the profile"
+        );
+        assert!(routine > 0.9, "{bench}: {hot} holds only {routine:.3}");
+        assert!(p.samples() > 50, "{bench}: {} samples", p.samples());
+        assert!(
+            stderr(&out).contains(&format!("profiled: {bench}  cpu ")),
+            "summary line for {bench}"
+        );
+        let titles = svg_titles(&dir.join("flamegraph.svg"));
+        assert!(
+            titles.iter().any(|t| t.starts_with(hot)),
+            "{bench}: {hot} not in the flamegraph: {titles:?}"
+        );
+    }
+}
+
+#[test]
+fn normal_benchmarking_profiles_nothing() {
+    let criterion = fixture_target().join("criterion-normal");
+    let _ = std::fs::remove_dir_all(&criterion);
+    let out = cargo_bench(
+        "setup",
+        &[
+            "--warm-up-time",
+            "0.05",
+            "--measurement-time",
+            "0.1",
+            "--sample-size",
+            "10",
+            "--noplot",
+        ],
+        &[("CRITERION_HOME", criterion.to_str().unwrap())],
+    );
+    assert!(out.status.success());
+    assert!(!stderr(&out).contains("profiled:"), "{}", stderr(&out));
+    let profiles: Vec<_> = walk(&criterion)
+        .into_iter()
+        .filter(|p| p.ends_with("cpu.pb.gz"))
+        .collect();
+    assert!(profiles.is_empty(), "{profiles:?}");
+    assert!(
+        criterion.join("setup_before_iter").is_dir(),
+        "criterion ran and saved its results"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

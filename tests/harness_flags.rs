@@ -1,0 +1,232 @@
+//! profiled's own harness (`profiled::main!()` + `#[profiled::test]`, on libtest-mimic):
+//! libtest's command line, Go-style profiling flags, the summary table, and cargo-nextest.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod support;
+use std::process::Command;
+use support::*;
+
+const TESTS: [&str; 5] = [
+    "alpha_work",
+    "beta_work",
+    "fails_when_asked",
+    "nested::panics_as_expected",
+    "nested::worker_threads",
+];
+
+fn file(test: &str) -> String {
+    format!("{}.cpu.pb.gz", test.replace("::", "."))
+}
+
+#[test]
+fn profile_dir_writes_one_profile_per_test_and_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cargo_test("harness", &["--profile", dir.path().to_str().unwrap()], &[]);
+    assert!(out.status.success());
+    for test in TESTS {
+        assert!(
+            dir.path().join("harness").join(file(test)).is_file(),
+            "{test}"
+        );
+    }
+    assert!(!dir
+        .path()
+        .join("harness")
+        .join(file("ignored_one"))
+        .exists());
+    let alpha = read(&dir.path().join("harness").join(file("alpha_work")));
+    assert!(alpha.share("workloads::alpha_hot") > 0.9);
+    let beta = read(&dir.path().join("harness").join(file("beta_work")));
+    assert!(
+        beta.share("workloads::beta_hot") > 0.9,
+        "reset() works in harness tests"
+    );
+    assert!(beta.share("workloads::setup_hot") < 0.05);
+    let workers = read(
+        &dir.path()
+            .join("harness")
+            .join(file("nested::worker_threads")),
+    );
+    assert!(
+        workers.share("workloads::worker_hot") > 0.9,
+        "spawned threads are profiled"
+    );
+    // The table: a header and one row per profiled test, naming CPU, samples, top fn, file.
+    let err = stderr(&out);
+    assert!(err.contains("profiled: 5 profiles"), "{err}");
+    assert!(err.contains("test") && err.contains("top function") && err.contains("file"));
+    let row = err
+        .lines()
+        .find(|l| l.starts_with("alpha_work "))
+        .expect("row for alpha_work");
+    assert!(row.contains("workloads::alpha_hot ("), "{row}");
+    assert!(row.contains(&file("alpha_work")), "{row}");
+    assert!(row.contains("s "), "{row}");
+}
+
+#[test]
+fn cpuprofile_writes_one_profile_of_the_whole_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cpu.pb.gz");
+    let out = cargo_test("harness", &["--cpuprofile", path.to_str().unwrap()], &[]);
+    assert!(out.status.success());
+    let p = read(&path);
+    for hot in [
+        "workloads::alpha_hot",
+        "workloads::beta_hot",
+        "workloads::worker_hot",
+    ] {
+        assert!(p.share(hot) > 0.1, "{hot}: {}", p.share(hot));
+    }
+    // Only that file: no per-test profiles.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    assert!(stderr(&out).contains("profiled: 1 profiles"));
+}
+
+#[test]
+fn profile_env_works_and_flags_win_over_it() {
+    let env_dir = tempfile::tempdir().unwrap();
+    let flag_dir = tempfile::tempdir().unwrap();
+    let env = format!("cpu,dir={}", env_dir.path().display());
+    let out = cargo_test("harness", &["alpha_work"], &[("PROFILE", &env)]);
+    assert!(out.status.success());
+    assert!(env_dir
+        .path()
+        .join("harness")
+        .join(file("alpha_work"))
+        .is_file());
+
+    let env2 = tempfile::tempdir().unwrap();
+    let env = format!("cpu,dir={}", env2.path().display());
+    let out = cargo_test(
+        "harness",
+        &[
+            "alpha_work",
+            "--profile",
+            flag_dir.path().to_str().unwrap(),
+            "--profile-freq",
+            "500",
+        ],
+        &[("PROFILE", &env)],
+    );
+    assert!(out.status.success());
+    let p = read(&flag_dir.path().join("harness").join(file("alpha_work")));
+    assert!(
+        p.comments().iter().any(|c| c.contains("at 500 Hz")),
+        "{:?}",
+        p.comments()
+    );
+    assert!(
+        !env2.path().join("harness").exists(),
+        "the flag's directory wins"
+    );
+}
+
+#[test]
+fn libtest_command_line_works() {
+    let out = cargo_test("harness", &["--list", "--format", "terse"], &[]);
+    assert!(out.status.success());
+    let listed: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    let mut expected: Vec<String> = TESTS.iter().map(|t| format!("{t}: test")).collect();
+    expected.push("ignored_one: test".into());
+    expected.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(sorted, expected, "nothing but the list on stdout");
+
+    let out = cargo_test(
+        "harness",
+        &["--list", "--format", "terse", "--ignored"],
+        &[],
+    );
+    assert_eq!(stdout(&out).trim(), "ignored_one: test");
+
+    let out = cargo_test("harness", &["alpha_work", "--exact"], &[]);
+    assert_eq!(
+        summary(&out)[0],
+        "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out"
+    );
+
+    let out = cargo_test(
+        "harness",
+        &["--skip", "nested", "--test-threads", "1", "--quiet"],
+        &[],
+    );
+    assert_eq!(
+        summary(&out)[0],
+        "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 2 filtered out"
+    );
+
+    let out = cargo_test("harness", &[], &[("HARNESS_FAIL", "1")]);
+    assert_eq!(out.status.code(), Some(101));
+    assert_eq!(
+        summary(&out)[0],
+        "test result: FAILED. 4 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out"
+    );
+    assert!(stdout(&out).contains("asked to fail"));
+}
+
+#[test]
+fn bad_flags_give_usage_and_exit_101() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for (args, named) in [
+        (vec!["--cpuprofile"], "option '--cpuprofile' needs a value"),
+        (
+            vec!["--profile-freq", "abc", "--profile", d],
+            "invalid value 'abc' for '--profile-freq'",
+        ),
+        (
+            vec!["--profile-freq", "0", "--profile", d],
+            "invalid value '0' for '--profile-freq': accepted 1..=10000",
+        ),
+        (vec!["--bogus", "--profile", d], "'--bogus'"),
+    ] {
+        let out = cargo_test("harness", &args, &[]);
+        assert_eq!(out.status.code(), Some(101), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(err.contains("--cpuprofile FILE"), "usage text: {err}");
+        assert!(!stdout(&out).contains("test result"), "no test ran");
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn nextest_writes_one_profile_per_test_named_as_under_cargo_test() {
+    let nextest = Command::new(env!("CARGO"))
+        .args(["nextest", "--version"])
+        .output();
+    assert!(
+        nextest.is_ok_and(|o| o.status.success()),
+        "cargo-nextest is needed: cargo install --locked cargo-nextest"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO"))
+        .args(["nextest", "run", "--manifest-path"])
+        .arg(fixture_manifest())
+        .args(["--test", "harness", "--test", "parallel", "--no-fail-fast"])
+        .env("CARGO_TARGET_DIR", fixture_target())
+        .env("PROFILE", format!("cpu,dir={}", dir.path().display()))
+        .output()
+        .unwrap();
+    eprintln!("{}\n{}", stdout(&out), stderr(&out));
+    assert!(out.status.success());
+    for test in TESTS {
+        assert!(
+            dir.path().join("harness").join(file(test)).is_file(),
+            "harness: {test}"
+        );
+    }
+    for test in ["alpha", "beta"] {
+        let p = read(&dir.path().join("parallel").join(file(test)));
+        assert!(
+            p.share(&format!("workloads::{test}_hot")) > 0.95,
+            "#[profiled] under nextest: {test}"
+        );
+    }
+}
