@@ -8,87 +8,131 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// (crate manifest, test target, profile file stem, function that must top the profile).
-/// `None`: the profile only has to be valid (a test too short for a sample).
-const EXPECTED: &[(&str, &str, &str, Option<&str>)] = &[
+/// How the fixtures and the example are run to produce profiles.
+enum Run {
+    /// `cargo test --test TARGET` in CRATE with `PROFILE=cpu,dir=<out>`.
+    Test(&'static str, &'static str),
+    /// `cargo bench --bench TARGET -- --profile-time 1` in CRATE (criterion integration);
+    /// profiles land in the criterion directory.
+    Bench(&'static str, &'static str),
+    /// `cargo test --test TARGET -- ARGS` in CRATE (profiled's harness); `{out}` is replaced.
+    Harness(&'static str, &'static str, &'static [&'static str]),
+}
+
+const FIXTURES: &str = "tests/fixtures/workloads";
+
+const RUNS: &[Run] = &[
+    Run::Test("example", "scheduler"),
+    Run::Test(FIXTURES, "attribution"),
+    Run::Test(FIXTURES, "setup"),
+    Run::Test(FIXTURES, "parallel"),
+    Run::Test(FIXTURES, "threads"),
+    Run::Test(FIXTURES, "asyncs"),
+    Run::Bench(FIXTURES, "setup"),
+    Run::Harness(
+        FIXTURES,
+        "harness",
+        &[
+            "--profile",
+            "{out}",
+            "--cpuprofile",
+            "{out}/harness-all.cpu.pb.gz",
+        ],
+    ),
+];
+
+/// What `go tool pprof` must show for a profile.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// Only valid (a test too short for a sample, a whole-run profile).
+    Valid,
+    /// The function holds >= 50% cum in `-top`, and `-list` shows its source (debug builds).
+    Hot(&'static str),
+    /// The function is the first row of `-top` (release-built benchmarks, no line info).
+    Top(&'static str),
+}
+use Expect::{Hot, Top, Valid};
+
+/// Profile files, relative to target/, and what each must show.
+const EXPECTED: &[(&str, Expect)] = &[
     (
-        "example",
-        "scheduler",
-        "schedules_1000_pods",
-        Some("scheduler_example::score_node"),
+        "validate/scheduler/schedules_1000_pods.cpu.pb.gz",
+        Hot("scheduler_example::score_node"),
     ),
     (
-        "example",
-        "scheduler",
-        "schedules_in_waves",
-        Some("scheduler_example::score_node"),
+        "validate/scheduler/schedules_in_waves.cpu.pb.gz",
+        Hot("scheduler_example::score_node"),
     ),
     (
-        "example",
-        "scheduler",
-        "schedules_on_runtime_workers",
-        Some("scheduler_example::score_node"),
+        "validate/scheduler/schedules_on_runtime_workers.cpu.pb.gz",
+        Hot("scheduler_example::score_node"),
     ),
     (
-        "tests/fixtures/workloads",
-        "attribution",
-        "three_to_one_split",
-        Some("workloads::heavy_a"),
+        "validate/attribution/three_to_one_split.cpu.pb.gz",
+        Hot("workloads::heavy_a"),
     ),
     (
-        "tests/fixtures/workloads",
-        "attribution",
-        "too_short_for_a_sample",
-        None,
+        "validate/attribution/too_short_for_a_sample.cpu.pb.gz",
+        Valid,
     ),
     (
-        "tests/fixtures/workloads",
-        "setup",
-        "setup_then_reset",
-        Some("workloads::heavy_a"),
+        "validate/setup/setup_then_reset.cpu.pb.gz",
+        Hot("workloads::heavy_a"),
     ),
     (
-        "tests/fixtures/workloads",
-        "setup",
-        "setup_paused",
-        Some("workloads::heavy_a"),
+        "validate/setup/setup_paused.cpu.pb.gz",
+        Hot("workloads::heavy_a"),
     ),
     (
-        "tests/fixtures/workloads",
-        "parallel",
-        "alpha",
-        Some("workloads::alpha_hot"),
+        "validate/parallel/alpha.cpu.pb.gz",
+        Hot("workloads::alpha_hot"),
     ),
     (
-        "tests/fixtures/workloads",
-        "parallel",
-        "beta",
-        Some("workloads::beta_hot"),
+        "validate/parallel/beta.cpu.pb.gz",
+        Hot("workloads::beta_hot"),
     ),
     (
-        "tests/fixtures/workloads",
-        "threads",
-        "four_workers",
-        Some("workloads::worker_hot"),
+        "validate/threads/four_workers.cpu.pb.gz",
+        Hot("workloads::worker_hot"),
     ),
     (
-        "tests/fixtures/workloads",
-        "asyncs",
-        "multi_thread_workers",
-        Some("workloads::async_hot"),
+        "validate/asyncs/multi_thread_workers.cpu.pb.gz",
+        Hot("workloads::async_hot"),
     ),
     (
-        "tests/fixtures/workloads",
-        "asyncs",
-        "current_thread_below",
-        Some("workloads::async_hot"),
+        "validate/asyncs/current_thread_below.cpu.pb.gz",
+        Hot("workloads::async_hot"),
     ),
     (
-        "tests/fixtures/workloads",
-        "asyncs",
-        "current_thread_above",
-        Some("workloads::async_hot"),
+        "validate/asyncs/current_thread_above.cpu.pb.gz",
+        Hot("workloads::async_hot"),
     ),
+    (
+        "fixtures/criterion/setup_before_iter/profile/cpu.pb.gz",
+        Top("workloads::heavy_a"),
+    ),
+    (
+        "fixtures/criterion/iter_batched_setup/profile/cpu.pb.gz",
+        Top("workloads::heavy_b"),
+    ),
+    (
+        "fixtures/criterion/unprofiled_inside/profile/cpu.pb.gz",
+        Top("workloads::heavy_a"),
+    ),
+    (
+        "validate/harness/alpha_work.cpu.pb.gz",
+        Hot("workloads::alpha_hot"),
+    ),
+    (
+        "validate/harness/beta_work.cpu.pb.gz",
+        Hot("workloads::beta_hot"),
+    ),
+    (
+        "validate/harness/nested.worker_threads.cpu.pb.gz",
+        Hot("workloads::worker_hot"),
+    ),
+    ("validate/harness/fails_when_asked.cpu.pb.gz", Valid),
+    ("validate/harness-all.cpu.pb.gz", Valid),
 ];
 
 pub fn run() -> Result<(), String> {
@@ -97,69 +141,100 @@ pub fn run() -> Result<(), String> {
         .unwrap()
         .to_path_buf();
     let go = find_go()?;
-    let out = root.join("target/validate");
+    let target = root.join("target");
+    let out = target.join("validate");
     let _ = std::fs::remove_dir_all(&out);
-    let mut targets: Vec<(&str, &str)> = EXPECTED.iter().map(|e| (e.0, e.1)).collect();
-    targets.dedup();
-    for (krate, test) in targets {
-        let status = Command::new(env!("CARGO"))
-            .current_dir(&root)
-            .args(["test", "--quiet", "--manifest-path"])
+    let _ = std::fs::remove_dir_all(target.join("fixtures/criterion"));
+    for run in RUNS {
+        let out_dir = out.display().to_string();
+        let (krate, kind, target_name, extra, profile): (_, _, _, Vec<String>, _) = match run {
+            Run::Test(krate, test) => (
+                krate,
+                "test",
+                test,
+                vec![],
+                Some(format!("cpu,dir={out_dir}")),
+            ),
+            Run::Bench(krate, bench) => (
+                krate,
+                "bench",
+                bench,
+                vec!["--profile-time".into(), "1".into()],
+                None,
+            ),
+            Run::Harness(krate, test, args) => (
+                krate,
+                "test",
+                test,
+                args.iter().map(|a| a.replace("{out}", &out_dir)).collect(),
+                None,
+            ),
+        };
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(&root)
+            .args([kind, "--quiet", "--manifest-path"])
             .arg(root.join(krate).join("Cargo.toml"))
-            .args(["--test", test])
-            .env("CARGO_TARGET_DIR", root.join("target/fixtures"))
-            .env("PROFILE", format!("cpu,dir={}", out.display()))
-            .status()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
+            .args([format!("--{kind}"), target_name.to_string(), "--".into()])
+            .args(&extra)
+            .env("CARGO_TARGET_DIR", target.join("fixtures"))
+            .env_remove("PROFILE");
+        if let Some(profile) = profile {
+            cmd.env("PROFILE", profile);
+        }
+        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
         if !status.success() {
             return Err(format!(
-                "`cargo test --test {test}` in {krate} failed: {status}"
+                "`cargo {kind} --{kind} {target_name}` in {krate} failed: {status}"
             ));
         }
     }
     let mut checked = 0;
-    for (_, test, stem, hot) in EXPECTED {
-        let file = out.join(test).join(format!("{stem}.cpu.pb.gz"));
+    for (rel, expect) in EXPECTED {
+        let file = target.join(rel);
         if !file.is_file() {
             return Err(format!("{} was not written", file.display()));
         }
         let top = pprof(&go, &["-top"], &file)?;
         pprof(&go, &["-traces"], &file)?;
-        if let Some(hot) = hot {
-            let first = top
-                .lines()
-                .skip_while(|l| !l.trim_start().starts_with("flat"))
-                .nth(1)
-                .unwrap_or("");
-            // Row: flat flat% sum% cum cum% name. The test's hot function must hold most of it.
-            let cum = top
-                .lines()
-                .find(|l| l.trim_end().ends_with(hot))
-                .and_then(|l| l.split_whitespace().nth(4))
-                .and_then(|p| p.trim_end_matches('%').parse::<f64>().ok());
-            match cum {
-                Some(cum) if cum >= 50.0 => {}
-                _ => {
+        // Rows after the header: flat flat% sum% cum cum% name.
+        let rows: Vec<&str> = top
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("flat"))
+            .skip(1)
+            .collect();
+        let first = rows.first().map_or("", |r| r.trim());
+        match *expect {
+            Valid => {}
+            Top(hot) => {
+                if !first.ends_with(hot) {
+                    return Err(format!(
+                        "{}: {hot} is not the top entry:\n{top}",
+                        file.display()
+                    ));
+                }
+            }
+            Hot(hot) => {
+                let cum = rows
+                    .iter()
+                    .find(|l| l.trim_end().ends_with(hot))
+                    .and_then(|l| l.split_whitespace().nth(4))
+                    .and_then(|p| p.trim_end_matches('%').parse::<f64>().ok());
+                if !cum.is_some_and(|c| c >= 50.0) {
                     return Err(format!(
                         "{}: `go tool pprof -top` does not list {hot} with >= 50% cum:\n{top}",
                         file.display()
-                    ))
+                    ));
+                }
+                let listed = pprof(&go, &["-list", &regex_escape(hot)], &file)?;
+                if !listed.contains("ROUTINE") {
+                    return Err(format!(
+                        "{}: -list {hot} shows no source:\n{listed}",
+                        file.display()
+                    ));
                 }
             }
-            let listed = pprof(&go, &["-list", &regex_escape(hot)], &file)?;
-            if !listed.contains("ROUTINE") {
-                return Err(format!(
-                    "{}: -list {hot} shows no source:\n{listed}",
-                    file.display()
-                ));
-            }
-            println!("ok  {}  top row: {}", display(&file, &root), first.trim());
-        } else {
-            println!(
-                "ok  {}  (valid, no hot function expected)",
-                display(&file, &root)
-            );
         }
+        println!("ok  {}  top row: {first}", display(&file, &root));
         checked += 1;
     }
     checked += validate_stress(&root, &go)?;
