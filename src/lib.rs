@@ -306,7 +306,8 @@ impl Profile {
             session,
             ..
         } = self;
-        let collected = session.finish();
+        let mut collected = session.finish();
+        let calibration = calibrate(&mut collected);
         let mut comments = vec![
             format!("profiled: {name}"),
             format!(
@@ -324,6 +325,7 @@ impl Profile {
                 encode::LOST_FUNCTION
             ));
         }
+        comments.extend(calibration);
         if collected.truncated > 0 {
             comments.push(format!(
                 "{} samples kept with their leaf frame only",
@@ -356,6 +358,37 @@ impl Profile {
             wall: collected.duration,
         })
     }
+}
+
+/// Makes the profile's CPU total equal the CPU time the kernel counted for the sampled
+/// threads, when it has a count (perf source).
+///
+/// Each sample weighs its thread's CPU since that thread's previous sample, so what a thread
+/// burns after its last sample is missing: up to a period per thread, which matters for short
+/// threads at low rates. The kernel's task-clock count has it all; scaling every sample by
+/// the same factor keeps the profile's shape and fixes its total. Returns the comment that
+/// says what was done.
+fn calibrate(collected: &mut sampler::Collected) -> Option<String> {
+    let measured = collected.measured_ns?;
+    let samples: u64 = collected.stacks.values().map(|v| v.0).sum::<u64>() + collected.lost;
+    let weighed: u64 = collected.stacks.values().map(|v| v.1).sum::<u64>() + collected.lost_ns;
+    if samples < 5 || weighed == 0 || measured == 0 {
+        return None;
+    }
+    let scale = measured as f64 / weighed as f64;
+    if !(0.2..=50.0).contains(&scale) {
+        return Some(format!(
+            "sampled CPU {weighed} ns vs kernel count {measured} ns: too far apart to calibrate"
+        ));
+    }
+    for v in collected.stacks.values_mut() {
+        v.1 = (v.1 as f64 * scale).round() as u64;
+    }
+    collected.lost_ns = (collected.lost_ns as f64 * scale).round() as u64;
+    Some(format!(
+        "CPU per sample scaled by {scale:.3} to the kernel's task-clock count of the sampled \
+         threads ({measured} ns)"
+    ))
 }
 
 impl fmt::Debug for Profile {

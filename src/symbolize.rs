@@ -57,6 +57,18 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     f(guard.as_mut().expect("set above"))
 }
 
+/// Loads the main executable's debug info ahead of the first profile's end, so that test
+/// does not wait for it. Run by the drain thread, which no profile samples.
+pub(crate) fn prewarm() {
+    with(|s| {
+        if let Some(main) = s.modules.first().cloned() {
+            s.loaders
+                .entry(main.path.clone())
+                .or_insert_with(|| addr2line::Loader::new(&main.path).ok());
+        }
+    });
+}
+
 impl Symbolizer {
     /// Resolves `addr`. `is_return` says it is a return address, which is looked up one byte
     /// earlier so that it lands in the call instruction, not the one after it.

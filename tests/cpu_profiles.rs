@@ -155,3 +155,34 @@ fn async_tests_include_runtime_worker_threads() {
         assert!(p.share("workloads::async_hot") > 0.9, "{test}");
     }
 }
+
+#[test]
+fn svg_flamegraph_beside_each_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cargo_test(
+        "attribution",
+        &[],
+        &[("PROFILE", &profile_env(dir.path(), ",svg"))],
+    );
+    assert!(out.status.success());
+    let titles = svg_titles(&dir.path().join("attribution/three_to_one_split.cpu.svg"));
+    let a = titles
+        .iter()
+        .find(|t| t.starts_with("workloads::heavy_a "))
+        .expect("heavy_a in the flamegraph");
+    // inferno's title: "name (N µs CPU, P%)"; heavy_a holds about 3/4 of the profile.
+    let pct: f64 = a
+        .rsplit(", ")
+        .next()
+        .unwrap()
+        .trim_end_matches("%)")
+        .parse()
+        .unwrap();
+    assert!((65.0..85.0).contains(&pct), "{a}");
+    // A test without samples still gets a readable SVG.
+    let empty = svg_titles(
+        &dir.path()
+            .join("attribution/too_short_for_a_sample.cpu.svg"),
+    );
+    assert!(!empty.is_empty());
+}

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::perf::PerfEvent;
+use super::perf::{read_count, PerfEvent};
 use super::ring::{Pop, Ring};
 use super::signal::{self, Slot, MAX_SLOTS, RING, SLOTS};
 use super::timer::CpuTimer;
@@ -81,6 +81,7 @@ fn drain_loop() {
         }
         std::thread::sleep(Duration::from_millis(1));
     };
+    crate::symbolize::prewarm();
     let mut guard = lock(engine);
     loop {
         if engine.active.load(Ordering::Acquire) == 0 {
@@ -175,9 +176,18 @@ impl Session {
                 return Err(e);
             }
         };
-        let source = match armed {
-            Armed::Perf(_) => Source::Perf,
-            Armed::Timer(_) => Source::Timer,
+        let source = match &armed {
+            Armed::Perf(event) => {
+                slot.counted.store(0, Ordering::Relaxed);
+                slot.mark
+                    .store(read_count(event.fd()).unwrap_or(0), Ordering::Relaxed);
+                slot.counter_fd.store(event.fd(), Ordering::Release);
+                Source::Perf
+            }
+            Armed::Timer(_) => {
+                slot.counter_fd.store(-1, Ordering::Release);
+                Source::Timer
+            }
         };
         if engine.active.fetch_add(1, Ordering::AcqRel) == 0 {
             engine.wake.notify_all();
@@ -201,6 +211,11 @@ impl Session {
     pub(crate) fn finish(mut self) -> Collected {
         let engine = engine().expect("a session exists, so the engine started");
         let duration = self.started.elapsed();
+        if self.slot.paused.load(Ordering::Acquire) == 0 {
+            bank(self.slot);
+        }
+        let measured_ns = (self.slot.counter_fd.swap(-1, Ordering::AcqRel) >= 0)
+            .then(|| self.slot.counted.load(Ordering::Relaxed));
         // 1. No new signals for this session.
         drop(self.armed.take());
         // 2. No handler will take a sample for it; wait for those already inside.
@@ -222,6 +237,7 @@ impl Session {
             lost: self.slot.lost.load(Ordering::Relaxed),
             lost_ns: self.slot.lost_ns.load(Ordering::Relaxed),
             truncated: self.slot.truncated.load(Ordering::Relaxed),
+            measured_ns,
             source: self.source,
             period_ns: self.period_ns,
             start: self.start,
@@ -237,6 +253,7 @@ impl Drop for Session {
     fn drop(&mut self) {
         if self.armed.is_some() {
             // Dropped without finish (e.g. a failed write path): release the slot.
+            self.slot.counter_fd.store(-1, Ordering::Release);
             drop(self.armed.take());
             if let Ok(engine) = engine() {
                 self.slot.sid.store(CLOSING, Ordering::SeqCst);
@@ -364,19 +381,44 @@ pub(crate) fn reset(sid: u64) {
     slot.lost.store(0, Ordering::Relaxed);
     slot.lost_ns.store(0, Ordering::Relaxed);
     slot.truncated.store(0, Ordering::Relaxed);
+    slot.counted.store(0, Ordering::Relaxed);
+    restart_count(slot);
+}
+
+/// Adds the counter's advance since `mark` to `counted` (an unpaused stretch ends).
+fn bank(slot: &Slot) {
+    let fd = slot.counter_fd.load(Ordering::Acquire);
+    if let Some(now) = (fd >= 0).then(|| read_count(fd)).flatten() {
+        let since = now.saturating_sub(slot.mark.load(Ordering::Relaxed));
+        slot.counted.fetch_add(since, Ordering::Relaxed);
+        slot.mark.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Starts a new unpaused stretch of the counter.
+fn restart_count(slot: &Slot) {
+    let fd = slot.counter_fd.load(Ordering::Acquire);
+    if let Some(now) = (fd >= 0).then(|| read_count(fd)).flatten() {
+        slot.mark.store(now, Ordering::Relaxed);
+    }
 }
 
 /// Stops recording samples of session `sid` until the matching [`resume`].
 pub(crate) fn pause(sid: u64) {
     if let Some(slot) = slot_of(sid) {
         signal::thread_pauses(sid);
-        slot.paused.fetch_add(1, Ordering::AcqRel);
+        if slot.paused.fetch_add(1, Ordering::AcqRel) == 0 {
+            bank(slot);
+        }
     }
 }
 
 /// Ends one [`pause`].
 pub(crate) fn resume(sid: u64) {
     if let Some(slot) = slot_of(sid) {
+        if slot.paused.load(Ordering::Acquire) == 1 {
+            restart_count(slot);
+        }
         if slot.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
             signal::thread_resumes(sid);
         }

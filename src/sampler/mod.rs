@@ -51,6 +51,9 @@ pub(crate) struct Collected {
     pub lost: u64,
     pub lost_ns: u64,
     pub truncated: u64,
+    /// CPU time of all sampled threads over the profile's unpaused stretches, counted by the
+    /// kernel (perf source only).
+    pub measured_ns: Option<u64>,
     pub source: Source,
     pub period_ns: u64,
     pub start: SystemTime,

@@ -96,6 +96,21 @@ impl PerfEvent {
     }
 }
 
+impl PerfEvent {
+    pub(crate) fn fd(&self) -> libc::c_int {
+        self.fd
+    }
+}
+
+/// The event's count: task-clock nanoseconds of the thread and of the threads that inherited
+/// the event (exited ones included). `None` if the read fails.
+pub(crate) fn read_count(fd: libc::c_int) -> Option<u64> {
+    let mut value = 0u64;
+    // SAFETY: reading 8 bytes into a u64 from an fd we own (read_format 0: one u64).
+    let n = unsafe { libc::read(fd, &mut value as *mut u64 as *mut libc::c_void, 8) };
+    (n == 8).then_some(value)
+}
+
 impl Drop for PerfEvent {
     fn drop(&mut self) {
         // SAFETY: `fd` is our open perf event; DISABLE stops it and its inherited children

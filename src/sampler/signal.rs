@@ -11,7 +11,7 @@
 //! or `SIGPROF` is passed on to the handler that was installed before ours.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use super::ring::Ring;
@@ -35,6 +35,12 @@ pub(crate) struct Slot {
     pub lost_ns: AtomicU64,
     /// Samples kept with their leaf frame only, because no unwind cache was free.
     pub truncated: AtomicU64,
+    /// Not used by the handler. The perf event's fd (-1 for none), whose count is the CPU
+    /// time of every thread the session samples; `counted` sums it over unpaused stretches,
+    /// the current one having started at `mark`.
+    pub counter_fd: AtomicI32,
+    pub counted: AtomicU64,
+    pub mark: AtomicU64,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -47,6 +53,9 @@ const EMPTY: Slot = Slot {
     lost: AtomicU64::new(0),
     lost_ns: AtomicU64::new(0),
     truncated: AtomicU64::new(0),
+    counter_fd: AtomicI32::new(-1),
+    counted: AtomicU64::new(0),
+    mark: AtomicU64::new(0),
 };
 
 pub(crate) static SLOTS: [Slot; MAX_SLOTS] = [EMPTY; MAX_SLOTS];

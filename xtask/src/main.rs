@@ -3,15 +3,18 @@
 //! Tasks:
 //! - `validate`: profiles the shipped example and the test fixtures, then checks every
 //!   profile with the real `go tool pprof`.
+//! - `bench`: the sampling engine against pprof-rs and no profiler, side by side.
 
+mod bench;
 mod validate;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("validate") => validate::run(),
+        Some("bench") => bench::run(),
         _ => {
-            eprintln!("usage: cargo xtask validate");
+            eprintln!("usage: cargo xtask validate | bench");
             std::process::exit(2);
         }
     };

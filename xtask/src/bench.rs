@@ -1,0 +1,49 @@
+//! `cargo xtask bench`: benches/engine.rs, profiled vs pprof-rs 0.15 vs no profiler, twice:
+//! built as users build tests (dev profile), and with the symbolizer's crates optimised, as
+//! README recommends for faster first profiles.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Crates whose speed the first profile of a process depends on (debug-info parsing).
+pub const OPTIMISED: &[&str] = &[
+    "gimli",
+    "addr2line",
+    "object",
+    "memchr",
+    "miniz_oxide",
+    "profiled",
+];
+
+pub fn run() -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let plain = ["bench", "--quiet", "--bench", "engine", "--profile", "dev"];
+    println!("## dev profile, as users build tests\n");
+    cargo(root, &plain, &[])?;
+    println!("\n## dev profile with README's opt-level override for the symbolizer's crates\n");
+    let mut overrides: Vec<String> = Vec::new();
+    for krate in OPTIMISED {
+        overrides.push("--config".into());
+        overrides.push(format!("profile.dev.package.{krate}.opt-level=3"));
+    }
+    let target = root.join("target/bench-optimised-deps");
+    overrides.push("--target-dir".into());
+    overrides.push(target.display().to_string());
+    cargo(root, &plain, &overrides)
+}
+
+fn cargo(root: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(&args[..1])
+        .args(extra)
+        .args(&args[1..])
+        .env_remove("PROFILE")
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("cargo {} failed: {status}", args.join(" ")))
+    }
+}
