@@ -58,6 +58,7 @@ fn start_stop_under_allocation_locks_and_thread_churn() {
         }
         let report = profile.finish().unwrap();
 
+        assert_eq!(report.lost_samples(), 0, "the drain keeps up at 1000 Hz");
         let decoded = profiled::pprof::decode(report.pprof_gz()).expect("valid profile");
         assert_eq!(decoded.sample_type.len(), 2);
         for s in &decoded.sample {

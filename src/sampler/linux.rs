@@ -48,7 +48,13 @@ static MODULES_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
 /// One-time process set-up: ring, handlers, drain thread. Only reached when a profile starts.
 fn engine() -> Result<&'static Engine_, Error> {
     let engine = ENGINE.get_or_init(|| {
-        let _ = RING.set(Ring::new(RING_CAPACITY));
+        // PROFILED_RING_CAPACITY (a power of two) exists so tests can force an overflow.
+        let capacity = std::env::var("PROFILED_RING_CAPACITY")
+            .ok()
+            .and_then(|c| c.parse::<usize>().ok())
+            .filter(|c| c.is_power_of_two())
+            .unwrap_or(RING_CAPACITY);
+        let _ = RING.set(Ring::new(capacity));
         signal::install()
             .map_err(|e| format!("cannot install the sampling signal handlers: {e}"))?;
         std::thread::Builder::new()

@@ -1,0 +1,74 @@
+//! A sample buffer too small for the load: nothing is dropped silently. The profile counts
+//! the lost samples under a pseudo-function, says so in a comment, and its CPU total still
+//! holds the lost samples' time. (Own test binary: the buffer is sized once per process.)
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use std::time::Duration;
+
+fn spin(cpu: Duration) {
+    let start = thread_cpu();
+    let mut x = 1u64;
+    while thread_cpu() - start < cpu {
+        for i in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+}
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn a_full_buffer_is_counted_not_hidden() {
+    // SAFETY (set_var): this test binary has one test and no other thread yet.
+    std::env::set_var("PROFILED_RING_CAPACITY", "2");
+    let config = profiled::Config::parse("cpu,freq=10000").unwrap().unwrap();
+    let profile = profiled::Profile::start("overflow", &config).unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| spin(Duration::from_millis(150))))
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let report = profile.finish().unwrap();
+    assert!(
+        report.lost_samples() > 0,
+        "a 2-cell buffer at 10 kHz on 4 threads overflows"
+    );
+    assert!(report
+        .summary_line(None)
+        .contains(&format!("lost {}", report.lost_samples())));
+    let p = profiled::pprof::decode(report.pprof_gz()).unwrap();
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    let lost_fn = p
+        .function
+        .iter()
+        .find(|f| s(f.name) == profiled::pprof::LOST_FUNCTION)
+        .expect("pseudo-function");
+    let lost_loc = p
+        .location
+        .iter()
+        .find(|l| l.line[0].function_id == lost_fn.id)
+        .unwrap();
+    let lost_sample = p
+        .sample
+        .iter()
+        .find(|x| x.location_id == [lost_loc.id])
+        .unwrap();
+    assert_eq!(lost_sample.value[0] as u64, report.lost_samples());
+    assert!(p
+        .comment
+        .iter()
+        .any(|&c| s(c).contains("lost: the sample buffer was full")));
+    // The lost samples' CPU is still in the total: 4 threads x 150 ms.
+    let total: i64 = p.sample.iter().map(|x| x.value[1]).sum();
+    let ratio = total as f64 / 0.6e9;
+    assert!((0.9..1.15).contains(&ratio), "total {total} ns");
+}
