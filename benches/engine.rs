@@ -282,7 +282,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs `scenario` for all three profilers, `rounds` times interleaved; per profiler, the
-/// medians of each value and of its ratio to the unprofiled run of the same round.
+/// medians of each value (means for shares) and of its ratio to the unprofiled run of the
+/// same round.
 struct Measured {
     value: [Values; 3],
     ratio: [Values; 3],
@@ -302,7 +303,14 @@ fn measure(scenario: &str, hz: u32, rounds: usize) -> Measured {
     let mut ratio: [Values; 3] = Default::default();
     for i in 0..3 {
         for k in &keys {
-            value[i].insert(k.clone(), median(values[i].iter().map(|v| v[k]).collect()));
+            let all: Vec<f64> = values[i].iter().map(|v| v[k]).collect();
+            // Shares are binomial: pool the rounds (mean) rather than pick one.
+            let center = if k.starts_with("share") {
+                all.iter().sum::<f64>() / all.len() as f64
+            } else {
+                median(all)
+            };
+            value[i].insert(k.clone(), center);
             let r = (0..rounds)
                 .map(|r| values[i][r][k] / values[0][r][k])
                 .collect();
