@@ -230,3 +230,49 @@ fn nextest_writes_one_profile_per_test_named_as_under_cargo_test() {
         );
     }
 }
+
+/// (start, end) wall-clock spans the harness fixture's alpha and beta tests reported.
+fn spans(file: &std::path::Path) -> [(u128, u128); 2] {
+    let r = reported(file);
+    ["alpha_work.span", "beta_work.span"].map(|k| {
+        let (a, b) = r[k].split_once(' ').unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    })
+}
+
+#[test]
+fn profiled_tests_run_one_at_a_time_unprofiled_ones_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("spans");
+    let f = out_file.to_str().unwrap();
+    let out = cargo_test(
+        "harness",
+        &[
+            "work",
+            "--test-threads",
+            "2",
+            "--profile",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("FIXTURE_OUT", f)],
+    );
+    assert!(out.status.success());
+    let [a, b] = spans(&out_file);
+    assert!(
+        a.1 <= b.0 || b.1 <= a.0,
+        "profiled tests overlapped: {a:?} {b:?}"
+    );
+
+    std::fs::remove_file(&out_file).unwrap();
+    let out = cargo_test(
+        "harness",
+        &["work", "--test-threads", "2"],
+        &[("FIXTURE_OUT", f)],
+    );
+    assert!(out.status.success());
+    let [a, b] = spans(&out_file);
+    assert!(
+        a.0 < b.1 && b.0 < a.1,
+        "without profiling they run in parallel: {a:?} {b:?}"
+    );
+}

@@ -48,13 +48,20 @@ impl Cluster {
             }
         }
         std::hint::black_box(index);
-        Cluster { nodes, placements: Vec::new() }
+        Cluster {
+            nodes,
+            placements: Vec::new(),
+        }
     }
 
     /// Places `pods` pods, each on its best-scoring node.
     pub fn schedule(&mut self, pods: usize) {
         for p in 0..pods {
-            let pod = Pod { cpu: 100 + (p as u64 % 7) * 10, mem: 1 << 20, affinity: p as u64 % 1024 };
+            let pod = Pod {
+                cpu: 100 + (p as u64 % 7) * 10,
+                mem: 1 << 20,
+                affinity: p as u64 % 1024,
+            };
             let best = (0..self.nodes.len())
                 .max_by_key(|&i| score_node(&self.nodes[i], &pod))
                 .expect("cluster has nodes");
@@ -70,6 +77,7 @@ impl Cluster {
 #[inline(never)]
 pub fn score_node(node: &Node, pod: &Pod) -> u64 {
     let affinity = node.labels.iter().filter(|&&l| l == pod.affinity).count() as u64;
-    let fit = node.cpu_free.saturating_sub(pod.cpu) / 64 + node.mem_free.saturating_sub(pod.mem) / (1 << 30);
+    let fit = node.cpu_free.saturating_sub(pod.cpu) / 64
+        + node.mem_free.saturating_sub(pod.mem) / (1 << 30);
     fit + affinity * 1000
 }
