@@ -7,33 +7,38 @@ use syn::spanned::Spanned;
 
 use crate::args;
 
-pub(crate) fn profiled(args: TokenStream, item: TokenStream) -> TokenStream {
-    let args = match args::parse(args) {
-        Ok(a) => a,
-        Err(e) => return with_error(item, e),
-    };
-    let mut func: syn::ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(_) => {
-            let e = syn::Error::new_spanned(
-                &item,
-                "#[profiled] goes on a test function, e.g. `#[profiled] #[test] fn name() { .. }`",
-            );
-            return with_error(item, e);
-        }
-    };
+/// The arguments and the fn both attributes take; `Err` is the item with a spanned error.
+fn parse(
+    args: TokenStream,
+    item: &TokenStream,
+    attr: &str,
+    not_a_fn: &str,
+) -> Result<(args::Args, syn::ItemFn, TokenStream), TokenStream> {
+    let args = args::parse(args).map_err(|e| with_error(item.clone(), e))?;
+    let func: syn::ItemFn = syn::parse2(item.clone())
+        .map_err(|_| with_error(item.clone(), syn::Error::new_spanned(item, not_a_fn)))?;
     if !func.sig.inputs.is_empty() {
-        let e = syn::Error::new_spanned(
-            &func.sig.inputs,
-            "#[profiled] test functions take no parameters",
-        );
-        return with_error(item, e);
+        let message = format!("{attr} functions take no parameters");
+        return Err(with_error(
+            item.clone(),
+            syn::Error::new_spanned(&func.sig.inputs, message),
+        ));
     }
     let krate = args
         .krate
         .as_ref()
         .map(|(p, _)| p.to_token_stream())
         .unwrap_or_else(|| quote!(::profiled));
+    Ok((args, func, krate))
+}
+
+pub(crate) fn profiled(args: TokenStream, item: TokenStream) -> TokenStream {
+    let not_a_fn =
+        "#[profiled] goes on a test function, e.g. `#[profiled] #[test] fn name() { .. }`";
+    let (args, mut func, krate) = match parse(args, &item, "#[profiled] test", not_a_fn) {
+        Ok(parsed) => parsed,
+        Err(tokens) => return tokens,
+    };
 
     if func.sig.asyncness.is_some() {
         // The async test attribute (`#[tokio::test]`, ...) turns this into a sync fn that
@@ -94,24 +99,11 @@ fn with_error(item: TokenStream, e: syn::Error) -> TokenStream {
 
 /// `#[profiled::test]`: keeps the fn and registers it with profiled's harness.
 pub(crate) fn harness_test(args: TokenStream, item: TokenStream) -> TokenStream {
-    let args = match args::parse(args) {
-        Ok(a) => a,
-        Err(e) => return with_error(item, e),
+    let not_a_fn = "#[profiled::test] goes on a function";
+    let (_, mut func, krate) = match parse(args, &item, "#[profiled::test]", not_a_fn) {
+        Ok(parsed) => parsed,
+        Err(tokens) => return tokens,
     };
-    let mut func: syn::ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(_) => {
-            let e = syn::Error::new_spanned(&item, "#[profiled::test] goes on a function");
-            return with_error(item, e);
-        }
-    };
-    if !func.sig.inputs.is_empty() {
-        let e = syn::Error::new_spanned(
-            &func.sig.inputs,
-            "#[profiled::test] functions take no parameters",
-        );
-        return with_error(item, e);
-    }
     if let Some(a) = func.sig.asyncness {
         let e = syn::Error::new_spanned(
             a,
@@ -126,11 +118,7 @@ pub(crate) fn harness_test(args: TokenStream, item: TokenStream) -> TokenStream 
         );
         return with_error(item, e);
     }
-    let krate = args
-        .krate
-        .as_ref()
-        .map(|(p, _)| p.to_token_stream())
-        .unwrap_or_else(|| quote!(::profiled));
+
     // `#[ignore]` and `#[should_panic]` only mean something on `#[test]` fns: take them off
     // and hand them to the harness.
     let mut ignored = false;

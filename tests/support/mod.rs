@@ -22,12 +22,19 @@ pub fn fixture_manifest() -> PathBuf {
 /// `cargo test --test <target> -- <args>` in the fixture crate, with `env` (and without any
 /// PROFILE inherited from the caller).
 pub fn cargo_test(target: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    cargo("test", target, args, env)
+}
+
+/// `cargo bench --bench <target> -- <args>` in the fixture crate.
+pub fn cargo_bench(target: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    cargo("bench", target, args, env)
+}
+
+fn cargo(kind: &str, target: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.arg("test")
-        .arg("--quiet")
-        .arg("--manifest-path")
+    cmd.args([kind, "--quiet", "--manifest-path"])
         .arg(fixture_manifest())
-        .arg("--test")
+        .arg(format!("--{kind}"))
         .arg(target)
         .arg("--")
         .args(args)
@@ -40,7 +47,7 @@ pub fn cargo_test(target: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     let out = cmd.output().expect("cargo runs");
     eprintln!(
-        "--- cargo test --test {target} {args:?} {env:?}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        "--- cargo {kind} --{kind} {target} {args:?} {env:?}: {}\n--- stdout\n{}\n--- stderr\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -154,32 +161,6 @@ pub fn summary(out: &Output) -> Vec<String> {
         .filter(|l| l.starts_with("test result:"))
         .map(|l| l.split("; finished in").next().unwrap().to_string())
         .collect()
-}
-
-/// `cargo bench --bench <target> -- <args>` in the fixture crate.
-pub fn cargo_bench(target: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.arg("bench")
-        .arg("--quiet")
-        .arg("--manifest-path")
-        .arg(fixture_manifest())
-        .arg("--bench")
-        .arg(target)
-        .arg("--")
-        .args(args)
-        .env("CARGO_TARGET_DIR", fixture_target())
-        .env_remove("PROFILE");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("cargo runs");
-    eprintln!(
-        "--- cargo bench --bench {target} {args:?} {env:?}: {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The `<title>` texts of an SVG flamegraph (one per frame box), read with an XML parser, so
