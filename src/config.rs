@@ -6,15 +6,28 @@ use std::path::PathBuf;
 use crate::Error;
 
 /// The environment variable that turns profiling on.
+///
+/// ```
+/// assert_eq!(profiled::ENV_VAR, "PROFILE");
+/// ```
 pub const ENV_VAR: &str = "PROFILE";
 
 /// Sampling rate used when `freq=` is not given, in Hz.
 ///
 /// High enough that a 50 ms test gets about 50 samples; the engine weights every sample by the
 /// CPU time that really elapsed, so totals stay right when the kernel delivers fewer.
+///
+/// ```
+/// assert_eq!(profiled::Config::default().frequency, profiled::DEFAULT_FREQUENCY);
+/// ```
 pub const DEFAULT_FREQUENCY: u32 = 1000;
 
 /// Highest accepted sampling rate, in Hz.
+///
+/// ```
+/// let too_fast = format!("cpu,freq={}", profiled::MAX_FREQUENCY + 1);
+/// assert!(profiled::Config::parse(&too_fast).is_err());
+/// ```
 pub const MAX_FREQUENCY: u32 = 10_000;
 
 const ACCEPTED: &str = "kinds: cpu; options: freq=<1..=10000 Hz, default 1000>, dir=<path>, \

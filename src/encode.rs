@@ -10,7 +10,14 @@ use std::sync::Arc;
 use crate::sampler::Collected;
 use crate::symbolize::{Line as SymLine, Symbolizer};
 
-/// google/pprof proto/profile.proto, the fields we use.
+/// google/pprof proto/profile.proto, the fields we use, as prost messages.
+///
+/// ```
+/// use profiled::pprof::proto::{Profile, ValueType};
+/// let p = Profile { string_table: vec!["".into()], sample_type: vec![ValueType::default()], ..Default::default() };
+/// let bytes = prost::Message::encode_to_vec(&p);
+/// assert_eq!(profiled::pprof::decode(&bytes).unwrap(), p);
+/// ```
 pub mod proto {
     #![allow(missing_docs)]
     use prost::Message;
@@ -140,6 +147,10 @@ pub mod proto {
 
 /// Pseudo-function that carries samples the engine could not keep, as Go's
 /// `runtime/pprof.lostProfileEvent` does, so totals stay right and the loss is visible.
+///
+/// ```
+/// assert_eq!(profiled::pprof::LOST_FUNCTION, "profiled::lost_samples");
+/// ```
 pub const LOST_FUNCTION: &str = "profiled::lost_samples";
 
 /// Figures for the summary line, computed while encoding.
