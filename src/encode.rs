@@ -393,7 +393,8 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         .map(|(name, w)| (name.to_string(), w as f64 / cpu_ns as f64));
 
     let raw = prost::Message::encode_to_vec(&profile);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Level 1, as Go's runtime/pprof: profiles are small and written per test.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&raw).expect("writing to a Vec cannot fail");
     let gz = gz.finish().expect("writing to a Vec cannot fail");
     Encoded {
