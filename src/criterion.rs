@@ -107,15 +107,13 @@ impl criterion::profiler::Profiler for Profiler {
             return;
         };
         let path = benchmark_dir.join("cpu.pb.gz");
-        let result = profile.finish().and_then(|report| {
-            report.write(&path)?;
-            #[cfg(feature = "flamegraph")]
-            if self.config.svg {
-                report.write_flamegraph(&benchmark_dir.join("flamegraph.svg"))?;
-            }
-            output::line(&report.summary_line(Some(&path)));
-            Ok(())
-        });
+        let svg = self
+            .config
+            .svg
+            .then(|| benchmark_dir.join("flamegraph.svg"));
+        let result = profile
+            .finish()
+            .and_then(|report| report.publish(&path, svg.as_deref()));
         if let Err(e) = result {
             output::notice(&format!("{benchmark_id}: {e}"));
         }

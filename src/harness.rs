@@ -217,8 +217,7 @@ pub fn main() -> ! {
 
     if let Some((profile, path)) = whole {
         match profile.finish().and_then(|r| {
-            r.write(&path)?;
-            output::line(&r.summary_line(Some(&path)));
+            r.publish(&path, None)?;
             record(&r, &path);
             Ok(())
         }) {
@@ -264,13 +263,9 @@ fn run_one(test: &'static Test, name: String, config: Option<Config>) -> Result<
     };
     if let (Some(profile), Some(config)) = (profile, config) {
         let path = output::profile_path(config.dir.as_deref(), &name);
+        let svg = config.svg.then(|| output::svg_path(&path));
         let written = profile.finish().and_then(|r| {
-            r.write(&path)?;
-            #[cfg(feature = "flamegraph")]
-            if config.svg {
-                r.write_flamegraph(&output::svg_path(&path))?;
-            }
-            output::line(&r.summary_line(Some(&path)));
+            r.publish(&path, svg.as_deref())?;
             record(&r, &path);
             Ok(())
         });

@@ -550,6 +550,20 @@ impl Report {
         output::write_atomic(path, &svg)
     }
 
+    /// Writes the profile to `path` (and, with the `flamegraph` feature, an SVG to `svg`),
+    /// then prints the summary line: what every integration does with a finished profile.
+    pub(crate) fn publish(&self, path: &Path, svg: Option<&Path>) -> Result<(), Error> {
+        self.write(path)?;
+        #[cfg(feature = "flamegraph")]
+        if let Some(svg) = svg {
+            self.write_flamegraph(svg)?;
+        }
+        #[cfg(not(feature = "flamegraph"))]
+        let _ = svg;
+        output::line(&self.summary_line(Some(path)));
+        Ok(())
+    }
+
     /// `profiled: NAME  cpu 1.82s  1820 samples  top: FN (61%)  -> PATH`.
     ///
     /// ```

@@ -64,7 +64,6 @@ pub(crate) fn profile_path(dir: Option<&Path>, test: &str) -> PathBuf {
 }
 
 /// The flamegraph beside a profile: `x.cpu.pb.gz` -> `x.cpu.svg`.
-#[cfg_attr(not(feature = "flamegraph"), allow(dead_code))]
 pub(crate) fn svg_path(profile: &Path) -> PathBuf {
     let name = profile
         .file_name()

@@ -26,7 +26,6 @@ fn config() -> &'static Result<Option<Config>, String> {
 #[must_use]
 pub struct TestGuard {
     active: Option<(Profile, PathBuf)>,
-    svg: bool,
 }
 
 impl TestGuard {
@@ -34,26 +33,17 @@ impl TestGuard {
     /// `PROFILE` is malformed or profiling cannot start.
     pub fn enter(module_path: &'static str, fn_name: &'static str) -> TestGuard {
         let config = match config() {
-            Ok(None) => {
-                return TestGuard {
-                    active: None,
-                    svg: false,
-                }
-            }
+            Ok(None) => return TestGuard { active: None },
             Ok(Some(config)) => config,
             Err(message) => panic!("profiled: {message}"),
         };
         let name = output::test_name(module_path, fn_name);
         let path = output::profile_path(config.dir.as_deref(), &name);
-        match Profile::start(name, config) {
+        match Profile::start(name.clone(), config) {
             Ok(profile) => TestGuard {
                 active: Some((profile, path)),
-                svg: config.svg,
             },
-            Err(e) => panic!(
-                "profiled: cannot profile {}: {e}",
-                output::test_name(module_path, fn_name)
-            ),
+            Err(e) => panic!("profiled: cannot profile {name}: {e}"),
         }
     }
 
@@ -68,18 +58,10 @@ impl Drop for TestGuard {
         let Some((profile, path)) = self.active.take() else {
             return;
         };
-        let svg = self.svg;
-        let result = profile.finish().and_then(|report| {
-            report.write(&path)?;
-            #[cfg(feature = "flamegraph")]
-            if svg {
-                report.write_flamegraph(&output::svg_path(&path))?;
-            }
-            #[cfg(not(feature = "flamegraph"))]
-            let _ = svg;
-            output::line(&report.summary_line(Some(&path)));
-            Ok(())
-        });
+        let svg = profile.config.svg.then(|| output::svg_path(&path));
+        let result = profile
+            .finish()
+            .and_then(|report| report.publish(&path, svg.as_deref()));
         if let Err(e) = result {
             report_failure(e);
         }
