@@ -343,7 +343,6 @@ fn arm(choice: Engine, period_ns: u64, sid: u64) -> Result<Armed, Error> {
 }
 
 /// Reports, once per process, that the delivered rate fell short of the requested one.
-#[allow(dead_code)]
 pub(crate) fn check_rate(requested_hz: u32, samples: u64, cpu_ns: u64, source: Source) {
     // perf events fire on an hrtimer at the exact rate in user space; only their kernel-mode
     // periods go unsampled (and are still weighed), which is not a shortfall to report.
@@ -391,10 +390,15 @@ pub(crate) fn reset(sid: u64) {
     restart_count(slot);
 }
 
+/// The session's kernel CPU count now, if it has one (perf source).
+fn slot_count(slot: &Slot) -> Option<u64> {
+    let fd = slot.counter_fd.load(Ordering::Acquire);
+    (fd >= 0).then(|| read_count(fd)).flatten()
+}
+
 /// Adds the counter's advance since `mark` to `counted` (an unpaused stretch ends).
 fn bank(slot: &Slot) {
-    let fd = slot.counter_fd.load(Ordering::Acquire);
-    if let Some(now) = (fd >= 0).then(|| read_count(fd)).flatten() {
+    if let Some(now) = slot_count(slot) {
         let since = now.saturating_sub(slot.mark.load(Ordering::Relaxed));
         slot.counted.fetch_add(since, Ordering::Relaxed);
         slot.mark.store(now, Ordering::Relaxed);
@@ -403,8 +407,7 @@ fn bank(slot: &Slot) {
 
 /// Starts a new unpaused stretch of the counter.
 fn restart_count(slot: &Slot) {
-    let fd = slot.counter_fd.load(Ordering::Acquire);
-    if let Some(now) = (fd >= 0).then(|| read_count(fd)).flatten() {
+    if let Some(now) = slot_count(slot) {
         slot.mark.store(now, Ordering::Relaxed);
     }
 }
@@ -422,10 +425,8 @@ pub(crate) fn pause(sid: u64) {
 /// Ends one [`pause`].
 pub(crate) fn resume(sid: u64) {
     if let Some(slot) = slot_of(sid) {
-        if slot.paused.load(Ordering::Acquire) == 1 {
-            restart_count(slot);
-        }
         if slot.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
+            restart_count(slot);
             signal::thread_resumes(sid);
         }
     }

@@ -379,31 +379,23 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
         let latest = clocks.iter().map(|c| c.last).max().unwrap_or(0);
         cpu.saturating_sub(latest).min(nominal)
     };
-    let since = if clock.sid == sid && clock.since == PAUSED {
-        PAUSED
-    } else {
-        0
-    };
-    if paused {
-        // Not recorded. Unpaused CPU gathered so far waits for the next recorded sample;
-        // the paused CPU up to now is dropped by moving `last`.
-        let active = if clock.sid == sid { clock.active } else { 0 };
-        clocks[index] = Clock {
-            sid,
-            last: cpu,
-            active,
-            since,
-        };
-        CLOCK.with(|c| c.set(clocks));
-        return;
-    }
+    let own = clock.sid == sid;
+    // A paused sample is not recorded: unpaused CPU gathered so far waits for the next
+    // recorded sample, and the paused CPU up to now is dropped by moving `last`.
     clocks[index] = Clock {
         sid,
         last: cpu,
-        active: 0,
-        since,
+        active: if paused && own { clock.active } else { 0 },
+        since: if own && clock.since == PAUSED {
+            PAUSED
+        } else {
+            0
+        },
     };
     CLOCK.with(|c| c.set(clocks));
+    if paused {
+        return;
+    }
     let Some(ring) = RING.get() else { return };
     let (pc, sp, bp) = registers(ctx);
     let mut unwound = true;
