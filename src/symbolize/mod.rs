@@ -1,8 +1,12 @@
-//! Addresses -> functions, files, lines and inlined frames, with addr2line over each loaded
-//! object's debug info.
+//! Addresses -> functions, files, lines and inlined frames: the symbol table names the
+//! function, DWARF (read lazily, [`dwarf`]) adds lines and inlined calls.
 //!
-//! One symbolizer lives for the whole process: loaders (the parsed debug info) and resolved
-//! addresses are cached, so the second profile of a test binary costs only its new addresses.
+//! One symbolizer lives for the whole process: opened objects, what was read of their debug
+//! info and resolved addresses are cached, so the second profile of a test binary costs only
+//! its new addresses.
+
+mod dwarf;
+mod elf;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,7 +38,7 @@ pub(crate) struct Resolved {
 pub(crate) struct Symbolizer {
     pub modules: Vec<Module>,
     generation: u64,
-    loaders: HashMap<PathBuf, Option<addr2line::Loader>>,
+    objects: HashMap<PathBuf, Option<Object>>,
     cache: HashMap<u64, Resolved>,
 }
 
@@ -46,25 +50,39 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     let generation = modules::generation();
     let stale = guard.as_ref().is_none_or(|s| s.generation != generation);
     if stale {
-        let loaders = guard.take().map(|s| s.loaders).unwrap_or_default();
+        let objects = guard.take().map(|s| s.objects).unwrap_or_default();
         *guard = Some(Symbolizer {
             modules: modules::loaded(),
             generation,
-            loaders,
+            objects,
             cache: HashMap::new(),
         });
     }
     f(guard.as_mut().expect("set above"))
 }
 
-/// Loads the main executable's debug info ahead of the first profile's end, so that test
+/// An object file: its symbol table, and its debug info if it has any.
+struct Object {
+    elf: elf::Elf,
+    dwarf: Option<dwarf::Dwarf>,
+}
+
+impl Object {
+    fn open(path: &std::path::Path) -> Option<Object> {
+        let elf = elf::Elf::open(path)?;
+        let dwarf = dwarf::Dwarf::new(&elf);
+        Some(Object { elf, dwarf })
+    }
+}
+
+/// Opens the main executable and indexes its symbols and debug info ahead of the first profile's end, so that test
 /// does not wait for it. Run by the drain thread, which no profile samples.
 pub(crate) fn prewarm() {
     with(|s| {
         if let Some(main) = s.modules.first().cloned() {
-            s.loaders
+            s.objects
                 .entry(main.path.clone())
-                .or_insert_with(|| addr2line::Loader::new(&main.path).ok());
+                .or_insert_with(|| Object::open(&main.path));
         }
     });
 }
@@ -91,12 +109,12 @@ impl Symbolizer {
             Some(i) => {
                 let m = &self.modules[i];
                 let svma = probe - m.bias;
-                let loader = self
-                    .loaders
+                let object = self
+                    .objects
                     .entry(m.path.clone())
-                    .or_insert_with(|| addr2line::Loader::new(&m.path).ok());
-                let (lines, complete) = match loader {
-                    Some(loader) => lookup(loader, svma),
+                    .or_insert_with(|| Object::open(&m.path));
+                let (lines, complete) = match object {
+                    Some(object) => lookup(object, svma),
                     None => (Vec::new(), false),
                 };
                 let lines = if lines.is_empty() {
@@ -135,42 +153,44 @@ fn unknown(addr: u64) -> Arc<[Line]> {
     }])
 }
 
-/// Frames from DWARF, else the symbol table's name; `complete` when DWARF named them.
-fn lookup(loader: &addr2line::Loader, svma: u64) -> (Vec<Line>, bool) {
-    let mut lines = Vec::new();
-    if let Ok(mut frames) = loader.find_frames(svma) {
-        while let Ok(Some(frame)) = frames.next() {
-            let raw = frame
-                .function
-                .as_ref()
-                .and_then(|f| f.raw_name().ok())
-                .map(|n| n.into_owned());
-            let Some(raw) = raw else { continue };
-            let (file, line) = frame
-                .location
-                .as_ref()
-                .map(|l| (l.file.unwrap_or(""), l.line.unwrap_or(0)))
-                .unwrap_or(("", 0));
-            lines.push(Line {
-                function: demangle(&raw).into(),
-                system_name: raw.into(),
-                file: file.into(),
-                line,
-            });
-        }
-    }
-    if !lines.is_empty() {
-        return (lines, true);
-    }
-    if let Some(name) = loader.find_symbol(svma) {
-        lines.push(Line {
+/// Frames from DWARF, the outermost named by the symbol table where DWARF has no name;
+/// else the symbol table's function alone. `complete` when DWARF located the address.
+fn lookup(object: &mut Object, svma: u64) -> (Vec<Line>, bool) {
+    let frames = match &mut object.dwarf {
+        Some(dwarf) => dwarf.frames(svma),
+        None => Vec::new(),
+    };
+    let symbol = if frames.iter().all(|f| f.name.is_some()) && !frames.is_empty() {
+        None
+    } else {
+        object.elf.function(svma).map(|f| f.2)
+    };
+    if frames.is_empty() {
+        let Some(name) = symbol else {
+            return (Vec::new(), false);
+        };
+        let line = Line {
             function: demangle(name).into(),
             system_name: name.into(),
             file: "".into(),
             line: 0,
-        });
+        };
+        return (vec![line], false);
     }
-    (lines, false)
+    let complete = frames.iter().any(|f| f.line != 0);
+    let lines = frames
+        .into_iter()
+        .filter_map(|f| {
+            let raw = f.name.or(symbol)?;
+            Some(Line {
+                function: demangle(raw).into(),
+                system_name: raw.into(),
+                file: f.file,
+                line: f.line,
+            })
+        })
+        .collect();
+    (lines, complete)
 }
 
 /// Rust (legacy and v0) names demangled without the hash suffix; others unchanged.
@@ -199,10 +219,72 @@ mod tests {
             "{:?}",
             r.lines
         );
-        assert!(last.file.ends_with("symbolize.rs"), "{:?}", r.lines);
+        assert!(last.file.ends_with("symbolize/mod.rs"), "{:?}", r.lines);
         assert!(last.line > 0);
         assert!(r.complete);
         assert_eq!(r.module, Some(0), "in the main executable");
+    }
+
+    /// Every function of this test binary (std's optimised code with its inlined calls
+    /// included), at its start, middle and last byte: the same frames, names, files and
+    /// lines as addr2line, which reads all of the debug info eagerly.
+    #[test]
+    fn agrees_with_addr2line_on_every_function() {
+        use object::{Object as _, ObjectSymbol};
+        let exe = std::env::current_exe().unwrap();
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let reference = addr2line::Loader::new(&exe).unwrap();
+        let mut ours = Object::open(&exe).unwrap();
+        let (mut checked, mut inlined, mut wrong) = (0, 0, Vec::new());
+        for sym in file.symbols() {
+            if sym.kind() != object::SymbolKind::Text || sym.size() == 0 {
+                continue;
+            }
+            for addr in [
+                sym.address(),
+                sym.address() + sym.size() / 2,
+                sym.address() + sym.size() - 1,
+            ] {
+                let mut expected = Vec::new();
+                let mut frames = reference.find_frames(addr).unwrap();
+                while let Ok(Some(f)) = frames.next() {
+                    let name = f
+                        .function
+                        .as_ref()
+                        .and_then(|n| n.raw_name().ok())
+                        .map(|n| n.into_owned());
+                    let (file, line) = f
+                        .location
+                        .map(|l| (l.file.unwrap_or("").to_string(), l.line.unwrap_or(0)))
+                        .unwrap_or_default();
+                    expected.push((name.unwrap_or_default(), file, line));
+                }
+                if expected.is_empty() {
+                    continue;
+                }
+                let (lines, _) = lookup(&mut ours, addr);
+                let got: Vec<_> = lines
+                    .iter()
+                    .map(|l| (l.system_name.to_string(), l.file.to_string(), l.line))
+                    .collect();
+                checked += 1;
+                inlined += usize::from(expected.len() > 1);
+                if got != expected {
+                    wrong.push((addr, expected, got));
+                }
+            }
+        }
+        assert!(
+            checked > 1000 && inlined > 100,
+            "{checked} addresses, {inlined} with inlined frames"
+        );
+        assert!(
+            wrong.is_empty(),
+            "{} of {checked} differ, e.g. {:#?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
     }
 
     #[test]

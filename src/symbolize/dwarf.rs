@@ -1,0 +1,847 @@
+//! Lines and inlined frames from DWARF, read lazily: only the compilation units, line
+//! sequences and function subtrees that sampled addresses fall in.
+//!
+//! Why not addr2line: it parses every unit's ranges up front and a whole unit's line table
+//! and function tree on its first address. Rust's standard library is one unit with ~40k
+//! line rows and ~45k entries, and every stack passes through it (`lang_start`, thread
+//! start); in users' unoptimised test builds that costs ~150 ms and ~40 MiB per process.
+//! Here the two linear scans that remain (line sequences and subprogram entries of a unit
+//! that is hit) are plain byte loops that resume where they stopped, and gimli reads only
+//! the few entries and headers that are needed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
+
+use super::elf::Elf;
+
+type R = EndianSlice<'static, RunTimeEndian>;
+
+/// One frame at an address: the raw (mangled) function name (`None` when DWARF has none:
+/// the symbol table's then), and the source location in it.
+pub(crate) struct Frame {
+    pub name: Option<&'static str>,
+    pub file: Arc<str>,
+    pub line: u32,
+}
+
+pub(crate) struct Dwarf {
+    dwarf: gimli::Dwarf<R>,
+    info: &'static [u8],
+    /// Address ranges of units, sorted, adjacent ranges of one unit merged: (start, end, unit
+    /// offset in `.debug_info`).
+    ranges: Vec<(u64, u64, usize)>,
+    units: HashMap<usize, Option<Box<UnitInfo>>>,
+}
+
+impl Dwarf {
+    pub(crate) fn new(elf: &Elf) -> Option<Dwarf> {
+        let endian = if elf.little_endian {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
+        let info = elf.section(".debug_info");
+        if info.is_empty() {
+            return None;
+        }
+        let dwarf = gimli::Dwarf::load(|id| -> Result<R, ()> {
+            Ok(EndianSlice::new(elf.section(id.name()), endian))
+        })
+        .ok()?;
+        let ranges = match aranges(elf.section(".debug_aranges"), elf.little_endian) {
+            Some(r) if !r.is_empty() => r,
+            _ => unit_ranges(&dwarf),
+        };
+        Some(Dwarf {
+            dwarf,
+            info,
+            ranges,
+            units: HashMap::new(),
+        })
+    }
+
+    /// Frames at `svma`, innermost first; empty when no unit or subprogram covers it.
+    pub(crate) fn frames(&mut self, svma: u64) -> Vec<Frame> {
+        let i = self.ranges.partition_point(|r| r.0 <= svma);
+        let Some(&(_, range_end, offset)) = i.checked_sub(1).map(|i| &self.ranges[i]) else {
+            return Vec::new();
+        };
+        if svma >= range_end {
+            return Vec::new();
+        }
+        let (dwarf, info) = (&self.dwarf, self.info);
+        let unit = self
+            .units
+            .entry(offset)
+            .or_insert_with(|| UnitInfo::new(dwarf, info, offset).map(Box::new));
+        match unit {
+            Some(unit) => unit.frames(dwarf, svma),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// `.debug_aranges`, hand-parsed (32-bit DWARF, 4- or 8-byte addresses, no segments): a
+/// few microseconds per unit even unoptimised, against gimli's reader chain.
+fn aranges(data: &[u8], little: bool) -> Option<Vec<(u64, u64, usize)>> {
+    if !little {
+        return None;
+    }
+    let mut out: Vec<(u64, u64, usize)> = Vec::new();
+    let mut pos = 0;
+    while pos + 12 <= data.len() {
+        let len = le32(data, pos) as usize;
+        let end = pos.checked_add(4 + len).filter(|&e| e <= data.len())?;
+        let unit = le32(data, pos + 6) as usize;
+        let (addr_size, seg_size) = (data[pos + 10] as usize, data[pos + 11]);
+        if len >= 0xffff_fff0 || seg_size != 0 || !(addr_size == 4 || addr_size == 8) {
+            return None;
+        }
+        // Tuples start at a multiple of their size from the section's start of the set.
+        let mut at = pos + (12usize).div_ceil(2 * addr_size) * 2 * addr_size;
+        while at + 2 * addr_size <= end {
+            let (start, size) = if addr_size == 8 {
+                (le64(data, at), le64(data, at + 8))
+            } else {
+                (le32(data, at) as u64, le32(data, at + 4) as u64)
+            };
+            at += 2 * addr_size;
+            if start == 0 && size == 0 {
+                break;
+            }
+            match out.last_mut() {
+                Some(last) if last.2 == unit && last.1 == start => last.1 = start + size,
+                _ if start != 0 => out.push((start, start + size, unit)),
+                _ => {}
+            }
+        }
+        pos = end;
+    }
+    // Nearly in order (cold code of many units is placed together); sorting is not free
+    // unoptimised.
+    if !out.is_sorted() {
+        // Stable sort: it merges the runs already there.
+        out.sort_by_key(|e| e.0);
+    }
+    out.shrink_to_fit();
+    Some(out)
+}
+
+/// Without `.debug_aranges`: each unit's own ranges (slower; parses every unit's root).
+fn unit_ranges(dwarf: &gimli::Dwarf<R>) -> Vec<(u64, u64, usize)> {
+    let mut out = Vec::new();
+    let mut headers = dwarf.units();
+    while let Ok(Some(header)) = headers.next() {
+        let offset = header.offset().0;
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
+        let Ok(mut ranges) = dwarf.unit_ranges(&unit) else {
+            continue;
+        };
+        while let Ok(Some(r)) = ranges.next() {
+            if r.begin != 0 && r.begin < r.end {
+                out.push((r.begin, r.end, offset));
+            }
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// One unit that samples fell in, with what has been read of it so far.
+struct UnitInfo {
+    unit: gimli::Unit<R>,
+    /// The unit's bytes in `.debug_info`, and where its entries start.
+    info: &'static [u8],
+    lines: Option<LineTable>,
+    subprograms: Subprograms,
+    files: HashMap<u64, Arc<str>>,
+    functions: HashMap<u64, Function>,
+}
+
+/// What one function's addresses need: its line rows and inlined calls.
+struct Function {
+    /// Rows of the function's sequence: (address, file index, line), sorted; the last one is
+    /// the sequence's end.
+    rows: Vec<(u64, u64, u32)>,
+    /// Inlined calls in tree order (a call's callees follow it).
+    inlines: Vec<Inline>,
+    /// The subprogram's raw name (`None`: ask the symbol table).
+    name: Option<&'static str>,
+}
+
+struct Inline {
+    ranges: Vec<(u64, u64)>,
+    name: Option<&'static str>,
+    call_file: u64,
+    call_line: u32,
+}
+
+impl UnitInfo {
+    fn new(dwarf: &gimli::Dwarf<R>, all: &'static [u8], offset: usize) -> Option<UnitInfo> {
+        let header = dwarf
+            .debug_info
+            .header_from_offset(gimli::DebugInfoOffset(offset))
+            .ok()?;
+        let unit = dwarf.unit(header).ok()?;
+        let len = unit.header.length_including_self();
+        let info = all.get(offset..offset + len)?;
+        let lines = unit.line_program.as_ref().and_then(LineTable::new);
+        let first = unit.header.header_size();
+        Some(UnitInfo {
+            subprograms: Subprograms {
+                pos: first,
+                done: false,
+                found: BTreeMap::new(),
+                abbrevs: Vec::new(),
+            },
+            unit,
+            info,
+            lines,
+            files: HashMap::new(),
+            functions: HashMap::new(),
+        })
+    }
+
+    fn frames(&mut self, dwarf: &gimli::Dwarf<R>, svma: u64) -> Vec<Frame> {
+        let Some((start, _, die)) = self.subprograms.find(&self.unit, self.info, svma) else {
+            return Vec::new();
+        };
+        if !self.functions.contains_key(&start) {
+            let f = self.function(dwarf, start, die);
+            self.functions.insert(start, f);
+        }
+        let f = &self.functions[&start];
+        let i = f.rows.partition_point(|r| r.0 <= svma);
+        let here = i
+            .checked_sub(1)
+            .filter(|&i| i + 1 < f.rows.len())
+            .map(|i| (f.rows[i].1, f.rows[i].2));
+        let chain: Vec<&Inline> = f
+            .inlines
+            .iter()
+            .filter(|c| c.ranges.iter().any(|r| r.0 <= svma && svma < r.1))
+            .collect();
+        // Innermost first: each frame's location is where the next-inner call was made from,
+        // the innermost's is the line row itself.
+        let mut raw = Vec::with_capacity(chain.len() + 1);
+        let mut location = here;
+        for call in chain.iter().rev() {
+            raw.push((call.name, location));
+            location = Some((call.call_file, call.call_line));
+        }
+        raw.push((f.name, location));
+        raw.into_iter()
+            .map(|(name, loc)| {
+                let (file, line) = match loc {
+                    Some((file, line)) => (self.file(dwarf, file), line),
+                    None => (Arc::from(""), 0),
+                };
+                Frame { name, file, line }
+            })
+            .collect()
+    }
+
+    fn function(&mut self, dwarf: &gimli::Dwarf<R>, start: u64, die: usize) -> Function {
+        let rows = self
+            .lines
+            .as_mut()
+            .map(|t| t.rows(start))
+            .unwrap_or_default();
+        let die = UnitOffset(die);
+        Function {
+            rows,
+            inlines: inlines(dwarf, &self.unit, die),
+            name: name(dwarf, &self.unit, AttributeValue::UnitRef(die), 0),
+        }
+    }
+
+    /// The file's path as addr2line renders it: the unit's directory, the file's directory
+    /// (unless index 0, the unit's own), the file name; an absolute part replaces what is
+    /// before it.
+    fn file(&mut self, dwarf: &gimli::Dwarf<R>, index: u64) -> Arc<str> {
+        if let Some(f) = self.files.get(&index) {
+            return f.clone();
+        }
+        let mut path = String::new();
+        if let Some(dir) = self.unit.comp_dir {
+            push_path(&mut path, &String::from_utf8_lossy(dir.slice()));
+        }
+        if let Some(program) = &self.unit.line_program {
+            let header = program.header();
+            if let Some(file) = header.file(index) {
+                let string = |v| {
+                    dwarf
+                        .attr_string(&self.unit, v)
+                        .ok()
+                        .map(|s| String::from_utf8_lossy(s.slice()).into_owned())
+                };
+                if file.directory_index() != 0 {
+                    if let Some(dir) = file.directory(header).and_then(string) {
+                        push_path(&mut path, &dir);
+                    }
+                }
+                if let Some(name) = string(file.path_name()) {
+                    push_path(&mut path, &name);
+                }
+            }
+        }
+        let path: Arc<str> = path.into();
+        self.files.insert(index, path.clone());
+        path
+    }
+}
+
+fn push_path(path: &mut String, part: &str) {
+    if part.starts_with('/') || path.is_empty() {
+        *path = part.to_string();
+    } else {
+        if !path.ends_with('/') {
+            path.push('/');
+        }
+        path.push_str(part);
+    }
+}
+
+/// A unit's line program, and the sequences found in it so far.
+struct LineTable {
+    program: &'static [u8],
+    min_len: u64,
+    line_base: i64,
+    line_range: u8,
+    opcode_base: u8,
+    standard_lengths: &'static [u8],
+    addr_size: u8,
+    /// (first address, end address, offset in `program`), in program order.
+    sequences: Vec<(u64, u64, usize)>,
+    /// How far the sequence scan has read.
+    scanned: usize,
+}
+
+impl LineTable {
+    fn new(program: &gimli::IncompleteLineProgram<R>) -> Option<LineTable> {
+        let h = program.header();
+        if h.line_range() == 0 || h.maximum_operations_per_instruction() > 1 {
+            return None;
+        }
+        Some(LineTable {
+            program: h.raw_program_buf().slice(),
+            min_len: u64::from(h.minimum_instruction_length()),
+            line_base: i64::from(h.line_base()),
+            line_range: h.line_range(),
+            opcode_base: h.opcode_base(),
+            standard_lengths: h.standard_opcode_lengths().slice(),
+            addr_size: h.address_size(),
+            sequences: Vec::new(),
+            scanned: 0,
+        })
+    }
+
+    /// The rows of the sequence that holds `start`, scanning on from where the last call
+    /// stopped if no sequence found so far does.
+    fn rows(&mut self, start: u64) -> Vec<(u64, u64, u32)> {
+        let holds = |s: &(u64, u64, usize)| s.0 <= start && start < s.1;
+        let mut found = self.sequences.iter().find(|s| holds(s)).map(|s| s.2);
+        while found.is_none() && self.scanned < self.program.len() {
+            let from = self.scanned;
+            let mut first = None;
+            let mut sequence = None;
+            let next = self.run(from, |addr, _, _, end| {
+                if end {
+                    sequence = Some((first.unwrap_or(addr), addr));
+                    return false;
+                }
+                first.get_or_insert(addr);
+                true
+            });
+            self.scanned = next.unwrap_or(self.program.len());
+            if let Some(s) = sequence {
+                let s = (s.0, s.1, from);
+                if holds(&s) {
+                    found = Some(from);
+                }
+                self.sequences.push(s);
+            }
+        }
+        let mut rows = Vec::new();
+        if let Some(from) = found {
+            self.run(from, |addr, file, line, end| {
+                rows.push((addr, file, line.clamp(0, u32::MAX as i64) as u32));
+                !end
+            });
+        }
+        rows
+    }
+
+    /// Runs the line-number state machine (DWARF 2-5, one operation per instruction) from
+    /// `pos`, the start of a sequence, calling `row(address, file, line, end_sequence)` for
+    /// each row until it returns false; returns the position after that row.
+    fn run(
+        &self,
+        mut pos: usize,
+        mut row: impl FnMut(u64, u64, i64, bool) -> bool,
+    ) -> Option<usize> {
+        let p = self.program;
+        let (mut addr, mut file, mut line) = (0u64, 1u64, 1i64);
+        while pos < p.len() {
+            let op = p[pos];
+            pos += 1;
+            if op >= self.opcode_base {
+                let adjusted = op - self.opcode_base;
+                addr = addr.wrapping_add(u64::from(adjusted / self.line_range) * self.min_len);
+                line += self.line_base + i64::from(adjusted % self.line_range);
+                if !row(addr, file, line, false) {
+                    return Some(pos);
+                }
+                continue;
+            }
+            match op {
+                0 => {
+                    let (len, at) = uleb(p, pos)?;
+                    let end = at.checked_add(len as usize)?;
+                    match p.get(at) {
+                        Some(1) => {
+                            let more = row(addr, file, line, true);
+                            (addr, file, line) = (0, 1, 1);
+                            if !more {
+                                return Some(end);
+                            }
+                        }
+                        Some(2) if self.addr_size == 8 && at + 9 <= p.len() => {
+                            addr = le64(p, at + 1)
+                        }
+                        Some(2) if self.addr_size == 4 && at + 5 <= p.len() => {
+                            addr = u64::from(le32(p, at + 1))
+                        }
+                        _ => {}
+                    }
+                    pos = end;
+                }
+                1 => {
+                    if !row(addr, file, line, false) {
+                        return Some(pos);
+                    }
+                }
+                2 => {
+                    let (v, at) = uleb(p, pos)?;
+                    addr = addr.wrapping_add(v.wrapping_mul(self.min_len));
+                    pos = at;
+                }
+                3 => {
+                    let (v, at) = sleb(p, pos)?;
+                    line = line.wrapping_add(v);
+                    pos = at;
+                }
+                4 => {
+                    let (v, at) = uleb(p, pos)?;
+                    file = v;
+                    pos = at;
+                }
+                8 => {
+                    let adjusted = 255 - self.opcode_base;
+                    addr = addr.wrapping_add(u64::from(adjusted / self.line_range) * self.min_len);
+                }
+                9 => {
+                    let v = u16::from_le_bytes([*p.get(pos)?, *p.get(pos + 1)?]);
+                    addr = addr.wrapping_add(u64::from(v));
+                    pos += 2;
+                }
+                6 | 7 | 10 | 11 => {}
+                _ => {
+                    // set_column, set_isa and unknown standard opcodes: skip their operands.
+                    let n = self.standard_lengths.get(usize::from(op) - 1).copied()?;
+                    for _ in 0..n {
+                        pos = uleb(p, pos)?.1;
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The unit's subprograms with code, found by a scan that stops at the one asked for and
+/// resumes from there next time.
+struct Subprograms {
+    pos: usize,
+    done: bool,
+    /// low_pc -> (high_pc, entry offset).
+    found: BTreeMap<u64, (u64, usize)>,
+    /// By abbreviation code, filled as codes are met.
+    abbrevs: Vec<Option<Abbrev>>,
+}
+
+struct Abbrev {
+    /// Total size when every attribute has a fixed size.
+    fixed: Option<usize>,
+    /// (form, fixed size) per attribute.
+    forms: Vec<(gimli::DwForm, Option<usize>)>,
+    /// For a subprogram with a low_pc: where its pc attributes are.
+    pc: Option<Pc>,
+}
+
+/// Offsets of a subprogram's `DW_FORM_addr` low_pc and of its high_pc (with its form), when
+/// every attribute before each has a fixed size.
+struct Pc {
+    low: Option<usize>,
+    high: Option<(gimli::DwForm, usize)>,
+}
+
+impl Subprograms {
+    /// The subprogram containing `svma`: (low_pc, high_pc, entry offset).
+    fn find(
+        &mut self,
+        unit: &gimli::Unit<R>,
+        info: &'static [u8],
+        svma: u64,
+    ) -> Option<(u64, u64, usize)> {
+        let known = |found: &BTreeMap<u64, (u64, usize)>| {
+            found
+                .range(..=svma)
+                .next_back()
+                .filter(|(_, (high, _))| svma < *high)
+                .map(|(&low, &(high, die))| (low, high, die))
+        };
+        if let Some(hit) = known(&self.found) {
+            return Some(hit);
+        }
+        while !self.done {
+            let die = self.pos;
+            let Some((code, at)) = uleb(info, die).filter(|_| die < info.len()) else {
+                self.done = true;
+                break;
+            };
+            self.pos = at;
+            if code == 0 {
+                continue;
+            }
+            let Some(abbrev) = self.abbrev(unit, code) else {
+                self.done = true;
+                break;
+            };
+            let range = match abbrev.pc {
+                None => None,
+                Some(Pc {
+                    low: Some(low_at),
+                    high: Some((form, high_at)),
+                }) => fast_pc(info, at, low_at, form, high_at, unit.header.address_size()),
+                Some(_) => slow_pc(unit, die),
+            };
+            match skip(info, at, abbrev, unit) {
+                Some(next) => self.pos = next,
+                None => self.done = true,
+            }
+            if let Some((low, high)) = range.filter(|r| r.0 != 0 && r.0 < r.1) {
+                self.found.insert(low, (high, die));
+                if low <= svma && svma < high {
+                    return Some((low, high, die));
+                }
+            }
+        }
+        None
+    }
+
+    fn abbrev(&mut self, unit: &gimli::Unit<R>, code: u64) -> Option<&Abbrev> {
+        let i = usize::try_from(code).ok()?;
+        if i >= self.abbrevs.len() {
+            self.abbrevs.resize_with(i + 1, || None);
+        }
+        if self.abbrevs[i].is_none() {
+            let a = unit.abbreviations.get(code)?;
+            let forms: Vec<_> = a
+                .attributes()
+                .iter()
+                .map(|s| (s.form(), s.size(&unit.header)))
+                .collect();
+            let fixed = forms.iter().map(|f| f.1).sum::<Option<usize>>();
+            let mut pc = None;
+            if a.tag() == gimli::DW_TAG_subprogram {
+                let (mut low, mut high, mut has_low) = (None, None, false);
+                let mut off = Some(0usize);
+                for (spec, (form, size)) in a.attributes().iter().zip(&forms) {
+                    if spec.name() == gimli::DW_AT_low_pc {
+                        has_low = true;
+                        low = off.filter(|_| *form == gimli::DW_FORM_addr);
+                    } else if spec.name() == gimli::DW_AT_high_pc {
+                        high = off.map(|o| (*form, o));
+                    }
+                    off = off.zip(*size).map(|(o, s)| o + s);
+                }
+                if has_low {
+                    pc = Some(Pc { low, high });
+                }
+            }
+            self.abbrevs[i] = Some(Abbrev { fixed, forms, pc });
+        }
+        self.abbrevs[i].as_ref()
+    }
+}
+
+/// low_pc and high_pc read in place from their known offsets.
+fn fast_pc(
+    info: &[u8],
+    at: usize,
+    low_at: usize,
+    high_form: gimli::DwForm,
+    high_at: usize,
+    addr_size: u8,
+) -> Option<(u64, u64)> {
+    let read = |pos: usize, size: usize| -> Option<u64> {
+        let b = info.get(pos..pos + size)?;
+        Some(b.iter().rev().fold(0u64, |v, &x| (v << 8) | u64::from(x)))
+    };
+    let addr_size = usize::from(addr_size);
+    let low = read(at + low_at, addr_size)?;
+    let high = match high_form {
+        gimli::DW_FORM_addr => read(at + high_at, addr_size)?,
+        gimli::DW_FORM_data1 => low + read(at + high_at, 1)?,
+        gimli::DW_FORM_data2 => low + read(at + high_at, 2)?,
+        gimli::DW_FORM_data4 => low + read(at + high_at, 4)?,
+        gimli::DW_FORM_data8 => low + read(at + high_at, 8)?,
+        _ => return None,
+    };
+    Some((low, high))
+}
+
+/// low_pc and high_pc through gimli, for layouts [`fast_pc`] can't place.
+fn slow_pc(unit: &gimli::Unit<R>, die: usize) -> Option<(u64, u64)> {
+    let entry = unit.entry(UnitOffset(die)).ok()?;
+    let AttributeValue::Addr(low) = entry.attr_value(gimli::DW_AT_low_pc)? else {
+        return None;
+    };
+    let high = match entry.attr_value(gimli::DW_AT_high_pc)? {
+        AttributeValue::Addr(high) => high,
+        v => low + v.udata_value()?,
+    };
+    Some((low, high))
+}
+
+/// The position after an entry's attributes, or `None` for a form this reader can't size.
+fn skip(info: &[u8], mut pos: usize, abbrev: &Abbrev, unit: &gimli::Unit<R>) -> Option<usize> {
+    if let Some(n) = abbrev.fixed {
+        return Some(pos + n);
+    }
+    for &(form, size) in &abbrev.forms {
+        pos = match size {
+            Some(n) => pos + n,
+            None => skip_form(info, pos, form, unit, 0)?,
+        };
+    }
+    Some(pos)
+}
+
+fn skip_form(
+    info: &[u8],
+    pos: usize,
+    form: gimli::DwForm,
+    unit: &gimli::Unit<R>,
+    depth: u8,
+) -> Option<usize> {
+    use gimli::constants as c;
+    let leb = |pos| uleb(info, pos).map(|(_, at)| at);
+    Some(match form {
+        c::DW_FORM_string => pos + info.get(pos..)?.iter().position(|&b| b == 0)? + 1,
+        c::DW_FORM_block1 => pos + 1 + usize::from(*info.get(pos)?),
+        c::DW_FORM_block2 => {
+            pos + 2 + usize::from(u16::from_le_bytes([*info.get(pos)?, *info.get(pos + 1)?]))
+        }
+        c::DW_FORM_block4 => pos + 4 + le32(info, pos) as usize,
+        c::DW_FORM_block | c::DW_FORM_exprloc => {
+            let (n, at) = uleb(info, pos)?;
+            at + n as usize
+        }
+        c::DW_FORM_udata
+        | c::DW_FORM_sdata
+        | c::DW_FORM_ref_udata
+        | c::DW_FORM_strx
+        | c::DW_FORM_addrx
+        | c::DW_FORM_loclistx
+        | c::DW_FORM_rnglistx
+        | c::DW_FORM_GNU_addr_index
+        | c::DW_FORM_GNU_str_index => leb(pos)?,
+        c::DW_FORM_indirect if depth == 0 => {
+            let (f, at) = uleb(info, pos)?;
+            let form = gimli::DwForm(u16::try_from(f).ok()?);
+            let spec = gimli::AttributeSpecification::new(gimli::DW_AT_null, form, None);
+            match spec.size(&unit.header) {
+                Some(n) => at + n,
+                None => skip_form(info, at, form, unit, 1)?,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// The inlined calls under the subprogram at `die`, in tree order.
+fn inlines(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: UnitOffset) -> Vec<Inline> {
+    let mut out = Vec::new();
+    let Ok(mut raw) = unit.entries_raw(Some(die)) else {
+        return out;
+    };
+    match raw.read_abbreviation() {
+        Ok(Some(a)) if a.has_children() => {
+            if raw.skip_attributes(a.attributes()).is_err() {
+                return out;
+            }
+        }
+        _ => return out,
+    }
+    while raw.next_depth() > 0 {
+        let abbrev = match raw.read_abbreviation() {
+            Ok(Some(a)) => a,
+            Ok(None) => continue,
+            Err(_) => break,
+        };
+        if abbrev.tag() != gimli::DW_TAG_inlined_subroutine {
+            if raw.skip_attributes(abbrev.attributes()).is_err() {
+                break;
+            }
+            continue;
+        }
+        let (mut low, mut high, mut high_is_len, mut ranges) = (None, None, false, None);
+        let (mut origin, mut call_file, mut call_line) = (None, 0, 0);
+        for spec in abbrev.attributes() {
+            let Ok(attr) = raw.read_attribute(*spec) else {
+                return out;
+            };
+            match attr.name() {
+                gimli::DW_AT_low_pc => low = dwarf.attr_address(unit, attr.value()).ok().flatten(),
+                gimli::DW_AT_high_pc => match attr.value() {
+                    AttributeValue::Addr(a) => high = Some(a),
+                    v => {
+                        high = v.udata_value();
+                        high_is_len = true;
+                    }
+                },
+                gimli::DW_AT_ranges => ranges = Some(attr.value()),
+                gimli::DW_AT_abstract_origin => origin = Some(attr.value()),
+                gimli::DW_AT_call_file => call_file = attr.udata_value().unwrap_or(0),
+                gimli::DW_AT_call_line => {
+                    call_line = attr.udata_value().unwrap_or(0).min(u64::from(u32::MAX)) as u32
+                }
+                _ => {}
+            }
+        }
+        let mut spans = Vec::new();
+        if let (Some(low), Some(high)) = (low, high) {
+            spans.push((low, if high_is_len { low + high } else { high }));
+        } else if let Some(Ok(Some(mut list))) = ranges.map(|v| dwarf.attr_ranges(unit, v)) {
+            while let Ok(Some(r)) = list.next() {
+                spans.push((r.begin, r.end));
+            }
+        }
+        let name = origin.and_then(|o| name(dwarf, unit, o, 0));
+        out.push(Inline {
+            ranges: spans,
+            name,
+            call_file,
+            call_line,
+        });
+    }
+    out
+}
+
+/// The raw name of the entry `value` refers to: its linkage name, else the linkage name or
+/// name of what it specifies or abstracts, else its own name.
+fn name(
+    dwarf: &gimli::Dwarf<R>,
+    unit: &gimli::Unit<R>,
+    value: AttributeValue<R>,
+    depth: u8,
+) -> Option<&'static str> {
+    let entry = match value {
+        AttributeValue::UnitRef(offset) => unit.entry(offset).ok()?,
+        AttributeValue::DebugInfoRef(offset) if depth < 8 => {
+            return other_unit_name(dwarf, offset, depth + 1);
+        }
+        _ => return None,
+    };
+    let string = |v| {
+        dwarf
+            .attr_string(unit, v)
+            .ok()
+            .and_then(|s| std::str::from_utf8(s.slice()).ok())
+    };
+    for at in [gimli::DW_AT_linkage_name, gimli::DW_AT_MIPS_linkage_name] {
+        if let Some(s) = entry.attr_value(at).and_then(string) {
+            return Some(s);
+        }
+    }
+    if depth < 8 {
+        for at in [gimli::DW_AT_specification, gimli::DW_AT_abstract_origin] {
+            if let Some(s) = entry
+                .attr_value(at)
+                .and_then(|v| name(dwarf, unit, v, depth + 1))
+            {
+                return Some(s);
+            }
+        }
+    }
+    entry.attr_value(gimli::DW_AT_name).and_then(string)
+}
+
+/// [`name`] of an entry in another unit (`DW_FORM_ref_addr`: LTO and compiler-builtins
+/// code). Rare, so the unit is found by walking the headers each time.
+fn other_unit_name(
+    dwarf: &gimli::Dwarf<R>,
+    offset: gimli::DebugInfoOffset,
+    depth: u8,
+) -> Option<&'static str> {
+    let mut headers = dwarf.units();
+    while let Ok(Some(header)) = headers.next() {
+        if let Some(at) = offset.to_unit_offset(&header) {
+            let unit = dwarf.unit(header).ok()?;
+            return name(dwarf, &unit, AttributeValue::UnitRef(at), depth);
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+use super::elf::le64;
+
+/// Unsigned LEB128 at `pos`: the value and the position after it.
+#[inline(always)]
+fn uleb(b: &[u8], mut pos: usize) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    let mut shift = 0;
+    loop {
+        let byte = *b.get(pos)?;
+        pos += 1;
+        if shift < 64 {
+            value |= u64::from(byte & 0x7f) << shift;
+        }
+        shift += 7;
+        if byte & 0x80 == 0 {
+            return Some((value, pos));
+        }
+    }
+}
+
+/// Signed LEB128 at `pos`.
+#[inline(always)]
+fn sleb(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
+    let mut value = 0i64;
+    let mut shift = 0;
+    loop {
+        let byte = *b.get(pos)?;
+        pos += 1;
+        if shift < 64 {
+            value |= i64::from(byte & 0x7f) << shift;
+        }
+        shift += 7;
+        if byte & 0x80 == 0 {
+            if shift < 64 && byte & 0x40 != 0 {
+                value |= -1i64 << shift;
+            }
+            return Some((value, pos));
+        }
+    }
+}
