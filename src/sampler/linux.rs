@@ -13,10 +13,14 @@ use super::{Collected, Source};
 use crate::config::Engine;
 use crate::Error;
 
-/// Samples buffered between drains: 1024 × ~1 KiB. At 1 kHz on every core of a large
-/// machine the drain, every 5 ms, keeps it far from full.
+/// Samples buffered between drains: 1024 × ~1 KiB.
 const RING_CAPACITY: usize = 1024;
-const DRAIN_EVERY: Duration = Duration::from_millis(5);
+/// The drain wakes often enough that the ring, at the rate samples arrived lately, is a
+/// quarter full at most: every 4 ms at 1 kHz on 64 busy cores, at the longest interval for a
+/// test or two on a laptop, where waking 200 times a second would cost more than sampling.
+const DRAIN_FIRST: Duration = Duration::from_millis(5);
+const DRAIN_MIN: Duration = Duration::from_millis(1);
+const DRAIN_MAX: Duration = Duration::from_millis(50);
 /// `Slot::sid` while a session is shutting down: handlers ignore it, starts don't claim it.
 const CLOSING: u64 = u64::MAX;
 
@@ -89,22 +93,39 @@ fn drain_loop() {
     };
     crate::symbolize::prewarm();
     let mut guard = lock(engine);
+    let mut every = DRAIN_FIRST;
     loop {
         if engine.active.load(Ordering::Acquire) == 0 {
             guard = engine.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
+            every = DRAIN_FIRST;
             continue;
         }
-        drain_into(&mut guard, false);
+        let drained = drain_into(&mut guard, false);
+        let capacity = RING.get().map_or(RING_CAPACITY, Ring::capacity);
+        every = next_interval(every, drained, capacity);
         drop(guard);
-        std::thread::sleep(DRAIN_EVERY);
+        std::thread::sleep(every);
         guard = lock(engine);
     }
 }
 
-/// Moves samples from the ring into their sessions' aggregates. With `complete`, waits out
-/// cells that a handler is still filling, so everything pushed before the call is taken.
-fn drain_into(drain: &mut Drain, complete: bool) {
-    let Some(ring) = RING.get() else { return };
+/// The next sleep after `drained` samples arrived during `every`: long enough to batch,
+/// short enough that at that rate a quarter of the ring fills at most.
+fn next_interval(every: Duration, drained: usize, capacity: usize) -> Duration {
+    let quarter = (capacity / 4).max(1) as u32;
+    let fill_time = match drained {
+        0 => DRAIN_MAX,
+        n => every.saturating_mul(quarter) / n as u32,
+    };
+    fill_time.clamp(DRAIN_MIN, DRAIN_MAX)
+}
+
+/// Moves samples from the ring into their sessions' aggregates and says how many it took.
+/// With `complete`, waits out cells that a handler is still filling, so everything pushed
+/// before the call is taken.
+fn drain_into(drain: &mut Drain, complete: bool) -> usize {
+    let Some(ring) = RING.get() else { return 0 };
+    let mut taken = 0;
     loop {
         let more = ring.pop_with(|pop| match pop {
             Pop::Sample(s) => {
@@ -122,6 +143,7 @@ fn drain_into(drain: &mut Drain, complete: bool) {
                         }
                     }
                 }
+                taken += 1;
                 true
             }
             Pop::Empty => false,
@@ -133,7 +155,7 @@ fn drain_into(drain: &mut Drain, complete: bool) {
             }
         });
         if !more {
-            return;
+            return taken;
         }
     }
 }
@@ -435,4 +457,25 @@ pub(crate) fn resume(sid: u64) {
 /// Whether this process ever installed the sampling signal handlers.
 pub(crate) fn installed() -> bool {
     signal::installed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_interval_follows_the_sample_rate() {
+        let ms = Duration::from_millis;
+        // 1 kHz on one thread: 5 samples per 5 ms; a quarter ring (256) takes 256 ms.
+        assert_eq!(next_interval(ms(5), 5, 1024), DRAIN_MAX);
+        assert_eq!(next_interval(ms(5), 0, 1024), DRAIN_MAX);
+        // 64 busy cores at 1 kHz: 320 per 5 ms, a quarter ring in 4 ms.
+        assert_eq!(next_interval(ms(5), 320, 1024), ms(4));
+        // A full ring in 50 ms: a quarter fills in 12.5 ms.
+        assert_eq!(
+            next_interval(ms(50), 1024, 1024),
+            ms(12) + Duration::from_micros(500)
+        );
+        assert_eq!(next_interval(ms(1), 1024, 1024), DRAIN_MIN);
+    }
 }

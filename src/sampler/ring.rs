@@ -32,6 +32,9 @@ pub(crate) struct RawSample {
 }
 
 struct Cell {
+    /// Vyukov's sequence number minus the cell's index, so that all-zero memory is the
+    /// initial state and a new ring needs no writes: its pages stay untouched (and out of the
+    /// process's RSS) until samples land in them.
     seq: AtomicUsize,
     sample: UnsafeCell<RawSample>,
 }
@@ -58,21 +61,20 @@ pub(crate) enum Pop<'a> {
 }
 
 impl Ring {
-    /// A ring of `capacity` cells (a power of two), all allocated and zeroed now.
+    /// A ring of `capacity` cells (a power of two), allocated zeroed now.
     pub(crate) fn new(capacity: usize) -> Ring {
         assert!(capacity.is_power_of_two());
-        let cells = (0..capacity)
-            .map(|i| Cell {
-                seq: AtomicUsize::new(i),
-                sample: UnsafeCell::new(RawSample {
-                    sid: 0,
-                    generation: 0,
-                    depth: 0,
-                    weight_ns: 0,
-                    frames: [0; MAX_DEPTH],
-                }),
-            })
-            .collect();
+        let layout = std::alloc::Layout::array::<Cell>(capacity).expect("ring size");
+        // SAFETY: the layout is non-zero-sized (capacity >= 1, Cell is not a ZST); all-zero
+        // bytes are a valid Cell (atomics and plain integers), so the slice is initialised;
+        // the Box frees it with the same layout.
+        let cells = unsafe {
+            let ptr = std::alloc::alloc_zeroed(layout) as *mut Cell;
+            if ptr.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, capacity))
+        };
         Ring {
             cells,
             mask: capacity - 1,
@@ -81,14 +83,21 @@ impl Ring {
         }
     }
 
+    pub(crate) fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
     /// Claims a cell, lets `fill` write the sample in place and publishes it.
     /// Returns false, without calling `fill`, when the ring is full. Async-signal-safe.
     pub(crate) fn push_with(&self, fill: impl FnOnce(&mut RawSample)) -> bool {
         let mut pos = self.enqueue.load(Ordering::Relaxed);
         loop {
             let cell = &self.cells[pos & self.mask];
-            let seq = cell.seq.load(Ordering::Acquire);
-            let dif = seq as isize - pos as isize;
+            let seq = cell
+                .seq
+                .load(Ordering::Acquire)
+                .wrapping_add(pos & self.mask);
+            let dif = seq.wrapping_sub(pos) as isize;
             if dif == 0 {
                 match self.enqueue.compare_exchange_weak(
                     pos,
@@ -100,7 +109,8 @@ impl Ring {
                         // SAFETY: the CAS made this producer the cell's only owner until the
                         // release store below.
                         fill(unsafe { &mut *cell.sample.get() });
-                        cell.seq.store(pos + 1, Ordering::Release);
+                        cell.seq
+                            .store((pos + 1).wrapping_sub(pos & self.mask), Ordering::Release);
                         return true;
                     }
                     Err(now) => pos = now,
@@ -118,13 +128,19 @@ impl Ring {
     pub(crate) fn pop_with<R>(&self, take: impl FnOnce(Pop<'_>) -> R) -> R {
         let pos = self.dequeue.load(Ordering::Relaxed);
         let cell = &self.cells[pos & self.mask];
-        let seq = cell.seq.load(Ordering::Acquire);
+        let seq = cell
+            .seq
+            .load(Ordering::Acquire)
+            .wrapping_add(pos & self.mask);
         if seq == pos + 1 {
             // SAFETY: the acquire load saw the producer's release: the cell is complete and
             // no producer touches it until we hand it back.
             let result = take(Pop::Sample(unsafe { &*cell.sample.get() }));
             self.dequeue.store(pos + 1, Ordering::Relaxed);
-            cell.seq.store(pos + self.mask + 1, Ordering::Release);
+            cell.seq.store(
+                (pos + self.mask + 1).wrapping_sub(pos & self.mask),
+                Ordering::Release,
+            );
             result
         } else if self.enqueue.load(Ordering::Relaxed) == pos {
             take(Pop::Empty)

@@ -111,14 +111,46 @@ thread_local! {
 
 const PAGE: u64 = 4096;
 
-/// Is the 8-byte word at `addr` readable? Asks the kernel once per page, remembers the answer
-/// for the contiguous range around the stack pointer.
+/// Is the 8-byte word at `addr` (at or above the stack pointer) readable? Remembers one
+/// contiguous range of readable pages that holds the stack pointer, so a thread asks the
+/// kernel about each page of its stack once. A word far above `sp` (unoptimised frames are
+/// kilobytes) first has the pages between probed, so the range still holds `sp` after.
 fn readable(addr: u64, sp: u64) -> bool {
     let (lo, hi) = READABLE.with(Cell::get);
     if addr >= lo && addr + 8 <= hi && sp >= lo && sp < hi {
         return true;
     }
-    let page = addr & !(PAGE - 1);
+    if addr % PAGE > PAGE - 8 {
+        return false;
+    }
+    let (sp_page, page) = (sp & !(PAGE - 1), addr & !(PAGE - 1));
+    // The range to know: from sp's page to addr's, joined with what is known if they touch.
+    let (mut want_lo, mut want_hi) = (sp_page, page + PAGE);
+    let joins = lo < hi && lo <= want_hi && want_lo <= hi;
+    if joins {
+        (want_lo, want_hi) = (want_lo.min(lo), want_hi.max(hi));
+    }
+    if (want_hi - want_lo) / PAGE > MAX_PROBES {
+        return probe(page);
+    }
+    let mut p = want_lo;
+    while p < want_hi {
+        let known = joins && p >= lo && p < hi;
+        if !(known || probe(p)) {
+            // Not one stack: answer for this word alone, remember nothing.
+            return p != page && probe(page);
+        }
+        p += PAGE;
+    }
+    READABLE.with(|r| r.set((want_lo, want_hi)));
+    true
+}
+
+/// Pages probed at most to join a word to the known stack range (256 KiB).
+const MAX_PROBES: u64 = 64;
+
+/// Asks the kernel whether `page` is mapped readable.
+fn probe(page: u64) -> bool {
     let mut word = 0u64;
     let local = libc::iovec {
         iov_base: &mut word as *mut u64 as *mut _,
@@ -131,17 +163,7 @@ fn readable(addr: u64, sp: u64) -> bool {
     // SAFETY: process_vm_readv on our own pid copies into `word` or fails with EFAULT; it is a
     // plain system call and async-signal-safe.
     let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-    if n != 8 || addr % PAGE > PAGE - 8 {
-        return false;
-    }
-    // Keep one contiguous range that holds the stack pointer.
-    let (lo, hi) = if sp >= lo && sp < hi && (page == hi || page + PAGE == lo) {
-        (lo.min(page), hi.max(page + PAGE))
-    } else {
-        (page, page + PAGE)
-    };
-    READABLE.with(|r| r.set((lo, hi)));
-    true
+    n == 8
 }
 
 /// Walks the interrupted thread's stack into `frames`: the interrupted pc first, then return
@@ -184,4 +206,40 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64]) -> Option<usiz
     }
     slot.busy.store(false, Ordering::Release);
     Some(depth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The stack pointer of the caller, near enough: the address of a local.
+    #[inline(never)]
+    fn here() -> u64 {
+        let marker = 0u8;
+        std::hint::black_box(&marker) as *const u8 as u64
+    }
+
+    #[test]
+    fn stack_pages_are_probed_once_and_joined_to_the_stack_pointer() {
+        std::thread::spawn(|| {
+            let big = std::hint::black_box([7u64; 4096]); // 32 KiB of frame above sp
+            let sp = here() & !7;
+            let far = &big[4090] as *const u64 as u64;
+            assert!(far - sp > 7 * PAGE);
+            assert!(readable(far, sp));
+            let (lo, hi) = READABLE.with(Cell::get);
+            assert!(
+                lo <= sp && sp < hi && far < hi,
+                "{lo:x}..{hi:x} holds sp and the word"
+            );
+            // Known now: nothing to ask the kernel, the range stays.
+            assert!(readable(&big[10] as *const u64 as u64, sp));
+            assert_eq!(READABLE.with(Cell::get), (lo, hi));
+            // Unmapped memory is refused and not remembered.
+            assert!(!readable(sp + (1 << 40), sp));
+            assert_eq!(READABLE.with(Cell::get), (lo, hi));
+        })
+        .join()
+        .unwrap();
+    }
 }

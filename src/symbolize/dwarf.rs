@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 
-use super::elf::Elf;
+use super::elf::{le32, le64, Elf};
 
 type R = EndianSlice<'static, RunTimeEndian>;
 
@@ -119,12 +119,7 @@ fn aranges(data: &[u8], little: bool) -> Option<Vec<(u64, u64, usize)>> {
         }
         pos = end;
     }
-    // Nearly in order (cold code of many units is placed together); sorting is not free
-    // unoptimised.
-    if !out.is_sorted() {
-        // Stable sort: it merges the runs already there.
-        out.sort_by_key(|e| e.0);
-    }
+    super::sort_by_address(&mut out, |e| e.0);
     out.shrink_to_fit();
     Some(out)
 }
@@ -799,13 +794,6 @@ fn other_unit_name(
     }
     None
 }
-
-#[inline(always)]
-fn le32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
-}
-
-use super::elf::le64;
 
 /// Unsigned LEB128 at `pos`: the value and the position after it.
 #[inline(always)]

@@ -20,6 +20,7 @@ struct Func {
 }
 
 pub(crate) struct Elf {
+    map: &'static memmap2::Mmap,
     /// Every section's data, looked up by name when the DWARF reader asks.
     sections: Vec<(&'static str, &'static [u8])>,
     /// Sorted function symbols, built once lookups pass [`SCANS_BEFORE_INDEX`].
@@ -41,19 +42,36 @@ impl Elf {
         // loaded object would also break the running code itself; the loader makes the same
         // assumption.
         let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let data: &'static [u8] = Box::leak(Box::new(map));
+        // Reads are scattered: without this the kernel maps (and counts as resident) up to
+        // 64 KiB around every page touched.
+        let _ = map.advise(memmap2::Advice::Random);
+        let map: &'static memmap2::Mmap = Box::leak(Box::new(map));
+        let data: &'static [u8] = map;
         let parsed = object::File::parse(data).ok()?;
         let sections = parsed
             .sections()
             .filter_map(|s| Some((s.name().ok()?, s.data().ok()?)))
             .collect();
         Some(Elf {
+            map,
             sections,
             funcs: OnceLock::new(),
             scans: 0,
             little_endian: parsed.is_little_endian(),
             elf64: parsed.is_64(),
         })
+    }
+
+    /// Drops the mapping's pages from this process's memory; they are read again from the
+    /// page cache if needed. Without this, every unit, table and name a profile ever needed
+    /// would stay resident for the rest of the process.
+    pub(crate) fn release(&self) {
+        // SAFETY: the mapping is private, read-only and file-backed: dropped pages read back
+        // the same bytes from the file, so no reference into it sees a change.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
     }
 
     pub(crate) fn section(&self, name: &str) -> &'static [u8] {
@@ -78,8 +96,14 @@ impl Elf {
     fn index_functions(&self) -> Vec<Func> {
         let mut funcs: Vec<Func> = functions(self.symbols().0).collect();
         // Aliases share a start: keep one, preferring the longest (a real body over a stub).
-        funcs.sort_unstable_by_key(|f| (f.start, std::cmp::Reverse(f.len)));
-        funcs.dedup_by_key(|f| f.start);
+        super::sort_by_address(&mut funcs, |f| f.start);
+        funcs.dedup_by(|later, kept| {
+            let same = later.start == kept.start;
+            if same && later.len > kept.len {
+                *kept = *later;
+            }
+            same
+        });
         funcs.shrink_to_fit();
         funcs
     }
@@ -98,12 +122,13 @@ impl Elf {
             }
             None if self.scans < SCANS_BEFORE_INDEX => {
                 self.scans += 1;
-                functions(syms)
-                    .filter(|f| f.start <= svma && svma - f.start < u64::from(f.len))
-                    .max_by_key(|f| (f.start, f.len))?
+                let found = scan(syms, svma);
+                self.release();
+                found?
             }
             None => {
                 let _ = self.funcs.set(self.index_functions());
+                self.release();
                 return self.function(svma);
             }
         };
@@ -116,6 +141,30 @@ impl Elf {
 
 const SCANS_BEFORE_INDEX: u32 = 16;
 
+/// The function symbol containing `svma`, the innermost if several do. A plain loop: it
+/// reads every symbol of a test binary (~20k) unoptimised.
+fn scan(syms: &[u8], svma: u64) -> Option<Func> {
+    let mut best: Option<Func> = None;
+    let mut at = 0;
+    while at + 24 <= syms.len() {
+        let start = le64(syms, at + 8);
+        if start <= svma && best.is_none_or(|b| b.start < start) {
+            let size = le64(syms, at + 16);
+            let kind = syms[at + 4] & 0xf;
+            let defined = syms[at + 6] != 0 || syms[at + 7] != 0;
+            if svma - start < size && (kind == STT_FUNC || kind == STT_GNU_IFUNC) && defined {
+                best = Some(Func {
+                    start,
+                    len: size.min(u64::from(u32::MAX)) as u32,
+                    name: le32(syms, at),
+                });
+            }
+        }
+        at += 24;
+    }
+    best
+}
+
 /// The defined function symbols among raw `Elf64_Sym` records.
 fn functions(syms: &'static [u8]) -> impl Iterator<Item = Func> {
     syms.chunks_exact(24).filter_map(|sym| {
@@ -125,14 +174,26 @@ fn functions(syms: &'static [u8]) -> impl Iterator<Item = Func> {
         ((kind == STT_FUNC || kind == STT_GNU_IFUNC) && shndx != 0 && size > 0).then(|| Func {
             start: le64(sym, 8),
             len: size.min(u64::from(u32::MAX)) as u32,
-            name: u32::from_le_bytes([sym[0], sym[1], sym[2], sym[3]]),
+            name: le32(sym, 0),
         })
     })
 }
 
 #[inline(always)]
+pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+#[inline(always)]
 pub(crate) fn le64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
+    u64::from_le_bytes([
+        b[at],
+        b[at + 1],
+        b[at + 2],
+        b[at + 3],
+        b[at + 4],
+        b[at + 5],
+        b[at + 6],
+        b[at + 7],
+    ])
 }

@@ -71,6 +71,7 @@ impl Object {
     fn open(path: &std::path::Path) -> Option<Object> {
         let elf = elf::Elf::open(path)?;
         let dwarf = dwarf::Dwarf::new(&elf);
+        elf.release();
         Some(Object { elf, dwarf })
     }
 }
@@ -160,6 +161,7 @@ fn lookup(object: &mut Object, svma: u64) -> (Vec<Line>, bool) {
         Some(dwarf) => dwarf.frames(svma),
         None => Vec::new(),
     };
+    object.elf.release();
     let symbol = if frames.iter().all(|f| f.name.is_some()) && !frames.is_empty() {
         None
     } else {
@@ -191,6 +193,38 @@ fn lookup(object: &mut Object, svma: u64) -> (Vec<Line>, bool) {
         })
         .collect();
     (lines, complete)
+}
+
+/// Sorts by address, stably: an LSD radix sort, 11 bits a pass over the span of the keys.
+/// Tables of 10-20k entries are sorted once per object; std's comparison sorts, compiled
+/// unoptimised into users' test builds, take several milliseconds for that.
+pub(crate) fn sort_by_address<T: Copy>(v: &mut Vec<T>, key: impl Fn(&T) -> u64) {
+    const BITS: u32 = 11;
+    let Some(min) = v.iter().map(&key).min() else {
+        return;
+    };
+    let span = v.iter().map(&key).max().unwrap_or(min) - min;
+    let mut from = std::mem::take(v);
+    let mut to = from.clone();
+    let mut shift = 0;
+    while shift < 64 && (shift == 0 || span >> shift != 0) {
+        let mut counts = [0usize; 1 << BITS];
+        for e in &from {
+            counts[((key(e) - min) >> shift) as usize & ((1 << BITS) - 1)] += 1;
+        }
+        let mut at = 0;
+        for c in counts.iter_mut() {
+            (*c, at) = (at, at + *c);
+        }
+        for e in &from {
+            let d = ((key(e) - min) >> shift) as usize & ((1 << BITS) - 1);
+            to[counts[d]] = *e;
+            counts[d] += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+        shift += BITS;
+    }
+    *v = from;
 }
 
 /// Rust (legacy and v0) names demangled without the hash suffix; others unchanged.
@@ -285,6 +319,22 @@ mod tests {
             wrong.len(),
             &wrong[..wrong.len().min(5)]
         );
+    }
+
+    #[test]
+    fn sorts_by_address_stably() {
+        let mut v: Vec<(u64, u32)> = (0..5000u32)
+            .map(|i| ((u64::from(i) * 7919 % 5003) << 20 | 0x5555_0000_0000, i % 3))
+            .collect();
+        v.push((0x5555_0000_0000, 9));
+        v.push((0x5555_0000_0000, 8));
+        let mut expected = v.clone();
+        expected.sort_by_key(|e| e.0);
+        sort_by_address(&mut v, |e| e.0);
+        assert_eq!(v, expected, "same order as std's stable sort, ties kept");
+        let mut empty: Vec<(u64, u32)> = Vec::new();
+        sort_by_address(&mut empty, |e| e.0);
+        assert!(empty.is_empty());
     }
 
     #[test]
