@@ -95,12 +95,31 @@ struct Outcome {
     cpu_ns: f64,
     /// Share of the profile's CPU in stacks through heavy_a.
     share_a: f64,
+    /// Samples in the profile.
+    samples: f64,
 }
 
 fn out_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("profiled-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Process CPU the benchmark spent reading profiles back (not the profilers' cost): taken
+/// out of every figure.
+static ANALYSIS_NS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn analysis() -> Duration {
+    Duration::from_nanos(ANALYSIS_NS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Runs `f` to completion, counting its process CPU as analysis.
+fn analysing<T>(f: impl FnOnce() -> T) -> T {
+    let c0 = process_cpu();
+    let out = f();
+    let spent = (process_cpu() - c0).as_nanos() as u64;
+    ANALYSIS_NS.fetch_add(spent, std::sync::atomic::Ordering::Relaxed);
+    out
 }
 
 /// Runs `f` under `prof` at `hz`, writing the profile as a user would, and reads it back.
@@ -121,28 +140,7 @@ fn session(prof: Prof, hz: u32, name: &str, f: impl FnOnce()) -> Outcome {
             report
                 .write(&out_dir().join(format!("{name}.pb.gz")))
                 .unwrap();
-            let decoded = profiled::pprof::decode(report.pprof_gz()).unwrap();
-            let names = |s: &profiled::pprof::proto::Sample| {
-                s.location_id
-                    .iter()
-                    .flat_map(|id| decoded.location[*id as usize - 1].line.iter())
-                    .map(|l| {
-                        let f = &decoded.function[l.function_id as usize - 1];
-                        decoded.string_table[f.name as usize].clone()
-                    })
-                    .collect::<Vec<_>>()
-            };
-            let total: i64 = decoded.sample.iter().map(|s| s.value[1]).sum();
-            let a: i64 = decoded
-                .sample
-                .iter()
-                .filter(|s| names(s).iter().any(|n| n.ends_with("heavy_a")))
-                .map(|s| s.value[1])
-                .sum();
-            Outcome {
-                cpu_ns: total as f64,
-                share_a: a as f64 / total.max(1) as f64,
-            }
+            analysing(|| profiled_outcome(&report))
         }
         Prof::Pprof => {
             let guard = pprof::ProfilerGuardBuilder::default()
@@ -162,25 +160,58 @@ fn session(prof: Prof, hz: u32, name: &str, f: impl FnOnce()) -> Outcome {
                 gz.finish().unwrap(),
             )
             .unwrap();
-            let mut total = 0isize;
-            let mut a = 0isize;
-            for (frames, count) in &report.data {
-                total += count;
-                if frames
-                    .frames
-                    .iter()
-                    .flatten()
-                    .any(|s| s.name().ends_with("heavy_a"))
-                {
-                    a += count;
+            analysing(|| {
+                let mut total = 0isize;
+                let mut a = 0isize;
+                for (frames, count) in &report.data {
+                    total += count;
+                    if frames
+                        .frames
+                        .iter()
+                        .flatten()
+                        .any(|s| s.name().ends_with("heavy_a"))
+                    {
+                        a += count;
+                    }
                 }
-            }
-            // pprof-rs weighs every sample as 1/frequency, whatever was delivered.
-            Outcome {
-                cpu_ns: total as f64 * 1e9 / f64::from(hz),
-                share_a: a as f64 / total.max(1) as f64,
-            }
+                // pprof-rs weighs every sample as 1/frequency, whatever was delivered.
+                Outcome {
+                    cpu_ns: total as f64 * 1e9 / f64::from(hz),
+                    share_a: a as f64 / total.max(1) as f64,
+                    samples: total as f64,
+                }
+            })
         }
+    }
+}
+
+/// Total CPU, share of heavy_a and sample count of a profiled report, read back from its
+/// pprof bytes as a user's tools would.
+fn profiled_outcome(report: &profiled::Report) -> Outcome {
+    let decoded = profiled::pprof::decode(report.pprof_gz()).unwrap();
+
+    let names = |s: &profiled::pprof::proto::Sample| {
+        s.location_id
+            .iter()
+            .flat_map(|id| decoded.location[*id as usize - 1].line.iter())
+            .map(|l| {
+                let f = &decoded.function[l.function_id as usize - 1];
+                decoded.string_table[f.name as usize].clone()
+            })
+            .collect::<Vec<_>>()
+    };
+    let total: i64 = decoded.sample.iter().map(|s| s.value[1]).sum();
+    let samples: i64 = decoded.sample.iter().map(|s| s.value[0]).sum();
+    let a: i64 = decoded
+        .sample
+        .iter()
+        .filter(|s| names(s).iter().any(|n| n.ends_with("heavy_a")))
+        .map(|s| s.value[1])
+        .sum();
+    Outcome {
+        cpu_ns: total as f64,
+        share_a: a as f64 / total.max(1) as f64,
+        samples: samples as f64,
     }
 }
 
@@ -194,24 +225,26 @@ fn child(args: &[String]) {
         // First session in a process: its cost beyond the 20 ms of work (~20 samples at
         // 1000 Hz, so symbolization has something to do).
         "first" => {
-            let c0 = process_cpu();
+            let (c0, a0) = (process_cpu(), analysis());
             let mut used = Duration::ZERO;
             session(prof, hz, "first", || used = work(Duration::from_millis(20)));
+            let spent = (process_cpu() - c0).saturating_sub(analysis() - a0);
             println!(
                 "session_ms={}",
-                ((process_cpu() - c0).saturating_sub(used)).as_secs_f64() * 1e3
+                spent.saturating_sub(used).as_secs_f64() * 1e3
             );
         }
         // 200 tests of 5 ms in one process: later sessions' cost, and the whole process.
         "steady" => {
             let mut costs = Vec::new();
             for i in 0..200 {
-                let c0 = process_cpu();
+                let (c0, a0) = (process_cpu(), analysis());
                 let mut used = Duration::ZERO;
                 session(prof, hz, &format!("s{i}"), || {
                     used = work(Duration::from_millis(5))
                 });
-                costs.push(((process_cpu() - c0).saturating_sub(used)).as_secs_f64() * 1e3);
+                let spent = (process_cpu() - c0).saturating_sub(analysis() - a0);
+                costs.push(spent.saturating_sub(used).as_secs_f64() * 1e3);
             }
             let mut later = costs[1..].to_vec();
             later.sort_by(f64::total_cmp);
@@ -223,6 +256,7 @@ fn child(args: &[String]) {
             let o = session(prof, hz, "long", || used = work(Duration::from_millis(850)));
             println!("accuracy={}", o.cpu_ns / used.as_nanos() as f64);
             println!("share_a={}", o.share_a);
+            println!("samples={}", o.samples);
         }
         // 8 threads of 100 ms CPU each, spawned inside the session, on 2 cores.
         "threads8" => {
@@ -235,12 +269,34 @@ fn child(args: &[String]) {
             });
             println!("accuracy={}", o.cpu_ns / used.as_nanos() as f64);
             println!("share_a={}", o.share_a);
+            println!("samples={}", o.samples);
+        }
+        // Attribution with enough samples to tell bias from noise at 100 Hz: 2 threads of
+        // 3 s CPU each (~600 samples a round). Nothing to compare without a profiler.
+        "attribution" => {
+            let o = if prof == Prof::None {
+                Outcome::default()
+            } else {
+                session(prof, hz, "attribution", || {
+                    let threads: Vec<_> = (0..2)
+                        .map(|_| std::thread::spawn(|| work(Duration::from_secs(3))))
+                        .collect();
+                    for t in threads {
+                        t.join().unwrap();
+                    }
+                })
+            };
+            println!("share_a={}", o.share_a);
+            println!("samples={}", o.samples);
         }
         _ => panic!("unknown scenario {scenario}"),
     }
     println!(
         "process_cpu_ms={}",
-        (process_cpu() - started).as_secs_f64() * 1e3
+        (process_cpu() - started)
+            .saturating_sub(analysis())
+            .as_secs_f64()
+            * 1e3
     );
     println!("peak_rss_kib={}", peak_rss_kib());
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -339,6 +395,7 @@ fn main() {
     let long100 = measure("long", 100, rounds);
     let long1000 = measure("long", 1000, rounds);
     let thr100 = measure("threads8", 100, rounds);
+    let attr100 = measure("attribution", 100, rounds);
 
     let (p, q) = (1, 2); // profiled, pprof
     let v = |m: &Measured, i: usize, k: &str| m.value[i][k];
@@ -411,22 +468,33 @@ fn main() {
         format!("{:.3}", v(&thr100, p, "accuracy")),
         "1 ± 0.05",
     );
+    // A share with its binomial standard error over the samples of all rounds.
+    let share = |m: &Measured, i: usize| {
+        let (s, n) = (v(m, i, "share_a"), v(m, i, "samples") * rounds as f64);
+        format!("{s:.3} ±{:.3}", (s * (1.0 - s) / n.max(1.0)).sqrt())
+    };
     row(
-        "share of the 3:1 workload's first function, 100 Hz",
-        format!("{:.3}", v(&long100, q, "share_a")),
-        format!("{:.3}", v(&long100, p, "share_a")),
+        "share of the 3:1 workload's first function, 100 Hz (2 x 3 s)",
+        share(&attr100, q),
+        share(&attr100, p),
         "0.75 ± 0.02",
     );
     row(
-        "same, 1000 Hz",
-        format!("{:.3}", v(&long1000, q, "share_a")),
-        format!("{:.3}", v(&long1000, p, "share_a")),
+        "same, 1000 Hz (the 0.85 s test)",
+        share(&long1000, q),
+        share(&long1000, p),
+        "0.75 ± 0.02",
+    );
+    row(
+        "same, 100 Hz (the 0.85 s test)",
+        share(&long100, q),
+        share(&long100, p),
         "0.75 ± 0.02",
     );
     row(
         "same, 8 threads, 100 Hz",
-        format!("{:.3}", v(&thr100, q, "share_a")),
-        format!("{:.3}", v(&thr100, p, "share_a")),
+        share(&thr100, q),
+        share(&thr100, p),
         "0.75 ± 0.02",
     );
     let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
@@ -454,5 +522,6 @@ fn main() {
         v(&long100, 0, "process_cpu_ms"),
         v(&long100, 0, "peak_rss_kib") / 1024.0
     );
+    println!("shares: mean of the rounds ± one binomial standard error of their pooled samples");
     println!("({} rounds, {:.0} s)", rounds, t0.elapsed().as_secs_f64());
 }

@@ -3,7 +3,7 @@
 //! The message types are written out with prost's derive (no build-time codegen): they are
 //! the subset of google/pprof's profile.proto that we write, with its field numbers.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
@@ -189,6 +189,9 @@ impl Strings {
 }
 
 /// Builds the profile of one finished session and gzips it.
+/// Encoded profiles smaller than this are stored in the gzip stream, not deflated.
+const STORE_BELOW: usize = 64 << 10;
+
 pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbolizer) -> Encoded {
     use proto::*;
     let mut strings = Strings::new();
@@ -217,10 +220,10 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
     };
 
     // Locations by probe address; functions by (name, file); mappings by module index.
-    let mut locations: HashMap<u64, u64> = HashMap::new();
-    let mut functions: HashMap<(Arc<str>, Arc<str>), u64> = HashMap::new();
-    let mut mappings: HashMap<Option<usize>, (u64, bool)> = HashMap::new();
-    let mut flat: HashMap<Arc<str>, u64> = HashMap::new();
+    let mut locations: HashMap<u64, u64> = HashMap::default();
+    let mut functions: HashMap<(Arc<str>, Arc<str>), u64> = HashMap::default();
+    let mut mappings: HashMap<Option<usize>, (u64, bool)> = HashMap::default();
+    let mut flat: HashMap<Arc<str>, u64> = HashMap::default();
     let (mut samples, mut cpu_ns) = (0u64, 0u64);
     let mut folded = Vec::new();
 
@@ -393,8 +396,14 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         .map(|(name, w)| (name.to_string(), w as f64 / cpu_ns as f64));
 
     let raw = prost::Message::encode_to_vec(&profile);
-    // Level 1, as Go's runtime/pprof: profiles are small and written per test.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    // A test's profile is a few KiB, where deflate saves little and costs most of encoding in
+    // an unoptimised build; bigger ones are compressed fast, as Go's runtime/pprof does.
+    let level = if raw.len() < STORE_BELOW {
+        flate2::Compression::none()
+    } else {
+        flate2::Compression::fast()
+    };
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
     gz.write_all(&raw).expect("writing to a Vec cannot fail");
     let gz = gz.finish().expect("writing to a Vec cannot fail");
     Encoded {

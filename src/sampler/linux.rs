@@ -1,6 +1,6 @@
 //! Sessions on Linux x86_64: slot claiming, source selection, drain and finish.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -67,7 +67,7 @@ fn engine() -> Result<&'static Engine_, Error> {
             .map_err(|e| format!("cannot start the drain thread: {e}"))?;
         Ok(Engine_ {
             drain: Mutex::new(Drain {
-                sessions: HashMap::new(),
+                sessions: HashMap::default(),
             }),
             wake: Condvar::new(),
             active: AtomicUsize::new(0),

@@ -6,7 +6,7 @@
 //! milliseconds, and the finishing session itself) moves them into per-session stack counts.
 //! Symbolization and encoding happen later, in `symbolize` and `encode`.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, SystemTime};
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]

@@ -9,7 +9,9 @@
 //! that is hit) are plain byte loops that resume where they stopped, and gimli reads only
 //! the few entries and headers that are needed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
@@ -58,7 +60,7 @@ impl Dwarf {
             dwarf,
             info,
             ranges,
-            units: HashMap::new(),
+            units: HashMap::default(),
         })
     }
 
@@ -192,17 +194,20 @@ impl UnitInfo {
                 done: false,
                 found: BTreeMap::new(),
                 abbrevs: Vec::new(),
+                // Code 0, a null entry, is one byte.
+                step: std::array::from_fn(|code| u32::from(code == 0)),
             },
             unit,
             info,
             lines,
-            files: HashMap::new(),
-            functions: HashMap::new(),
+            files: HashMap::default(),
+            functions: HashMap::default(),
         })
     }
 
     fn frames(&mut self, dwarf: &gimli::Dwarf<R>, svma: u64) -> Vec<Frame> {
-        let Some((start, _, die)) = self.subprograms.find(&self.unit, self.info, svma) else {
+        let Some((start, _, die)) = self.subprograms.find(dwarf, &self.unit, self.info, svma)
+        else {
             return Vec::new();
         };
         if !self.functions.contains_key(&start) {
@@ -342,23 +347,16 @@ impl LineTable {
         let mut found = self.sequences.iter().find(|s| holds(s)).map(|s| s.2);
         while found.is_none() && self.scanned < self.program.len() {
             let from = self.scanned;
-            let mut first = None;
-            let mut sequence = None;
-            let next = self.run(from, |addr, _, _, end| {
-                if end {
-                    sequence = Some((first.unwrap_or(addr), addr));
-                    return false;
+            match self.sequence_bounds(from) {
+                Some((first, end, next)) => {
+                    self.scanned = next;
+                    let s = (first, end, from);
+                    if holds(&s) {
+                        found = Some(from);
+                    }
+                    self.sequences.push(s);
                 }
-                first.get_or_insert(addr);
-                true
-            });
-            self.scanned = next.unwrap_or(self.program.len());
-            if let Some(s) = sequence {
-                let s = (s.0, s.1, from);
-                if holds(&s) {
-                    found = Some(from);
-                }
-                self.sequences.push(s);
+                None => self.scanned = self.program.len(),
             }
         }
         let mut rows = Vec::new();
@@ -369,6 +367,63 @@ impl LineTable {
             });
         }
         rows
+    }
+
+    /// Steps over the sequence at `pos` following only the address: its first row's address,
+    /// its end address and the position after it. The scan's fast path: no rows, no calls
+    /// per opcode (this runs unoptimised in test builds, over std's ~40k rows).
+    fn sequence_bounds(&self, mut pos: usize) -> Option<(u64, u64, usize)> {
+        let p = self.program;
+        let (base, range, min_len) = (self.opcode_base, self.line_range, self.min_len);
+        let (mut addr, mut first, mut seen) = (0u64, 0u64, false);
+        while pos < p.len() {
+            let op = p[pos];
+            pos += 1;
+            if op >= base || op == 1 {
+                if op >= base {
+                    addr = addr.wrapping_add(u64::from((op - base) / range) * min_len);
+                }
+                if !seen {
+                    (first, seen) = (addr, true);
+                }
+                continue;
+            }
+            match op {
+                0 => {
+                    let (len, at) = uleb(p, pos)?;
+                    let end = at.checked_add(len as usize)?;
+                    match p.get(at) {
+                        Some(1) => return Some((if seen { first } else { addr }, addr, end)),
+                        Some(2) if self.addr_size == 8 && at + 9 <= p.len() => {
+                            addr = le64(p, at + 1)
+                        }
+                        Some(2) if self.addr_size == 4 && at + 5 <= p.len() => {
+                            addr = u64::from(le32(p, at + 1))
+                        }
+                        _ => {}
+                    }
+                    pos = end;
+                }
+                2 => {
+                    let (v, at) = uleb(p, pos)?;
+                    addr = addr.wrapping_add(v.wrapping_mul(min_len));
+                    pos = at;
+                }
+                8 => addr = addr.wrapping_add(u64::from((255 - base) / range) * min_len),
+                9 => {
+                    let v = u16::from_le_bytes([*p.get(pos)?, *p.get(pos + 1)?]);
+                    addr = addr.wrapping_add(u64::from(v));
+                    pos += 2;
+                }
+                _ => {
+                    let n = *self.standard_lengths.get(usize::from(op) - 1)?;
+                    for _ in 0..n {
+                        pos = uleb(p, pos)?.1;
+                    }
+                }
+            }
+        }
+        None
     }
 
     /// Runs the line-number state machine (DWARF 2-5, one operation per instruction) from
@@ -467,6 +522,9 @@ struct Subprograms {
     found: BTreeMap<u64, (u64, usize)>,
     /// By abbreviation code, filled as codes are met.
     abbrevs: Vec<Option<Abbrev>>,
+    /// By one-byte abbreviation code: 1 + the attributes' size for entries the scan only
+    /// steps over (fixed size, no code range), 0 for the rest or not yet seen.
+    step: [u32; 128],
 }
 
 struct Abbrev {
@@ -489,6 +547,7 @@ impl Subprograms {
     /// The subprogram containing `svma`: (low_pc, high_pc, entry offset).
     fn find(
         &mut self,
+        dwarf: &gimli::Dwarf<R>,
         unit: &gimli::Unit<R>,
         info: &'static [u8],
         svma: u64,
@@ -504,6 +563,17 @@ impl Subprograms {
             return Some(hit);
         }
         while !self.done {
+            // Fast path for the entries that are only stepped over (most of them): one byte
+            // of code, a table lookup, no calls, since this runs unoptimised in test builds.
+            let mut pos = self.pos;
+            while pos < info.len() && info[pos] < 0x80 {
+                let step = self.step[info[pos] as usize];
+                if step == 0 {
+                    break;
+                }
+                pos += step as usize;
+            }
+            self.pos = pos;
             let die = self.pos;
             let Some((code, at)) = uleb(info, die).filter(|_| die < info.len()) else {
                 self.done = true;
@@ -517,13 +587,19 @@ impl Subprograms {
                 self.done = true;
                 break;
             };
+            if let (Some(size), None, Ok(i)) = (abbrev.fixed, &abbrev.pc, u8::try_from(code)) {
+                if i < 0x80 {
+                    self.step[usize::from(i)] = 1 + size as u32;
+                }
+            }
+            let abbrev = self.abbrevs[code as usize].as_ref().expect("loaded above");
             let range = match abbrev.pc {
                 None => None,
                 Some(Pc {
                     low: Some(low_at),
                     high: Some((form, high_at)),
                 }) => fast_pc(info, at, low_at, form, high_at, unit.header.address_size()),
-                Some(_) => slow_pc(unit, die),
+                Some(_) => slow_pc(dwarf, unit, die),
             };
             match skip(info, at, abbrev, unit) {
                 Some(next) => self.pos = next,
@@ -601,14 +677,14 @@ fn fast_pc(
     Some((low, high))
 }
 
-/// low_pc and high_pc through gimli, for layouts [`fast_pc`] can't place.
-fn slow_pc(unit: &gimli::Unit<R>, die: usize) -> Option<(u64, u64)> {
+/// low_pc and high_pc through gimli, for layouts [`fast_pc`] can't place (DWARF 5's
+/// `DW_FORM_addrx` among them).
+fn slow_pc(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: usize) -> Option<(u64, u64)> {
     let entry = unit.entry(UnitOffset(die)).ok()?;
-    let AttributeValue::Addr(low) = entry.attr_value(gimli::DW_AT_low_pc)? else {
-        return None;
-    };
+    let address = |v| dwarf.attr_address(unit, v).ok().flatten();
+    let low = address(entry.attr_value(gimli::DW_AT_low_pc)?)?;
     let high = match entry.attr_value(gimli::DW_AT_high_pc)? {
-        AttributeValue::Addr(high) => high,
+        v @ (AttributeValue::Addr(_) | AttributeValue::DebugAddrIndex(_)) => address(v)?,
         v => low + v.udata_value()?,
     };
     Some((low, high))
@@ -643,7 +719,10 @@ fn skip_form(
         c::DW_FORM_block2 => {
             pos + 2 + usize::from(u16::from_le_bytes([*info.get(pos)?, *info.get(pos + 1)?]))
         }
-        c::DW_FORM_block4 => pos + 4 + le32(info, pos) as usize,
+        c::DW_FORM_block4 => {
+            let len = info.get(pos..pos + 4)?;
+            pos + 4 + le32(len, 0) as usize
+        }
         c::DW_FORM_block | c::DW_FORM_exprloc => {
             let (n, at) = uleb(info, pos)?;
             at + n as usize

@@ -8,7 +8,7 @@
 mod dwarf;
 mod elf;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -55,7 +55,7 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
             modules: modules::loaded(),
             generation,
             objects,
-            cache: HashMap::new(),
+            cache: HashMap::default(),
         });
     }
     f(guard.as_mut().expect("set above"))
@@ -114,8 +114,13 @@ impl Symbolizer {
                     .objects
                     .entry(m.path.clone())
                     .or_insert_with(|| Object::open(&m.path));
+                // Debug info is input like any other: a reader bug on a malformed object
+                // must cost a frame's name, not the test.
                 let (lines, complete) = match object {
-                    Some(object) => lookup(object, svma),
+                    Some(object) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        lookup(object, svma)
+                    }))
+                    .unwrap_or_default(),
                     None => (Vec::new(), false),
                 };
                 let lines = if lines.is_empty() {

@@ -5,15 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-/// Crates whose speed the first profile of a process depends on (debug-info parsing).
-pub const OPTIMISED: &[&str] = &[
-    "gimli",
-    "addr2line",
-    "object",
-    "memchr",
-    "miniz_oxide",
-    "profiled",
-];
+/// Crates whose speed a profile's symbolization and encoding depend on.
+pub const OPTIMISED: &[&str] = &["gimli", "object", "miniz_oxide", "profiled"];
 
 pub fn run() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
