@@ -16,7 +16,10 @@ use std::sync::Arc;
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 
-use super::elf::{le32, le64, Elf};
+use super::elf::{le32, le64, release_range, Elf};
+
+/// Bytes a scan reads before it drops the pages behind it.
+const RELEASE_EVERY: usize = 256 << 10;
 
 type R = EndianSlice<'static, RunTimeEndian>;
 
@@ -66,13 +69,9 @@ impl Dwarf {
 
     /// Frames at `svma`, innermost first; empty when no unit or subprogram covers it.
     pub(crate) fn frames(&mut self, svma: u64) -> Vec<Frame> {
-        let i = self.ranges.partition_point(|r| r.0 <= svma);
-        let Some(&(_, range_end, offset)) = i.checked_sub(1).map(|i| &self.ranges[i]) else {
+        let Some(offset) = unit_at(&self.ranges, svma) else {
             return Vec::new();
         };
-        if svma >= range_end {
-            return Vec::new();
-        }
         let (dwarf, info) = (&self.dwarf, self.info);
         let unit = self
             .units
@@ -83,6 +82,13 @@ impl Dwarf {
             None => Vec::new(),
         }
     }
+}
+
+/// The offset of the unit whose range holds `svma`.
+fn unit_at(ranges: &[(u64, u64, usize)], svma: u64) -> Option<usize> {
+    let i = ranges.partition_point(|r| r.0 <= svma).checked_sub(1)?;
+    let (_, end, offset) = ranges[i];
+    (svma < end).then_some(offset)
 }
 
 /// `.debug_aranges`, hand-parsed (32-bit DWARF, 4- or 8-byte addresses, no segments): a
@@ -345,7 +351,12 @@ impl LineTable {
     fn rows(&mut self, start: u64) -> Vec<(u64, u64, u32)> {
         let holds = |s: &(u64, u64, usize)| s.0 <= start && start < s.1;
         let mut found = self.sequences.iter().find(|s| holds(s)).map(|s| s.2);
+        let mut released = self.scanned;
         while found.is_none() && self.scanned < self.program.len() {
+            if self.scanned - released > RELEASE_EVERY {
+                release_range(&self.program[released..self.scanned]);
+                released = self.scanned;
+            }
             let from = self.scanned;
             match self.sequence_bounds(from) {
                 Some((first, end, next)) => {
@@ -562,7 +573,12 @@ impl Subprograms {
         if let Some(hit) = known(&self.found) {
             return Some(hit);
         }
+        let mut released = self.pos;
         while !self.done {
+            if self.pos - released > RELEASE_EVERY {
+                release_range(&info[released..self.pos]);
+                released = self.pos;
+            }
             // Fast path for the entries that are only stepped over (most of them): one byte
             // of code, a table lookup, no calls, since this runs unoptimised in test builds.
             let mut pos = self.pos;
@@ -910,5 +926,37 @@ fn sleb(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
             }
             return Some((value, pos));
         }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The fallback for objects without `.debug_aranges` (each unit's own ranges) finds the
+    /// same unit as the aranges index for every function of this test binary.
+    #[test]
+    fn unit_ranges_agree_with_aranges() {
+        use object::{Object as _, ObjectSymbol};
+        let exe = std::env::current_exe().unwrap();
+        let elf = Elf::open(&exe).unwrap();
+        let dwarf = Dwarf::new(&elf).unwrap();
+        let from_aranges = aranges(elf.section(".debug_aranges"), true).unwrap();
+        let from_units = unit_ranges(&dwarf.dwarf);
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let mut both = 0;
+        for sym in file
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text)
+        {
+            let a = unit_at(&from_aranges, sym.address());
+            let u = unit_at(&from_units, sym.address());
+            if let (Some(a), Some(u)) = (a, u) {
+                assert_eq!(a, u, "{:?} at {:#x}", sym.name(), sym.address());
+                both += 1;
+            }
+        }
+        assert!(both > 1000, "{both} functions found by both");
     }
 }

@@ -179,6 +179,21 @@ fn functions(syms: &'static [u8]) -> impl Iterator<Item = Func> {
     })
 }
 
+/// Drops the pages wholly inside `bytes`, a part of a mapping made by [`Elf::open`], from
+/// this process's memory: long scans call it behind them, so a unit of several MiB is never
+/// resident at once.
+pub(crate) fn release_range(bytes: &[u8]) {
+    const PAGE: usize = 4096;
+    let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
+    let end = (bytes.as_ptr() as usize + bytes.len()) & !(PAGE - 1);
+    if end > start {
+        // SAFETY: the range lies in a private read-only file mapping (the caller's slice
+        // borrows from one); dropped pages read back the same bytes. A page size other than
+        // 4 KiB makes the call fail harmlessly.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
 #[inline(always)]
 pub(crate) fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
