@@ -380,6 +380,24 @@ impl LineTable {
         rows
     }
 
+    /// The extended opcode whose length starts at `pos`, and the position after it.
+    fn extended(&self, pos: usize) -> Option<(Extended, usize)> {
+        let p = self.program;
+        let (len, at) = uleb(p, pos)?;
+        let end = at.checked_add(len as usize)?;
+        let op = match p.get(at) {
+            Some(1) => Extended::EndSequence,
+            Some(2) if self.addr_size == 8 && at + 9 <= p.len() => {
+                Extended::SetAddress(le64(p, at + 1))
+            }
+            Some(2) if self.addr_size == 4 && at + 5 <= p.len() => {
+                Extended::SetAddress(u64::from(le32(p, at + 1)))
+            }
+            _ => Extended::Other,
+        };
+        Some((op, end))
+    }
+
     /// Steps over the sequence at `pos` following only the address: its first row's address,
     /// its end address and the position after it. The scan's fast path: no rows, no calls
     /// per opcode (this runs unoptimised in test builds, over std's ~40k rows).
@@ -401,17 +419,13 @@ impl LineTable {
             }
             match op {
                 0 => {
-                    let (len, at) = uleb(p, pos)?;
-                    let end = at.checked_add(len as usize)?;
-                    match p.get(at) {
-                        Some(1) => return Some((if seen { first } else { addr }, addr, end)),
-                        Some(2) if self.addr_size == 8 && at + 9 <= p.len() => {
-                            addr = le64(p, at + 1)
+                    let (op, end) = self.extended(pos)?;
+                    match op {
+                        Extended::EndSequence => {
+                            return Some((if seen { first } else { addr }, addr, end))
                         }
-                        Some(2) if self.addr_size == 4 && at + 5 <= p.len() => {
-                            addr = u64::from(le32(p, at + 1))
-                        }
-                        _ => {}
+                        Extended::SetAddress(a) => addr = a,
+                        Extended::Other => {}
                     }
                     pos = end;
                 }
@@ -461,23 +475,17 @@ impl LineTable {
             }
             match op {
                 0 => {
-                    let (len, at) = uleb(p, pos)?;
-                    let end = at.checked_add(len as usize)?;
-                    match p.get(at) {
-                        Some(1) => {
+                    let (op, end) = self.extended(pos)?;
+                    match op {
+                        Extended::EndSequence => {
                             let more = row(addr, file, line, true);
                             (addr, file, line) = (0, 1, 1);
                             if !more {
                                 return Some(end);
                             }
                         }
-                        Some(2) if self.addr_size == 8 && at + 9 <= p.len() => {
-                            addr = le64(p, at + 1)
-                        }
-                        Some(2) if self.addr_size == 4 && at + 5 <= p.len() => {
-                            addr = u64::from(le32(p, at + 1))
-                        }
-                        _ => {}
+                        Extended::SetAddress(a) => addr = a,
+                        Extended::Other => {}
                     }
                     pos = end;
                 }
@@ -522,6 +530,13 @@ impl LineTable {
         }
         None
     }
+}
+
+/// The extended line-program opcodes that matter here.
+enum Extended {
+    EndSequence,
+    SetAddress(u64),
+    Other,
 }
 
 /// The unit's subprograms with code, found by a scan that stops at the one asked for and
@@ -890,48 +905,69 @@ fn other_unit_name(
     None
 }
 
-/// Unsigned LEB128 at `pos`: the value and the position after it.
+/// LEB128 at `pos`: its low 64 bits, how many bits it had, and the position after it.
 #[inline(always)]
-fn uleb(b: &[u8], mut pos: usize) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    let mut shift = 0;
+fn leb(b: &[u8], mut pos: usize) -> Option<(u64, u32, usize)> {
+    let (mut value, mut bits) = (0u64, 0u32);
     loop {
         let byte = *b.get(pos)?;
         pos += 1;
-        if shift < 64 {
-            value |= u64::from(byte & 0x7f) << shift;
+        if bits < 64 {
+            value |= u64::from(byte & 0x7f) << bits;
         }
-        shift += 7;
+        bits += 7;
         if byte & 0x80 == 0 {
-            return Some((value, pos));
+            return Some((value, bits, pos));
         }
     }
 }
 
-/// Signed LEB128 at `pos`.
+/// Unsigned LEB128 at `pos`: the value and the position after it.
 #[inline(always)]
-fn sleb(b: &[u8], mut pos: usize) -> Option<(i64, usize)> {
-    let mut value = 0i64;
-    let mut shift = 0;
-    loop {
-        let byte = *b.get(pos)?;
-        pos += 1;
-        if shift < 64 {
-            value |= i64::from(byte & 0x7f) << shift;
-        }
-        shift += 7;
-        if byte & 0x80 == 0 {
-            if shift < 64 && byte & 0x40 != 0 {
-                value |= -1i64 << shift;
-            }
-            return Some((value, pos));
-        }
-    }
+fn uleb(b: &[u8], pos: usize) -> Option<(u64, usize)> {
+    leb(b, pos).map(|(value, _, at)| (value, at))
+}
+
+/// Signed LEB128 at `pos`: sign-extended from its last bit.
+#[inline(always)]
+fn sleb(b: &[u8], pos: usize) -> Option<(i64, usize)> {
+    let (value, bits, at) = leb(b, pos)?;
+    let negative = bits < 64 && (value >> (bits - 1)) & 1 == 1;
+    let value = if negative {
+        value | (!0u64 << bits)
+    } else {
+        value
+    };
+    Some((value as i64, at))
 }
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leb128_as_the_dwarf_standard_encodes_it() {
+        for (bytes, value) in [
+            (&[2u8][..], 2u64),
+            (&[127], 127),
+            (&[0x80, 1], 128),
+            (&[0x81, 1], 129),
+            (&[0xe5, 0x8e, 0x26], 624_485),
+        ] {
+            assert_eq!(uleb(bytes, 0), Some((value, bytes.len())));
+        }
+        for (bytes, value) in [
+            (&[2u8][..], 2i64),
+            (&[0x7e], -2),
+            (&[0xff, 0], 127),
+            (&[0x81, 0x7f], -127),
+            (&[0x80, 1], 128),
+            (&[0x80, 0x7f], -128),
+        ] {
+            assert_eq!(sleb(bytes, 0), Some((value, bytes.len())));
+        }
+        assert_eq!(uleb(&[0x80], 0), None, "truncated");
+    }
 
     /// The fallback for objects without `.debug_aranges` (each unit's own ranges) finds the
     /// same unit as the aranges index for every function of this test binary.
