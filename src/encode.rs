@@ -395,24 +395,27 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         .filter(|_| cpu_ns > 0)
         .map(|(name, w)| (name.to_string(), w as f64 / cpu_ns as f64));
 
-    let raw = prost::Message::encode_to_vec(&profile);
-    // A test's profile is a few KiB, where deflate saves little and costs most of encoding in
-    // an unoptimised build; bigger ones are compressed fast, as Go's runtime/pprof does.
+    Encoded {
+        gz: gzip(&prost::Message::encode_to_vec(&profile)),
+        samples,
+        cpu_ns,
+        top,
+        folded,
+    }
+}
+
+/// `raw` in a gzip stream. A test's profile is a few KiB, where deflate saves little and
+/// costs most of encoding in an unoptimised build: below [`STORE_BELOW`] it is stored;
+/// bigger ones are deflated fast, as Go's runtime/pprof does.
+fn gzip(raw: &[u8]) -> Vec<u8> {
     let level = if raw.len() < STORE_BELOW {
         flate2::Compression::none()
     } else {
         flate2::Compression::fast()
     };
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), level);
-    gz.write_all(&raw).expect("writing to a Vec cannot fail");
-    let gz = gz.finish().expect("writing to a Vec cannot fail");
-    Encoded {
-        gz,
-        samples,
-        cpu_ns,
-        top,
-        folded,
-    }
+    gz.write_all(raw).expect("writing to a Vec cannot fail");
+    gz.finish().expect("writing to a Vec cannot fail")
 }
 
 /// A stack as one folded line, outermost frame first, inlined frames expanded.
@@ -479,4 +482,40 @@ pub fn decode(bytes: &[u8]) -> std::io::Result<proto::Profile> {
     };
     <proto::Profile as prost::Message>::decode(raw.as_slice())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn small_profiles_are_stored_and_big_ones_deflated() {
+        let unzip = |gz: &[u8]| {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(gz)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        let small: Vec<u8> = b"samples count cpu nanoseconds ".repeat(100);
+        let gz = gzip(&small);
+        assert!(
+            gz.len() > small.len(),
+            "stored: {} of {}",
+            gz.len(),
+            small.len()
+        );
+        assert_eq!(unzip(&gz), small);
+        let big: Vec<u8> = b"samples count cpu nanoseconds ".repeat(10_000);
+        assert!(big.len() >= STORE_BELOW);
+        let gz = gzip(&big);
+        assert!(
+            gz.len() * 10 < big.len(),
+            "deflated: {} of {}",
+            gz.len(),
+            big.len()
+        );
+        assert_eq!(unzip(&gz), big);
+    }
 }
