@@ -120,8 +120,10 @@ fn aranges(data: &[u8], little: bool) -> Option<Vec<(u64, u64, usize)>> {
                 break;
             }
             match out.last_mut() {
-                Some(last) if last.2 == unit && last.1 == start => last.1 = start + size,
-                _ if start != 0 => out.push((start, start + size, unit)),
+                Some(last) if last.2 == unit && last.1 == start => {
+                    last.1 = start.saturating_add(size)
+                }
+                _ if start != 0 => out.push((start, start.saturating_add(size), unit)),
                 _ => {}
             }
         }
@@ -191,7 +193,7 @@ impl UnitInfo {
             .ok()?;
         let unit = dwarf.unit(header).ok()?;
         let len = unit.header.length_including_self();
-        let info = all.get(offset..offset + len)?;
+        let info = all.get(offset..offset.checked_add(len)?)?;
         let lines = unit.line_program.as_ref().and_then(LineTable::new);
         let first = unit.header.header_size();
         Some(UnitInfo {
@@ -199,7 +201,7 @@ impl UnitInfo {
                 pos: first,
                 done: false,
                 found: BTreeMap::new(),
-                abbrevs: Vec::new(),
+                abbrevs: HashMap::default(),
                 // Code 0, a null entry, is one byte.
                 step: std::array::from_fn(|code| u32::from(code == 0)),
             },
@@ -467,7 +469,7 @@ impl LineTable {
             if op >= self.opcode_base {
                 let adjusted = op - self.opcode_base;
                 addr = addr.wrapping_add(u64::from(adjusted / self.line_range) * self.min_len);
-                line += self.line_base + i64::from(adjusted % self.line_range);
+                line = line.wrapping_add(self.line_base + i64::from(adjusted % self.line_range));
                 if !row(addr, file, line, false) {
                     return Some(pos);
                 }
@@ -547,7 +549,7 @@ struct Subprograms {
     /// low_pc -> (high_pc, entry offset).
     found: BTreeMap<u64, (u64, usize)>,
     /// By abbreviation code, filled as codes are met.
-    abbrevs: Vec<Option<Abbrev>>,
+    abbrevs: HashMap<u64, Abbrev>,
     /// By one-byte abbreviation code: 1 + the attributes' size for entries the scan only
     /// steps over (fixed size, no code range), 0 for the rest or not yet seen.
     step: [u32; 128],
@@ -590,8 +592,8 @@ impl Subprograms {
         }
         let mut released = self.pos;
         while !self.done {
-            if self.pos - released > RELEASE_EVERY {
-                release_range(&info[released..self.pos]);
+            if self.pos.saturating_sub(released) > RELEASE_EVERY {
+                release_range(info.get(released..self.pos).unwrap_or_default());
                 released = self.pos;
             }
             // Fast path for the entries that are only stepped over (most of them): one byte
@@ -623,7 +625,7 @@ impl Subprograms {
                     self.step[usize::from(i)] = 1 + size as u32;
                 }
             }
-            let abbrev = self.abbrevs[code as usize].as_ref().expect("loaded above");
+            let abbrev = &self.abbrevs[&code];
             let range = match abbrev.pc {
                 None => None,
                 Some(Pc {
@@ -647,11 +649,7 @@ impl Subprograms {
     }
 
     fn abbrev(&mut self, unit: &gimli::Unit<R>, code: u64) -> Option<&Abbrev> {
-        let i = usize::try_from(code).ok()?;
-        if i >= self.abbrevs.len() {
-            self.abbrevs.resize_with(i + 1, || None);
-        }
-        if self.abbrevs[i].is_none() {
+        if !self.abbrevs.contains_key(&code) {
             let a = unit.abbreviations.get(code)?;
             let forms: Vec<_> = a
                 .attributes()
@@ -676,9 +674,9 @@ impl Subprograms {
                     pc = Some(Pc { low, high });
                 }
             }
-            self.abbrevs[i] = Some(Abbrev { fixed, forms, pc });
+            self.abbrevs.insert(code, Abbrev { fixed, forms, pc });
         }
-        self.abbrevs[i].as_ref()
+        self.abbrevs.get(&code)
     }
 }
 
@@ -699,10 +697,10 @@ fn fast_pc(
     let low = read(at + low_at, addr_size)?;
     let high = match high_form {
         gimli::DW_FORM_addr => read(at + high_at, addr_size)?,
-        gimli::DW_FORM_data1 => low + read(at + high_at, 1)?,
-        gimli::DW_FORM_data2 => low + read(at + high_at, 2)?,
-        gimli::DW_FORM_data4 => low + read(at + high_at, 4)?,
-        gimli::DW_FORM_data8 => low + read(at + high_at, 8)?,
+        gimli::DW_FORM_data1 => low.checked_add(read(at + high_at, 1)?)?,
+        gimli::DW_FORM_data2 => low.checked_add(read(at + high_at, 2)?)?,
+        gimli::DW_FORM_data4 => low.checked_add(read(at + high_at, 4)?)?,
+        gimli::DW_FORM_data8 => low.checked_add(read(at + high_at, 8)?)?,
         _ => return None,
     };
     Some((low, high))
@@ -716,7 +714,7 @@ fn slow_pc(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: usize) -> Option
     let low = address(entry.attr_value(gimli::DW_AT_low_pc)?)?;
     let high = match entry.attr_value(gimli::DW_AT_high_pc)? {
         v @ (AttributeValue::Addr(_) | AttributeValue::DebugAddrIndex(_)) => address(v)?,
-        v => low + v.udata_value()?,
+        v => low.checked_add(v.udata_value()?)?,
     };
     Some((low, high))
 }
@@ -752,11 +750,11 @@ fn skip_form(
         }
         c::DW_FORM_block4 => {
             let len = info.get(pos..pos + 4)?;
-            pos + 4 + le32(len, 0) as usize
+            (pos + 4).checked_add(le32(len, 0) as usize)?
         }
         c::DW_FORM_block | c::DW_FORM_exprloc => {
             let (n, at) = uleb(info, pos)?;
-            at + n as usize
+            at.checked_add(usize::try_from(n).ok()?)?
         }
         c::DW_FORM_udata
         | c::DW_FORM_sdata
@@ -832,7 +830,14 @@ fn inlines(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: UnitOffset) -> V
         }
         let mut spans = Vec::new();
         if let (Some(low), Some(high)) = (low, high) {
-            spans.push((low, if high_is_len { low + high } else { high }));
+            spans.push((
+                low,
+                if high_is_len {
+                    low.saturating_add(high)
+                } else {
+                    high
+                },
+            ));
         } else if let Some(Ok(Some(mut list))) = ranges.map(|v| dwarf.attr_ranges(unit, v)) {
             while let Ok(Some(r)) = list.next() {
                 spans.push((r.begin, r.end));

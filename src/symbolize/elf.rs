@@ -134,7 +134,7 @@ impl Elf {
         };
         let name = strtab.get(f.name as usize..)?;
         let len = name.iter().position(|&b| b == 0)?;
-        let end = f.start + u64::from(f.len);
+        let end = f.start.saturating_add(u64::from(f.len));
         Some((f.start, end, std::str::from_utf8(&name[..len]).ok()?))
     }
 }

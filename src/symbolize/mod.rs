@@ -326,6 +326,65 @@ mod tests {
         );
     }
 
+    /// Debug info is input: a binary with one DWARF section corrupted (bytes overwritten at
+    /// random, lightly and heavily) must give frames or fall back to symbol names, never
+    /// panic; lightly corrupted, most lookups must still reach the section, or the test
+    /// would prove nothing. (It found slicing past a unit's end and unbounded tables.)
+    #[test]
+    fn corrupted_debug_info_never_panics() {
+        use object::{Object as _, ObjectSection, ObjectSymbol};
+        let exe = std::env::current_exe().unwrap();
+        let original = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*original).unwrap();
+        let addresses: Vec<u64> = file
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text)
+            .map(|s| s.address() + s.size() / 2)
+            .step_by(7)
+            .collect();
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let sections = [
+            ".debug_aranges",
+            ".debug_info",
+            ".debug_line",
+            ".debug_abbrev",
+        ];
+        for (name, bytes) in sections.iter().flat_map(|s| [(*s, 64), (*s, 2000)]) {
+            let (offset, size) = file.section_by_name(name).unwrap().file_range().unwrap();
+            let mut data = original.clone();
+            for _ in 0..bytes {
+                data[(offset + next() % size) as usize] = next() as u8;
+            }
+            let path = dir.path().join(format!("{}-{bytes}", &name[1..]));
+            std::fs::write(&path, &data).unwrap();
+            let mut object = Object::open(&path).unwrap();
+            let (mut panics, mut located) = (0, 0);
+            for &addr in &addresses {
+                let looked_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    lookup(&mut object, addr)
+                }));
+                match looked_up {
+                    Ok((_, complete)) => located += usize::from(complete),
+                    Err(_) => panics += 1,
+                }
+            }
+            assert_eq!(panics, 0, "{name}, {bytes} bytes: lookups that panicked");
+            if bytes == 64 {
+                assert!(
+                    located > addresses.len() / 4,
+                    "{name}: {located} located with DWARF"
+                );
+            }
+        }
+    }
+
     #[test]
     fn sorts_by_address_stably() {
         let mut v: Vec<(u64, u32)> = (0..5000u32)
