@@ -649,7 +649,7 @@ impl Subprograms {
     }
 
     fn abbrev(&mut self, unit: &gimli::Unit<R>, code: u64) -> Option<&Abbrev> {
-        if !self.abbrevs.contains_key(&code) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = self.abbrevs.entry(code) {
             let a = unit.abbreviations.get(code)?;
             let forms: Vec<_> = a
                 .attributes()
@@ -674,7 +674,7 @@ impl Subprograms {
                     pc = Some(Pc { low, high });
                 }
             }
-            self.abbrevs.insert(code, Abbrev { fixed, forms, pc });
+            slot.insert(Abbrev { fixed, forms, pc });
         }
         self.abbrevs.get(&code)
     }
