@@ -10,11 +10,10 @@
 //! the few entries and headers that are needed.
 
 use std::collections::BTreeMap;
-
-use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
+use rustc_hash::FxHashMap as HashMap;
 
 use super::elf::{le32, le64, release_range, Elf};
 
