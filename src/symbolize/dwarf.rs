@@ -158,7 +158,7 @@ fn unit_ranges(dwarf: &gimli::Dwarf<R>) -> Vec<(u64, u64, usize)> {
 /// One unit that samples fell in, with what has been read of it so far.
 struct UnitInfo {
     unit: gimli::Unit<R>,
-    /// The unit's bytes in `.debug_info`, and where its entries start.
+    /// The unit's bytes in `.debug_info`; entry offsets count from their start.
     info: &'static [u8],
     lines: Option<LineTable>,
     subprograms: Subprograms,
