@@ -200,9 +200,10 @@ impl UnitInfo {
                 pos: first,
                 done: false,
                 found: BTreeMap::new(),
-                abbrevs: HashMap::default(),
+                dense: Vec::new(),
+                sparse: HashMap::default(),
                 // Code 0, a null entry, is one byte.
-                step: std::array::from_fn(|code| u32::from(code == 0)),
+                step: vec![1],
             },
             unit,
             info,
@@ -547,12 +548,17 @@ struct Subprograms {
     done: bool,
     /// low_pc -> (high_pc, entry offset).
     found: BTreeMap<u64, (u64, usize)>,
-    /// By abbreviation code, filled as codes are met.
-    abbrevs: HashMap<u64, Abbrev>,
-    /// By one-byte abbreviation code: 1 + the attributes' size for entries the scan only
+    /// By abbreviation code below [`DENSE_CODES`], filled as codes are met.
+    dense: Vec<Option<Abbrev>>,
+    /// By larger codes, which only a corrupted unit has.
+    sparse: HashMap<u64, Abbrev>,
+    /// By code below [`DENSE_CODES`]: 1 + the attributes' size for entries the scan only
     /// steps over (fixed size, no code range), 0 for the rest or not yet seen.
-    step: [u32; 128],
+    step: Vec<u32>,
 }
+
+/// Units number their abbreviations densely from 1: codes below this are looked up by index.
+const DENSE_CODES: usize = 4096;
 
 struct Abbrev {
     /// Total size when every attribute has a fixed size.
@@ -595,15 +601,22 @@ impl Subprograms {
                 release_range(info.get(released..self.pos).unwrap_or_default());
                 released = self.pos;
             }
-            // Fast path for the entries that are only stepped over (most of them): one byte
-            // of code, a table lookup, no calls, since this runs unoptimised in test builds.
-            let mut pos = self.pos;
-            while pos < info.len() && info[pos] < 0x80 {
-                let step = self.step[info[pos] as usize];
-                if step == 0 {
+            // Fast path for the entries that are only stepped over (most of them): a code of
+            // one or two bytes, a table lookup, no calls, since this runs unoptimised in test
+            // builds.
+            let (mut pos, end, step) = (self.pos, info.len(), &self.step[..]);
+            while pos < end {
+                let (code, len) = match info[pos] {
+                    b if b < 0x80 => (b as usize, 1),
+                    b if pos + 1 < end && info[pos + 1] < 0x80 => {
+                        ((b & 0x7f) as usize | (info[pos + 1] as usize) << 7, 2)
+                    }
+                    _ => break,
+                };
+                if code >= step.len() || step[code] == 0 {
                     break;
                 }
-                pos += step as usize;
+                pos += len + step[code] as usize - 1;
             }
             self.pos = pos;
             let die = self.pos;
@@ -619,12 +632,6 @@ impl Subprograms {
                 self.done = true;
                 break;
             };
-            if let (Some(size), None, Ok(i)) = (abbrev.fixed, &abbrev.pc, u8::try_from(code)) {
-                if i < 0x80 {
-                    self.step[usize::from(i)] = 1 + size as u32;
-                }
-            }
-            let abbrev = &self.abbrevs[&code];
             let range = match abbrev.pc {
                 None => None,
                 Some(Pc {
@@ -648,34 +655,60 @@ impl Subprograms {
     }
 
     fn abbrev(&mut self, unit: &gimli::Unit<R>, code: u64) -> Option<&Abbrev> {
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.abbrevs.entry(code) {
-            let a = unit.abbreviations.get(code)?;
-            let forms: Vec<_> = a
-                .attributes()
-                .iter()
-                .map(|s| (s.form(), s.size(&unit.header)))
-                .collect();
-            let fixed = forms.iter().map(|f| f.1).sum::<Option<usize>>();
-            let mut pc = None;
-            if a.tag() == gimli::DW_TAG_subprogram {
-                let (mut low, mut high, mut has_low) = (None, None, false);
-                let mut off = Some(0usize);
-                for (spec, (form, size)) in a.attributes().iter().zip(&forms) {
-                    if spec.name() == gimli::DW_AT_low_pc {
-                        has_low = true;
-                        low = off.filter(|_| *form == gimli::DW_FORM_addr);
-                    } else if spec.name() == gimli::DW_AT_high_pc {
-                        high = off.map(|o| (*form, o));
+        let dense = usize::try_from(code).ok().filter(|&c| c < DENSE_CODES);
+        match dense {
+            Some(c) => {
+                if c >= self.dense.len() {
+                    self.dense.resize_with(c + 1, || None);
+                    self.step.resize(c + 1, 0);
+                }
+                if self.dense[c].is_none() {
+                    let abbrev = Abbrev::new(unit, code)?;
+                    if let (Some(size), None) = (abbrev.fixed, &abbrev.pc) {
+                        self.step[c] = 1 + size as u32;
                     }
-                    off = off.zip(*size).map(|(o, s)| o + s);
+                    self.dense[c] = Some(abbrev);
                 }
-                if has_low {
-                    pc = Some(Pc { low, high });
-                }
+                self.dense[c].as_ref()
             }
-            slot.insert(Abbrev { fixed, forms, pc });
+            None => {
+                if !self.sparse.contains_key(&code) {
+                    let abbrev = Abbrev::new(unit, code)?;
+                    self.sparse.insert(code, abbrev);
+                }
+                self.sparse.get(&code)
+            }
         }
-        self.abbrevs.get(&code)
+    }
+}
+
+impl Abbrev {
+    fn new(unit: &gimli::Unit<R>, code: u64) -> Option<Abbrev> {
+        let a = unit.abbreviations.get(code)?;
+        let forms: Vec<_> = a
+            .attributes()
+            .iter()
+            .map(|s| (s.form(), s.size(&unit.header)))
+            .collect();
+        let fixed = forms.iter().map(|f| f.1).sum::<Option<usize>>();
+        let mut pc = None;
+        if a.tag() == gimli::DW_TAG_subprogram {
+            let (mut low, mut high, mut has_low) = (None, None, false);
+            let mut off = Some(0usize);
+            for (spec, (form, size)) in a.attributes().iter().zip(&forms) {
+                if spec.name() == gimli::DW_AT_low_pc {
+                    has_low = true;
+                    low = off.filter(|_| *form == gimli::DW_FORM_addr);
+                } else if spec.name() == gimli::DW_AT_high_pc {
+                    high = off.map(|o| (*form, o));
+                }
+                off = off.zip(*size).map(|(o, s)| o + s);
+            }
+            if has_low {
+                pc = Some(Pc { low, high });
+            }
+        }
+        Some(Abbrev { fixed, forms, pc })
     }
 }
 
