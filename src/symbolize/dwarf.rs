@@ -672,9 +672,8 @@ impl Subprograms {
                 self.dense[c].as_ref()
             }
             None => {
-                if !self.sparse.contains_key(&code) {
-                    let abbrev = Abbrev::new(unit, code)?;
-                    self.sparse.insert(code, abbrev);
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.sparse.entry(code) {
+                    slot.insert(Abbrev::new(unit, code)?);
                 }
                 self.sparse.get(&code)
             }
