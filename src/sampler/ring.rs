@@ -39,6 +39,18 @@ struct Cell {
     sample: UnsafeCell<RawSample>,
 }
 
+impl Cell {
+    /// The sequence number of the cell at `index` (acquire).
+    fn seq(&self, index: usize) -> usize {
+        self.seq.load(Ordering::Acquire).wrapping_add(index)
+    }
+
+    /// Sets the sequence number of the cell at `index` (release).
+    fn set_seq(&self, index: usize, seq: usize) {
+        self.seq.store(seq.wrapping_sub(index), Ordering::Release);
+    }
+}
+
 pub(crate) struct Ring {
     cells: Box<[Cell]>,
     mask: usize,
@@ -92,12 +104,9 @@ impl Ring {
     pub(crate) fn push_with(&self, fill: impl FnOnce(&mut RawSample)) -> bool {
         let mut pos = self.enqueue.load(Ordering::Relaxed);
         loop {
-            let cell = &self.cells[pos & self.mask];
-            let seq = cell
-                .seq
-                .load(Ordering::Acquire)
-                .wrapping_add(pos & self.mask);
-            let dif = seq.wrapping_sub(pos) as isize;
+            let index = pos & self.mask;
+            let cell = &self.cells[index];
+            let dif = cell.seq(index).wrapping_sub(pos) as isize;
             if dif == 0 {
                 match self.enqueue.compare_exchange_weak(
                     pos,
@@ -109,8 +118,7 @@ impl Ring {
                         // SAFETY: the CAS made this producer the cell's only owner until the
                         // release store below.
                         fill(unsafe { &mut *cell.sample.get() });
-                        cell.seq
-                            .store((pos + 1).wrapping_sub(pos & self.mask), Ordering::Release);
+                        cell.set_seq(index, pos + 1);
                         return true;
                     }
                     Err(now) => pos = now,
@@ -127,20 +135,14 @@ impl Ring {
     /// Only one consumer may call this at a time (the caller holds the drain lock).
     pub(crate) fn pop_with<R>(&self, take: impl FnOnce(Pop<'_>) -> R) -> R {
         let pos = self.dequeue.load(Ordering::Relaxed);
-        let cell = &self.cells[pos & self.mask];
-        let seq = cell
-            .seq
-            .load(Ordering::Acquire)
-            .wrapping_add(pos & self.mask);
-        if seq == pos + 1 {
+        let index = pos & self.mask;
+        let cell = &self.cells[index];
+        if cell.seq(index) == pos + 1 {
             // SAFETY: the acquire load saw the producer's release: the cell is complete and
             // no producer touches it until we hand it back.
             let result = take(Pop::Sample(unsafe { &*cell.sample.get() }));
             self.dequeue.store(pos + 1, Ordering::Relaxed);
-            cell.seq.store(
-                (pos + self.mask + 1).wrapping_sub(pos & self.mask),
-                Ordering::Release,
-            );
+            cell.set_seq(index, pos + self.mask + 1);
             result
         } else if self.enqueue.load(Ordering::Relaxed) == pos {
             take(Pop::Empty)
