@@ -1,13 +1,12 @@
-//! One object file mapped for the process's life: its sections and a sorted index of its
-//! function symbols (`.symtab`, else `.dynsym`).
+//! One object file mapped for the process's life: its sections and its function symbols
+//! (`.symtab`, else `.dynsym`).
 //!
-//! The index is a plain loop over the raw `Elf64_Sym` array rather than object's symbol
-//! iterator: this code runs in users' unoptimised test builds, where the iterator's layers
-//! cost 10 ms for a test binary's 20k symbols and the loop a fraction of that.
+//! Symbols are read from the raw `Elf64_Sym` array with plain loops rather than object's
+//! symbol iterator: this code runs in users' unoptimised test builds, where the iterator's
+//! layers cost 10 ms for a test binary's 20k symbols and a loop a fraction of that.
 
 use std::fs::File;
 use std::path::Path;
-use std::sync::OnceLock;
 
 use object::{Object, ObjectSection};
 
@@ -20,11 +19,12 @@ struct Func {
 }
 
 pub(crate) struct Elf {
-    map: &'static memmap2::Mmap,
+    /// The whole mapped file.
+    data: &'static [u8],
     /// Every section's data, looked up by name when the DWARF reader asks.
     sections: Vec<(&'static str, &'static [u8])>,
     /// Sorted function symbols, built once lookups pass [`SCANS_BEFORE_INDEX`].
-    funcs: OnceLock<Vec<Func>>,
+    funcs: Option<Vec<Func>>,
     scans: u32,
     pub little_endian: bool,
     elf64: bool,
@@ -45,17 +45,16 @@ impl Elf {
         // Reads are scattered: without this the kernel maps (and counts as resident) up to
         // 64 KiB around every page touched.
         let _ = map.advise(memmap2::Advice::Random);
-        let map: &'static memmap2::Mmap = Box::leak(Box::new(map));
-        let data: &'static [u8] = map;
+        let data: &'static [u8] = Box::leak(Box::new(map));
         let parsed = object::File::parse(data).ok()?;
         let sections = parsed
             .sections()
             .filter_map(|s| Some((s.name().ok()?, s.data().ok()?)))
             .collect();
         Some(Elf {
-            map,
+            data,
             sections,
-            funcs: OnceLock::new(),
+            funcs: None,
             scans: 0,
             little_endian: parsed.is_little_endian(),
             elf64: parsed.is_64(),
@@ -66,12 +65,7 @@ impl Elf {
     /// page cache if needed. Without this, every unit, table and name a profile ever needed
     /// would stay resident for the rest of the process.
     pub(crate) fn release(&self) {
-        // SAFETY: the mapping is private, read-only and file-backed: dropped pages read back
-        // the same bytes from the file, so no reference into it sees a change.
-        let _ = unsafe {
-            self.map
-                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
-        };
+        release_range(self.data);
     }
 
     pub(crate) fn section(&self, name: &str) -> &'static [u8] {
@@ -94,7 +88,10 @@ impl Elf {
     }
 
     fn index_functions(&self) -> Vec<Func> {
-        let mut funcs: Vec<Func> = functions(self.symbols().0).collect();
+        let syms = self.symbols().0;
+        let mut funcs: Vec<Func> = (0..syms.len() / SYM_SIZE)
+            .filter_map(|i| function(syms, i * SYM_SIZE))
+            .collect();
         // Aliases share a start: keep one, preferring the longest (a real body over a stub).
         super::sort_by_address(&mut funcs, |f| f.start);
         funcs.dedup_by(|later, kept| {
@@ -115,7 +112,7 @@ impl Elf {
     /// frames it doesn't describe (`_start`, `main`, the C library) come here.
     pub(crate) fn function(&mut self, svma: u64) -> Option<(u64, u64, &'static str)> {
         let (syms, strtab) = self.symbols();
-        let f = match self.funcs.get() {
+        let f = match &self.funcs {
             Some(funcs) => {
                 let i = funcs.partition_point(|f| f.start <= svma).checked_sub(1)?;
                 Some(funcs[i]).filter(|f| svma - f.start < u64::from(f.len))?
@@ -127,7 +124,7 @@ impl Elf {
                 found?
             }
             None => {
-                let _ = self.funcs.set(self.index_functions());
+                self.funcs = Some(self.index_functions());
                 self.release();
                 return self.function(svma);
             }
@@ -141,41 +138,37 @@ impl Elf {
 
 const SCANS_BEFORE_INDEX: u32 = 16;
 
+/// Bytes in an `Elf64_Sym` record.
+const SYM_SIZE: usize = 24;
+
 /// The function symbol containing `svma`, the innermost if several do. A plain loop: it
-/// reads every symbol of a test binary (~20k) unoptimised.
+/// reads every symbol of a test binary (~20k) unoptimised, so it decodes a record only when
+/// its start address could be the answer.
 fn scan(syms: &[u8], svma: u64) -> Option<Func> {
     let mut best: Option<Func> = None;
     let mut at = 0;
-    while at + 24 <= syms.len() {
+    while at + SYM_SIZE <= syms.len() {
         let start = le64(syms, at + 8);
         if start <= svma && best.is_none_or(|b| b.start < start) {
-            let size = le64(syms, at + 16);
-            let kind = syms[at + 4] & 0xf;
-            let defined = syms[at + 6] != 0 || syms[at + 7] != 0;
-            if svma - start < size && (kind == STT_FUNC || kind == STT_GNU_IFUNC) && defined {
-                best = Some(Func {
-                    start,
-                    len: size.min(u64::from(u32::MAX)) as u32,
-                    name: le32(syms, at),
-                });
+            if let Some(f) = function(syms, at).filter(|f| svma - f.start < u64::from(f.len)) {
+                best = Some(f);
             }
         }
-        at += 24;
+        at += SYM_SIZE;
     }
     best
 }
 
-/// The defined function symbols among raw `Elf64_Sym` records.
-fn functions(syms: &'static [u8]) -> impl Iterator<Item = Func> {
-    syms.chunks_exact(24).filter_map(|sym| {
-        let kind = sym[4] & 0xf;
-        let shndx = u16::from_le_bytes([sym[6], sym[7]]);
-        let size = le64(sym, 16);
-        ((kind == STT_FUNC || kind == STT_GNU_IFUNC) && shndx != 0 && size > 0).then(|| Func {
-            start: le64(sym, 8),
-            len: size.min(u64::from(u32::MAX)) as u32,
-            name: le32(sym, 0),
-        })
+/// The `Elf64_Sym` record at `at`, if it is a defined function with a size.
+fn function(syms: &[u8], at: usize) -> Option<Func> {
+    let sym = syms.get(at..at + SYM_SIZE)?;
+    let kind = sym[4] & 0xf;
+    let defined = sym[6] != 0 || sym[7] != 0;
+    let size = le64(sym, 16);
+    ((kind == STT_FUNC || kind == STT_GNU_IFUNC) && defined && size > 0).then(|| Func {
+        start: le64(sym, 8),
+        len: size.min(u64::from(u32::MAX)) as u32,
+        name: le32(sym, 0),
     })
 }
 
