@@ -20,6 +20,15 @@ use super::elf::{le32, le64, release_range, Elf};
 /// Bytes a scan reads before it drops the pages behind it.
 const RELEASE_EVERY: usize = 256 << 10;
 
+/// Called by a scan of `data` now at `pos`: drops the pages between `released` and `pos`
+/// once they are [`RELEASE_EVERY`] bytes, so a unit of several MiB is never resident at once.
+fn release_behind(data: &[u8], released: &mut usize, pos: usize) {
+    if pos.saturating_sub(*released) > RELEASE_EVERY {
+        release_range(data.get(*released..pos).unwrap_or_default());
+        *released = pos;
+    }
+}
+
 type R = EndianSlice<'static, RunTimeEndian>;
 
 /// One frame at an address: the raw (mangled) function name (`None` when DWARF has none:
@@ -355,10 +364,7 @@ impl LineTable {
         let mut found = self.sequences.iter().find(|s| holds(s)).map(|s| s.2);
         let mut released = self.scanned;
         while found.is_none() && self.scanned < self.program.len() {
-            if self.scanned - released > RELEASE_EVERY {
-                release_range(&self.program[released..self.scanned]);
-                released = self.scanned;
-            }
+            release_behind(self.program, &mut released, self.scanned);
             let from = self.scanned;
             match self.sequence_bounds(from) {
                 Some((first, end, next)) => {
@@ -597,10 +603,7 @@ impl Subprograms {
         }
         let mut released = self.pos;
         while !self.done {
-            if self.pos.saturating_sub(released) > RELEASE_EVERY {
-                release_range(info.get(released..self.pos).unwrap_or_default());
-                released = self.pos;
-            }
+            release_behind(info, &mut released, self.pos);
             // Fast path for the entries that are only stepped over (most of them): a code of
             // one or two bytes, a table lookup, no calls, since this runs unoptimised in test
             // builds.

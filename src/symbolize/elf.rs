@@ -173,8 +173,7 @@ fn function(syms: &[u8], at: usize) -> Option<Func> {
 }
 
 /// Drops the pages wholly inside `bytes`, a part of a mapping made by [`Elf::open`], from
-/// this process's memory: long scans call it behind them, so a unit of several MiB is never
-/// resident at once.
+/// this process's memory.
 pub(crate) fn release_range(bytes: &[u8]) {
     const PAGE: usize = 4096;
     let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
