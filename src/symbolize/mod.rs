@@ -1,5 +1,5 @@
-//! Addresses -> functions, files, lines and inlined frames: the symbol table names the
-//! function, DWARF (read lazily, [`dwarf`]) adds lines and inlined calls.
+//! Addresses -> functions, files, lines and inlined frames: from DWARF, read lazily
+//! ([`dwarf`]), and from the symbol table ([`elf`]) for code DWARF does not describe.
 //!
 //! One symbolizer lives for the whole process: opened objects, what was read of their debug
 //! info and resolved addresses are cached, so the second profile of a test binary costs only
@@ -23,6 +23,18 @@ pub(crate) struct Line {
     pub system_name: Arc<str>,
     pub file: Arc<str>,
     pub line: u32,
+}
+
+impl Line {
+    /// A frame known by name only, without source file or line.
+    fn named(function: impl Into<Arc<str>>, system_name: impl Into<Arc<str>>) -> Line {
+        Line {
+            function: function.into(),
+            system_name: system_name.into(),
+            file: "".into(),
+            line: 0,
+        }
+    }
 }
 
 /// What an address resolved to: its frames, innermost (inlined) first.
@@ -76,8 +88,9 @@ impl Object {
     }
 }
 
-/// Opens the main executable and indexes its symbols and debug info ahead of the first profile's end, so that test
-/// does not wait for it. Run by the drain thread, which no profile samples.
+/// Opens the main executable and indexes its debug info's units ahead of the first
+/// profile's end, so that test does not wait for it. Run by the drain thread, which no
+/// profile samples.
 pub(crate) fn prewarm() {
     with(|s| {
         if let Some(main) = s.modules.first().cloned() {
@@ -129,12 +142,7 @@ impl Symbolizer {
                         .file_name()
                         .map(|n| n.to_string_lossy())
                         .unwrap_or_default();
-                    Arc::from(vec![Line {
-                        function: format!("{object}+{:#x}", probe - m.bias).into(),
-                        system_name: "".into(),
-                        file: "".into(),
-                        line: 0,
-                    }])
+                    Arc::from(vec![Line::named(format!("{object}+{svma:#x}"), "")])
                 } else {
                     Arc::from(lines)
                 };
@@ -151,12 +159,7 @@ impl Symbolizer {
 }
 
 fn unknown(addr: u64) -> Arc<[Line]> {
-    Arc::from(vec![Line {
-        function: format!("{addr:#x}").into(),
-        system_name: "".into(),
-        file: "".into(),
-        line: 0,
-    }])
+    Arc::from(vec![Line::named(format!("{addr:#x}"), "")])
 }
 
 /// Frames from DWARF, the outermost named by the symbol table where DWARF has no name;
@@ -176,13 +179,7 @@ fn lookup(object: &mut Object, svma: u64) -> (Vec<Line>, bool) {
         let Some(name) = symbol else {
             return (Vec::new(), false);
         };
-        let line = Line {
-            function: demangle(name).into(),
-            system_name: name.into(),
-            file: "".into(),
-            line: 0,
-        };
-        return (vec![line], false);
+        return (vec![Line::named(demangle(name), name)], false);
     }
     let complete = frames.iter().any(|f| f.line != 0);
     let lines = frames
