@@ -400,103 +400,81 @@ fn main() {
     let (p, q) = (1, 2); // profiled, pprof
     let v = |m: &Measured, i: usize, k: &str| m.value[i][k];
     let r = |m: &Measured, i: usize, k: &str| m.ratio[i][k];
-    let rss = |m: &Measured, i: usize| (v(m, i, "peak_rss_kib") - v(m, 0, "peak_rss_kib")) / 1024.0;
-    let mut rows: Vec<[String; 4]> = Vec::new();
-    let mut row = |name: &str, pprof: String, ours: String, target: &str| {
-        rows.push([name.to_string(), pprof, ours, target.to_string()]);
-    };
-    row(
-        "first session in a process (20 ms, 1000 Hz), CPU beyond the work",
-        format!("{:.1} ms", v(&first, q, "session_ms")),
-        format!("{:.1} ms", v(&first, p, "session_ms")),
-        "< 25 ms",
-    );
-    row(
-        "each later session (5 ms, 1000 Hz: start, stop, encode, write), CPU",
-        format!("{:.2} ms", v(&steady, q, "later_ms")),
-        format!("{:.2} ms", v(&steady, p, "later_ms")),
-        "< 2 ms",
-    );
-    row(
-        "200 tests of 5 ms at 1000 Hz, process CPU vs off",
-        format!("{:.2}x", r(&steady, q, "process_cpu_ms")),
-        format!("{:.2}x", r(&steady, p, "process_cpu_ms")),
-        "< 1.5x",
-    );
-    row(
-        "one 0.85 s test, process CPU vs off, 100 Hz",
-        format!("{:.3}x", r(&long100, q, "process_cpu_ms")),
-        format!("{:.3}x", r(&long100, p, "process_cpu_ms")),
-        "< 1.03x",
-    );
-    row(
-        "same, 1000 Hz",
-        format!("{:.3}x", r(&long1000, q, "process_cpu_ms")),
-        format!("{:.3}x", r(&long1000, p, "process_cpu_ms")),
-        "< 1.05x",
-    );
-    row(
-        "extra peak RSS of that process (1000 Hz)",
-        format!("+{:.1} MiB", rss(&long1000, q)),
-        format!("+{:.1} MiB", rss(&long1000, p)),
-        "< 8 MiB",
-    );
-    let part = |m: &Measured, i: usize, k: &str| (v(m, i, k) - v(m, 0, k)) / 1024.0;
-    row(
-        "  of which heap (RssAnon) / mapped debug info (RssFile)",
-        format!(
-            "+{:.1} / +{:.1}",
-            part(&long1000, q, "rssanon_kib"),
-            part(&long1000, q, "rssfile_kib")
-        ),
-        format!(
-            "+{:.1} / +{:.1}",
-            part(&long1000, p, "rssanon_kib"),
-            part(&long1000, p, "rssfile_kib")
-        ),
-        "",
-    );
-    row(
-        "reported / real CPU, 1 thread, 1000 Hz",
-        format!("{:.3}", v(&long1000, q, "accuracy")),
-        format!("{:.3}", v(&long1000, p, "accuracy")),
-        "1 ± 0.05",
-    );
-    row(
-        "reported / real CPU, 8 threads, 100 Hz",
-        format!("{:.3}", v(&thr100, q, "accuracy")),
-        format!("{:.3}", v(&thr100, p, "accuracy")),
-        "1 ± 0.05",
-    );
+    // Extra KiB against the unprofiled run, in MiB.
+    let extra = |m: &Measured, i: usize, k: &str| (v(m, i, k) - v(m, 0, k)) / 1024.0;
     // A share with its binomial standard error over the samples of all rounds.
     let share = |m: &Measured, i: usize| {
         let (s, n) = (v(m, i, "share_a"), v(m, i, "samples") * rounds as f64);
         format!("{s:.3} ±{:.3}", (s * (1.0 - s) / n.max(1.0)).sqrt())
     };
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    // One row: `cell` formats the figure of profiler `i`, for pprof-rs then profiled.
+    let mut row = |name: &str, target: &str, cell: &dyn Fn(usize) -> String| {
+        rows.push([name.to_string(), cell(q), cell(p), target.to_string()]);
+    };
+    row(
+        "first session in a process (20 ms, 1000 Hz), CPU beyond the work",
+        "< 25 ms",
+        &|i| format!("{:.1} ms", v(&first, i, "session_ms")),
+    );
+    row(
+        "each later session (5 ms, 1000 Hz: start, stop, encode, write), CPU",
+        "< 2 ms",
+        &|i| format!("{:.2} ms", v(&steady, i, "later_ms")),
+    );
+    row(
+        "200 tests of 5 ms at 1000 Hz, process CPU vs off",
+        "< 1.5x",
+        &|i| format!("{:.2}x", r(&steady, i, "process_cpu_ms")),
+    );
+    row(
+        "one 0.85 s test, process CPU vs off, 100 Hz",
+        "< 1.03x",
+        &|i| format!("{:.3}x", r(&long100, i, "process_cpu_ms")),
+    );
+    row("same, 1000 Hz", "< 1.05x", &|i| {
+        format!("{:.3}x", r(&long1000, i, "process_cpu_ms"))
+    });
+    row(
+        "extra peak RSS of that process (1000 Hz)",
+        "< 8 MiB",
+        &|i| format!("+{:.1} MiB", extra(&long1000, i, "peak_rss_kib")),
+    );
+    row(
+        "  of which heap (RssAnon) / file-backed (RssFile)",
+        "",
+        &|i| {
+            format!(
+                "+{:.1} / +{:.1}",
+                extra(&long1000, i, "rssanon_kib"),
+                extra(&long1000, i, "rssfile_kib")
+            )
+        },
+    );
+    row(
+        "reported / real CPU, 1 thread, 1000 Hz",
+        "1 ± 0.05",
+        &|i| format!("{:.3}", v(&long1000, i, "accuracy")),
+    );
+    row(
+        "reported / real CPU, 8 threads, 100 Hz",
+        "1 ± 0.05",
+        &|i| format!("{:.3}", v(&thr100, i, "accuracy")),
+    );
     row(
         "share of the 3:1 workload's first function, 100 Hz (2 x 3 s)",
-        share(&attr100, q),
-        share(&attr100, p),
         "0.75 ± 0.02",
+        &|i| share(&attr100, i),
     );
-    row(
-        "same, 1000 Hz (the 0.85 s test)",
-        share(&long1000, q),
-        share(&long1000, p),
-        "0.75 ± 0.02",
-    );
-    row(
-        "same, 100 Hz (the 0.85 s test)",
-        share(&long100, q),
-        share(&long100, p),
-        "0.75 ± 0.02",
-    );
-    row(
-        "same, 8 threads, 100 Hz",
-        share(&thr100, q),
-        share(&thr100, p),
-        "0.75 ± 0.02",
-    );
+    row("same, 1000 Hz (the 0.85 s test)", "0.75 ± 0.02", &|i| {
+        share(&long1000, i)
+    });
+    row("same, 100 Hz (the 0.85 s test)", "0.75 ± 0.02", &|i| {
+        share(&long100, i)
+    });
+    row("same, 8 threads, 100 Hz", "0.75 ± 0.02", &|i| {
+        share(&thr100, i)
+    });
     let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
     println!(
         "\n| {:<w0$} | {:>14} | {:>14} | {:>12} |",
