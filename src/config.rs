@@ -1,16 +1,30 @@
-//! `PROFILE` environment variable -> [`Config`]. Pure: no I/O but reading the variable.
+//! `PROFILED` / `PROFILE` environment variables -> [`Config`]. Pure: no I/O but reading
+//! the variables.
 
 use std::fmt;
 use std::path::PathBuf;
 
 use crate::Error;
 
-/// The environment variable that turns profiling on.
+/// The environment variable that turns profiling on: `PROFILE=cpu cargo test`.
+///
+/// `PROFILE` is also a common variable of Makefiles and CI scripts (`PROFILE=release`), so a
+/// value that names none of profiled's kinds or options, nor anything close to one, is taken
+/// to be someone else's: it is ignored, with one notice per process. [`STRICT_ENV_VAR`] is
+/// always parsed strictly and wins over it.
 ///
 /// ```
 /// assert_eq!(profiled::ENV_VAR, "PROFILE");
 /// ```
 pub const ENV_VAR: &str = "PROFILE";
+
+/// The strict spelling of [`ENV_VAR`]: `PROFILED=cpu cargo test`. When set (and not empty) it
+/// wins over `PROFILE`, and any item it holds that profiled does not know is an error.
+///
+/// ```
+/// assert_eq!(profiled::STRICT_ENV_VAR, "PROFILED");
+/// ```
+pub const STRICT_ENV_VAR: &str = "PROFILED";
 
 /// Sampling rate used when `freq=` is not given, in Hz.
 ///
@@ -31,7 +45,14 @@ pub const DEFAULT_FREQUENCY: u32 = 1000;
 pub const MAX_FREQUENCY: u32 = 10_000;
 
 const ACCEPTED: &str = "kinds: cpu; options: freq=<1..=10000 Hz, default 1000>, dir=<path>, \
-                        engine=<auto|perf|timer>, svg";
+                        engine=<auto|perf|timer>, threads=<test|all>, svg";
+
+/// Kinds profiled knows, implemented or not: a `PROFILE` naming one of them is ours.
+const KINDS: &[&str] = &["cpu", "heap", "allocs", "block", "mutex", "wall"];
+/// Options without a value.
+const FLAGS: &[&str] = &["svg"];
+/// Options with a value (`key=value`).
+const KEYS: &[&str] = &["freq", "dir", "engine", "threads"];
 
 /// Which sampling source the CPU profiler uses.
 ///
@@ -50,6 +71,25 @@ pub enum Engine {
     /// Per-thread POSIX CPU timer: works everywhere, rate bounded by the kernel tick,
     /// samples only the profiled thread.
     Timer,
+}
+
+/// Which threads a profile samples.
+///
+/// ```
+/// use profiled::{Config, Threads};
+/// let config = Config::parse("cpu,threads=all").unwrap().unwrap();
+/// assert_eq!(config.threads, Threads::All);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Threads {
+    /// The thread that starts the profile and every thread it spawns while the profile runs
+    /// (with perf events): parallel tests stay apart.
+    #[default]
+    Test,
+    /// Every thread of the process, also those that existed before the profile started (a
+    /// global rayon pool, a lazily built runtime). Exact only while no other profile runs:
+    /// starting one while another is open is refused.
+    All,
 }
 
 /// What to profile and where to put it: the parsed form of `PROFILE`.
@@ -71,6 +111,8 @@ pub struct Config {
     pub dir: Option<PathBuf>,
     /// Sampling source.
     pub engine: Engine,
+    /// Which threads are sampled.
+    pub threads: Threads,
     /// Also write an SVG flamegraph beside each profile (needs the `flamegraph` feature).
     pub svg: bool,
 }
@@ -87,106 +129,236 @@ impl Default for Config {
             frequency: DEFAULT_FREQUENCY,
             dir: None,
             engine: Engine::Auto,
+            threads: Threads::Test,
             svg: false,
         }
     }
 }
 
+/// The outcome of reading the environment: a config (or off), and a notice to print once
+/// when `PROFILE` held someone else's value.
+#[derive(Debug)]
+pub(crate) struct FromEnv {
+    pub config: Option<Config>,
+    /// The variable the config came from (for error messages about `dir=`).
+    pub var: &'static str,
+    pub ignored: Option<String>,
+}
+
 impl Config {
-    /// Reads and parses `PROFILE`. `Ok(None)` when it is unset or empty (profiling off).
+    /// Reads `PROFILED`, else `PROFILE`. `Ok(None)` when profiling is off: both unset or
+    /// empty, or `PROFILE` holding a value that is not for profiled (see [`ENV_VAR`]).
     ///
     /// ```
-    /// // In doctests PROFILE is normally unset.
-    /// if std::env::var_os("PROFILE").is_none() {
+    /// // In doctests the variables are normally unset.
+    /// if std::env::var_os("PROFILE").is_none() && std::env::var_os("PROFILED").is_none() {
     ///     assert!(profiled::Config::from_env().unwrap().is_none());
     /// }
     /// ```
     pub fn from_env() -> Result<Option<Config>, Error> {
-        match std::env::var_os(ENV_VAR) {
-            None => Ok(None),
-            Some(value) => match value.to_str() {
-                Some(text) => Config::parse(text),
-                None => Err(Error::Config {
-                    item: value.to_string_lossy().into_owned(),
-                    reason: "is not valid UTF-8".into(),
-                    accepted: ACCEPTED,
-                }),
-            },
-        }
+        Ok(Config::read_env(|name| std::env::var_os(name))?.config)
     }
 
-    /// Parses the `PROFILE` grammar: comma-separated kinds and `key=value` options.
+    pub(crate) fn read_env(
+        get: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> Result<FromEnv, Error> {
+        let value = |name: &'static str| {
+            get(name)
+                .filter(|v| !v.to_string_lossy().trim().is_empty())
+                .map(|v| (name, v))
+        };
+        let Some((var, raw)) = value(STRICT_ENV_VAR).or_else(|| value(ENV_VAR)) else {
+            return Ok(FromEnv {
+                config: None,
+                var: ENV_VAR,
+                ignored: None,
+            });
+        };
+        let strict = var == STRICT_ENV_VAR;
+        let Some(text) = raw.to_str() else {
+            if strict {
+                return Err(Error::Config {
+                    var,
+                    item: raw.to_string_lossy().into_owned(),
+                    reason: "is not valid UTF-8".into(),
+                    accepted: ACCEPTED,
+                });
+            }
+            return Ok(FromEnv {
+                config: None,
+                var,
+                ignored: Some(ignored_notice(&raw.to_string_lossy())),
+            });
+        };
+        if !strict && !mentions_ours(text) {
+            return Ok(FromEnv {
+                config: None,
+                var,
+                ignored: Some(ignored_notice(text)),
+            });
+        }
+        Ok(FromEnv {
+            config: parse_in(text, var)?,
+            var,
+            ignored: None,
+        })
+    }
+
+    /// Parses the `PROFILE` grammar strictly: comma-separated kinds and `key=value` options.
     /// `Ok(None)` for an empty or all-blank value.
     ///
     /// ```
     /// let err = profiled::Config::parse("cpu,freq=0").unwrap_err();
     /// assert!(err.to_string().contains("freq=0"));
+    /// let err = profiled::Config::parse("cpuu").unwrap_err();
+    /// assert!(err.to_string().contains("did you mean `cpu`?"));
     /// ```
     pub fn parse(text: &str) -> Result<Option<Config>, Error> {
-        let items: Vec<&str> = text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if items.is_empty() {
-            return Ok(None);
-        }
-        let bad = |item: &str, reason: &str| Error::Config {
-            item: item.to_string(),
-            reason: reason.to_string(),
-            accepted: ACCEPTED,
-        };
-        let mut config = Config {
-            cpu: false,
-            ..Config::default()
-        };
-        for &item in &items {
-            match item.split_once('=') {
-                None => match item {
-                    "cpu" => config.cpu = true,
-                    "svg" if cfg!(feature = "flamegraph") => config.svg = true,
-                    "svg" => {
-                        return Err(bad(item, "needs profiled's `flamegraph` cargo feature"));
-                    }
-                    "heap" | "block" | "mutex" => {
-                        return Err(bad(item, "is not implemented yet"));
-                    }
-                    _ => return Err(bad(item, "is not a known profile kind or option")),
-                },
-                Some((key, value)) => match key.trim() {
-                    "freq" => {
-                        let hz: u32 = value
-                            .trim()
-                            .parse()
-                            .map_err(|_| bad(item, "is not a whole number of Hz"))?;
-                        if !(1..=MAX_FREQUENCY).contains(&hz) {
-                            return Err(bad(item, "is out of range"));
-                        }
-                        config.frequency = hz;
-                    }
-                    "dir" => {
-                        if value.trim().is_empty() {
-                            return Err(bad(item, "names no directory"));
-                        }
-                        config.dir = Some(PathBuf::from(value.trim()));
-                    }
-                    "engine" => {
-                        config.engine = match value.trim() {
-                            "auto" => Engine::Auto,
-                            "perf" => Engine::Perf,
-                            "timer" => Engine::Timer,
-                            _ => return Err(bad(item, "is not a known engine")),
-                        }
-                    }
-                    _ => return Err(bad(item, "is not a known option")),
-                },
-            }
-        }
-        if !config.cpu {
-            return Err(bad(text.trim(), "names no profile kind"));
-        }
-        Ok(Some(config))
+        parse_in(text, ENV_VAR)
     }
+}
+
+fn ignored_notice(value: &str) -> String {
+    format!(
+        "{ENV_VAR}={value} names none of profiled's profile kinds or options, so it is \
+         taken to be another tool's setting and ignored; to ask profiled for profiles use \
+         {STRICT_ENV_VAR}=cpu (or {ENV_VAR}=cpu)"
+    )
+}
+
+/// Whether any item names one of our kinds or options, or comes close to one (a misspelling
+/// must fail loudly, not be ignored).
+fn mentions_ours(text: &str) -> bool {
+    text.split(',').map(str::trim).any(|item| {
+        let word = item.split_once('=').map_or(item, |(k, _)| k.trim());
+        let all = KINDS.iter().chain(FLAGS).chain(KEYS);
+        all.clone().any(|known| *known == word) || closest(word, all.copied()).is_some()
+    })
+}
+
+/// The known word within a small edit distance of `word`, for "did you mean".
+fn closest<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = if word.chars().count() <= 4 { 1 } else { 2 };
+    known
+        .map(|k| (edit_distance(word, k), k))
+        .filter(|&(d, _)| d <= limit)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance, counting a swap of two neighbours as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
+    let items: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty() {
+        return Ok(None);
+    }
+    let bad = |item: &str, reason: &str| Error::Config {
+        var,
+        item: item.to_string(),
+        reason: reason.to_string(),
+        accepted: ACCEPTED,
+    };
+    let unknown = |item: &str, word: &str, what: &str, known: &[&[&str]]| {
+        let hint = closest(word, known.iter().flat_map(|k| k.iter().copied()))
+            .map(|k| format!(" (did you mean `{k}`?)"))
+            .unwrap_or_default();
+        bad(item, &format!("is not a known {what}{hint}"))
+    };
+    let mut config = Config {
+        cpu: false,
+        ..Config::default()
+    };
+    for &item in &items {
+        match item.split_once('=') {
+            None => match item {
+                "cpu" => config.cpu = true,
+                "svg" if cfg!(feature = "flamegraph") => config.svg = true,
+                "svg" => {
+                    return Err(bad(item, "needs profiled's `flamegraph` cargo feature"));
+                }
+                "heap" | "allocs" | "block" | "mutex" | "wall" => {
+                    return Err(bad(item, "is not implemented yet"));
+                }
+                _ if KEYS.contains(&item) => {
+                    return Err(bad(item, "needs a value (`key=value`)"));
+                }
+                _ => {
+                    return Err(unknown(
+                        item,
+                        item,
+                        "profile kind or option",
+                        &[KINDS, FLAGS],
+                    ))
+                }
+            },
+            Some((key, value)) => match key.trim() {
+                "freq" => {
+                    let hz: u32 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(item, "is not a whole number of Hz"))?;
+                    if !(1..=MAX_FREQUENCY).contains(&hz) {
+                        return Err(bad(item, "is out of range"));
+                    }
+                    config.frequency = hz;
+                }
+                "dir" => {
+                    if value.trim().is_empty() {
+                        return Err(bad(item, "names no directory"));
+                    }
+                    config.dir = Some(PathBuf::from(value.trim()));
+                }
+                "engine" => {
+                    config.engine = match value.trim() {
+                        "auto" => Engine::Auto,
+                        "perf" => Engine::Perf,
+                        "timer" => Engine::Timer,
+                        v => return Err(unknown(item, v, "engine", &[&["auto", "perf", "timer"]])),
+                    }
+                }
+                "threads" => {
+                    config.threads = match value.trim() {
+                        "test" => Threads::Test,
+                        "all" => Threads::All,
+                        v => return Err(unknown(item, v, "thread selection", &[&["test", "all"]])),
+                    }
+                }
+                k => return Err(unknown(item, k, "option", &[KEYS])),
+            },
+        }
+    }
+    if !config.cpu {
+        return Err(bad(text.trim(), "names no profile kind"));
+    }
+    Ok(Some(config))
 }
 
 impl fmt::Display for Config {
@@ -208,6 +380,9 @@ impl fmt::Display for Config {
             Engine::Auto => {}
             Engine::Perf => f.write_str(",engine=perf")?,
             Engine::Timer => f.write_str(",engine=timer")?,
+        }
+        if self.threads == Threads::All {
+            f.write_str(",threads=all")?;
         }
         if self.svg {
             f.write_str(",svg")?;
@@ -234,12 +409,13 @@ mod tests {
     fn defaults_and_options() {
         let c = Config::parse("cpu").unwrap().unwrap();
         assert_eq!(c, Config::default());
-        let c = Config::parse("cpu, freq=250 ,dir=out/p,engine=perf")
+        let c = Config::parse("cpu, freq=250 ,dir=out/p,engine=perf,threads=all")
             .unwrap()
             .unwrap();
         assert_eq!(c.frequency, 250);
         assert_eq!(c.dir, Some(PathBuf::from("out/p")));
         assert_eq!(c.engine, Engine::Perf);
+        assert_eq!(c.threads, Threads::All);
         assert_eq!(Config::parse(&c.to_string()).unwrap().unwrap(), c);
     }
 
@@ -249,16 +425,89 @@ mod tests {
             ("cpu,freq=0", "`freq=0`", "out of range"),
             ("cpu,freq=abc", "`freq=abc`", "not a whole number"),
             ("cpu,freq=1000000", "`freq=1000000`", "out of range"),
-            ("cpux", "`cpux`", "not a known profile kind"),
+            (
+                "cpux",
+                "`cpux`",
+                "not a known profile kind or option (did you mean `cpu`?)",
+            ),
             ("cpu,color=red", "`color=red`", "not a known option"),
+            ("cpu,frq=100", "`frq=100`", "(did you mean `freq`?)"),
+            ("cpu,engine=pref", "`engine=pref`", "(did you mean `perf`?)"),
+            ("cpu,threads=al", "`threads=al`", "(did you mean `all`?)"),
+            ("cpu,freq", "`freq`", "needs a value"),
             ("freq=100", "`freq=100`", "names no profile kind"),
             ("cpu,dir=", "`dir=`", "names no directory"),
+            ("hep", "`hep`", "(did you mean `heap`?)"),
         ] {
             let msg = err(text);
-            assert!(msg.contains("PROFILE"), "{msg}");
+            assert!(msg.starts_with("PROFILE: "), "{msg}");
             assert!(msg.contains(item), "{msg}");
             assert!(msg.contains(reason), "{msg}");
             assert!(msg.contains("accepted: kinds: cpu"), "{msg}");
         }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Result<FromEnv, Error> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::read_env(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.into()))
+    }
+
+    #[test]
+    fn profile_of_another_tool_is_ignored_with_a_notice() {
+        for value in [
+            "release",
+            "dev",
+            "debug",
+            "bench",
+            "prod",
+            "test",
+            "opt-level=3",
+        ] {
+            let got = env(&[("PROFILE", value)]).unwrap();
+            assert_eq!(got.config, None, "{value}");
+            let notice = got.ignored.expect("a notice");
+            assert!(notice.contains(&format!("PROFILE={value}")), "{notice}");
+            assert!(notice.contains("PROFILED=cpu"), "{notice}");
+        }
+        assert!(env(&[]).unwrap().ignored.is_none());
+        assert!(env(&[("PROFILE", "  ")]).unwrap().config.is_none());
+    }
+
+    #[test]
+    fn close_misspellings_in_profile_still_fail() {
+        for value in ["cpuu", "cpu,release", "frq=100", "hep", "svgg", "cpu,dri=x"] {
+            let e = env(&[("PROFILE", value)]).unwrap_err().to_string();
+            assert!(e.starts_with("PROFILE: "), "{value}: {e}");
+        }
+        let e = env(&[("PROFILE", "cpuu")]).unwrap_err().to_string();
+        assert!(e.contains("did you mean `cpu`?"), "{e}");
+    }
+
+    #[test]
+    fn profiled_is_strict_and_wins() {
+        let got = env(&[("PROFILED", "cpu,freq=250"), ("PROFILE", "release")]).unwrap();
+        assert_eq!(got.config.unwrap().frequency, 250);
+        assert_eq!(got.var, "PROFILED");
+        let e = env(&[("PROFILED", "release"), ("PROFILE", "cpu")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("PROFILED: `release` is not a known"), "{e}");
+        // Empty PROFILED leaves the decision to PROFILE.
+        let got = env(&[("PROFILED", ""), ("PROFILE", "cpu")]).unwrap();
+        assert_eq!(got.config, Some(Config::default()));
+        assert_eq!(got.var, "PROFILE");
+    }
+
+    #[test]
+    fn edit_distances() {
+        assert_eq!(edit_distance("cpu", "cpu"), 0);
+        assert_eq!(edit_distance("cpuu", "cpu"), 1);
+        assert_eq!(edit_distance("pcu", "cpu"), 1);
+        assert!(edit_distance("release", "freq") > 2);
+        assert_eq!(closest("dev", KEYS.iter().copied()), None);
+        assert_eq!(closest("egnine", KEYS.iter().copied()), Some("engine"));
     }
 }

@@ -43,9 +43,8 @@ impl Profiler {
     /// let _p = profiled::criterion::Profiler::new();
     /// ```
     pub fn new() -> Profiler {
-        let config = match Config::from_env() {
-            Ok(Some(c)) => c,
-            Ok(None) => Config::default(),
+        let config = match crate::__private::settings() {
+            Ok(settings) => settings.config.clone().unwrap_or_default(),
             Err(e) => {
                 output::notice(&format!("{e}; profiling benchmarks with the defaults"));
                 Config::default()

@@ -163,7 +163,7 @@ fn record(report: &crate::Report, path: &std::path::Path) {
 
 /// Runs the registered tests; `profiled::main!()` calls this.
 #[doc(hidden)]
-pub fn main() -> ! {
+pub fn main(package: Option<&'static str>) -> ! {
     let (flags, rest) = split(std::env::args_os().collect()).unwrap_or_else(|e| usage_error(&e));
     let args = match <Arguments as clap::Parser>::try_parse_from(&rest) {
         Ok(args) => args,
@@ -174,7 +174,10 @@ pub fn main() -> ! {
         }
         Err(e) => usage_error(e.to_string().trim_start_matches("error: ").trim_end()),
     };
-    let env = Config::from_env().unwrap_or_else(|e| usage_error(&e.to_string()));
+    let env = match crate::__private::settings() {
+        Ok(settings) => settings.config.clone(),
+        Err(e) => usage_error(e),
+    };
     let frequency = flags.frequency.or(env.as_ref().map(|c| c.frequency));
     let with_frequency = |mut c: Config| {
         if let Some(hz) = frequency {
@@ -210,7 +213,8 @@ pub fn main() -> ! {
         .map(|t| {
             let name = output::test_name(t.module, t.name);
             let config = per_test.clone();
-            Trial::test(name.clone(), move || run_one(t, name, config)).with_ignored_flag(t.ignored)
+            Trial::test(name.clone(), move || run_one(t, name, package, config))
+                .with_ignored_flag(t.ignored)
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
@@ -232,7 +236,12 @@ pub fn main() -> ! {
     conclusion.exit()
 }
 
-fn run_one(test: &'static Test, name: String, config: Option<Config>) -> Result<(), Failed> {
+fn run_one(
+    test: &'static Test,
+    name: String,
+    package: Option<&'static str>,
+    config: Option<Config>,
+) -> Result<(), Failed> {
     let _serial = config
         .as_ref()
         .map(|_| SERIAL.lock().unwrap_or_else(|p| p.into_inner()));
@@ -262,7 +271,7 @@ fn run_one(test: &'static Test, name: String, config: Option<Config>) -> Result<
         }
     };
     if let (Some(profile), Some(config)) = (profile, config) {
-        let path = output::profile_path(config.dir.as_deref(), &name);
+        let path = output::profile_path(config.dir.as_deref(), package, &name);
         let svg = config.svg.then(|| output::svg_path(&path));
         let written = profile.finish().and_then(|r| {
             r.publish(&path, svg.as_deref())?;
@@ -330,7 +339,7 @@ fn print_table() {
 macro_rules! main {
     () => {
         fn main() {
-            $crate::__private::harness::main()
+            $crate::__private::harness::main(::core::option_env!("CARGO_PKG_NAME"))
         }
     };
 }

@@ -44,7 +44,9 @@ mod output;
 mod sampler;
 mod symbolize;
 
-pub use config::{Config, Engine, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY};
+pub use config::{
+    Config, Engine, Threads, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY, STRICT_ENV_VAR,
+};
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
 ///
 /// Inert when `PROFILE` is unset: no thread, no signal handler, no file. Stacks with `#[test]`
@@ -94,6 +96,8 @@ pub mod pprof {
 pub enum Error {
     /// `PROFILE` (or a [`Config`] string) holds an item we don't accept.
     Config {
+        /// The variable (`PROFILE` or `PROFILED`) the item came from.
+        var: &'static str,
         /// The offending item, as written.
         item: String,
         /// What is wrong with it.
@@ -135,11 +139,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config {
+                var,
                 item,
                 reason,
                 accepted,
             } => {
-                write!(f, "{ENV_VAR}: `{item}` {reason}; accepted: {accepted}")
+                write!(f, "{var}: `{item}` {reason}; accepted: {accepted}")
             }
             Error::Unsupported { what } => f.write_str(what),
             Error::Sampler { what, source } => write!(f, "{what} failed: {source}"),
@@ -214,7 +219,7 @@ impl Profile {
         if CURRENT.with(Cell::get) != 0 {
             return Err(Error::AlreadyProfiling);
         }
-        let session = sampler::Session::start(config.frequency, config.engine)?;
+        let session = sampler::Session::start(config.frequency, config.engine, config.threads)?;
         CURRENT.with(|c| c.set(session.sid()));
         Ok(Profile {
             name: name.into(),
@@ -273,7 +278,7 @@ impl Profile {
         name: impl Into<String>,
         config: &Config,
     ) -> Result<Profile, Error> {
-        let session = sampler::Session::start(config.frequency, config.engine)?;
+        let session = sampler::Session::start(config.frequency, config.engine, config.threads)?;
         Ok(Profile {
             name: name.into(),
             config: config.clone(),
@@ -299,6 +304,15 @@ impl Profile {
     pub fn finish(self) -> Result<Report, Error> {
         if !self.detached {
             CURRENT.with(|c| c.set(0));
+        }
+        if sampler::forked() {
+            // The drain lock may have been held at the fork, by a thread that does not exist
+            // here: finishing could hang, and would steal the parent's samples anyway.
+            drop(self);
+            return Err(Error::Unsupported {
+                what: "a profile can only be finished by the process that started it, not by                        a child forked from it"
+                    .into(),
+            });
         }
         let Profile {
             name,
@@ -356,7 +370,66 @@ impl Profile {
             lost: collected.lost,
             start: collected.start,
             wall: collected.duration,
+            note: where_cpu_went(
+                collected.duration,
+                encoded.cpu_ns,
+                collected.process_cpu_ns,
+                config.threads,
+                collected.source,
+            ),
         })
+    }
+}
+
+/// A profile with far less CPU than its wall time, explained: the work ran on threads the
+/// profile does not sample (a pool created before the test), or the test waited.
+fn where_cpu_went(
+    wall: Duration,
+    cpu_ns: u64,
+    process_cpu_ns: u64,
+    threads: Threads,
+    source: sampler::Source,
+) -> Option<String> {
+    let wall_ns = u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX);
+    let elsewhere = process_cpu_ns.saturating_sub(cpu_ns);
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let timer_only_own = source == sampler::Source::Timer && threads == Threads::Test;
+    if wall_ns < 50_000_000 || cpu_ns >= wall_ns / 4 {
+        // Enough CPU in the profile; with the timer engine, threads the test spawned are
+        // still missing if the process burned much more than the profile holds.
+        return (timer_only_own && elsewhere > cpu_ns.max(wall_ns / 4)).then(|| {
+            format!(
+                "other threads used {:.2}s of CPU while this profile ran, and the timer engine \
+                 samples only the test's own thread: threads the test spawned are not in it; \
+                 use perf events (engine=perf, where the kernel allows them)",
+                secs(elsewhere)
+            )
+        });
+    }
+    let head = format!(
+        "only {:.2}s of CPU in {:.2}s of wall time",
+        secs(cpu_ns),
+        secs(wall_ns)
+    );
+    if threads == Threads::Test && elsewhere >= wall_ns / 4 {
+        let timer = if timer_only_own {
+            " (and the timer engine samples only the test's own thread)"
+        } else {
+            ""
+        };
+        Some(format!(
+            "{head}, while other threads of the process used {:.2}s: work that runs on threads \
+             created before the test (a global pool such as rayon's, a lazily built runtime, a \
+             pool in a static) is not in a per-test profile{timer}, nor are other tests running \
+             in parallel; {ENV_VAR}=cpu,threads=all samples every thread (run profiled tests \
+             one at a time: --test-threads=1)",
+            secs(elsewhere)
+        ))
+    } else {
+        Some(format!(
+            "{head}: the test mostly waited (sleep, I/O, locks, channels) or its work ran \
+             outside the process; a CPU profile shows where CPU time went, not waiting"
+        ))
     }
 }
 
@@ -421,6 +494,8 @@ pub struct Report {
     lost: u64,
     start: SystemTime,
     wall: Duration,
+    /// Why the profile may not show what the user expects, and what to do about it.
+    note: Option<String>,
 }
 
 impl Report {
@@ -508,6 +583,21 @@ impl Report {
         (self.start, self.wall)
     }
 
+    /// Why the profile may not hold what you expect (far less CPU than wall time, threads
+    /// it could not sample), and what to do; printed under the summary line.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let p = profiled::Profile::start("waits", &profiled::Config::default()).unwrap();
+    /// std::thread::sleep(std::time::Duration::from_millis(100));
+    /// let r = p.finish().unwrap();
+    /// assert!(r.note().unwrap().contains("the test mostly waited"));
+    /// # }
+    /// ```
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+
     /// Writes the profile atomically (temporary file, then rename), creating directories.
     ///
     /// ```
@@ -560,7 +650,11 @@ impl Report {
         }
         #[cfg(not(feature = "flamegraph"))]
         let _ = svg;
-        output::line(&self.summary_line(Some(path)));
+        let mut text = self.summary_line(Some(path));
+        if let Some(note) = &self.note {
+            text += &format!("\nprofiled: {}: note: {note}", self.name);
+        }
+        output::line(&text);
         Ok(())
     }
 

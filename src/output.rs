@@ -3,7 +3,6 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::Error;
 
@@ -51,16 +50,49 @@ pub(crate) fn target_dir(exe: &Path) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
-/// `<base>/<binary>/<test name with :: as .>.cpu.pb.gz`, base being `dir=` or
-/// `<target dir>/profiles`.
-pub(crate) fn profile_path(dir: Option<&Path>, test: &str) -> PathBuf {
+/// `<base>/<package>/<binary>`, base being `dir=` or `<target dir>/profiles`. The package
+/// keeps apart workspace members whose test binaries share a name (`tests/integration.rs`
+/// in two members).
+pub(crate) fn profile_dir(dir: Option<&Path>, package: Option<&str>) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    let base = match dir {
+    let mut base = match dir {
         Some(d) => d.to_path_buf(),
         None => target_dir(&exe).join("profiles"),
     };
+    if let Some(package) = package.filter(|p| !p.is_empty()) {
+        base.push(file_stem(package));
+    }
     base.join(binary_name(&exe))
-        .join(format!("{}.cpu.pb.gz", file_stem(test)))
+}
+
+/// `<profile dir>/<test name with :: as .>.cpu.pb.gz`.
+pub(crate) fn profile_path(dir: Option<&Path>, package: Option<&str>, test: &str) -> PathBuf {
+    profile_dir(dir, package).join(format!("{}.cpu.pb.gz", file_stem(test)))
+}
+
+/// `x.cpu.pb.gz` -> `x.<n>.cpu.pb.gz`.
+pub(crate) fn numbered(path: &Path, n: u32) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (stem, ext) = match name.strip_suffix(".cpu.pb.gz") {
+        Some(stem) => (stem, ".cpu.pb.gz"),
+        None => (name.as_str(), ""),
+    };
+    path.with_file_name(format!("{stem}.{n}{ext}"))
+}
+
+/// Creates `dir` and checks that a file can be created in it, so that a profile directory
+/// that can't be written fails before the test runs rather than after.
+pub(crate) fn check_writable(dir: &Path) -> Result<(), String> {
+    fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create directory {}: {e}", display_path(dir)))?;
+    tempfile::Builder::new()
+        .prefix(".profiled-check")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| format!("cannot create files in {}: {e}", display_path(dir)))
 }
 
 /// The flamegraph beside a profile: `x.cpu.pb.gz` -> `x.cpu.svg`.
@@ -79,9 +111,10 @@ pub(crate) fn file_stem(test: &str) -> String {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so
-/// readers see either no file or the whole profile. Creates missing directories.
+/// readers see either no file or the whole profile. Creates missing directories. The
+/// temporary file has a random name and is created exclusively (tempfile), so a link
+/// planted in a shared directory is never followed.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io {
@@ -95,29 +128,31 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(io("create directory", dir))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
+    let prefix = format!(
+        ".{}.",
         path.file_name()
             .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(bytes).map_err(io("write", &tmp))?;
-        f.sync_data().map_err(io("sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io("rename into place", path))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+            .unwrap_or_default()
+    );
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io("create a temporary file in", dir))?;
+    tmp.write_all(bytes).map_err(io("write", tmp.path()))?;
+    tmp.as_file().sync_data().map_err(io("sync", tmp.path()))?;
+    tmp.persist(path)
+        .map_err(|e| io("rename into place", path)(e.error))?;
+    Ok(())
 }
 
-/// One line on stderr, outside libtest's capture (which only hooks the print macros).
+/// One line on stderr, outside libtest's capture (which only hooks the print macros), in
+/// one write: parallel tests' output never lands inside it.
 pub(crate) fn line(text: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{text}");
+    let mut whole = String::with_capacity(text.len() + 1);
+    whole.push_str(text);
+    whole.push('\n');
+    let _ = std::io::stderr().lock().write_all(whole.as_bytes());
 }
 
 /// `profiled: TEXT` on stderr, outside libtest's capture.

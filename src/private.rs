@@ -2,9 +2,12 @@
 //!
 //! /!\ WARNING: This is *not* a stable API! /!\
 
+use std::collections::HashMap;
+use std::panic::Location;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
+use crate::config::FromEnv;
 use crate::{output, sampler, Config, Error, Profile};
 
 /// What `#[profiled::test]` and `profiled::main!()` expand to.
@@ -15,33 +18,92 @@ pub mod harness {
 #[cfg(feature = "harness")]
 pub use inventory;
 
-/// `PROFILE`, read and parsed once per process. The error is kept as its message so that
+/// `PROFILED` / `PROFILE`, read and parsed once per process; the notice for a `PROFILE` that
+/// belongs to another tool is printed here, once. The error is kept as its message so that
 /// every profiled test can report it.
-fn config() -> &'static Result<Option<Config>, String> {
-    static CONFIG: OnceLock<Result<Option<Config>, String>> = OnceLock::new();
-    CONFIG.get_or_init(|| Config::from_env().map_err(|e| e.to_string()))
+pub(crate) fn settings() -> &'static Result<FromEnv, String> {
+    static SETTINGS: OnceLock<Result<FromEnv, String>> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let read = Config::read_env(|name| std::env::var_os(name)).map_err(|e| e.to_string());
+        if let Ok(FromEnv {
+            ignored: Some(notice),
+            ..
+        }) = &read
+        {
+            output::notice(notice);
+        }
+        read
+    })
+}
+
+/// The per-test profile directory of this binary, checked writable once per process, before
+/// the first profiled test runs: a bad `dir=` fails at the start, naming the variable.
+fn checked_dir(
+    settings: &FromEnv,
+    config: &Config,
+    package: Option<&str>,
+) -> &'static Result<(), String> {
+    static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let dir = output::profile_dir(config.dir.as_deref(), package);
+        output::check_writable(&dir).map_err(|e| match &config.dir {
+            Some(d) => format!(
+                "{}: `dir={}`: {e}; give dir= a directory this test can write",
+                settings.var,
+                d.display()
+            ),
+            None => format!("{e}; set {}=cpu,dir=<a writable directory>", settings.var),
+        })
+    })
 }
 
 /// Profiles one test from construction to drop; the macro puts one at the top of the body.
 #[must_use]
 pub struct TestGuard {
-    active: Option<(Profile, PathBuf)>,
+    active: Option<Active>,
+}
+
+struct Active {
+    profile: Profile,
+    path: PathBuf,
+    /// The process that started the profile: a child forked by the test must leave it alone.
+    pid: u32,
+    caller: &'static Location<'static>,
 }
 
 impl TestGuard {
-    /// Starts the test's profile if `PROFILE` asks for one. Panics, failing the test, when
-    /// `PROFILE` is malformed or profiling cannot start.
-    pub fn enter(module_path: &'static str, fn_name: &'static str) -> TestGuard {
-        let config = match config() {
-            Ok(None) => return TestGuard { active: None },
-            Ok(Some(config)) => config,
+    /// Starts the test's profile if `PROFILED`/`PROFILE` asks for one. Panics, failing the
+    /// test (at the test, thanks to `track_caller`), when the variable is malformed, the
+    /// profile directory is not writable, or profiling cannot start.
+    #[track_caller]
+    pub fn enter(
+        package: Option<&'static str>,
+        module_path: &'static str,
+        fn_name: &'static str,
+    ) -> TestGuard {
+        let settings = match settings() {
+            Ok(s) => s,
             Err(message) => panic!("profiled: {message}"),
         };
+        let Some(config) = &settings.config else {
+            return TestGuard { active: None };
+        };
+        if let Err(message) = checked_dir(settings, config, package) {
+            panic!("profiled: {message}");
+        }
         let name = output::test_name(module_path, fn_name);
-        let path = output::profile_path(config.dir.as_deref(), &name);
+        let path = unique_path(
+            output::profile_path(config.dir.as_deref(), package, &name),
+            &name,
+        );
         match Profile::start(name.clone(), config) {
             Ok(profile) => TestGuard {
-                active: Some((profile, path)),
+                active: Some(Active {
+                    profile,
+                    path,
+                    pid: std::process::id(),
+                    caller: Location::caller(),
+                }),
             },
             Err(e) => panic!("profiled: cannot profile {name}: {e}"),
         }
@@ -53,28 +115,68 @@ impl TestGuard {
     }
 }
 
+/// `path`, or `<stem>.<n>.cpu.pb.gz` when this process already profiled under that name:
+/// `#[profiled]` on a helper that several tests call (or a test calling another) must not
+/// overwrite its earlier profiles silently.
+fn unique_path(path: PathBuf, name: &str) -> PathBuf {
+    static SEEN: OnceLock<Mutex<HashMap<PathBuf, u32>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let count = seen.entry(path.clone()).or_insert(0);
+    *count += 1;
+    if *count == 1 {
+        return path;
+    }
+    let numbered = output::numbered(&path, *count);
+    output::notice(&format!(
+        "`{name}` was profiled more than once in this process, so this profile goes to {} \
+         instead of replacing {}; #[profiled] belongs on tests, not on functions they call",
+        output::display_path(&numbered),
+        output::display_path(&path),
+    ));
+    numbered
+}
+
 impl Drop for TestGuard {
     fn drop(&mut self) {
-        let Some((profile, path)) = self.active.take() else {
+        let Some(active) = self.active.take() else {
             return;
         };
+        if std::process::id() != active.pid {
+            // A child the test forked is unwinding through the test: the profile, its
+            // machinery and its locks belong to the parent. Touch nothing.
+            std::mem::forget(active);
+            return;
+        }
+        let Active {
+            profile,
+            path,
+            caller,
+            ..
+        } = active;
         let svg = profile.config.svg.then(|| output::svg_path(&path));
         let result = profile
             .finish()
             .and_then(|report| report.publish(&path, svg.as_deref()));
         if let Err(e) = result {
-            report_failure(e);
+            report_failure(e, caller);
         }
     }
 }
 
 /// A profile that could not be written fails the test, unless the test is already failing:
-/// then its own panic is what the user must see, and ours goes to stderr.
-fn report_failure(e: Error) {
+/// then its own panic is what the user must see, and ours goes to stderr. The message names
+/// the test's location; the panic is raised without the panic hook, whose location would be
+/// this file rather than the test.
+fn report_failure(e: Error, caller: &Location<'_>) {
+    let message = format!("profiled: {e} (profile of the test at {caller})");
     if std::thread::panicking() {
-        output::line(&format!("profiled: {e}"));
+        output::line(&message);
     } else {
-        panic!("profiled: {e}");
+        eprintln!("{message}");
+        std::panic::resume_unwind(Box::new(message));
     }
 }
 

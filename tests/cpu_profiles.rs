@@ -23,7 +23,10 @@ fn attribution_and_cpu_total() {
             ],
         );
         assert!(out.status.success());
-        let p = read(&dir.path().join("attribution/three_to_one_split.cpu.pb.gz"));
+        let p = read(
+            &dir.path()
+                .join("workloads/attribution/three_to_one_split.cpu.pb.gz"),
+        );
         let a = p.share("workloads::heavy_a");
         let b = p.share("workloads::heavy_b");
         // The timer engine gets ~250 samples/s here (kernel tick), ~200 in all: binomial
@@ -54,7 +57,7 @@ fn attribution_and_cpu_total() {
         // Zero samples still make a valid profile and a summary line.
         let empty = read(
             &dir.path()
-                .join("attribution/too_short_for_a_sample.cpu.pb.gz"),
+                .join("workloads/attribution/too_short_for_a_sample.cpu.pb.gz"),
         );
         assert!(empty.samples() <= 1);
         assert!(stderr(&out).contains("profiled: too_short_for_a_sample  cpu 0.00s"));
@@ -73,7 +76,7 @@ fn setup_before_reset_or_paused_is_left_out() {
     let out = cargo_test("setup", &[], &[("PROFILE", &profile_env(dir.path(), ""))]);
     assert!(out.status.success());
     for test in ["setup_then_reset", "setup_paused"] {
-        let p = read(&dir.path().join(format!("setup/{test}.cpu.pb.gz")));
+        let p = read(&dir.path().join(format!("workloads/setup/{test}.cpu.pb.gz")));
         let setup = p.share("workloads::setup_hot");
         let work = p.share("workloads::heavy_a");
         assert!(setup < 0.05, "{test}: setup share {setup:.3}");
@@ -99,7 +102,10 @@ fn parallel_tests_get_their_own_work_only() {
         ("alpha", "workloads::alpha_hot"),
         ("beta", "workloads::beta_hot"),
     ] {
-        let p = read(&dir.path().join(format!("parallel/{test}.cpu.pb.gz")));
+        let p = read(
+            &dir.path()
+                .join(format!("workloads/parallel/{test}.cpu.pb.gz")),
+        );
         let share = p.share(own);
         assert!(
             share >= 0.95,
@@ -117,7 +123,7 @@ fn spawned_threads_are_in_the_profile_and_neighbours_are_not() {
         &[("PROFILE", &profile_env(dir.path(), ""))],
     );
     assert!(out.status.success());
-    let p = read(&dir.path().join("threads/four_workers.cpu.pb.gz"));
+    let p = read(&dir.path().join("workloads/threads/four_workers.cpu.pb.gz"));
     let workers = p.share("workloads::worker_hot");
     let neighbour = p.share("workloads::beta_hot");
     let cpu = p.cpu_ns() as f64 / 1e9;
@@ -142,7 +148,10 @@ fn async_tests_include_runtime_worker_threads() {
         summary(&out)[0],
         "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out"
     );
-    let p = read(&dir.path().join("asyncs/multi_thread_workers.cpu.pb.gz"));
+    let p = read(
+        &dir.path()
+            .join("workloads/asyncs/multi_thread_workers.cpu.pb.gz"),
+    );
     let cpu = p.cpu_ns() as f64 / 1e9;
     assert!(p.share("workloads::async_hot") > 0.9);
     // 4 tasks on worker threads + 1 blocking task, 60 ms each.
@@ -151,7 +160,10 @@ fn async_tests_include_runtime_worker_threads() {
         "multi_thread: {cpu:.3}s in profile"
     );
     for test in ["current_thread_below", "current_thread_above"] {
-        let p = read(&dir.path().join(format!("asyncs/{test}.cpu.pb.gz")));
+        let p = read(
+            &dir.path()
+                .join(format!("workloads/asyncs/{test}.cpu.pb.gz")),
+        );
         assert!(p.share("workloads::async_hot") > 0.9, "{test}");
     }
 }
@@ -165,7 +177,10 @@ fn svg_flamegraph_beside_each_profile() {
         &[("PROFILE", &profile_env(dir.path(), ",svg"))],
     );
     assert!(out.status.success());
-    let titles = svg_titles(&dir.path().join("attribution/three_to_one_split.cpu.svg"));
+    let titles = svg_titles(
+        &dir.path()
+            .join("workloads/attribution/three_to_one_split.cpu.svg"),
+    );
     let a = titles
         .iter()
         .find(|t| t.starts_with("workloads::heavy_a "))
@@ -182,7 +197,7 @@ fn svg_flamegraph_beside_each_profile() {
     // A test without samples still gets a readable SVG.
     let empty = svg_titles(
         &dir.path()
-            .join("attribution/too_short_for_a_sample.cpu.svg"),
+            .join("workloads/attribution/too_short_for_a_sample.cpu.svg"),
     );
     assert!(!empty.is_empty());
 }

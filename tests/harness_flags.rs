@@ -25,18 +25,25 @@ fn profile_dir_writes_one_profile_per_test_and_a_table() {
     assert!(out.status.success());
     for test in TESTS {
         assert!(
-            dir.path().join("harness").join(file(test)).is_file(),
+            dir.path()
+                .join("workloads/harness")
+                .join(file(test))
+                .is_file(),
             "{test}"
         );
     }
     assert!(!dir
         .path()
-        .join("harness")
+        .join("workloads/harness")
         .join(file("ignored_one"))
         .exists());
-    let alpha = read(&dir.path().join("harness").join(file("alpha_work")));
+    let alpha = read(
+        &dir.path()
+            .join("workloads/harness")
+            .join(file("alpha_work")),
+    );
     assert!(alpha.share("workloads::alpha_hot") > 0.9);
-    let beta = read(&dir.path().join("harness").join(file("beta_work")));
+    let beta = read(&dir.path().join("workloads/harness").join(file("beta_work")));
     assert!(
         beta.share("workloads::beta_hot") > 0.9,
         "reset() works in harness tests"
@@ -44,7 +51,7 @@ fn profile_dir_writes_one_profile_per_test_and_a_table() {
     assert!(beta.share("workloads::setup_hot") < 0.05);
     let workers = read(
         &dir.path()
-            .join("harness")
+            .join("workloads/harness")
             .join(file("nested::worker_threads")),
     );
     assert!(
@@ -92,7 +99,7 @@ fn profile_env_works_and_flags_win_over_it() {
     assert!(out.status.success());
     assert!(env_dir
         .path()
-        .join("harness")
+        .join("workloads/harness")
         .join(file("alpha_work"))
         .is_file());
 
@@ -110,14 +117,19 @@ fn profile_env_works_and_flags_win_over_it() {
         &[("PROFILE", &env)],
     );
     assert!(out.status.success());
-    let p = read(&flag_dir.path().join("harness").join(file("alpha_work")));
+    let p = read(
+        &flag_dir
+            .path()
+            .join("workloads/harness")
+            .join(file("alpha_work")),
+    );
     assert!(
         p.comments().iter().any(|c| c.contains("at 500 Hz")),
         "{:?}",
         p.comments()
     );
     assert!(
-        !env2.path().join("harness").exists(),
+        !env2.path().join("workloads/harness").exists(),
         "the flag's directory wins"
     );
 }
@@ -218,12 +230,15 @@ fn nextest_writes_one_profile_per_test_named_as_under_cargo_test() {
     assert!(out.status.success());
     for test in TESTS {
         assert!(
-            dir.path().join("harness").join(file(test)).is_file(),
+            dir.path()
+                .join("workloads/harness")
+                .join(file(test))
+                .is_file(),
             "harness: {test}"
         );
     }
     for test in ["alpha", "beta"] {
-        let p = read(&dir.path().join("parallel").join(file(test)));
+        let p = read(&dir.path().join("workloads/parallel").join(file(test)));
         assert!(
             p.share(&format!("workloads::{test}_hot")) > 0.95,
             "#[profiled] under nextest: {test}"

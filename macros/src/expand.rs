@@ -2,7 +2,7 @@
 //! attribute so that the guard wraps the runtime that attribute builds.
 
 use proc_macro2::TokenStream;
-use quote::{quote, quote_spanned, ToTokens};
+use quote::{quote, ToTokens};
 use syn::spanned::Spanned;
 
 use crate::args;
@@ -67,15 +67,17 @@ pub(crate) fn profiled(args: TokenStream, item: TokenStream) -> TokenStream {
 
     let name = func.sig.ident.to_string();
     let span = func.sig.ident.span();
-    let block = &func.block;
-    let guard = quote_spanned! {span=>
-        let __profiled_guard = #krate::__private::TestGuard::enter(::core::module_path!(), #name);
+    let guard: syn::Stmt = syn::parse_quote_spanned! {span=>
+        let __profiled_guard = #krate::__private::TestGuard::enter(
+            ::core::option_env!("CARGO_PKG_NAME"),
+            ::core::module_path!(),
+            #name,
+        );
     };
-    let body: syn::Block = syn::parse_quote!({
-        #guard
-        #block
-    });
-    *func.block = body;
+    // The guard goes in as the body's first statement, not around it: wrapping a body such as
+    // `{ Ok(()) }` in a new block would make rustc see `{ { Ok(()) } }` and warn about
+    // unnecessary braces (with a fix that breaks the code).
+    func.block.stmts.insert(0, guard);
     func.into_token_stream()
 }
 

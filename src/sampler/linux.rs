@@ -1,16 +1,17 @@
 //! Sessions on Linux x86_64: slot claiming, source selection, drain and finish.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::perf::{read_count, PerfEvent};
 use super::ring::{Pop, Ring};
 use super::signal::{self, Slot, MAX_SLOTS, RING, SLOTS};
-use super::timer::CpuTimer;
+use super::signal::{ThreadStart, MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN};
+use super::timer::{self, CpuTimer};
 use super::{Collected, Source};
-use crate::config::Engine;
+use crate::config::{Engine, Threads};
 use crate::Error;
 
 /// Samples buffered between drains: 1024 × ~1 KiB.
@@ -48,6 +49,23 @@ static NEXT_SID: AtomicU64 = AtomicU64::new(1);
 static PERF_REFUSED: OnceLock<String> = OnceLock::new();
 static RATE_NOTICE: AtomicBool = AtomicBool::new(false);
 static MODULES_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The process that set the engine up. A child forked while profiles run inherits their
+/// state (and, at the moment of the fork, possibly a held drain lock and no drain thread);
+/// it must not finish, reset or disable what belongs to the parent.
+static ENGINE_PID: AtomicU32 = AtomicU32::new(0);
+
+/// The drain thread, which `threads=all` does not sample (its work is profiled's own).
+static DRAIN_TID: AtomicI32 = AtomicI32::new(0);
+/// Serializes session starts against the `threads=all` exclusivity check.
+static STARTING: Mutex<()> = Mutex::new(());
+/// Session id of the `threads=all` session running, 0 if none.
+static EXCLUSIVE: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this is a child forked after the engine started.
+pub(crate) fn forked() -> bool {
+    let pid = ENGINE_PID.load(Ordering::Relaxed);
+    pid != 0 && pid != std::process::id()
+}
 
 /// One-time process set-up: ring, handlers, drain thread. Only reached when a profile starts.
 fn engine() -> Result<&'static Engine_, Error> {
@@ -59,6 +77,7 @@ fn engine() -> Result<&'static Engine_, Error> {
             .filter(|c| c.is_power_of_two())
             .unwrap_or(RING_CAPACITY);
         let _ = RING.set(Ring::new(capacity));
+        ENGINE_PID.store(std::process::id(), Ordering::Relaxed);
         signal::install()
             .map_err(|e| format!("cannot install the sampling signal handlers: {e}"))?;
         std::thread::Builder::new()
@@ -91,6 +110,8 @@ fn drain_loop() {
         }
         std::thread::sleep(Duration::from_millis(1));
     };
+    // SAFETY: gettid has no preconditions.
+    DRAIN_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     crate::symbolize::prewarm();
     let mut guard = lock(engine);
     let mut every = DRAIN_FIRST;
@@ -160,9 +181,11 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
     }
 }
 
+/// The sources a session armed: the starting thread's first, then (with `threads=all`) one
+/// per other thread of the process. Dropping them stops sampling.
 enum Armed {
-    Perf(#[allow(dead_code)] PerfEvent),
-    Timer(#[allow(dead_code)] CpuTimer),
+    Perf(Vec<PerfEvent>),
+    Timer(#[allow(dead_code)] Vec<CpuTimer>),
 }
 
 /// One profile being collected.
@@ -174,18 +197,26 @@ pub(crate) struct Session {
     period_ns: u64,
     start: SystemTime,
     started: Instant,
+    /// CPU time of the whole process at the start, for the "where did the CPU go" hint.
+    process_cpu: u64,
 }
 
 impl Session {
     /// Starts sampling the calling thread (and, with perf events, threads it spawns from now
     /// on) at `frequency` Hz of CPU time.
-    pub(crate) fn start(frequency: u32, engine_choice: Engine) -> Result<Session, Error> {
+    pub(crate) fn start(
+        frequency: u32,
+        engine_choice: Engine,
+        threads: Threads,
+    ) -> Result<Session, Error> {
         let engine = engine()?;
         let generation = crate::modules::generation();
         if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
             super::unwind::prepare(&crate::modules::loaded(), generation);
         }
         let period_ns = 1_000_000_000 / u64::from(frequency.max(1));
+        let starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+        exclusive_check(engine, threads)?;
         let (sid, slot) = claim()?;
         slot.generation.store(0, Ordering::Relaxed);
         slot.paused.store(0, Ordering::Relaxed);
@@ -193,23 +224,38 @@ impl Session {
         slot.lost_ns.store(0, Ordering::Relaxed);
         slot.truncated.store(0, Ordering::Relaxed);
         slot.period_ns.store(period_ns, Ordering::Relaxed);
+        slot.all_threads
+            .store(threads == Threads::All, Ordering::Relaxed);
         lock(engine).sessions.insert(sid, Aggregate::default());
         signal::mark_thread(sid);
+        let others = if threads == Threads::All {
+            EXCLUSIVE.store(sid, Ordering::Relaxed);
+            record_thread_starts()
+        } else {
+            Vec::new()
+        };
         slot.sid.store(sid, Ordering::SeqCst);
-        let armed = arm(engine_choice, period_ns, sid);
-        let armed = match armed {
+        let armed = match arm(engine_choice, period_ns, sid, &others) {
             Ok(a) => a,
             Err(e) => {
                 release(engine, slot, sid);
+                end_exclusive(sid);
                 return Err(e);
             }
         };
         let source = match &armed {
-            Armed::Perf(event) => {
-                slot.counted.store(0, Ordering::Relaxed);
-                slot.mark
-                    .store(read_count(event.fd()).unwrap_or(0), Ordering::Relaxed);
-                slot.counter_fd.store(event.fd(), Ordering::Release);
+            Armed::Perf(events) => {
+                // The kernel's count calibrates the total; with `threads=all` there is one
+                // event per thread, and the thread clocks' weights stand as they are.
+                match events.as_slice() {
+                    [event] => {
+                        slot.counted.store(0, Ordering::Relaxed);
+                        slot.mark
+                            .store(read_count(event.fd()).unwrap_or(0), Ordering::Relaxed);
+                        slot.counter_fd.store(event.fd(), Ordering::Release);
+                    }
+                    _ => slot.counter_fd.store(-1, Ordering::Release),
+                }
                 Source::Perf
             }
             Armed::Timer(_) => {
@@ -220,6 +266,7 @@ impl Session {
         if engine.active.fetch_add(1, Ordering::AcqRel) == 0 {
             engine.wake.notify_all();
         }
+        drop(starting);
         Ok(Session {
             sid,
             slot,
@@ -228,6 +275,7 @@ impl Session {
             period_ns,
             start: SystemTime::now(),
             started: Instant::now(),
+            process_cpu: process_cpu_ns(),
         })
     }
 
@@ -260,7 +308,9 @@ impl Session {
             .map(|a| a.stacks)
             .unwrap_or_default();
         drop(drain);
+        end_exclusive(self.sid);
         let collected = Collected {
+            process_cpu_ns: process_cpu_ns().saturating_sub(self.process_cpu),
             stacks,
             lost: self.slot.lost.load(Ordering::Relaxed),
             lost_ns: self.slot.lost_ns.load(Ordering::Relaxed),
@@ -279,6 +329,12 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if forked() {
+            // The event and timer belong to the parent: closing our copy of the fd is
+            // harmless, but disabling it would stop the parent's profile.
+            std::mem::forget(self.armed.take());
+            return;
+        }
         if self.armed.is_some() {
             // Dropped without finish (e.g. a failed write path): release the slot.
             self.slot.counter_fd.store(-1, Ordering::Release);
@@ -292,8 +348,83 @@ impl Drop for Session {
                 engine.active.fetch_sub(1, Ordering::AcqRel);
                 self.slot.sid.store(0, Ordering::SeqCst);
             }
+            end_exclusive(self.sid);
         }
     }
+}
+
+/// Refuses a `threads=all` session while others run, and any session while one runs: a
+/// profile of every thread would take the other profiles' samples (and they its).
+fn exclusive_check(engine: &Engine_, threads: Threads) -> Result<(), Error> {
+    let refuse = |what: String| Error::Unsupported { what };
+    if EXCLUSIVE.load(Ordering::Relaxed) != 0 {
+        return Err(refuse(
+            "another profile samples every thread of the process (threads=all) and must run \
+             alone; run profiled tests one at a time (--test-threads=1, profiled's harness, \
+             or cargo nextest)"
+                .into(),
+        ));
+    }
+    let open = engine.active.load(Ordering::Acquire);
+    if threads == Threads::All && open > 0 {
+        return Err(refuse(format!(
+            "threads=all samples every thread of the process, so it must be the only profile \
+             running, but {open} other profile(s) are open; run profiled tests one at a time \
+             (--test-threads=1, profiled's harness, or cargo nextest)"
+        )));
+    }
+    Ok(())
+}
+
+fn end_exclusive(sid: u64) {
+    if EXCLUSIVE
+        .compare_exchange(sid, 0, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        STARTS_LEN.store(0, Ordering::Release);
+        STARTS_FULL.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Lists the process's other threads (not the caller, not the drain) and records each one's
+/// CPU time now in [`STARTS`], where their first samples look it up.
+fn record_thread_starts() -> Vec<libc::pid_t> {
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    let drain = DRAIN_TID.load(Ordering::Relaxed);
+    let tids: Vec<libc::pid_t> = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&tid| tid != me && tid != drain)
+        .collect();
+    let mut len = 0;
+    for &tid in &tids {
+        let Some(cpu) = timer::thread_cpu_ns(tid) else {
+            continue;
+        };
+        let Some(entry): Option<&ThreadStart> = STARTS.get(len) else {
+            STARTS_FULL.store(true, Ordering::Relaxed);
+            break;
+        };
+        entry.tid.store(tid, Ordering::Relaxed);
+        entry.cpu_ns.store(cpu, Ordering::Relaxed);
+        len += 1;
+    }
+    STARTS_LEN.store(len.min(MAX_STARTS), Ordering::Release);
+    tids
+}
+
+/// CPU time of the whole process so far.
+fn process_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn claim() -> Result<(u64, &'static Slot), Error> {
@@ -327,27 +458,39 @@ fn release(engine: &Engine_, slot: &Slot, sid: u64) {
     slot.sid.store(0, Ordering::SeqCst);
 }
 
-fn arm(choice: Engine, period_ns: u64, sid: u64) -> Result<Armed, Error> {
-    let timer = || {
-        CpuTimer::start(period_ns, sid)
-            .map(Armed::Timer)
-            .map_err(|source| Error::Sampler {
-                what: "timer_create(CLOCK_THREAD_CPUTIME_ID)",
-                source,
-            })
+/// Arms the chosen source on the calling thread, then on each of `others` (threads that
+/// exited meanwhile are skipped).
+fn arm(choice: Engine, period_ns: u64, sid: u64, others: &[libc::pid_t]) -> Result<Armed, Error> {
+    let timers = || {
+        let main = CpuTimer::start(period_ns, sid).map_err(|source| Error::Sampler {
+            what: "timer_create(CLOCK_THREAD_CPUTIME_ID)",
+            source,
+        })?;
+        let rest = others
+            .iter()
+            .filter_map(|&tid| CpuTimer::start_for(tid, period_ns, sid).ok());
+        Ok(Armed::Timer(std::iter::once(main).chain(rest).collect()))
+    };
+    let perf = |main: PerfEvent| {
+        let rest = others
+            .iter()
+            .filter_map(|&tid| PerfEvent::open_on(tid, period_ns, sid).ok());
+        Armed::Perf(std::iter::once(main).chain(rest).collect())
     };
     match choice {
-        Engine::Timer => timer(),
-        Engine::Perf => PerfEvent::open(period_ns, sid)
-            .map(Armed::Perf)
-            .map_err(|source| Error::Sampler {
-                what: "perf_event_open(task-clock, sigtrap)",
-                source,
-            }),
+        Engine::Timer => timers(),
+        Engine::Perf => {
+            PerfEvent::open(period_ns, sid)
+                .map(perf)
+                .map_err(|source| Error::Sampler {
+                    what: "perf_event_open(task-clock, sigtrap)",
+                    source,
+                })
+        }
         Engine::Auto => {
             if PERF_REFUSED.get().is_none() {
                 match PerfEvent::open(period_ns, sid) {
-                    Ok(event) => return Ok(Armed::Perf(event)),
+                    Ok(event) => return Ok(perf(event)),
                     Err(e) => {
                         if PERF_REFUSED.set(e.to_string()).is_ok() {
                             crate::output::notice(&format!(
@@ -359,7 +502,7 @@ fn arm(choice: Engine, period_ns: u64, sid: u64) -> Result<Armed, Error> {
                     }
                 }
             }
-            timer()
+            timers()
         }
     }
 }
@@ -397,6 +540,9 @@ fn slot_of(sid: u64) -> Option<&'static Slot> {
 
 /// Discards everything sampled so far in session `sid`.
 pub(crate) fn reset(sid: u64) {
+    if forked() {
+        return;
+    }
     let Some(slot) = slot_of(sid) else { return };
     let Ok(engine) = engine() else { return };
     let mut drain = lock(engine);

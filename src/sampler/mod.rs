@@ -10,7 +10,10 @@ use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, SystemTime};
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-use crate::{config::Engine, Error};
+use crate::{
+    config::{Engine, Threads},
+    Error,
+};
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod perf;
@@ -26,7 +29,7 @@ mod unwind;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) use linux::{check_rate, installed, is_live, pause, reset, resume, Session};
+pub(crate) use linux::{check_rate, forked, installed, is_live, pause, reset, resume, Session};
 
 /// Which source a session ended up using.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +59,8 @@ pub(crate) struct Collected {
     pub measured_ns: Option<u64>,
     pub source: Source,
     pub period_ns: u64,
+    /// CPU time of the whole process while the profile ran (other threads, other tests).
+    pub process_cpu_ns: u64,
     pub start: SystemTime,
     pub duration: Duration,
 }
@@ -67,7 +72,11 @@ mod unsupported {
     pub(crate) struct Session;
 
     impl Session {
-        pub(crate) fn start(_frequency: u32, _engine: Engine) -> Result<Session, Error> {
+        pub(crate) fn start(
+            _frequency: u32,
+            _engine: Engine,
+            _threads: Threads,
+        ) -> Result<Session, Error> {
             Err(Error::Unsupported {
                 what: format!(
                     "CPU profiling is not supported on this platform ({}-{}); \
@@ -93,7 +102,12 @@ mod unsupported {
     pub(crate) fn is_live(_sid: u64) -> bool {
         false
     }
+    pub(crate) fn forked() -> bool {
+        false
+    }
     pub(crate) fn check_rate(_hz: u32, _samples: u64, _cpu_ns: u64, _source: Source) {}
 }
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-pub(crate) use unsupported::{check_rate, installed, is_live, pause, reset, resume, Session};
+pub(crate) use unsupported::{
+    check_rate, forked, installed, is_live, pause, reset, resume, Session,
+};

@@ -61,6 +61,12 @@ impl PerfEvent {
     /// Starts sampling the calling thread (and threads it spawns from now on) every
     /// `period_ns` of CPU time, tagging samples with `sid`.
     pub(crate) fn open(period_ns: u64, sid: u64) -> io::Result<PerfEvent> {
+        PerfEvent::open_on(0, period_ns, sid)
+    }
+
+    /// The same for thread `tid` of this process (0: the calling thread). The kernel allows
+    /// `sigtrap` events on threads of one's own process without further privilege.
+    pub(crate) fn open_on(tid: libc::pid_t, period_ns: u64, sid: u64) -> io::Result<PerfEvent> {
         let attr = PerfEventAttr {
             kind: PERF_TYPE_SOFTWARE,
             size: std::mem::size_of::<PerfEventAttr>() as u32,
@@ -76,12 +82,12 @@ impl PerfEvent {
             ..Default::default()
         };
         // SAFETY: `attr` is a fully initialised perf_event_attr of the size it states;
-        // pid 0 / cpu -1 means "this thread, any CPU".
+        // pid `tid` (0: this thread) / cpu -1 means "that thread, any CPU".
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_perf_event_open,
                 &attr as *const PerfEventAttr,
-                0,
+                tid,
                 -1,
                 -1,
                 PERF_FLAG_FD_CLOEXEC,

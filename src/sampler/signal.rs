@@ -11,7 +11,7 @@
 //! or `SIGPROF` is passed on to the handler that was installed before ours.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use super::ring::Ring;
@@ -41,6 +41,9 @@ pub(crate) struct Slot {
     pub counter_fd: AtomicI32,
     pub counted: AtomicU64,
     pub mark: AtomicU64,
+    /// The session samples every thread of the process (`threads=all`): threads that
+    /// existed before it started find their starting CPU time in [`STARTS`].
+    pub all_threads: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -56,9 +59,43 @@ const EMPTY: Slot = Slot {
     counter_fd: AtomicI32::new(-1),
     counted: AtomicU64::new(0),
     mark: AtomicU64::new(0),
+    all_threads: AtomicBool::new(false),
 };
 
 pub(crate) static SLOTS: [Slot; MAX_SLOTS] = [EMPTY; MAX_SLOTS];
+
+/// A thread that existed when a `threads=all` session started, and its CPU time then.
+pub(crate) struct ThreadStart {
+    pub tid: AtomicI32,
+    pub cpu_ns: AtomicU64,
+}
+
+/// Threads a `threads=all` session found at its start (at most one such session runs at a
+/// time: it refuses to share the process). Filled before its events are opened, cleared
+/// after they are closed; `STARTS_LEN` entries are valid, `STARTS_FULL` says some did not fit.
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_START: ThreadStart = ThreadStart {
+    tid: AtomicI32::new(0),
+    cpu_ns: AtomicU64::new(0),
+};
+pub(crate) const MAX_STARTS: usize = 4096;
+pub(crate) static STARTS: [ThreadStart; MAX_STARTS] = [NO_START; MAX_STARTS];
+pub(crate) static STARTS_LEN: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static STARTS_FULL: AtomicBool = AtomicBool::new(false);
+
+/// The CPU time the calling thread had when the `threads=all` session started: `Some(0)` for
+/// a thread born since (all its CPU is the session's), `None` when unknown.
+fn start_of_this_thread() -> Option<u64> {
+    // SAFETY: gettid is a plain system call, async-signal-safe.
+    let tid = unsafe { libc::gettid() };
+    let len = STARTS_LEN.load(Ordering::Acquire).min(MAX_STARTS);
+    for start in STARTS.iter().take(len) {
+        if start.tid.load(Ordering::Relaxed) == tid {
+            return Some(start.cpu_ns.load(Ordering::Relaxed));
+        }
+    }
+    (!STARTS_FULL.load(Ordering::Relaxed)).then_some(0)
+}
 
 /// Where handlers put samples; set once, before any handler is installed.
 pub(crate) static RING: OnceLock<Ring> = OnceLock::new();
@@ -362,6 +399,7 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
     // interval is represented by the sample that ends it. That keeps totals unbiased when
     // the session is paused and resumed at any granularity, includes kernel time the source
     // could not sample, and is exact whatever rate the kernel delivers.
+    let all_threads = clock.sid != sid && slot.all_threads.load(Ordering::Relaxed);
     let weight = if clock.sid == sid {
         let stretch = if clock.since == PAUSED {
             0
@@ -369,7 +407,11 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
             cpu.saturating_sub(clock.last.max(clock.since))
         };
         clock.active + stretch
-    } else if clocks.iter().all(|c| c.sid == 0) {
+    } else if let Some(start) = all_threads.then(start_of_this_thread).flatten() {
+        // First sample of a thread in a `threads=all` session: what it used since the
+        // session started (or since it was born).
+        cpu.saturating_sub(start)
+    } else if !all_threads && clocks.iter().all(|c| c.sid == 0) {
         // A thread never sampled before: with perf events only threads spawned inside the
         // session are sampled, so its whole CPU time lies in the session.
         cpu

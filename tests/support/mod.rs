@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -30,22 +31,95 @@ pub fn cargo_bench(target: &str, args: &[&str], env: &[(&str, &str)]) -> Output 
     cargo("bench", target, args, env)
 }
 
-fn cargo(kind: &str, target: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `cargo test --test <target>` whose test run (not the build) must finish within `limit`;
+/// a hang kills it and fails the caller.
+pub fn cargo_test_within(
+    limit: std::time::Duration,
+    target: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let built = command("test", target, &["--no-run"], &[], false)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    // Output goes to files (a pipe nobody reads while we wait could fill and stall the
+    // run); the run gets its own process group, so a hang is killed with its test binary.
+    let (out_file, err_file) = (tempfile::tempfile().unwrap(), tempfile::tempfile().unwrap());
+    let mut child = command("test", target, args, env, true)
+        .stdout(out_file.try_clone().unwrap())
+        .stderr(err_file.try_clone().unwrap())
+        .process_group(0)
+        .spawn()
+        .expect("cargo runs");
+    let read_back = |mut f: &std::fs::File| {
+        use std::io::{Read, Seek};
+        let mut bytes = Vec::new();
+        f.seek(std::io::SeekFrom::Start(0)).unwrap();
+        f.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            // SAFETY: kill(2) on the process group we created for this run.
+            unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+            let _ = child.wait();
+            panic!(
+                "cargo test --test {target} {args:?} {env:?} hung for {limit:?}\n{}\n{}",
+                String::from_utf8_lossy(&read_back(&out_file)),
+                String::from_utf8_lossy(&read_back(&err_file))
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = Output {
+        status,
+        stdout: read_back(&out_file),
+        stderr: read_back(&err_file),
+    };
+    eprintln!(
+        "--- cargo test --test {target} {args:?} {env:?}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn command(kind: &str, target: &str, args: &[&str], env: &[(&str, &str)], run: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO"));
     cmd.args([kind, "--quiet", "--manifest-path"])
         .arg(fixture_manifest())
         .arg(format!("--{kind}"))
-        .arg(target)
-        .arg("--")
-        .args(args)
+        .arg(target);
+    if run {
+        cmd.arg("--");
+    }
+    cmd.args(args)
         .env("CARGO_TARGET_DIR", fixture_target())
         .env_remove("PROFILE")
+        .env_remove("PROFILED")
         .env_remove("RUST_TEST_THREADS")
+        .env_remove("RUST_BACKTRACE")
         .env_remove("FIXTURE_OUT");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("cargo runs");
+    cmd
+}
+
+fn cargo(kind: &str, target: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = command(kind, target, args, env, true)
+        .output()
+        .expect("cargo runs");
     eprintln!(
         "--- cargo {kind} --{kind} {target} {args:?} {env:?}: {}\n--- stdout\n{}\n--- stderr\n{}",
         out.status,

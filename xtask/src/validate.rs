@@ -56,55 +56,55 @@ use Expect::{Hot, Top, Valid};
 /// Profile files, relative to target/, and what each must show.
 const EXPECTED: &[(&str, Expect)] = &[
     (
-        "validate/scheduler/schedules_1000_pods.cpu.pb.gz",
+        "validate/scheduler-example/scheduler/schedules_1000_pods.cpu.pb.gz",
         Hot("scheduler_example::score_node"),
     ),
     (
-        "validate/scheduler/schedules_in_waves.cpu.pb.gz",
+        "validate/scheduler-example/scheduler/schedules_in_waves.cpu.pb.gz",
         Hot("scheduler_example::score_node"),
     ),
     (
-        "validate/scheduler/schedules_on_runtime_workers.cpu.pb.gz",
+        "validate/scheduler-example/scheduler/schedules_on_runtime_workers.cpu.pb.gz",
         Hot("scheduler_example::score_node"),
     ),
     (
-        "validate/attribution/three_to_one_split.cpu.pb.gz",
+        "validate/workloads/attribution/three_to_one_split.cpu.pb.gz",
         Hot("workloads::heavy_a"),
     ),
     (
-        "validate/attribution/too_short_for_a_sample.cpu.pb.gz",
+        "validate/workloads/attribution/too_short_for_a_sample.cpu.pb.gz",
         Valid,
     ),
     (
-        "validate/setup/setup_then_reset.cpu.pb.gz",
+        "validate/workloads/setup/setup_then_reset.cpu.pb.gz",
         Hot("workloads::heavy_a"),
     ),
     (
-        "validate/setup/setup_paused.cpu.pb.gz",
+        "validate/workloads/setup/setup_paused.cpu.pb.gz",
         Hot("workloads::heavy_a"),
     ),
     (
-        "validate/parallel/alpha.cpu.pb.gz",
+        "validate/workloads/parallel/alpha.cpu.pb.gz",
         Hot("workloads::alpha_hot"),
     ),
     (
-        "validate/parallel/beta.cpu.pb.gz",
+        "validate/workloads/parallel/beta.cpu.pb.gz",
         Hot("workloads::beta_hot"),
     ),
     (
-        "validate/threads/four_workers.cpu.pb.gz",
+        "validate/workloads/threads/four_workers.cpu.pb.gz",
         Hot("workloads::worker_hot"),
     ),
     (
-        "validate/asyncs/multi_thread_workers.cpu.pb.gz",
+        "validate/workloads/asyncs/multi_thread_workers.cpu.pb.gz",
         Hot("workloads::async_hot"),
     ),
     (
-        "validate/asyncs/current_thread_below.cpu.pb.gz",
+        "validate/workloads/asyncs/current_thread_below.cpu.pb.gz",
         Hot("workloads::async_hot"),
     ),
     (
-        "validate/asyncs/current_thread_above.cpu.pb.gz",
+        "validate/workloads/asyncs/current_thread_above.cpu.pb.gz",
         Hot("workloads::async_hot"),
     ),
     (
@@ -120,18 +120,21 @@ const EXPECTED: &[(&str, Expect)] = &[
         Top("workloads::heavy_a"),
     ),
     (
-        "validate/harness/alpha_work.cpu.pb.gz",
+        "validate/workloads/harness/alpha_work.cpu.pb.gz",
         Hot("workloads::alpha_hot"),
     ),
     (
-        "validate/harness/beta_work.cpu.pb.gz",
+        "validate/workloads/harness/beta_work.cpu.pb.gz",
         Hot("workloads::beta_hot"),
     ),
     (
-        "validate/harness/nested.worker_threads.cpu.pb.gz",
+        "validate/workloads/harness/nested.worker_threads.cpu.pb.gz",
         Hot("workloads::worker_hot"),
     ),
-    ("validate/harness/fails_when_asked.cpu.pb.gz", Valid),
+    (
+        "validate/workloads/harness/fails_when_asked.cpu.pb.gz",
+        Valid,
+    ),
     ("validate/harness-all.cpu.pb.gz", Valid),
 ];
 

@@ -1,0 +1,298 @@
+//! What a user meets in the first hour: code that never asked for a profile keeps working
+//! (another tool's `PROFILE`, forking tests, strict lints), and nothing is lost or silently
+//! replaced (workspace members, helpers, bad directories). Runs real fixture binaries.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod support;
+use std::path::Path;
+use std::time::Duration;
+use support::*;
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                found.push(rel);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn another_tools_profile_variable_is_ignored_once_with_a_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["release", "dev"] {
+        let out = cargo_test(
+            "parallel",
+            &[],
+            &[("PROFILE", value), ("CARGO_TARGET_DIR", "/nonexistent")],
+        );
+        assert!(out.status.success(), "PROFILE={value} must not fail tests");
+        let err = stderr(&out);
+        let notice = format!("profiled: PROFILE={value} names none of profiled's");
+        assert_eq!(err.matches(&notice).count(), 1, "{err}");
+        assert!(err.contains("PROFILED=cpu"), "{err}");
+        assert!(!err.contains("profiled: alpha"), "no profile: {err}");
+    }
+    // PROFILED is strict and wins over PROFILE.
+    let profiled = format!("cpu,dir={}", dir.path().display());
+    let out = cargo_test(
+        "parallel",
+        &[],
+        &[("PROFILE", "release"), ("PROFILED", &profiled)],
+    );
+    assert!(out.status.success());
+    assert!(dir
+        .path()
+        .join("workloads/parallel/alpha.cpu.pb.gz")
+        .is_file());
+    let out = cargo_test("parallel", &[], &[("PROFILED", "release")]);
+    assert_eq!(out.status.code(), Some(101));
+    assert!(
+        stdout(&out).contains("profiled: PROFILED: `release` is not a known profile kind"),
+        "{}",
+        stdout(&out)
+    );
+    // A close misspelling in PROFILE is ours, and fails with a suggestion.
+    let out = cargo_test("parallel", &[], &[("PROFILE", "cpuu")]);
+    assert_eq!(out.status.code(), Some(101));
+    assert!(
+        stdout(&out).contains("(did you mean `cpu`?)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn a_forked_child_leaves_the_parents_profile_alone_and_never_hangs() {
+    for engine in ["perf", "timer"] {
+        let dir = tempfile::tempdir().unwrap();
+        let value = format!("cpu,engine={engine},dir={}", dir.path().display());
+        let out = cargo_test_within(
+            Duration::from_secs(120),
+            "fork",
+            &[],
+            &[("PROFILE", &value)],
+        );
+        assert!(out.status.success(), "engine {engine}");
+        for test in ["child_panics", "child_returns"] {
+            let p = read(&dir.path().join(format!("workloads/fork/{test}.cpu.pb.gz")));
+            // The parent burned 2 × 200 ms in heavy_a; the child burned nothing.
+            let cpu = p.cpu_ns() as f64 / 1e9;
+            assert!(cpu > 0.3, "engine {engine}, {test}: {cpu:.3}s");
+            assert!(
+                p.share("workloads::heavy_a") > 0.8,
+                "engine {engine}, {test}"
+            );
+        }
+        // Only the parent wrote (one summary line per test).
+        assert_eq!(
+            stderr(&out).matches("profiled: child_panics  cpu").count(),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_helper_profiled_twice_keeps_both_profiles_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = format!("cpu,dir={}", dir.path().display());
+    let out = cargo_test("helper", &["--test-threads=1"], &[("PROFILE", &value)]);
+    assert!(out.status.success());
+    assert_eq!(
+        files_under(dir.path()),
+        [
+            "workloads/helper/helper.2.cpu.pb.gz",
+            "workloads/helper/helper.cpu.pb.gz"
+        ]
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("`helper` was profiled more than once in this process"),
+        "{err}"
+    );
+    assert!(err.contains("#[profiled] belongs on tests"), "{err}");
+}
+
+#[test]
+fn an_unwritable_directory_fails_before_the_test_runs_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("reported");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let bad = file.join("sub");
+    let out = cargo_test(
+        "attribution",
+        &["--exact", "three_to_one_split"],
+        &[
+            ("PROFILE", &format!("cpu,dir={}", bad.display())),
+            ("FIXTURE_OUT", out_file.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(101));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "profiled: PROFILE: `dir={}`: cannot create directory",
+            bad.display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("give dir= a directory this test can write"),
+        "{text}"
+    );
+    // The panic points at the test, not at profiled's sources.
+    assert!(text.contains("tests/attribution.rs:"), "{text}");
+    assert!(!text.contains("src/private.rs"), "{text}");
+    // The test body never ran.
+    assert!(!out_file.exists());
+}
+
+fn members_manifest() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/members/Cargo.toml")
+}
+
+fn members(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.arg(args[0])
+        .arg("--manifest-path")
+        .arg(members_manifest())
+        .args(&args[1..])
+        .env("CARGO_TARGET_DIR", fixture_target())
+        .env_remove("PROFILE")
+        .env_remove("PROFILED")
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUST_BACKTRACE");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    eprintln!("{}\n{}", stdout(&out), stderr(&out));
+    out
+}
+
+#[test]
+fn workspace_members_with_the_same_test_names_keep_their_own_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = format!("cpu,dir={}", dir.path().display());
+    let out = members(
+        &[
+            "test",
+            "--quiet",
+            "--workspace",
+            "--test",
+            "integration",
+            "--",
+            "smoke",
+        ],
+        &[("PROFILE", &value)],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        files_under(dir.path()),
+        [
+            "alpha/integration/smoke.cpu.pb.gz",
+            "beta/integration/smoke.cpu.pb.gz"
+        ]
+    );
+    let alpha = read(&dir.path().join("alpha/integration/smoke.cpu.pb.gz"));
+    let beta = read(&dir.path().join("beta/integration/smoke.cpu.pb.gz"));
+    assert!(alpha.share("alpha::work") > 0.5);
+    assert!(beta.share("beta::work") > 0.5);
+}
+
+#[test]
+fn every_body_shape_expands_without_warnings_under_strict_lints() {
+    let out = members(
+        &[
+            "clippy",
+            "--quiet",
+            "--package",
+            "alpha",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+            "-W",
+            "clippy::pedantic",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+    // And they run, profiled, with the outcomes they have without profiling.
+    let dir = tempfile::tempdir().unwrap();
+    let value = format!("cpu,dir={}", dir.path().display());
+    let out = members(
+        &[
+            "test",
+            "--quiet",
+            "--package",
+            "alpha",
+            "--test",
+            "integration",
+        ],
+        &[("PROFILE", &value)],
+    );
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("12 passed; 0 failed"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(files_under(&dir.path().join("alpha/integration")).len(), 12);
+}
+
+#[test]
+fn work_on_a_pool_made_before_the_test_is_explained_and_threads_all_catches_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = format!("cpu,dir={}", dir.path().display());
+    let out = cargo_test("pool", &["--test-threads=1"], &[("PROFILE", &value)]);
+    assert!(out.status.success());
+    let err = stderr(&out);
+    let pool = read(
+        &dir.path()
+            .join("workloads/pool/b_works_on_the_pool.cpu.pb.gz"),
+    );
+    assert!(
+        pool.cpu_ns() < 100_000_000,
+        "the pool is not in a per-test profile"
+    );
+    assert!(
+        err.contains("profiled: b_works_on_the_pool: note: only 0.0")
+            && err.contains("while other threads of the process used")
+            && err.contains("PROFILE=cpu,threads=all"),
+        "{err}"
+    );
+    assert!(
+        err.contains("profiled: c_sleeps: note: only 0.00s of CPU in 0.2")
+            && err.contains("the test mostly waited"),
+        "{err}"
+    );
+
+    // threads=all: every thread of the process, pool included.
+    let value = format!("cpu,threads=all,dir={}", dir.path().display());
+    let out = cargo_test("pool", &["--test-threads=1"], &[("PROFILE", &value)]);
+    assert!(out.status.success());
+    let pool = read(
+        &dir.path()
+            .join("workloads/pool/b_works_on_the_pool.cpu.pb.gz"),
+    );
+    let cpu = pool.cpu_ns() as f64 / 1e9;
+    // 2 threads × 300 ms, each first sample weighing only what followed the start.
+    assert!((0.5..0.75).contains(&cpu), "{cpu:.3}s");
+    assert!(pool.share("workloads::worker_hot") > 0.9);
+    assert!(
+        !stderr(&out).contains("b_works_on_the_pool: note:"),
+        "{}",
+        stderr(&out)
+    );
+}
