@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::sampler::Collected;
+use crate::sampler::{Collected, TRUNCATED};
 use crate::symbolize::{Line as SymLine, Symbolizer};
 
 /// google/pprof proto/profile.proto, the fields we use, as prost messages.
@@ -153,6 +153,14 @@ pub mod proto {
 /// ```
 pub const LOST_FUNCTION: &str = "profiled::lost_samples";
 
+/// The pseudo-function that stands for the frames left out of a stack deeper than a sample
+/// holds: its innermost frames are below it, its outermost ones (which name the test) above.
+///
+/// ```
+/// assert_eq!(profiled::pprof::TRUNCATED_FUNCTION, "[truncated]");
+/// ```
+pub const TRUNCATED_FUNCTION: &str = "[truncated]";
+
 /// Figures for the summary line, computed while encoding.
 pub(crate) struct Encoded {
     pub gz: Vec<u8>,
@@ -251,9 +259,27 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
     // Deterministic output: stacks sorted by weight, then addresses.
     let mut stacks: Vec<_> = collected.stacks.iter().collect();
     stacks.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then_with(|| a.0.cmp(b.0)));
+    // The object each location is in, for the summary's headline rule.
+    let mut location_module: Vec<Option<usize>> = Vec::new();
     for (stack, &(count, weight)) in stacks {
         let mut ids = Vec::with_capacity(stack.len());
         for (depth, &addr) in stack.iter().enumerate() {
+            if addr == TRUNCATED {
+                let id = *locations.entry(TRUNCATED).or_insert_with(|| {
+                    let line = SymLine {
+                        function: TRUNCATED_FUNCTION.into(),
+                        system_name: TRUNCATED_FUNCTION.into(),
+                        file: "".into(),
+                        line: 0,
+                    };
+                    let fid = function_id(&line, &mut strings, &mut profile);
+                    let mapping_id = pseudo_mapping(&mut mappings);
+                    location_module.push(None);
+                    pseudo_location(&mut profile, mapping_id, fid)
+                });
+                ids.push(id);
+                continue;
+            }
             let is_return = depth > 0;
             let probe = if is_return {
                 addr.saturating_sub(1)
@@ -291,6 +317,7 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
                         line: lines,
                         is_folded: false,
                     });
+                    location_module.push(resolved.module);
                     locations.insert(probe, id);
                     id
                 }
@@ -298,8 +325,12 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
             ids.push(id);
         }
         folded.push((fold(&ids, &profile, &strings), weight / 1000));
-        if let Some(name) = headline_function(&ids, &profile, &strings) {
-            *flat.entry(name.into()).or_default() += weight;
+        let objects = Objects {
+            of_location: &location_module,
+            modules: &sym.modules,
+        };
+        if let Some(name) = headline_function(&ids, &profile, &strings, &objects) {
+            *flat.entry(name).or_default() += weight;
         }
         samples += count;
         cpu_ns += weight;
@@ -318,25 +349,8 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
             line: 0,
         };
         let fid = function_id(&line, &mut strings, &mut profile);
-        let id = profile.location.len() as u64 + 1;
-        let mapping_id = match mappings.get(&None) {
-            Some(&(id, _)) => id,
-            None => {
-                let id = mappings.len() as u64 + 1;
-                mappings.insert(None, (id, false));
-                id
-            }
-        };
-        profile.location.push(Location {
-            id,
-            mapping_id,
-            address: 0,
-            line: vec![proto::Line {
-                function_id: fid,
-                line: 0,
-            }],
-            is_folded: false,
-        });
+        let mapping_id = pseudo_mapping(&mut mappings);
+        let id = pseudo_location(&mut profile, mapping_id, fid);
         profile.sample.push(Sample {
             location_id: vec![id],
             value: vec![collected.lost as i64, collected.lost_ns as i64],
@@ -404,6 +418,28 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
     }
 }
 
+/// The mapping of addresses outside every known object (and of pseudo-frames).
+fn pseudo_mapping(mappings: &mut HashMap<Option<usize>, (u64, bool)>) -> u64 {
+    let next = mappings.len() as u64 + 1;
+    mappings.entry(None).or_insert((next, false)).0
+}
+
+/// A location for a frame that stands for something else (lost samples, left-out frames).
+fn pseudo_location(profile: &mut proto::Profile, mapping_id: u64, function_id: u64) -> u64 {
+    let id = profile.location.len() as u64 + 1;
+    profile.location.push(proto::Location {
+        id,
+        mapping_id,
+        address: 0,
+        line: vec![proto::Line {
+            function_id,
+            line: 0,
+        }],
+        is_folded: false,
+    });
+    id
+}
+
 /// `raw` in a gzip stream. A test's profile is a few KiB, where deflate saves little and
 /// costs most of encoding in an unoptimised build: below [`STORE_BELOW`] it is stored;
 /// bigger ones are deflated fast, as Go's runtime/pprof does.
@@ -434,16 +470,54 @@ fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
     out
 }
 
-/// The function a sample is charged to in the summary line: the innermost frame of the
-/// user's own code. Frames of Rust's standard library (sources under `/rustc/`) and of objects
-/// without debug info (libc) are folded into their caller, because in test builds iterator
-/// and arithmetic helpers are not inlined and would otherwise top every summary.
-fn headline_function<'a>(
+/// Which object each location is in.
+struct Objects<'a> {
+    /// By location id - 1.
+    of_location: &'a [Option<usize>],
+    modules: &'a [crate::modules::Module],
+}
+
+impl Objects<'_> {
+    /// The file name of the shared library location `id` is in, unless it is the main
+    /// executable or part of the C runtime (whose time belongs to the code that called it,
+    /// as std's does).
+    fn library(&self, id: u64) -> Option<String> {
+        const RUNTIME: &[&str] = &[
+            "libc.so",
+            "libc-",
+            "libm.so",
+            "libpthread",
+            "ld-linux",
+            "libgcc_s",
+            "libdl",
+            "librt",
+        ];
+        let module = (*self.of_location.get(id as usize - 1)?)?;
+        if module == 0 {
+            return None;
+        }
+        let name = self
+            .modules
+            .get(module)?
+            .path
+            .file_name()?
+            .to_string_lossy();
+        (!RUNTIME.iter().any(|r| name.starts_with(r))).then(|| name.into_owned())
+    }
+}
+
+/// What a sample is charged to in the summary line's `top:`: the innermost frame of the
+/// user's own code. Frames of Rust's standard library (sources under `/rustc/`) and of the
+/// C runtime are folded into their caller, because in test builds iterator and arithmetic
+/// helpers are not inlined and would otherwise top every summary. Time in another shared
+/// library without debug info (libz, libssl) is charged to that library, by file name.
+fn headline_function(
     ids: &[u64],
     profile: &proto::Profile,
-    strings: &'a Strings,
-) -> Option<&'a str> {
-    let mut innermost = None;
+    strings: &Strings,
+    objects: &Objects<'_>,
+) -> Option<Arc<str>> {
+    let mut innermost: Option<&str> = None;
     for &id in ids {
         for line in &profile.location[id as usize - 1].line {
             let f = &profile.function[line.function_id as usize - 1];
@@ -451,13 +525,18 @@ fn headline_function<'a>(
                 &strings.table[f.name as usize],
                 &strings.table[f.filename as usize],
             );
+            if file.is_empty() {
+                if let Some(library) = objects.library(id) {
+                    return Some(library.into());
+                }
+            }
             innermost.get_or_insert(name.as_str());
             if !file.is_empty() && !file.starts_with("/rustc/") {
-                return Some(name);
+                return Some(name.as_str().into());
             }
         }
     }
-    innermost
+    innermost.map(Into::into)
 }
 
 /// Decodes a (gzipped or raw) profile; for tests and tools that inspect what we wrote.

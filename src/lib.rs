@@ -82,7 +82,7 @@ pub use profiled_macros::test;
 
 /// Reading and writing pprof `profile.proto` files.
 pub mod pprof {
-    pub use crate::encode::{decode, proto, LOST_FUNCTION};
+    pub use crate::encode::{decode, proto, LOST_FUNCTION, TRUNCATED_FUNCTION};
 }
 
 /// Everything that can go wrong while profiling.
@@ -344,6 +344,15 @@ impl Profile {
             comments.push(format!(
                 "{} samples kept with their leaf frame only",
                 collected.truncated
+            ));
+        }
+        if collected.cut > 0 {
+            comments.push(format!(
+                "{} samples had stacks deeper than {} frames: their middle frames are left \
+                 out, marked by {}",
+                collected.cut,
+                sampler::MAX_DEPTH,
+                encode::TRUNCATED_FUNCTION
             ));
         }
         let encoded = symbolize::with(|sym| encode::encode(&collected, &comments, sym));

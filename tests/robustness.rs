@@ -296,3 +296,48 @@ fn work_on_a_pool_made_before_the_test_is_explained_and_threads_all_catches_it()
         stderr(&out)
     );
 }
+
+#[test]
+fn deep_stacks_keep_their_root_and_say_where_frames_were_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let value = format!("cpu,dir={}", dir.path().display());
+    let out = cargo_test("deep", &[], &[("PROFILE", &value)]);
+    assert!(out.status.success());
+    let p = read(
+        &dir.path()
+            .join("workloads/deep/two_thousand_deep.cpu.pb.gz"),
+    );
+    let mut cut = 0;
+    for s in &p.profile.sample {
+        let stack = p.stack(s);
+        if stack.contains(&"[truncated]") {
+            cut += s.value[0];
+            // Leaf side below the mark, the test's own frames above it.
+            let mark = stack.iter().position(|f| *f == "[truncated]").unwrap();
+            assert!(stack[..mark].iter().any(|f| f.ends_with("deep::recurse")));
+            assert!(
+                stack[mark..]
+                    .iter()
+                    .any(|f| f.ends_with("deep::two_thousand_deep")),
+                "{stack:?}"
+            );
+        }
+    }
+    assert!(
+        cut as f64 > 0.9 * p.samples() as f64,
+        "{cut} of {}",
+        p.samples()
+    );
+    assert!(
+        p.comments()
+            .iter()
+            .any(|c| c.contains("samples had stacks deeper than 128 frames")),
+        "{:?}",
+        p.comments()
+    );
+    // The test function holds (nearly) all of it, as it should.
+    assert!(p.share("deep::two_thousand_deep") > 0.95);
+    let shallow = read(&dir.path().join("workloads/deep/shallow.cpu.pb.gz"));
+    assert_eq!(shallow.share("[truncated]"), 0.0);
+    assert!(!shallow.comments().iter().any(|c| c.contains("deeper")));
+}

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::perf::{read_count, PerfEvent};
 use super::ring::{Pop, Ring};
-use super::signal::{self, Slot, MAX_SLOTS, RING, SLOTS};
+use super::signal::{self, Slot, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, TABLE};
 use super::signal::{ThreadStart, MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN};
+use super::table::StackTable;
 use super::timer::{self, CpuTimer};
 use super::{Collected, Source};
 use crate::config::{Engine, Threads};
@@ -16,6 +17,9 @@ use crate::Error;
 
 /// Samples buffered between drains: 1024 × ~1 KiB.
 const RING_CAPACITY: usize = 1024;
+/// Distinct stacks aggregated in the handler while no drain thread runs: 4096 × ~1 KiB of
+/// address space, of which only entries in use cost memory.
+const TABLE_CAPACITY: usize = 4096;
 /// The drain wakes often enough that the ring, at the rate samples arrived lately, is a
 /// quarter full at most: every 4 ms at 1 kHz on 64 busy cores, at the longest interval for a
 /// test or two on a laptop, where waking 200 times a second would cost more than sampling.
@@ -67,7 +71,8 @@ pub(crate) fn forked() -> bool {
     pid != 0 && pid != std::process::id()
 }
 
-/// One-time process set-up: ring, handlers, drain thread. Only reached when a profile starts.
+/// One-time process set-up: ring, table, handlers, and the drain thread if the process
+/// already has threads. Only reached when a profile starts.
 fn engine() -> Result<&'static Engine_, Error> {
     let engine = ENGINE.get_or_init(|| {
         // PROFILED_RING_CAPACITY (a power of two) exists so tests can force an overflow.
@@ -77,13 +82,10 @@ fn engine() -> Result<&'static Engine_, Error> {
             .filter(|c| c.is_power_of_two())
             .unwrap_or(RING_CAPACITY);
         let _ = RING.set(Ring::new(capacity));
+        let _ = TABLE.set(StackTable::new(TABLE_CAPACITY));
         ENGINE_PID.store(std::process::id(), Ordering::Relaxed);
         signal::install()
             .map_err(|e| format!("cannot install the sampling signal handlers: {e}"))?;
-        std::thread::Builder::new()
-            .name("profiled-drain".into())
-            .spawn(drain_loop)
-            .map_err(|e| format!("cannot start the drain thread: {e}"))?;
         Ok(Engine_ {
             drain: Mutex::new(Drain {
                 sessions: HashMap::default(),
@@ -92,9 +94,47 @@ fn engine() -> Result<&'static Engine_, Error> {
             active: AtomicUsize::new(0),
         })
     });
-    engine
+    let engine = engine
         .as_ref()
-        .map_err(|e| Error::Unsupported { what: e.clone() })
+        .map_err(|e| Error::Unsupported { what: e.clone() })?;
+    ensure_drain_thread()?;
+    Ok(engine)
+}
+
+/// Starts the drain thread once the process has more than one thread. A single-threaded
+/// process stays single-threaded: its first `pthread_create` would switch glibc's malloc to
+/// its locking paths for good and change what the profile measures. Until a drain thread
+/// runs, handlers aggregate into the table and sessions drain it themselves (at pause,
+/// reset and finish).
+fn ensure_drain_thread() -> Result<(), Error> {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Some(done) = STARTED.get() {
+        return done.clone().map_err(|what| Error::Unsupported { what });
+    }
+    if process_threads() <= 1 {
+        return Ok(());
+    }
+    STARTED
+        .get_or_init(|| {
+            std::thread::Builder::new()
+                .name("profiled-drain".into())
+                .spawn(drain_loop)
+                .map(|_| DRAIN_RUNNING.store(true, Ordering::Release))
+                .map_err(|e| format!("cannot start the drain thread: {e}"))
+        })
+        .clone()
+        .map_err(|what| Error::Unsupported { what })
+}
+
+/// Threads in this process now (`num_threads` of /proc/self/stat); 0 if unreadable, which
+/// counts as "has threads".
+fn process_threads() -> usize {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces; the
+    // thread count is field 20, the 18th after it.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())
+        .unwrap_or(usize::MAX)
 }
 
 fn lock(engine: &Engine_) -> MutexGuard<'_, Drain> {
@@ -145,23 +185,24 @@ fn next_interval(every: Duration, drained: usize, capacity: usize) -> Duration {
 /// With `complete`, waits out cells that a handler is still filling, so everything pushed
 /// before the call is taken.
 fn drain_into(drain: &mut Drain, complete: bool) -> usize {
-    let Some(ring) = RING.get() else { return 0 };
     let mut taken = 0;
+    if let Some(table) = TABLE.get() {
+        table.drain(|(sid, generation, stack, count, weight)| {
+            if let Some(agg) = drain.sessions.get_mut(&sid) {
+                if generation >= agg.floor {
+                    add(agg, stack, count, weight);
+                }
+            }
+            taken += 1;
+        });
+    }
+    let Some(ring) = RING.get() else { return taken };
     loop {
         let more = ring.pop_with(|pop| match pop {
             Pop::Sample(s) => {
                 if let Some(agg) = drain.sessions.get_mut(&s.sid) {
                     if s.generation >= agg.floor {
-                        let stack = &s.frames[..s.depth as usize];
-                        match agg.stacks.get_mut(stack) {
-                            Some(v) => {
-                                v.0 += 1;
-                                v.1 += s.weight_ns;
-                            }
-                            None => {
-                                agg.stacks.insert(stack.into(), (1, s.weight_ns));
-                            }
-                        }
+                        add(agg, &s.frames[..s.depth as usize], 1, s.weight_ns);
                     }
                 }
                 taken += 1;
@@ -183,6 +224,18 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
 
 /// The sources a session armed: the starting thread's first, then (with `threads=all`) one
 /// per other thread of the process. Dropping them stops sampling.
+fn add(agg: &mut Aggregate, stack: &[u64], count: u64, weight_ns: u64) {
+    match agg.stacks.get_mut(stack) {
+        Some(v) => {
+            v.0 += count;
+            v.1 += weight_ns;
+        }
+        None => {
+            agg.stacks.insert(stack.into(), (count, weight_ns));
+        }
+    }
+}
+
 enum Armed {
     Perf(Vec<PerfEvent>),
     Timer(#[allow(dead_code)] Vec<CpuTimer>),
@@ -223,6 +276,7 @@ impl Session {
         slot.lost.store(0, Ordering::Relaxed);
         slot.lost_ns.store(0, Ordering::Relaxed);
         slot.truncated.store(0, Ordering::Relaxed);
+        slot.cut.store(0, Ordering::Relaxed);
         slot.period_ns.store(period_ns, Ordering::Relaxed);
         slot.all_threads
             .store(threads == Threads::All, Ordering::Relaxed);
@@ -315,14 +369,15 @@ impl Session {
             lost: self.slot.lost.load(Ordering::Relaxed),
             lost_ns: self.slot.lost_ns.load(Ordering::Relaxed),
             truncated: self.slot.truncated.load(Ordering::Relaxed),
+            cut: self.slot.cut.load(Ordering::Relaxed),
             measured_ns,
             source: self.source,
             period_ns: self.period_ns,
             start: self.start,
             duration,
         };
-        engine.active.fetch_sub(1, Ordering::AcqRel);
         self.slot.sid.store(0, Ordering::SeqCst);
+        close(engine);
         collected
     }
 }
@@ -345,8 +400,8 @@ impl Drop for Session {
                     std::thread::yield_now();
                 }
                 lock(engine).sessions.remove(&self.sid);
-                engine.active.fetch_sub(1, Ordering::AcqRel);
                 self.slot.sid.store(0, Ordering::SeqCst);
+                close(engine);
             }
             end_exclusive(self.sid);
         }
@@ -425,6 +480,17 @@ fn process_cpu_ns() -> u64 {
     // SAFETY: clock_gettime writes the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One session fewer. The last one out empties the stack table: with no session open no
+/// handler can be adding to it (each session waited out its handlers), and starts wait.
+fn close(engine: &Engine_) {
+    let _starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+    if engine.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if let Some(table) = TABLE.get() {
+            table.clear();
+        }
+    }
 }
 
 fn claim() -> Result<(u64, &'static Slot), Error> {
@@ -554,6 +620,7 @@ pub(crate) fn reset(sid: u64) {
     slot.lost.store(0, Ordering::Relaxed);
     slot.lost_ns.store(0, Ordering::Relaxed);
     slot.truncated.store(0, Ordering::Relaxed);
+    slot.cut.store(0, Ordering::Relaxed);
     slot.counted.store(0, Ordering::Relaxed);
     restart_count(slot);
 }
@@ -587,6 +654,18 @@ pub(crate) fn pause(sid: u64) {
         if slot.paused.fetch_add(1, Ordering::AcqRel) == 0 {
             bank(slot);
         }
+        drain_here();
+    }
+}
+
+/// Without a drain thread, the session's own thread drains at its pauses: criterion pauses
+/// after every timed batch, so the table and ring are emptied as the benchmark goes.
+fn drain_here() {
+    if DRAIN_RUNNING.load(Ordering::Acquire) || forked() {
+        return;
+    }
+    if let Some(Ok(engine)) = ENGINE.get() {
+        drain_into(&mut lock(engine), false);
     }
 }
 

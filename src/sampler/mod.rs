@@ -22,6 +22,8 @@ pub(crate) mod ring;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) mod signal;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod table;
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod timer;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod unwind;
@@ -30,6 +32,11 @@ mod unwind;
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use linux::{check_rate, forked, installed, is_live, pause, reset, resume, Session};
+
+/// Stands for the frames a deep stack lost; the encoder names it `[truncated]`.
+pub(crate) const TRUNCATED: u64 = u64::MAX;
+/// Frames a sample holds at most.
+pub(crate) const MAX_DEPTH: usize = ring::MAX_DEPTH;
 
 /// Which source a session ended up using.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +61,9 @@ pub(crate) struct Collected {
     pub lost: u64,
     pub lost_ns: u64,
     pub truncated: u64,
+    /// Samples whose stacks were deeper than a sample holds: their middle frames are one
+    /// [`TRUNCATED`] marker.
+    pub cut: u64,
     /// CPU time of all sampled threads over the profile's unpaused stretches, counted by the
     /// kernel (perf source only).
     pub measured_ns: Option<u64>,

@@ -14,7 +14,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use super::ring::Ring;
+use super::ring::{Ring, MAX_DEPTH};
+use super::table::StackTable;
 use super::unwind;
 
 /// Most profiles that can be open at once (concurrent tests).
@@ -35,6 +36,8 @@ pub(crate) struct Slot {
     pub lost_ns: AtomicU64,
     /// Samples kept with their leaf frame only, because no unwind cache was free.
     pub truncated: AtomicU64,
+    /// Samples whose stacks were deeper than a sample holds (middle frames left out).
+    pub cut: AtomicU64,
     /// Not used by the handler. The perf event's fd (-1 for none), whose count is the CPU
     /// time of every thread the session samples; `counted` sums it over unpaused stretches,
     /// the current one having started at `mark`.
@@ -56,6 +59,7 @@ const EMPTY: Slot = Slot {
     lost: AtomicU64::new(0),
     lost_ns: AtomicU64::new(0),
     truncated: AtomicU64::new(0),
+    cut: AtomicU64::new(0),
     counter_fd: AtomicI32::new(-1),
     counted: AtomicU64::new(0),
     mark: AtomicU64::new(0),
@@ -99,6 +103,10 @@ fn start_of_this_thread() -> Option<u64> {
 
 /// Where handlers put samples; set once, before any handler is installed.
 pub(crate) static RING: OnceLock<Ring> = OnceLock::new();
+/// Where handlers aggregate samples while no drain thread runs; set with the ring.
+pub(crate) static TABLE: OnceLock<StackTable> = OnceLock::new();
+/// Whether a drain thread empties the ring; until one does, handlers use [`TABLE`].
+pub(crate) static DRAIN_RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// What a thread's next sample weighs, in its own CPU clock.
 #[derive(Clone, Copy)]
@@ -438,29 +446,84 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
     if paused {
         return;
     }
-    let Some(ring) = RING.get() else { return };
     let (pc, sp, bp) = registers(ctx);
-    let mut unwound = true;
+    let kept = if DRAIN_RUNNING.load(Ordering::Relaxed) {
+        push(sid, generation, weight, |frames| walk(pc, sp, bp, frames))
+    } else {
+        // No drain thread: aggregate here, the ring only takes what the table can't.
+        let mut frames = [0u64; MAX_DEPTH];
+        let (depth, shape) = walk(pc, sp, bp, &mut frames);
+        let stack = frames.get(..depth).unwrap_or_default();
+        let in_table = TABLE
+            .get()
+            .is_some_and(|t| t.add(sid, generation, stack, weight));
+        if in_table {
+            Some(shape)
+        } else {
+            push(sid, generation, weight, |dst| {
+                if let Some(dst) = dst.get_mut(..depth) {
+                    dst.copy_from_slice(stack);
+                }
+                (depth, shape)
+            })
+        }
+    };
+    match kept {
+        None => {
+            slot.lost.fetch_add(1, Ordering::Relaxed);
+            slot.lost_ns.fetch_add(weight, Ordering::Relaxed);
+        }
+        Some(Shape::LeafOnly) => {
+            slot.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Shape::Cut) => {
+            slot.cut.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(Shape::Whole) => {}
+    }
+}
+
+/// What became of a sample's stack.
+#[derive(Clone, Copy)]
+enum Shape {
+    Whole,
+    /// Deeper than a sample holds: the middle frames gave way to a marker.
+    Cut,
+    /// No unwind cache was free: the leaf alone, all we can get safely.
+    LeafOnly,
+}
+
+/// Walks the interrupted stack into `frames`.
+fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> (usize, Shape) {
+    match unwind::walk(pc, sp, bp, frames) {
+        Some(w) if w.cut => (w.depth, Shape::Cut),
+        Some(w) => (w.depth, Shape::Whole),
+        None => {
+            frames[0] = pc;
+            (1, Shape::LeafOnly)
+        }
+    }
+}
+
+/// Pushes one sample into the ring, its frames written in place by `fill`, which returns
+/// `(depth, shape)`. `None` when the ring is full.
+fn push(
+    sid: u64,
+    generation: u32,
+    weight: u64,
+    fill: impl FnOnce(&mut [u64; MAX_DEPTH]) -> (usize, Shape),
+) -> Option<Shape> {
+    let ring = RING.get()?;
+    let mut shape = Shape::Whole;
     let pushed = ring.push_with(|s| {
         s.sid = sid;
         s.generation = generation;
         s.weight_ns = weight;
-        match unwind::walk(pc, sp, bp, &mut s.frames) {
-            Some(depth) => s.depth = depth as u32,
-            None => {
-                // No cache free: keep the leaf, which is all we can get safely.
-                s.frames[0] = pc;
-                s.depth = 1;
-                unwound = false;
-            }
-        }
+        let (depth, how) = fill(&mut s.frames);
+        s.depth = depth as u32;
+        shape = how;
     });
-    if !pushed {
-        slot.lost.fetch_add(1, Ordering::Relaxed);
-        slot.lost_ns.fetch_add(weight, Ordering::Relaxed);
-    } else if !unwound {
-        slot.truncated.fetch_add(1, Ordering::Relaxed);
-    }
+    pushed.then_some(shape)
 }
 
 /// pc, sp and frame pointer of the interrupted context.

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, MustNotAllocateDuringUnwind, Unwinder};
 
+use super::ring::MAX_DEPTH;
+use super::TRUNCATED;
 use crate::modules::Module;
 
 /// Section data is borrowed straight from the loaded image: no copies, nothing to free.
@@ -166,11 +168,26 @@ fn probe(page: u64) -> bool {
     n == 8
 }
 
+/// Frames walked at most for one sample: deep enough for a 2000-deep recursion to keep its
+/// root, bounded so a runaway stack cannot keep the handler busy.
+const MAX_WALK: usize = 2048;
+/// A stack deeper than `frames` keeps its innermost frames and its outermost ones (which
+/// name the test), with [`TRUNCATED`] between them.
+const KEEP_ROOT: usize = MAX_DEPTH / 2 - 1;
+const KEEP_LEAF: usize = MAX_DEPTH - KEEP_ROOT - 1;
+
+/// A walked stack.
+pub(crate) struct Walked {
+    pub depth: usize,
+    /// Frames were left out in the middle (marked by [`TRUNCATED`]).
+    pub cut: bool,
+}
+
 /// Walks the interrupted thread's stack into `frames`: the interrupted pc first, then return
-/// addresses. Returns the depth, or `None` when no cache was free (the caller counts a loss).
+/// addresses. `None` when no cache was free (the caller keeps the leaf alone).
 ///
 /// Async-signal-safe once [`prepare`] has run.
-pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64]) -> Option<usize> {
+pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> Option<Walked> {
     let walker = WALKER.load(Ordering::Acquire);
     let pool = POOL.load(Ordering::Acquire);
     if walker.is_null() || pool.is_null() {
@@ -194,18 +211,50 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64]) -> Option<usiz
         Ok(unsafe { (addr as *const u64).read_volatile() })
     };
     let mut iter = walker.iter_frames(pc, UnwindRegsX86_64::new(pc, sp, bp), cache, &mut read);
-    let mut depth = 0;
-    while depth < frames.len() {
-        match iter.next() {
-            Ok(Some(frame)) => {
-                frames[depth] = frame.address();
-                depth += 1;
-            }
-            _ => break,
-        }
+    // Frames past `frames` go round in `beyond`, so its last KEEP_ROOT are the outermost.
+    let mut beyond = [0u64; KEEP_ROOT];
+    let mut total = 0;
+    while total < MAX_WALK {
+        let Ok(Some(frame)) = iter.next() else { break };
+        let cell = match frames.get_mut(total) {
+            Some(cell) => cell,
+            None => match beyond.get_mut((total - MAX_DEPTH) % KEEP_ROOT) {
+                Some(cell) => cell,
+                None => break,
+            },
+        };
+        *cell = frame.address();
+        total += 1;
     }
     slot.busy.store(false, Ordering::Release);
-    Some(depth)
+    if total <= MAX_DEPTH {
+        return Some(Walked {
+            depth: total,
+            cut: false,
+        });
+    }
+    // The outermost KEEP_ROOT frames, in order: sequence indices total-KEEP_ROOT..total.
+    let mut root = [0u64; KEEP_ROOT];
+    for (k, out) in root.iter_mut().enumerate() {
+        let i = total - KEEP_ROOT + k;
+        *out = match frames.get(i) {
+            Some(&f) => f,
+            None => beyond
+                .get((i - MAX_DEPTH) % KEEP_ROOT)
+                .copied()
+                .unwrap_or(0),
+        };
+    }
+    if let Some(mark) = frames.get_mut(KEEP_LEAF) {
+        *mark = TRUNCATED;
+    }
+    if let Some(dst) = frames.get_mut(KEEP_LEAF + 1..) {
+        dst.copy_from_slice(&root);
+    }
+    Some(Walked {
+        depth: MAX_DEPTH,
+        cut: true,
+    })
 }
 
 #[cfg(test)]

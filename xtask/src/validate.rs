@@ -280,7 +280,7 @@ fn validate_stress(root: &Path, go: &Path) -> Result<usize, String> {
 }
 
 /// Runs `go tool pprof ARGS FILE`; fails on a non-zero exit or any stderr output.
-fn pprof(go: &Path, args: &[&str], file: &Path) -> Result<String, String> {
+pub(crate) fn pprof(go: &Path, args: &[&str], file: &Path) -> Result<String, String> {
     let out = Command::new(go)
         .args(["tool", "pprof"])
         .args(args)
@@ -299,7 +299,7 @@ fn pprof(go: &Path, args: &[&str], file: &Path) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn find_go() -> Result<PathBuf, String> {
+pub(crate) fn find_go() -> Result<PathBuf, String> {
     let candidates = [
         PathBuf::from("/usr/lib/go-1.19/bin/go"),
         PathBuf::from("go"),

@@ -1,0 +1,56 @@
+//! Time spent in a C library without debug info: the summary's `top:` names the library
+//! (not the Rust code that called it, with 0 % of its own), and go tool pprof sees its
+//! functions by their symbol-table names.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use std::ffi::{c_int, c_ulong, c_void};
+use std::time::Duration;
+
+type Compress2 = unsafe extern "C" fn(*mut u8, *mut c_ulong, *const u8, c_ulong, c_int) -> c_int;
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[test]
+fn time_in_a_c_library_is_charged_to_that_library() {
+    // SAFETY: dlopen/dlsym with NUL-terminated names; zlib's compress2 has this signature.
+    let compress2: Compress2 = unsafe {
+        let lib = libc::dlopen(c"libz.so.1".as_ptr(), libc::RTLD_NOW);
+        assert!(!lib.is_null(), "zlib is part of every Debian system");
+        let f: *mut c_void = libc::dlsym(lib, c"compress2".as_ptr());
+        assert!(!f.is_null());
+        std::mem::transmute::<*mut c_void, Compress2>(f)
+    };
+    let input: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut output = vec![0u8; 2 << 20];
+
+    let profile = profiled::Profile::start("zlib", &profiled::Config::default()).unwrap();
+    let start = thread_cpu();
+    while thread_cpu() - start < Duration::from_millis(400) {
+        let mut len = output.len() as c_ulong;
+        // SAFETY: buffers of the stated lengths; level 9.
+        let r = unsafe {
+            compress2(
+                output.as_mut_ptr(),
+                &mut len,
+                input.as_ptr(),
+                input.len() as c_ulong,
+                9,
+            )
+        };
+        assert_eq!(r, 0);
+    }
+    let report = profile.finish().unwrap();
+    let (top, share) = report.top_function().expect("samples");
+    assert_eq!(top, "libz.so.1", "{}", report.summary_line(None));
+    assert!(share > 0.8, "{share}");
+}
