@@ -99,6 +99,13 @@ impl Ring {
         self.mask + 1
     }
 
+    /// Samples claimed but not yet consumed (an estimate while producers run).
+    pub(crate) fn len(&self) -> usize {
+        self.enqueue
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.dequeue.load(Ordering::Relaxed))
+    }
+
     /// Claims a cell, lets `fill` write the sample in place and publishes it.
     /// Returns false, without calling `fill`, when the ring is full. Async-signal-safe.
     pub(crate) fn push_with(&self, fill: impl FnOnce(&mut RawSample)) -> bool {

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use crate::validate::{find_go, pprof};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const MODES: [&str; 3] = ["plain", "plain-with-thread", "profiled"];
 const LIMIT_POINTS: f64 = 3.0;
 
@@ -170,7 +170,7 @@ fn profile_libc_share(go: &Path, profile: &Path) -> Result<f64, String> {
         .filter_map(|l| Some(l.trim().split(':').next()?.to_string()))
         .collect();
     let (mut libc, mut all) = (0f64, 0f64);
-    for line in section("Samples").lines().skip(1) {
+    for line in section("Samples:").lines().skip(1) {
         let Some((values, stack)) = line.split_once(':') else {
             continue;
         };
