@@ -237,7 +237,7 @@ fn mentions_ours(text: &str) -> bool {
 }
 
 /// The known word within a small edit distance of `word`, for "did you mean".
-fn closest<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     let limit = if word.chars().count() <= 4 { 1 } else { 2 };
     known
         .map(|k| (edit_distance(word, k), k))

@@ -165,6 +165,9 @@ fn record(report: &crate::Report, path: &std::path::Path) {
 #[doc(hidden)]
 pub fn main(package: Option<&'static str>) -> ! {
     let (flags, rest) = split(std::env::args_os().collect()).unwrap_or_else(|e| usage_error(&e));
+    if let Some(message) = unknown_option(&rest) {
+        usage_error(&message);
+    }
     let args = match <Arguments as clap::Parser>::try_parse_from(&rest) {
         Ok(args) => args,
         Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => {
@@ -194,6 +197,7 @@ pub fn main(package: Option<&'static str>) -> ! {
         (None, None) => None,
     };
     let per_test = per_test.filter(|_| !args.list);
+    capture_panics(args.nocapture);
 
     let whole = match (&flags.cpuprofile, args.list) {
         (Some(path), false) => {
@@ -236,6 +240,70 @@ pub fn main(package: Option<&'static str>) -> ! {
     conclusion.exit()
 }
 
+/// The first option neither libtest's command line nor ours knows, with the closest one
+/// that exists: clap's own message suggests quoting it as a value, which misleads here.
+fn unknown_option(args: &[OsString]) -> Option<String> {
+    let command = <Arguments as clap::CommandFactory>::command();
+    let mut known: Vec<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    known.extend(["--help", "--cpuprofile", "--profile", "--profile-freq"].map(String::from));
+    for arg in args.iter().skip(1) {
+        let text = arg.to_string_lossy();
+        if text == "--" {
+            break;
+        }
+        let Some(name) = text.split('=').next().filter(|n| n.starts_with("--")) else {
+            continue;
+        };
+        if known.iter().any(|k| k == name) {
+            continue;
+        }
+        let hint = crate::config::closest(name, known.iter().map(String::as_str))
+            .map(|k| format!(" (did you mean '{k}'?)"))
+            .unwrap_or_default();
+        return Some(format!("unknown option '{name}'{hint}"));
+    }
+    None
+}
+
+thread_local! {
+    /// Set on a harness test's own thread; its panic message is kept here instead of printed.
+    static PANIC: std::cell::RefCell<Option<Option<String>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Panics of tests are reported under `failures:`, as libtest does, not printed where they
+/// happen (unless `--nocapture`): a hook keeps the message of a panic on a test's thread.
+fn capture_panics(nocapture: bool) {
+    if nocapture {
+        return;
+    }
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let kept = PANIC.with(|p| {
+            let mut p = p.borrow_mut();
+            let slot = p.as_mut()?;
+            let thread = std::thread::current();
+            let location = info
+                .location()
+                .map(|l| format!(" at {l}"))
+                .unwrap_or_default();
+            let message = info.payload_as_str().unwrap_or("Box<dyn Any>");
+            *slot = Some(format!(
+                "thread '{}' panicked{location}:\n{message}",
+                thread.name().unwrap_or("<unnamed>")
+            ));
+            Some(())
+        });
+        if kept.is_none() {
+            previous(info);
+        }
+    }));
+}
+
+/// Runs one test on a thread named after it (as libtest does: panic messages and profiles
+/// name the test), with its profile started on that thread.
 fn run_one(
     test: &'static Test,
     name: String,
@@ -245,22 +313,37 @@ fn run_one(
     let _serial = config
         .as_ref()
         .map(|_| SERIAL.lock().unwrap_or_else(|p| p.into_inner()));
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name(name.clone())
+            .spawn_scoped(scope, || run_here(test, &name, package, config))
+            .map_err(|e| Failed::from(format!("cannot start the test's thread: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err("the test's thread panicked outside the test".into()))
+    })
+}
+
+fn run_here(
+    test: &'static Test,
+    name: &str,
+    package: Option<&'static str>,
+    config: Option<Config>,
+) -> Result<(), Failed> {
     let profile = match &config {
-        Some(c) => Some(Profile::start(name.clone(), c).map_err(|e| format!("profiled: {e}"))?),
+        Some(c) => Some(Profile::start(name, c).map_err(|e| format!("profiled: {e}"))?),
         None => None,
     };
+    PANIC.with(|p| *p.borrow_mut() = Some(None));
     let result = std::panic::catch_unwind(test.run);
+    let panic_text = PANIC.with(|p| p.borrow_mut().take().flatten());
     let outcome = match (result, test.should_panic) {
         (Ok(Ok(())), None) => Ok(()),
         (Ok(Err(e)), None) => Err(e),
-        (Err(_), None) => Err("test panicked".to_string()),
+        (Err(payload), None) => Err(panic_text
+            .unwrap_or_else(|| format!("test panicked: {}", payload_text(payload.as_ref())))),
         (Ok(_), Some(_)) => Err("test did not panic as expected".to_string()),
         (Err(payload), Some(expected)) => {
-            let message = payload
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let message = payload_text(payload.as_ref());
             if message.contains(expected) {
                 Ok(())
             } else {
@@ -271,7 +354,7 @@ fn run_one(
         }
     };
     if let (Some(profile), Some(config)) = (profile, config) {
-        let path = output::profile_path(config.dir.as_deref(), package, &name);
+        let path = output::profile_path(config.dir.as_deref(), package, name);
         let svg = config.svg.then(|| output::svg_path(&path));
         let written = profile.finish().and_then(|r| {
             r.publish(&path, svg.as_deref())?;
@@ -287,6 +370,15 @@ fn run_one(
         }
     }
     outcome.map_err(Failed::from)
+}
+
+/// A panic payload as text (`panic!` gives a `&str` or a `String`).
+fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "Box<dyn Any>".into())
 }
 
 /// `name` cut to `max` characters, keeping its end (the most specific part of a Rust path).

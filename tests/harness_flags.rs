@@ -179,6 +179,41 @@ fn libtest_command_line_works() {
 }
 
 #[test]
+fn failures_show_the_panic_message_and_tests_run_on_threads_named_after_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("reported");
+    let out = cargo_test(
+        "harness",
+        &[],
+        &[
+            ("HARNESS_FAIL", "panic"),
+            ("FIXTURE_OUT", out_file.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(101));
+    let text = stdout(&out);
+    let failures = text.split("failures:").nth(1).unwrap_or_default();
+    assert!(
+        failures.contains("thread 'fails_when_asked' panicked at tests/harness.rs:")
+            && failures.contains("asked to panic"),
+        "{text}"
+    );
+    // Kept for the failures section, not printed while the tests run.
+    assert!(!stderr(&out).contains("asked to panic"), "{}", stderr(&out));
+    assert_eq!(reported(&out_file)["alpha_work.thread"], "alpha_work");
+
+    // A misspelt flag: the closest one, not clap's tip about values.
+    let out = cargo_test("harness", &["--cpuprofil", "x.pb.gz"], &[]);
+    assert_eq!(out.status.code(), Some(101));
+    let err = stderr(&out);
+    assert!(
+        err.contains("unknown option '--cpuprofil' (did you mean '--cpuprofile'?)"),
+        "{err}"
+    );
+    assert!(!err.contains("tip:"), "{err}");
+}
+
+#[test]
 fn bad_flags_give_usage_and_exit_101() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
