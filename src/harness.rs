@@ -289,7 +289,7 @@ fn capture_panics(nocapture: bool) {
                 .location()
                 .map(|l| format!(" at {l}"))
                 .unwrap_or_default();
-            let message = info.payload_as_str().unwrap_or("Box<dyn Any>");
+            let message = payload_text(info.payload());
             *slot = Some(format!(
                 "thread '{}' panicked{location}:\n{message}",
                 thread.name().unwrap_or("<unnamed>")
