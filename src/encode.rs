@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::sampler::{Collected, TRUNCATED};
+use crate::sampler::{Collected, Thread, TRUNCATED};
 use crate::symbolize::{Line as SymLine, Symbolizer};
 
 /// google/pprof proto/profile.proto, the fields we use, as prost messages.
@@ -256,12 +256,22 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         id
     };
 
-    // Deterministic output: stacks sorted by weight, then addresses.
-    let mut stacks: Vec<_> = collected.stacks.iter().collect();
-    stacks.sort_by(|a, b| b.1 .1.cmp(&a.1 .1).then_with(|| a.0.cmp(b.0)));
+    // Deterministic output: stacks sorted by weight, then addresses, then thread.
+    let mut stacks: Vec<ThreadStack<'_>> = collected
+        .stacks
+        .iter()
+        .flat_map(|(thread, stacks)| stacks.iter().map(move |(s, v)| (thread, s, v)))
+        .collect();
+    stacks.sort_by(|a, b| {
+        (b.2 .1.cmp(&a.2 .1))
+            .then_with(|| a.1.cmp(b.1))
+            .then_with(|| (a.0.tid, a.0.name).cmp(&(b.0.tid, b.0.name)))
+    });
+    let (thread_key, tid_key) = (strings.get("thread"), strings.get("tid"));
+    let mut folded_weights: HashMap<String, u64> = HashMap::default();
     // The object each location is in, for the summary's headline rule.
     let mut location_module: Vec<Option<usize>> = Vec::new();
-    for (stack, &(count, weight)) in stacks {
+    for (thread, stack, &(count, weight)) in stacks {
         let mut ids = Vec::with_capacity(stack.len());
         for (depth, &addr) in stack.iter().enumerate() {
             if addr == TRUNCATED {
@@ -324,7 +334,9 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
             };
             ids.push(id);
         }
-        folded.push((fold(&ids, &profile, &strings), weight / 1000));
+        *folded_weights
+            .entry(fold(&ids, &profile, &strings))
+            .or_default() += weight;
         let objects = Objects {
             of_location: &location_module,
             modules: &sym.modules,
@@ -334,12 +346,30 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         }
         samples += count;
         cpu_ns += weight;
+        let name = match thread.name() {
+            n if n.is_empty() => format!("thread {}", thread.tid),
+            n => n,
+        };
         profile.sample.push(Sample {
             location_id: ids,
             value: vec![count as i64, weight as i64],
-            label: vec![],
+            label: vec![
+                Label {
+                    key: thread_key,
+                    str: strings.get(&name),
+                    ..Default::default()
+                },
+                Label {
+                    key: tid_key,
+                    num: i64::from(thread.tid),
+                    ..Default::default()
+                },
+            ],
         });
     }
+    let mut merged: Vec<(String, u64)> = folded_weights.into_iter().collect();
+    merged.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    folded.extend(merged.into_iter().map(|(stack, w)| (stack, w / 1000)));
 
     if collected.lost > 0 {
         let line = SymLine {
@@ -418,6 +448,9 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
     }
 }
 
+/// A stack of one thread and its (samples, CPU ns).
+type ThreadStack<'a> = (&'a Thread, &'a Box<[u64]>, &'a (u64, u64));
+
 /// The mapping of addresses outside every known object (and of pseudo-frames).
 fn pseudo_mapping(mappings: &mut HashMap<Option<usize>, (u64, bool)>) -> u64 {
     let next = mappings.len() as u64 + 1;
@@ -454,20 +487,44 @@ fn gzip(raw: &[u8]) -> Vec<u8> {
     gz.finish().expect("writing to a Vec cannot fail")
 }
 
-/// A stack as one folded line, outermost frame first, inlined frames expanded.
+/// A stack as one folded line, outermost frame first, inlined frames expanded. The frames
+/// that only run the test (thread start, libtest, profiled's harness, criterion, the C
+/// runtime) are left out at the root, so a flamegraph starts at the test's own code; a
+/// stack with nothing else is kept whole.
 fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
-    let mut out = String::new();
-    for &id in ids.iter().rev() {
-        for line in profile.location[id as usize - 1].line.iter().rev() {
+    let frames: Vec<(&str, &str)> = ids
+        .iter()
+        .rev()
+        .flat_map(|&id| profile.location[id as usize - 1].line.iter().rev())
+        .map(|line| {
             let f = &profile.function[line.function_id as usize - 1];
-            if !out.is_empty() {
-                out.push(';');
-            }
-            // ';' separates frames in the folded format.
-            out.push_str(&strings.table[f.name as usize].replace(';', ":"));
+            (
+                strings.table[f.name as usize].as_str(),
+                strings.table[f.filename as usize].as_str(),
+            )
+        })
+        .collect();
+    let start = frames
+        .iter()
+        .position(|&(name, file)| !runs_the_test(name, file))
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (name, _) in &frames[start..] {
+        if !out.is_empty() {
+            out.push(';');
         }
+        // ';' separates frames in the folded format.
+        out.push_str(&name.replace(';', ":"));
     }
     out
+}
+
+/// Frames between a thread's start and the test's code: std and libtest (sources under
+/// `/rustc/`), the C runtime (no source), and the harnesses that call tests.
+fn runs_the_test(name: &str, file: &str) -> bool {
+    const RUNNERS: &[&str] = &["profiled::", "libtest_mimic::", "criterion::", "tokio::"];
+    let name = name.trim_start_matches('<');
+    file.is_empty() || file.starts_with("/rustc/") || RUNNERS.iter().any(|r| name.starts_with(r))
 }
 
 /// Which object each location is in.

@@ -452,8 +452,9 @@ fn where_cpu_went(
 /// says what was done.
 fn calibrate(collected: &mut sampler::Collected) -> Option<String> {
     let measured = collected.measured_ns?;
-    let samples: u64 = collected.stacks.values().map(|v| v.0).sum::<u64>() + collected.lost;
-    let weighed: u64 = collected.stacks.values().map(|v| v.1).sum::<u64>() + collected.lost_ns;
+    let all = || collected.stacks.values().flat_map(|s| s.values());
+    let samples: u64 = all().map(|v| v.0).sum::<u64>() + collected.lost;
+    let weighed: u64 = all().map(|v| v.1).sum::<u64>() + collected.lost_ns;
     if samples < 5 || weighed == 0 || measured == 0 {
         return None;
     }
@@ -463,7 +464,7 @@ fn calibrate(collected: &mut sampler::Collected) -> Option<String> {
             "sampled CPU {weighed} ns vs kernel count {measured} ns: too far apart to calibrate"
         ));
     }
-    for v in collected.stacks.values_mut() {
+    for v in collected.stacks.values_mut().flat_map(|s| s.values_mut()) {
         v.1 = (v.1 as f64 * scale).round() as u64;
     }
     collected.lost_ns = (collected.lost_ns as f64 * scale).round() as u64;
@@ -653,13 +654,14 @@ impl Report {
     /// then prints the summary line: what every integration does with a finished profile.
     pub(crate) fn publish(&self, path: &Path, svg: Option<&Path>) -> Result<(), Error> {
         self.write(path)?;
+        let mut text = self.summary_line(Some(path));
         #[cfg(feature = "flamegraph")]
         if let Some(svg) = svg {
             self.write_flamegraph(svg)?;
+            text += &format!(", {}", output::display_path(svg));
         }
         #[cfg(not(feature = "flamegraph"))]
         let _ = svg;
-        let mut text = self.summary_line(Some(path));
         if let Some(note) = &self.note {
             text += &format!("\nprofiled: {}: note: {note}", self.name);
         }

@@ -135,6 +135,17 @@ fn spawned_threads_are_in_the_profile_and_neighbours_are_not() {
     );
     assert!(out.status.success());
     let p = read(&dir.path().join("workloads/threads/four_workers.cpu.pb.gz"));
+    // Each sample says which thread it was taken on (go tool pprof -tagfocus thread=...).
+    let mut names: Vec<&str> = p
+        .profile
+        .sample
+        .iter()
+        .filter(|s| p.stack(s).iter().any(|f| f.ends_with("worker_hot")))
+        .map(|s| p.label(s, "thread").expect("thread label"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names, ["worker-0", "worker-1", "worker-2", "worker-3"]);
     let workers = p.share("workloads::worker_hot");
     let neighbour = p.share("workloads::beta_hot");
     let cpu = p.cpu_ns() as f64 / 1e9;
@@ -205,6 +216,27 @@ fn svg_flamegraph_beside_each_profile() {
         .parse()
         .unwrap();
     assert!((65.0..85.0).contains(&pct), "{a}");
+    // The graph starts at the test: no thread start, libtest or C runtime frames.
+    for runner in [
+        "start_thread",
+        "clone",
+        "test::run_test",
+        "std::sys::",
+        "__rust_begin",
+    ] {
+        assert!(
+            !titles.iter().any(|t| t.starts_with(runner)),
+            "{runner} in {titles:?}"
+        );
+    }
+    assert!(titles.iter().any(|t| t.contains("three_to_one_split")));
+    // The summary line names the SVG too.
+    assert!(
+        stderr(&out).contains("three_to_one_split.cpu.pb.gz, ")
+            && stderr(&out).contains("three_to_one_split.cpu.svg"),
+        "{}",
+        stderr(&out)
+    );
     // A test without samples still gets a readable SVG.
     let empty = svg_titles(
         &dir.path()

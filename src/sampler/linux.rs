@@ -6,12 +6,13 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::perf::{read_count, PerfEvent};
+use super::ring::Thread;
 use super::ring::{Pop, Ring};
 use super::signal::{self, Slot, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, TABLE};
 use super::signal::{ThreadStart, MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN};
 use super::table::StackTable;
 use super::timer::{self, CpuTimer};
-use super::{Collected, Source};
+use super::{Collected, Source, Stacks};
 use crate::config::{Engine, Threads};
 use crate::Error;
 
@@ -34,7 +35,7 @@ const CLOSING: u64 = u64::MAX;
 struct Aggregate {
     /// Samples from generations below this were taken before the last `reset`.
     floor: u32,
-    stacks: HashMap<Box<[u64]>, (u64, u64)>,
+    stacks: Stacks,
 }
 
 /// The consumer side of the ring and what it has drained so far.
@@ -187,10 +188,10 @@ fn next_interval(every: Duration, drained: usize, capacity: usize) -> Duration {
 fn drain_into(drain: &mut Drain, complete: bool) -> usize {
     let mut taken = 0;
     if let Some(table) = TABLE.get() {
-        table.drain(|(sid, generation, stack, count, weight)| {
+        table.drain(|(sid, generation, thread, stack, count, weight)| {
             if let Some(agg) = drain.sessions.get_mut(&sid) {
                 if generation >= agg.floor {
-                    add(agg, stack, count, weight);
+                    add(agg, thread, stack, count, weight);
                 }
             }
             taken += 1;
@@ -202,7 +203,7 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
             Pop::Sample(s) => {
                 if let Some(agg) = drain.sessions.get_mut(&s.sid) {
                     if s.generation >= agg.floor {
-                        add(agg, &s.frames[..s.depth as usize], 1, s.weight_ns);
+                        add(agg, s.thread, &s.frames[..s.depth as usize], 1, s.weight_ns);
                     }
                 }
                 taken += 1;
@@ -224,14 +225,15 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
 
 /// The sources a session armed: the starting thread's first, then (with `threads=all`) one
 /// per other thread of the process. Dropping them stops sampling.
-fn add(agg: &mut Aggregate, stack: &[u64], count: u64, weight_ns: u64) {
-    match agg.stacks.get_mut(stack) {
+fn add(agg: &mut Aggregate, thread: Thread, stack: &[u64], count: u64, weight_ns: u64) {
+    let stacks = agg.stacks.entry(thread).or_default();
+    match stacks.get_mut(stack) {
         Some(v) => {
             v.0 += count;
             v.1 += weight_ns;
         }
         None => {
-            agg.stacks.insert(stack.into(), (count, weight_ns));
+            stacks.insert(stack.into(), (count, weight_ns));
         }
     }
 }

@@ -54,10 +54,14 @@ impl Source {
     }
 }
 
+pub(crate) use ring::Thread;
+
+/// Per thread: stack (leaf first) -> (samples, CPU ns).
+pub(crate) type Stacks = HashMap<Thread, HashMap<Box<[u64]>, (u64, u64)>>;
+
 /// Stack counts of one finished session, still as raw addresses.
 pub(crate) struct Collected {
-    /// Stack (leaf first) -> (samples, CPU ns).
-    pub stacks: HashMap<Box<[u64]>, (u64, u64)>,
+    pub stacks: Stacks,
     pub lost: u64,
     pub lost_ns: u64,
     pub truncated: u64,

@@ -16,11 +16,29 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Deepest stack kept; deeper stacks keep their innermost `MAX_DEPTH` frames.
 pub(crate) const MAX_DEPTH: usize = 128;
 
+/// The thread a sample was taken on: its kernel id and its name (`comm`, at most 15 bytes,
+/// NUL-padded), both read once per thread in the handler.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Thread {
+    pub tid: u32,
+    pub name: [u8; 16],
+}
+
+impl Thread {
+    /// The name as text (lossy), without the padding.
+    pub(crate) fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(&self.name[..end]).into_owned()
+    }
+}
+
 /// One sample as the signal handler writes it.
 #[repr(C)]
 pub(crate) struct RawSample {
     /// Session the sample belongs to.
     pub sid: u64,
+    /// Where it was taken.
+    pub thread: Thread,
     /// The session's reset generation when the sample was taken.
     pub generation: u32,
     /// Number of valid entries in `frames`.

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use super::ring::{Ring, MAX_DEPTH};
+use super::ring::{Ring, Thread, MAX_DEPTH};
 use super::table::StackTable;
 use super::unwind;
 
@@ -139,6 +139,31 @@ const NO_CLOCK: Clock = Clock {
 
 thread_local! {
     static CLOCK: Cell<[Clock; CLOCKS]> = const { Cell::new([NO_CLOCK; CLOCKS]) };
+    /// This thread's id and name, read at its first sample (tid 0: not yet).
+    static WHO: Cell<Thread> = const { Cell::new(Thread { tid: 0, name: [0; 16] }) };
+}
+
+/// The calling thread's id and name. Async-signal-safe: `gettid` and `prctl(PR_GET_NAME)`
+/// are plain system calls, made once per thread. std names a thread before running its
+/// closure, so the name read at the first sample is the one the user gave.
+fn who() -> Thread {
+    let cached = WHO.with(Cell::get);
+    if cached.tid != 0 {
+        return cached;
+    }
+    let mut name = [0u8; 16];
+    // SAFETY: gettid has no preconditions; PR_GET_NAME writes at most 16 bytes, NUL
+    // included, into the buffer we pass.
+    let tid = unsafe {
+        libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr());
+        libc::gettid()
+    };
+    let me = Thread {
+        tid: tid as u32,
+        name,
+    };
+    WHO.with(|w| w.set(me));
+    me
 }
 
 /// This thread's clock for `sid`: `(index, clock)`; a fresh clock in a free (or the least
@@ -447,8 +472,11 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
         return;
     }
     let (pc, sp, bp) = registers(ctx);
+    let thread = who();
     let kept = if DRAIN_RUNNING.load(Ordering::Relaxed) {
-        push(sid, generation, weight, |frames| walk(pc, sp, bp, frames))
+        push(sid, generation, thread, weight, |frames| {
+            walk(pc, sp, bp, frames)
+        })
     } else {
         // No drain thread: aggregate here, the ring only takes what the table can't.
         let mut frames = [0u64; MAX_DEPTH];
@@ -456,11 +484,11 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
         let stack = frames.get(..depth).unwrap_or_default();
         let in_table = TABLE
             .get()
-            .is_some_and(|t| t.add(sid, generation, stack, weight));
+            .is_some_and(|t| t.add(sid, generation, thread, stack, weight));
         if in_table {
             Some(shape)
         } else {
-            push(sid, generation, weight, |dst| {
+            push(sid, generation, thread, weight, |dst| {
                 if let Some(dst) = dst.get_mut(..depth) {
                     dst.copy_from_slice(stack);
                 }
@@ -510,6 +538,7 @@ fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> (usize, Sha
 fn push(
     sid: u64,
     generation: u32,
+    thread: Thread,
     weight: u64,
     fill: impl FnOnce(&mut [u64; MAX_DEPTH]) -> (usize, Shape),
 ) -> Option<Shape> {
@@ -517,6 +546,7 @@ fn push(
     let mut shape = Shape::Whole;
     let pushed = ring.push_with(|s| {
         s.sid = sid;
+        s.thread = thread;
         s.generation = generation;
         s.weight_ns = weight;
         let (depth, how) = fill(&mut s.frames);

@@ -16,7 +16,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::ring::MAX_DEPTH;
+use super::ring::{Thread, MAX_DEPTH};
 
 const EMPTY: u32 = 0;
 const WRITING: u32 = 1;
@@ -37,6 +37,7 @@ struct Entry {
 struct Key {
     hash: u64,
     sid: u64,
+    thread: Thread,
     generation: u32,
     depth: u32,
     frames: [u64; MAX_DEPTH],
@@ -53,8 +54,8 @@ pub(crate) struct StackTable {
 // and read only after its release store of READY was acquired; counts are atomics.
 unsafe impl Sync for StackTable {}
 
-/// One drained stack: `(sid, generation, frames leaf first, samples, CPU ns)`.
-pub(crate) type Drained<'a> = (u64, u32, &'a [u64], u64, u64);
+/// One drained stack: `(sid, generation, thread, frames leaf first, samples, CPU ns)`.
+pub(crate) type Drained<'a> = (u64, u32, Thread, &'a [u64], u64, u64);
 
 impl StackTable {
     /// A table of `capacity` entries (a power of two), allocated zeroed: untouched entries
@@ -82,9 +83,18 @@ impl StackTable {
     /// Counts one sample of `frames` for `(sid, generation)`. Async-signal-safe: no
     /// allocation, no lock, no panic (indices are masked). `false` when no entry was free
     /// near the stack's hash.
-    pub(crate) fn add(&self, sid: u64, generation: u32, frames: &[u64], weight_ns: u64) -> bool {
-        let frames = &frames[..frames.len().min(MAX_DEPTH)];
-        let hash = hash(sid, generation, frames);
+    pub(crate) fn add(
+        &self,
+        sid: u64,
+        generation: u32,
+        thread: Thread,
+        frames: &[u64],
+        weight_ns: u64,
+    ) -> bool {
+        let frames = frames
+            .get(..frames.len().min(MAX_DEPTH))
+            .unwrap_or_default();
+        let hash = hash(sid, generation, thread.tid, frames);
         for probe in 0..PROBES {
             let Some(entry) = self
                 .entries
@@ -99,6 +109,7 @@ impl StackTable {
                     let key = unsafe { &*entry.key.get() };
                     if key.hash == hash
                         && key.sid == sid
+                        && key.thread == thread
                         && key.generation == generation
                         && key.depth as usize == frames.len()
                         && key.frames.get(..frames.len()) == Some(frames)
@@ -154,7 +165,7 @@ impl StackTable {
             // SAFETY: READY was acquired; the key is immutable until `clear`.
             let key = unsafe { &*entry.key.get() };
             let frames = &key.frames[..(key.depth as usize).min(MAX_DEPTH)];
-            take((key.sid, key.generation, frames, count, weight));
+            take((key.sid, key.generation, key.thread, frames, count, weight));
         }
     }
 
@@ -172,9 +183,9 @@ impl StackTable {
 
 /// FxHash-style mixing of the key: cheap in an unoptimised build, good enough to spread
 /// stacks over a power-of-two table.
-fn hash(sid: u64, generation: u32, frames: &[u64]) -> u64 {
+fn hash(sid: u64, generation: u32, tid: u32, frames: &[u64]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h = (sid ^ u64::from(generation)).wrapping_mul(K);
+    let mut h = (sid ^ u64::from(generation) ^ (u64::from(tid) << 32)).wrapping_mul(K);
     for &f in frames {
         h = (h.rotate_left(5) ^ f).wrapping_mul(K);
     }
@@ -186,9 +197,14 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    const T: Thread = Thread {
+        tid: 7,
+        name: [0; 16],
+    };
+
     fn drained(table: &StackTable) -> Vec<(u64, u32, Vec<u64>, u64, u64)> {
         let mut out = Vec::new();
-        table.drain(|(sid, g, f, c, w)| out.push((sid, g, f.to_vec(), c, w)));
+        table.drain(|(sid, g, _, f, c, w)| out.push((sid, g, f.to_vec(), c, w)));
         out.sort();
         out
     }
@@ -196,14 +212,17 @@ mod tests {
     #[test]
     fn same_stacks_aggregate_and_keys_keep_them_apart() {
         let table = StackTable::new(64);
-        assert!(table.add(1, 0, &[10, 20], 5));
-        assert!(table.add(1, 0, &[10, 20], 7));
-        assert!(table.add(1, 1, &[10, 20], 1), "another generation");
-        assert!(table.add(2, 0, &[10, 20], 1), "another session");
-        assert!(table.add(1, 0, &[10], 1), "a prefix is another stack");
+        assert!(table.add(1, 0, T, &[10, 20], 5));
+        assert!(table.add(1, 0, T, &[10, 20], 7));
+        assert!(table.add(1, 1, T, &[10, 20], 1), "another generation");
+        assert!(table.add(2, 0, T, &[10, 20], 1), "another session");
+        assert!(table.add(1, 0, T, &[10], 1), "a prefix is another stack");
+        let other = Thread { tid: 8, ..T };
+        assert!(table.add(1, 0, other, &[10], 1), "another thread");
         assert_eq!(
             drained(&table),
             [
+                (1, 0, vec![10], 1, 1),
                 (1, 0, vec![10], 1, 1),
                 (1, 0, vec![10, 20], 2, 12),
                 (1, 1, vec![10, 20], 1, 1),
@@ -211,7 +230,7 @@ mod tests {
             ]
         );
         assert!(drained(&table).is_empty(), "counts are taken once");
-        assert!(table.add(1, 0, &[10, 20], 3));
+        assert!(table.add(1, 0, T, &[10, 20], 3));
         assert_eq!(drained(&table), [(1, 0, vec![10, 20], 1, 3)]);
     }
 
@@ -219,12 +238,12 @@ mod tests {
     fn a_full_table_refuses_and_clear_frees_it() {
         let table = StackTable::new(4);
         for leaf in 0..4 {
-            assert!(table.add(1, 0, &[leaf], 1));
+            assert!(table.add(1, 0, T, &[leaf], 1));
         }
-        assert!(!table.add(1, 0, &[99], 1));
+        assert!(!table.add(1, 0, T, &[99], 1));
         table.clear();
         assert!(drained(&table).is_empty());
-        assert!(table.add(1, 0, &[99], 1));
+        assert!(table.add(1, 0, T, &[99], 1));
     }
 
     #[test]
@@ -236,7 +255,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut added = 0u64;
                     for i in 0..20_000u64 {
-                        if table.add(1, 0, &[i % 50, t], 1) {
+                        if table.add(1, 0, T, &[i % 50, t], 1) {
                             added += 1;
                         }
                     }

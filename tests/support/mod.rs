@@ -203,6 +203,15 @@ impl Read {
         with as f64 / total as f64
     }
 
+    /// The string value of a sample's label `key`.
+    pub fn label(&self, sample: &profiled::pprof::proto::Sample, key: &str) -> Option<&str> {
+        sample
+            .label
+            .iter()
+            .find(|l| self.s(l.key) == key && l.str != 0)
+            .map(|l| self.s(l.str))
+    }
+
     pub fn comments(&self) -> Vec<&str> {
         self.profile.comment.iter().map(|&i| self.s(i)).collect()
     }

@@ -28,6 +28,7 @@ const RUNS: &[Run] = &[
     Run::Test(FIXTURES, "parallel"),
     Run::Test(FIXTURES, "threads"),
     Run::Test(FIXTURES, "asyncs"),
+    Run::Test(FIXTURES, "deep"),
     Run::Bench(FIXTURES, "setup"),
     Run::Harness(
         FIXTURES,
@@ -106,6 +107,10 @@ const EXPECTED: &[(&str, Expect)] = &[
     (
         "validate/workloads/asyncs/current_thread_above.cpu.pb.gz",
         Hot("workloads::async_hot"),
+    ),
+    (
+        "validate/workloads/deep/two_thousand_deep.cpu.pb.gz",
+        Hot("deep::two_thousand_deep"),
     ),
     (
         "fixtures/criterion/setup_before_iter/profile/cpu.pb.gz",
