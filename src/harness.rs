@@ -5,7 +5,7 @@
 //! and `cargo nextest run` work unchanged. On top of it:
 //!
 //! - `--cpuprofile FILE`: one CPU profile of the whole run (Go's `-cpuprofile`);
-//! - `--profile DIR`: one profile per test, under `DIR/<test binary>/`;
+//! - `--profile DIR`: one profile per test, under `DIR/<package>/<test binary>/`;
 //! - `--profile-freq HZ`: the sampling rate for both.
 //!
 //! `PROFILE` keeps working (one profile per test); the flags win over it. Profiled tests run
@@ -65,7 +65,7 @@ pub fn outcome<T: Outcome>(value: T) -> Result<(), String> {
 const USAGE: &str = "\
 Profiling options (profiled):
     --cpuprofile FILE   write one CPU profile of the whole run to FILE
-    --profile DIR       write one CPU profile per test under DIR/<test binary>/
+    --profile DIR       write one CPU profile per test under DIR/<package>/<test binary>/
     --profile-freq HZ   sampling rate, 1..=10000 (default 1000)
 
 PROFILE=cpu[,freq=HZ][,dir=DIR] also profiles each test; the flags win over it.

@@ -14,11 +14,100 @@
 //! }
 //! ```
 //!
-//! `cargo test` runs it as usual. `PROFILE=cpu cargo test` writes one gzipped pprof file per
-//! `#[profiled]` test under `target/profiles/<test binary>/` and prints one summary line per
-//! test. Read a profile with `go tool pprof -http=: FILE` or `go tool pprof -top FILE`.
+//! `cargo test` runs it as usual: `#[profiled]` does nothing until asked. `PROFILE=cpu cargo
+//! test` writes one gzipped pprof file per `#[profiled]` test, to
+//! `target/profiles/<package>/<test binary>/<test>.cpu.pb.gz`, and prints one summary line
+//! per test. Read a profile with `go tool pprof -http=: FILE` or `go tool pprof -top FILE`.
 //!
-//! See the README for the `PROFILE` grammar, and ARCHITECTURE.md for how it works.
+//! # `PROFILE` and `PROFILED`
+//!
+//! Comma-separated kinds and options; unset or empty means off.
+//!
+//! | item | meaning | default |
+//! | --- | --- | --- |
+//! | `cpu` | a CPU profile per `#[profiled]` test | required |
+//! | `freq=<Hz>` | samples per second of CPU time per thread, 1 to 10000 | 1000 |
+//! | `dir=<path>` | base directory, relative to the test's current directory | `<target dir>/profiles` |
+//! | `engine=<auto\|perf\|timer>` | perf events where the kernel allows them, else a thread CPU timer | `auto` |
+//! | `threads=<test\|all>` | the test's thread and the threads it spawns, or every thread of the process (run tests one at a time) | `test` |
+//! | `svg` | also an SVG flamegraph beside each profile (feature `flamegraph`) | off |
+//!
+//! `PROFILE` is a common name (`PROFILE=release` in Makefiles): a value that names none of
+//! these kinds or options, nor comes close to one, is left to whoever set it, with one
+//! notice. [`STRICT_ENV_VAR`] (`PROFILED=cpu`) is always read strictly and wins over it. A
+//! bad item fails every profiled test with a message that names the variable, the item and
+//! what is accepted ([`Config::parse`] reads the same grammar).
+//!
+//! # Ways in
+//!
+//! - [`macro@profiled`] on a test, sync or async (next to `#[tokio::test]`), with
+//!   [`reset`], [`pause`] and [`unprofiled`] inside it.
+//! - [`Profile`] for code that is not a test:
+//!
+//! ```
+//! # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+//! let profile = profiled::Profile::start("startup", &profiled::Config::default()).unwrap();
+//! let total: u64 = (0..1_000_000u64).sum();
+//! let report = profile.finish().unwrap();
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("startup.cpu.pb.gz");
+//! report.write(&path).unwrap();
+//! # assert!(total > 0);
+//! # }
+//! ```
+//!
+//! - Feature `criterion`: `cargo bench -- --profile-time 30` writes one profile per benchmark,
+//!   setup left out, with one line in `criterion_group!`:
+//!
+//! ```
+//! # #[cfg(feature = "criterion")] mod benches {
+//! use criterion::{criterion_group, Criterion};
+//! use profiled::criterion::Measured;
+//!
+//! fn bench(c: &mut Criterion<Measured>) {
+//!     let input: Vec<u64> = (0..1000).collect(); // setup: not in the profile
+//!     c.bench_function("sum", |b| b.iter(|| input.iter().sum::<u64>()));
+//! }
+//!
+//! criterion_group! {
+//!     name = benches;
+//!     config = profiled::criterion::config();
+//!     targets = bench
+//! }
+//! # }
+//! ```
+//!
+//! - Feature `harness`: for `harness = false` test targets, `#[profiled::test]` and
+//!   `profiled::main!()` give libtest's command line plus Go's flags (`--cpuprofile FILE`,
+//!   `--profile DIR`, `--profile-freq HZ`), under `cargo test` and `cargo nextest run`:
+//!
+//! ```no_run
+//! # #[cfg(feature = "harness")] mod t {
+//! #[profiled::test]
+//! fn parses() {
+//!     assert_eq!("42".parse::<u32>(), Ok(42));
+//! }
+//!
+//! profiled::main!();
+//! # }
+//! # fn main() {}
+//! ```
+//!
+//! - Feature `flamegraph`: `PROFILE=cpu,svg` writes `<test>.cpu.svg` beside each profile,
+//!   and [`Report::write_flamegraph`] does it in code:
+//!
+//! ```
+//! # #[cfg(all(feature = "flamegraph", target_os = "linux", target_arch = "x86_64"))] {
+//! let report = profiled::Profile::start("f", &profiled::Config::default())
+//!     .unwrap()
+//!     .finish()
+//!     .unwrap();
+//! # let dir = tempfile::tempdir().unwrap();
+//! report.write_flamegraph(&dir.path().join("f.cpu.svg")).unwrap();
+//! # }
+//! ```
+//!
+//! README.md has the walkthrough, ARCHITECTURE.md how it works.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 #![warn(missing_docs)]

@@ -29,14 +29,16 @@ pub(crate) fn binary_name(exe: &Path) -> String {
     }
 }
 
-/// Cargo's target directory for the running binary: the nearest ancestor holding cargo's
-/// `CACHEDIR.TAG` (true for `CARGO_TARGET_DIR`, workspaces, `--target` and custom profiles),
-/// else `CARGO_TARGET_DIR`, else `<dir of the binary>/../..`.
+/// Cargo's target directory for the running binary: the outermost ancestor holding cargo's
+/// `CACHEDIR.TAG` (true for `CARGO_TARGET_DIR`, workspaces and custom profiles; with
+/// `--target <triple>` cargo tags `target/<triple>` too, and profiles still go to
+/// `target/profiles`), else `CARGO_TARGET_DIR`, else `<dir of the binary>/../..`.
 pub(crate) fn target_dir(exe: &Path) -> PathBuf {
     if let Some(dir) = exe
         .ancestors()
         .skip(1)
-        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .filter(|d| d.join("CACHEDIR.TAG").is_file())
+        .last()
     {
         return dir.to_path_buf();
     }
@@ -194,11 +196,11 @@ mod tests {
         let target = tmp.path().join("custom-target");
         let deps = target.join("x86_64-unknown-linux-gnu/debug/deps");
         fs::create_dir_all(&deps).unwrap();
-        fs::write(
-            target.join("CACHEDIR.TAG"),
-            "Signature: 8a477f597d28d172789f06886806bc55",
-        )
-        .unwrap();
+        let tag = "Signature: 8a477f597d28d172789f06886806bc55";
+        fs::write(target.join("CACHEDIR.TAG"), tag).unwrap();
+        assert_eq!(target_dir(&deps.join("t-0123456789abcdef")), target);
+        // `--target <triple>`: cargo tags the triple's directory as well.
+        fs::write(target.join("x86_64-unknown-linux-gnu/CACHEDIR.TAG"), tag).unwrap();
         assert_eq!(target_dir(&deps.join("t-0123456789abcdef")), target);
     }
 
