@@ -509,18 +509,22 @@ fn where_cpu_went(
         secs(cpu_ns),
         secs(wall_ns)
     );
-    if threads == Threads::Test && elsewhere >= wall_ns / 4 {
-        let timer = if timer_only_own {
-            " (and the timer engine samples only the test's own thread)"
-        } else {
-            ""
-        };
+    if timer_only_own && elsewhere >= wall_ns / 4 {
+        Some(format!(
+            "{head}, while other threads of the process used {:.2}s: the timer engine samples \
+             only the test's own thread, so threads it spawns are not in the profile (nor \
+             pools made before it, nor other tests); use perf events (engine=perf, where the \
+             kernel allows them) or {ENV_VAR}=cpu,threads=all (run profiled tests one at a \
+             time: --test-threads=1)",
+            secs(elsewhere)
+        ))
+    } else if threads == Threads::Test && elsewhere >= wall_ns / 4 {
         Some(format!(
             "{head}, while other threads of the process used {:.2}s: work that runs on threads \
              created before the test (a global pool such as rayon's, a lazily built runtime, a \
-             pool in a static) is not in a per-test profile{timer}, nor are other tests running \
-             in parallel; {ENV_VAR}=cpu,threads=all samples every thread (run profiled tests \
-             one at a time: --test-threads=1)",
+             pool in a static) is not in a per-test profile, nor are other tests running in \
+             parallel; {ENV_VAR}=cpu,threads=all samples every thread (run profiled tests one \
+             at a time: --test-threads=1)",
             secs(elsewhere)
         ))
     } else {
