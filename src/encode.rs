@@ -276,12 +276,7 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         for (depth, &addr) in stack.iter().enumerate() {
             if addr == TRUNCATED {
                 let id = *locations.entry(TRUNCATED).or_insert_with(|| {
-                    let line = SymLine {
-                        function: TRUNCATED_FUNCTION.into(),
-                        system_name: TRUNCATED_FUNCTION.into(),
-                        file: "".into(),
-                        line: 0,
-                    };
+                    let line = SymLine::named(TRUNCATED_FUNCTION, TRUNCATED_FUNCTION);
                     let fid = function_id(&line, &mut strings, &mut profile);
                     let mapping_id = pseudo_mapping(&mut mappings);
                     location_module.push(None);
@@ -372,12 +367,7 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
     folded.extend(merged.into_iter().map(|(stack, w)| (stack, w / 1000)));
 
     if collected.lost > 0 {
-        let line = SymLine {
-            function: LOST_FUNCTION.into(),
-            system_name: LOST_FUNCTION.into(),
-            file: "".into(),
-            line: 0,
-        };
+        let line = SymLine::named(LOST_FUNCTION, LOST_FUNCTION);
         let fid = function_id(&line, &mut strings, &mut profile);
         let mapping_id = pseudo_mapping(&mut mappings);
         let id = pseudo_location(&mut profile, mapping_id, fid);

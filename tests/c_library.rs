@@ -3,20 +3,12 @@
 //! functions by their symbol-table names.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod support;
 use std::ffi::{c_int, c_ulong, c_void};
 use std::time::Duration;
+use support::thread_cpu;
 
 type Compress2 = unsafe extern "C" fn(*mut u8, *mut c_ulong, *const u8, c_ulong, c_int) -> c_int;
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 #[test]
 fn time_in_a_c_library_is_charged_to_that_library() {

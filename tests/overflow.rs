@@ -3,7 +3,9 @@
 //! holds the lost samples' time. (Own test binary: the buffer is sized once per process.)
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod support;
 use std::time::Duration;
+use support::thread_cpu;
 
 fn spin(cpu: Duration) {
     let start = thread_cpu();
@@ -13,16 +15,6 @@ fn spin(cpu: Duration) {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
     }
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 #[test]

@@ -4,8 +4,10 @@
 //! handler meanwhile, so a long stretch without pauses loses nothing.
 //! `harness = false`: libtest would run this on a thread of its own.
 
+mod support;
 use std::hint::black_box;
 use std::time::Duration;
+use support::thread_cpu;
 
 extern "C" {
     /// glibc (2.32+): non-zero while the process has never created a thread.
@@ -17,16 +19,6 @@ fn single_threaded() -> bool {
     let glibc = unsafe { __libc_single_threaded } != 0;
     let tasks = std::fs::read_dir("/proc/self/task").unwrap().count();
     glibc && tasks == 1
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 #[inline(never)]
@@ -126,6 +118,19 @@ fn main() {
             .sum();
         with as f64 / p.sample.iter().map(|s| s.value[1]).sum::<i64>() as f64
     };
+    // Taken on this thread, and labelled so.
+    let tid = std::process::id() as i64; // the main thread's id is the process id
+    for sample in &p.sample {
+        let num = |key: &str| {
+            sample
+                .label
+                .iter()
+                .find(|l| name(l.key) == key)
+                .map(|l| (l.num, name(l.str)))
+        };
+        assert_eq!(num("tid").map(|t| t.0), Some(tid));
+        assert!(num("thread").is_some_and(|t| !t.1.is_empty()));
+    }
     let n = report.samples() as f64;
     let a = share("single_threaded::heavy_a");
     let truth = in_a.as_secs_f64() / used.as_secs_f64();

@@ -90,21 +90,31 @@ pub(crate) enum Pop<'a> {
     Busy,
 }
 
+/// `len` values of `T`, allocated zeroed: the pages stay untouched (and out of the
+/// process's RSS) until written.
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`, and `T` must not be zero-sized.
+pub(crate) unsafe fn zeroed_slice<T>(len: usize) -> Box<[T]> {
+    assert!(len > 0 && std::mem::size_of::<T>() > 0);
+    let layout = std::alloc::Layout::array::<T>(len).expect("size fits the address space");
+    // SAFETY: the layout is not zero-sized (checked above); the caller vouches that zeroed
+    // memory is a valid T, so the slice is initialised; the Box frees it with this layout.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout) as *mut T;
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len))
+    }
+}
+
 impl Ring {
     /// A ring of `capacity` cells (a power of two), allocated zeroed now.
     pub(crate) fn new(capacity: usize) -> Ring {
         assert!(capacity.is_power_of_two());
-        let layout = std::alloc::Layout::array::<Cell>(capacity).expect("ring size");
-        // SAFETY: the layout is non-zero-sized (capacity >= 1, Cell is not a ZST); all-zero
-        // bytes are a valid Cell (atomics and plain integers), so the slice is initialised;
-        // the Box frees it with the same layout.
-        let cells = unsafe {
-            let ptr = std::alloc::alloc_zeroed(layout) as *mut Cell;
-            if ptr.is_null() {
-                std::alloc::handle_alloc_error(layout);
-            }
-            Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, capacity))
-        };
+        // SAFETY: all-zero bytes are a valid Cell (atomics and plain integers).
+        let cells = unsafe { zeroed_slice::<Cell>(capacity) };
         Ring {
             cells,
             mask: capacity - 1,

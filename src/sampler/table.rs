@@ -16,7 +16,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::ring::{Thread, MAX_DEPTH};
+use super::ring::{zeroed_slice, Thread, MAX_DEPTH};
 
 const EMPTY: u32 = 0;
 const WRITING: u32 = 1;
@@ -62,17 +62,8 @@ impl StackTable {
     /// cost no memory.
     pub(crate) fn new(capacity: usize) -> StackTable {
         assert!(capacity.is_power_of_two());
-        let layout = std::alloc::Layout::array::<Entry>(capacity).expect("table size");
-        // SAFETY: the layout is not zero-sized; all-zero bytes are a valid Entry (EMPTY,
-        // zero counts, a zero key), so the slice is initialised; the Box frees it with the
-        // same layout.
-        let entries = unsafe {
-            let ptr = std::alloc::alloc_zeroed(layout) as *mut Entry;
-            if ptr.is_null() {
-                std::alloc::handle_alloc_error(layout);
-            }
-            Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, capacity))
-        };
+        // SAFETY: all-zero bytes are a valid Entry (EMPTY, zero counts, a zero key).
+        let entries = unsafe { zeroed_slice::<Entry>(capacity) };
         StackTable {
             entries,
             mask: capacity - 1,
@@ -130,6 +121,7 @@ impl StackTable {
                     let key = unsafe { &mut *entry.key.get() };
                     key.hash = hash;
                     key.sid = sid;
+                    key.thread = thread;
                     key.generation = generation;
                     key.depth = frames.len() as u32;
                     if let Some(dst) = key.frames.get_mut(..frames.len()) {

@@ -27,7 +27,7 @@ pub(crate) struct Line {
 
 impl Line {
     /// A frame known by name only, without source file or line.
-    fn named(function: impl Into<Arc<str>>, system_name: impl Into<Arc<str>>) -> Line {
+    pub(crate) fn named(function: impl Into<Arc<str>>, system_name: impl Into<Arc<str>>) -> Line {
         Line {
             function: function.into(),
             system_name: system_name.into(),

@@ -85,13 +85,32 @@ pub fn cargo_test_within(
         stdout: read_back(&out_file),
         stderr: read_back(&err_file),
     };
+    log(
+        &format!("cargo test --test {target} {args:?} {env:?}"),
+        &out,
+    );
+    out
+}
+
+/// What a run printed, on the test's own (captured) output, for when it fails.
+fn log(what: &str, out: &Output) {
     eprintln!(
-        "--- cargo test --test {target} {args:?} {env:?}: {}\n--- stdout\n{}\n--- stderr\n{}",
+        "--- {what}: {}\n--- stdout\n{}\n--- stderr\n{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn command(kind: &str, target: &str, args: &[&str], env: &[(&str, &str)], run: bool) -> Command {
@@ -120,11 +139,9 @@ fn cargo(kind: &str, target: &str, args: &[&str], env: &[(&str, &str)]) -> Outpu
     let out = command(kind, target, args, env, true)
         .output()
         .expect("cargo runs");
-    eprintln!(
-        "--- cargo {kind} --{kind} {target} {args:?} {env:?}: {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    log(
+        &format!("cargo {kind} --{kind} {target} {args:?} {env:?}"),
+        &out,
     );
     out
 }
