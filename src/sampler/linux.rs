@@ -29,6 +29,8 @@ const DRAIN_MIN: Duration = Duration::from_millis(1);
 const DRAIN_MAX: Duration = Duration::from_millis(50);
 /// `Slot::sid` while a session is shutting down: handlers ignore it, starts don't claim it.
 const CLOSING: u64 = u64::MAX;
+/// The session counter's bits in a session id, between the slot index and the tag.
+const SEQ_MASK: u64 = (1 << 34) - 1;
 
 /// Per-session aggregate, filled by the drain.
 #[derive(Default)]
@@ -501,9 +503,9 @@ fn claim() -> Result<(u64, &'static Slot), Error> {
         for offset in 0..MAX_SLOTS {
             let index = (seq as usize + offset) % MAX_SLOTS;
             let slot = &SLOTS[index];
-            // The id carries its slot index in the low bits (see `signal::record`); the
-            // reserved value CLOSING is never produced since seq < 2^58.
-            let sid = (seq << 6) | index as u64;
+            // The id carries its slot index in the low bits (see `signal::record`) and
+            // `SID_TAG` in the top ones; the reserved value CLOSING is never produced.
+            let sid = signal::SID_TAG | ((seq & SEQ_MASK) << 6) | index as u64;
             // Claim with a placeholder so handlers ignore the slot until it is set up.
             if slot
                 .sid

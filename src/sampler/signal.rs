@@ -336,9 +336,23 @@ const PERF_DATA_OFFSET: usize = 24;
 const OVERRUN_OFFSET: usize = 20;
 const VALUE_OFFSET: usize = 24;
 
+/// The top bits of every session id profiled hands out: a perf-sigtrap or timer signal
+/// whose data lacks them was set up by someone else (another profiler, the program itself)
+/// and goes to the handler that was installed before ours.
+pub(crate) const SID_TAG: u64 = 0x70_66_64 << 40;
+const SID_TAG_MASK: u64 = 0xff_ff_ff << 40;
+
+/// Whether `sid` is one of profiled's session ids (live or ended).
+pub(crate) fn is_ours(sid: u64) -> bool {
+    sid & SID_TAG_MASK == SID_TAG
+}
+
 extern "C" fn on_sigtrap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let _errno = ErrnoGuard::new();
-    // SAFETY: the kernel passes a valid siginfo_t with SA_SIGINFO.
+    if info.is_null() {
+        return chain(&PREV_TRAP, sig, info, ctx);
+    }
+    // SAFETY: non-null, and the kernel passes a valid siginfo_t with SA_SIGINFO.
     let code = unsafe { (*info).si_code };
     if code == TRAP_PERF {
         // SAFETY: for TRAP_PERF the kernel fills si_perf_data at this offset.
@@ -348,7 +362,11 @@ extern "C" fn on_sigtrap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
                 .cast::<u64>()
                 .read_unaligned()
         };
-        record(sid, 0, ctx);
+        if is_ours(sid) {
+            record(sid, 0, ctx);
+        } else {
+            chain(&PREV_TRAP, sig, info, ctx);
+        }
     } else {
         chain(&PREV_TRAP, sig, info, ctx);
     }
@@ -356,7 +374,10 @@ extern "C" fn on_sigtrap(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
 
 extern "C" fn on_sigprof(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     let _errno = ErrnoGuard::new();
-    // SAFETY: the kernel passes a valid siginfo_t with SA_SIGINFO.
+    if info.is_null() {
+        return chain(&PREV_PROF, sig, info, ctx);
+    }
+    // SAFETY: non-null, and the kernel passes a valid siginfo_t with SA_SIGINFO.
     let code = unsafe { (*info).si_code };
     if code == SI_TIMER {
         // SAFETY: for SI_TIMER the kernel fills si_overrun and si_value at these offsets.
@@ -367,7 +388,11 @@ extern "C" fn on_sigprof(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
                 base.add(VALUE_OFFSET).cast::<u64>().read_unaligned(),
             )
         };
-        record(sid, overrun.max(0) as u64, ctx);
+        if is_ours(sid) {
+            record(sid, overrun.max(0) as u64, ctx);
+        } else {
+            chain(&PREV_PROF, sig, info, ctx);
+        }
     } else {
         chain(&PREV_PROF, sig, info, ctx);
     }

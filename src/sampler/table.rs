@@ -14,7 +14,7 @@
 //! looking at an entry while it is reused.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::ring::{zeroed_slice, Thread, MAX_DEPTH};
 
@@ -46,6 +46,11 @@ struct Key {
 pub(crate) struct StackTable {
     entries: Box<[Entry]>,
     mask: usize,
+    /// Indices (plus one; 0: not written yet) of the entries in use, in claim order, so a
+    /// drain or clear visits those alone: walking all entries would touch a page per few
+    /// entries of a mostly empty table, on every profile.
+    claimed: Box<[AtomicU32]>,
+    claimed_len: AtomicUsize,
     /// Samples added since the last drain: a drain with nothing to take skips the scan.
     pending: AtomicU64,
 }
@@ -64,9 +69,13 @@ impl StackTable {
         assert!(capacity.is_power_of_two());
         // SAFETY: all-zero bytes are a valid Entry (EMPTY, zero counts, a zero key).
         let entries = unsafe { zeroed_slice::<Entry>(capacity) };
+        // SAFETY: all-zero bytes are a valid AtomicU32.
+        let claimed = unsafe { zeroed_slice::<AtomicU32>(capacity) };
         StackTable {
             entries,
             mask: capacity - 1,
+            claimed,
+            claimed_len: AtomicUsize::new(0),
             pending: AtomicU64::new(0),
         }
     }
@@ -87,10 +96,8 @@ impl StackTable {
             .unwrap_or_default();
         let hash = hash(sid, generation, thread.tid, frames);
         for probe in 0..PROBES {
-            let Some(entry) = self
-                .entries
-                .get((hash as usize).wrapping_add(probe) & self.mask)
-            else {
+            let index = (hash as usize).wrapping_add(probe) & self.mask;
+            let Some(entry) = self.entries.get(index) else {
                 return false;
             };
             match entry.state.load(Ordering::Acquire) {
@@ -130,6 +137,10 @@ impl StackTable {
                     entry.count.store(1, Ordering::Relaxed);
                     entry.weight_ns.store(weight_ns, Ordering::Relaxed);
                     entry.state.store(READY, Ordering::Release);
+                    let at = self.claimed_len.fetch_add(1, Ordering::AcqRel);
+                    if let Some(slot) = self.claimed.get(at) {
+                        slot.store(index as u32 + 1, Ordering::Release);
+                    }
                     self.pending.fetch_add(1, Ordering::Release);
                     return true;
                 }
@@ -145,7 +156,7 @@ impl StackTable {
         if self.pending.swap(0, Ordering::Acquire) == 0 {
             return;
         }
-        for entry in self.entries.iter() {
+        for entry in self.in_use() {
             if entry.state.load(Ordering::Acquire) != READY {
                 continue;
             }
@@ -161,15 +172,34 @@ impl StackTable {
         }
     }
 
+    /// The entries claimed so far (one whose index is still being published is skipped: its
+    /// counts wait for the next drain).
+    fn in_use(&self) -> impl Iterator<Item = &Entry> {
+        let len = self
+            .claimed_len
+            .load(Ordering::Acquire)
+            .min(self.claimed.len());
+        self.claimed[..len].iter().filter_map(|c| {
+            let index = c.load(Ordering::Acquire).checked_sub(1)?;
+            self.entries.get(index as usize)
+        })
+    }
+
     /// Frees every entry. Only while no session is open: no handler can be adding.
     pub(crate) fn clear(&self) {
-        for entry in self.entries.iter() {
-            if entry.state.load(Ordering::Relaxed) != EMPTY {
-                entry.count.store(0, Ordering::Relaxed);
-                entry.weight_ns.store(0, Ordering::Relaxed);
-                entry.state.store(EMPTY, Ordering::Release);
-            }
+        for entry in self.in_use() {
+            entry.count.store(0, Ordering::Relaxed);
+            entry.weight_ns.store(0, Ordering::Relaxed);
+            entry.state.store(EMPTY, Ordering::Release);
         }
+        let len = self
+            .claimed_len
+            .swap(0, Ordering::AcqRel)
+            .min(self.claimed.len());
+        for c in &self.claimed[..len] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.pending.store(0, Ordering::Relaxed);
     }
 }
 
