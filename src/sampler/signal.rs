@@ -339,8 +339,8 @@ const VALUE_OFFSET: usize = 24;
 /// The top bits of every session id profiled hands out: a perf-sigtrap or timer signal
 /// whose data lacks them was set up by someone else (another profiler, the program itself)
 /// and goes to the handler that was installed before ours.
-pub(crate) const SID_TAG: u64 = 0x70_66_64 << 40;
-const SID_TAG_MASK: u64 = 0xff_ff_ff << 40;
+pub(crate) const SID_TAG: u64 = 0x0070_6664 << 40;
+const SID_TAG_MASK: u64 = 0x00ff_ffff << 40;
 
 /// Whether `sid` is one of profiled's session ids (live or ended).
 pub(crate) fn is_ours(sid: u64) -> bool {
