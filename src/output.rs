@@ -29,18 +29,22 @@ pub(crate) fn binary_name(exe: &Path) -> String {
     }
 }
 
-/// Cargo's target directory for the running binary: the outermost ancestor holding cargo's
-/// `CACHEDIR.TAG` (true for `CARGO_TARGET_DIR`, workspaces and custom profiles; with
-/// `--target <triple>` cargo tags `target/<triple>` too, and profiles still go to
-/// `target/profiles`), else `CARGO_TARGET_DIR`, else `<dir of the binary>/../..`.
+/// Cargo's target directory for the running binary: the nearest ancestor holding cargo's
+/// `CACHEDIR.TAG` (true for `CARGO_TARGET_DIR`, workspaces and custom profiles), or its
+/// parent when that is a `--target <triple>` directory, which cargo tags too (profiles then
+/// still go to `target/profiles`); else `CARGO_TARGET_DIR`, else `<dir of the binary>/../..`.
+/// Not the outermost tagged ancestor: a target directory may sit inside another one (a
+/// tool building fixtures into `target/fixtures`).
 pub(crate) fn target_dir(exe: &Path) -> PathBuf {
-    if let Some(dir) = exe
-        .ancestors()
-        .skip(1)
-        .filter(|d| d.join("CACHEDIR.TAG").is_file())
-        .last()
-    {
-        return dir.to_path_buf();
+    let tagged = |d: &Path| d.join("CACHEDIR.TAG").is_file();
+    if let Some(dir) = exe.ancestors().skip(1).find(|d| tagged(d)) {
+        let triple = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().matches('-').count() >= 2);
+        return match dir.parent() {
+            Some(parent) if triple && tagged(parent) => parent.to_path_buf(),
+            _ => dir.to_path_buf(),
+        };
     }
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
@@ -202,6 +206,14 @@ mod tests {
         // `--target <triple>`: cargo tags the triple's directory as well.
         fs::write(target.join("x86_64-unknown-linux-gnu/CACHEDIR.TAG"), tag).unwrap();
         assert_eq!(target_dir(&deps.join("t-0123456789abcdef")), target);
+        // A target directory inside another one is its own.
+        let nested = target.join("fixtures");
+        fs::create_dir_all(nested.join("debug/deps")).unwrap();
+        fs::write(nested.join("CACHEDIR.TAG"), tag).unwrap();
+        assert_eq!(
+            target_dir(&nested.join("debug/deps/t-0123456789abcdef")),
+            nested
+        );
     }
 
     #[test]

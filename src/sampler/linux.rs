@@ -87,6 +87,8 @@ fn engine() -> Result<&'static Engine_, Error> {
         let _ = RING.set(Ring::new(capacity));
         let _ = TABLE.set(StackTable::new(TABLE_CAPACITY));
         ENGINE_PID.store(std::process::id(), Ordering::Relaxed);
+        // Everything the handler touches is ready before it is installed.
+        prepare_unwinder();
         signal::install()
             .map_err(|e| format!("cannot install the sampling signal handlers: {e}"))?;
         Ok(Engine_ {
@@ -102,6 +104,15 @@ fn engine() -> Result<&'static Engine_, Error> {
         .map_err(|e| Error::Unsupported { what: e.clone() })?;
     ensure_drain_thread()?;
     Ok(engine)
+}
+
+/// Builds the unwinder for the loaded objects, or rebuilds it when objects were loaded or
+/// unloaded since.
+fn prepare_unwinder() {
+    let generation = crate::modules::generation();
+    if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
+        super::unwind::prepare(&crate::modules::loaded(), generation);
+    }
 }
 
 /// Starts the drain thread once the process has more than one thread. A single-threaded
@@ -267,10 +278,7 @@ impl Session {
         threads: Threads,
     ) -> Result<Session, Error> {
         let engine = engine()?;
-        let generation = crate::modules::generation();
-        if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
-            super::unwind::prepare(&crate::modules::loaded(), generation);
-        }
+        prepare_unwinder();
         let period_ns = 1_000_000_000 / u64::from(frequency.max(1));
         let starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
         exclusive_check(engine, threads)?;

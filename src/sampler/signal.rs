@@ -109,7 +109,7 @@ pub(crate) static TABLE: OnceLock<StackTable> = OnceLock::new();
 pub(crate) static DRAIN_RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// What a thread's next sample weighs, in its own CPU clock.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Clock {
     /// Session this state belongs to.
     sid: u64,
@@ -432,6 +432,57 @@ fn chain(
     }
 }
 
+/// How a thread's first sample for a session is weighed, when it has no clock for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum First {
+    /// Not a first sample: the thread has a clock for the session.
+    No,
+    /// The thread's CPU time when the session began for it: 0 for a thread born inside the
+    /// session (perf events follow only threads spawned after the start), its reading at
+    /// the start for a thread a `threads=all` session found running.
+    Since(u64),
+    /// Sampled before for other sessions: when this one's share began is unknown, so one
+    /// nominal period (`nominal`) after the latest of its other clocks is the honest bound.
+    Unknown { latest: u64, nominal: u64 },
+}
+
+/// What a sample taken at thread CPU time `cpu` weighs, and the thread's clock for `sid`
+/// afterwards. A sample stands for the thread's unpaused CPU time since its previous sample:
+/// each interval is represented by the sample that ends it, which keeps totals unbiased
+/// however finely the session is paused and resumed, includes kernel time the source could
+/// not sample, and is exact whatever rate the kernel delivers. A sample taken while the
+/// session is `paused` is not recorded: unpaused CPU gathered so far waits for the next
+/// recorded sample, and the paused CPU up to now is dropped by moving `last`.
+///
+/// Pure and panic-free (saturating arithmetic): it runs in the signal handler, in users'
+/// debug builds, where an overflow check would abort the process.
+fn weigh(clock: Clock, sid: u64, cpu: u64, paused: bool, first: First) -> (u64, Clock) {
+    let own = clock.sid == sid;
+    let weight = match first {
+        First::No => {
+            let stretch = if clock.since == PAUSED {
+                0
+            } else {
+                cpu.saturating_sub(clock.last.max(clock.since))
+            };
+            clock.active.saturating_add(stretch)
+        }
+        First::Since(start) => cpu.saturating_sub(start),
+        First::Unknown { latest, nominal } => cpu.saturating_sub(latest).min(nominal),
+    };
+    let next = Clock {
+        sid,
+        last: cpu,
+        active: if paused && own { clock.active } else { 0 },
+        since: if own && clock.since == PAUSED {
+            PAUSED
+        } else {
+            0
+        },
+    };
+    (weight, next)
+}
+
 /// Takes one sample for session `sid`: weight from the thread CPU clock, stack from the
 /// interrupted context, into the ring.
 fn record(sid: u64, overrun: u64, ctx: *mut libc::c_void) {
@@ -449,49 +500,31 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
     let nominal = slot
         .period_ns
         .load(Ordering::Relaxed)
-        .saturating_mul(1 + overrun);
+        .saturating_mul(overrun.saturating_add(1));
     let mut clocks = CLOCK.with(Cell::get);
     let (index, clock) = clock_for(&clocks, sid);
     let paused = slot.paused.load(Ordering::Acquire) != 0;
-    // A sample stands for the thread's unpaused CPU time since its previous sample: each
-    // interval is represented by the sample that ends it. That keeps totals unbiased when
-    // the session is paused and resumed at any granularity, includes kernel time the source
-    // could not sample, and is exact whatever rate the kernel delivers.
-    let all_threads = clock.sid != sid && slot.all_threads.load(Ordering::Relaxed);
-    let weight = if clock.sid == sid {
-        let stretch = if clock.since == PAUSED {
-            0
-        } else {
-            cpu.saturating_sub(clock.last.max(clock.since))
-        };
-        clock.active + stretch
-    } else if let Some(start) = all_threads.then(start_of_this_thread).flatten() {
-        // First sample of a thread in a `threads=all` session: what it used since the
-        // session started (or since it was born).
-        cpu.saturating_sub(start)
-    } else if !all_threads && clocks.iter().all(|c| c.sid == 0) {
-        // A thread never sampled before: with perf events only threads spawned inside the
-        // session are sampled, so its whole CPU time lies in the session.
-        cpu
+    let first = if clock.sid == sid {
+        First::No
+    } else if let Some(start) = slot
+        .all_threads
+        .load(Ordering::Relaxed)
+        .then(start_of_this_thread)
+        .flatten()
+    {
+        First::Since(start)
+    } else if !slot.all_threads.load(Ordering::Relaxed) && clocks.iter().all(|c| c.sid == 0) {
+        First::Since(0)
     } else {
-        // Sampled before, but not for this session: we don't know when this session's share
-        // began; one period is the honest bound.
-        let latest = clocks.iter().map(|c| c.last).max().unwrap_or(0);
-        cpu.saturating_sub(latest).min(nominal)
+        First::Unknown {
+            latest: clocks.iter().map(|c| c.last).max().unwrap_or(0),
+            nominal,
+        }
     };
-    let own = clock.sid == sid;
-    // A paused sample is not recorded: unpaused CPU gathered so far waits for the next
-    // recorded sample, and the paused CPU up to now is dropped by moving `last`.
-    clocks[index] = Clock {
-        sid,
-        last: cpu,
-        active: if paused && own { clock.active } else { 0 },
-        since: if own && clock.since == PAUSED {
-            PAUSED
-        } else {
-            0
-        },
-    };
+    let (weight, next) = weigh(clock, sid, cpu, paused, first);
+    if let Some(c) = clocks.get_mut(index) {
+        *c = next;
+    }
     CLOCK.with(|c| c.set(clocks));
     if paused {
         return;
@@ -590,4 +623,99 @@ fn registers(ctx: *mut libc::c_void) -> (u64, u64, u64) {
         gregs[libc::REG_RSP as usize] as u64,
         gregs[libc::REG_RBP as usize] as u64,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 7;
+
+    fn clock(last: u64, active: u64, since: u64) -> Clock {
+        Clock {
+            sid: S,
+            last,
+            active,
+            since,
+        }
+    }
+
+    #[test]
+    fn a_sample_weighs_the_cpu_since_the_previous_one() {
+        let (w, next) = weigh(clock(100, 0, 0), S, 350, false, First::No);
+        assert_eq!(w, 250);
+        assert_eq!(next, clock(350, 0, 0));
+    }
+
+    #[test]
+    fn pause_and_resume_on_the_thread_bank_only_unpaused_cpu() {
+        // Paused by this thread after 40 ns of unpaused CPU (banked in `active`).
+        let paused = clock(100, 40, PAUSED);
+        // A sample while paused is not recorded; the bank waits, `last` moves.
+        let (_, next) = weigh(paused, S, 500, true, First::No);
+        assert_eq!(next, clock(500, 40, PAUSED));
+        // Resumed at 600: the next sample at 700 weighs the bank + 100.
+        let resumed = Clock { since: 600, ..next };
+        let (w, next) = weigh(resumed, S, 700, false, First::No);
+        assert_eq!(w, 140);
+        assert_eq!(next, clock(700, 0, 0));
+    }
+
+    #[test]
+    fn another_threads_pause_drops_the_interval() {
+        // The session is paused by another thread: this sample is dropped, and so is the
+        // CPU up to it (`last` moves, nothing banked).
+        let (_, next) = weigh(clock(100, 0, 0), S, 400, true, First::No);
+        assert_eq!(next, clock(400, 0, 0));
+        let (w, _) = weigh(next, S, 450, false, First::No);
+        assert_eq!(w, 50);
+    }
+
+    #[test]
+    fn first_samples_of_a_thread() {
+        let none = Clock {
+            sid: 0,
+            last: 0,
+            active: 0,
+            since: 0,
+        };
+        // Born in the session: all its CPU.
+        assert_eq!(weigh(none, S, 900, false, First::Since(0)).0, 900);
+        // Found running by a threads=all session at 600.
+        assert_eq!(weigh(none, S, 900, false, First::Since(600)).0, 300);
+        // Sampled before for other sessions: at most one period.
+        let unknown = First::Unknown {
+            latest: 100,
+            nominal: 50,
+        };
+        assert_eq!(weigh(none, S, 900, false, unknown).0, 50);
+        let (_, next) = weigh(none, S, 900, false, unknown);
+        assert_eq!(next, clock(900, 0, 0));
+    }
+
+    #[test]
+    fn clocks_going_backwards_or_extreme_values_never_panic() {
+        for (last, active, since, cpu) in [
+            (u64::MAX, 0, 0, 0),
+            (0, u64::MAX, 0, u64::MAX),
+            (5, u64::MAX, 1, u64::MAX),
+            (u64::MAX - 1, 3, u64::MAX - 1, 2),
+        ] {
+            let c = clock(last, active, since);
+            for paused in [false, true] {
+                for first in [
+                    First::No,
+                    First::Since(u64::MAX),
+                    First::Unknown {
+                        latest: u64::MAX,
+                        nominal: u64::MAX,
+                    },
+                ] {
+                    // Debug builds check overflow: any unchecked step would panic here.
+                    let (w, _) = weigh(c, S, cpu, paused, first);
+                    assert!(w <= cpu.saturating_add(active), "{w} from {c:?} at {cpu}");
+                }
+            }
+        }
+    }
 }

@@ -117,20 +117,27 @@ const PAGE: u64 = 4096;
 /// contiguous range of readable pages that holds the stack pointer, so a thread asks the
 /// kernel about each page of its stack once. A word far above `sp` (unoptimised frames are
 /// kilobytes) first has the pages between probed, so the range still holds `sp` after.
-fn readable(addr: u64, sp: u64) -> bool {
+///
+/// Only pages below `limit` (the top of the thread's own stack, see [`stack_limit`]) are
+/// remembered: a page beyond it belongs to some other mapping, which may be unmapped later,
+/// so it is asked about on every read.
+fn readable(addr: u64, sp: u64, limit: u64) -> bool {
     let (lo, hi) = READABLE.with(Cell::get);
-    if addr >= lo && addr + 8 <= hi && sp >= lo && sp < hi {
+    if addr >= lo && addr.saturating_add(8) <= hi && sp >= lo && sp < hi {
         return true;
     }
     if addr % PAGE > PAGE - 8 {
         return false;
     }
     let (sp_page, page) = (sp & !(PAGE - 1), addr & !(PAGE - 1));
+    if page.saturating_add(PAGE) > limit {
+        return probe(page);
+    }
     // The range to know: from sp's page to addr's, joined with what is known if they touch.
     let (mut want_lo, mut want_hi) = (sp_page, page + PAGE);
     let joins = lo < hi && lo <= want_hi && want_lo <= hi;
     if joins {
-        (want_lo, want_hi) = (want_lo.min(lo), want_hi.max(hi));
+        (want_lo, want_hi) = (want_lo.min(lo), want_hi.max(hi).min(limit));
     }
     if (want_hi - want_lo) / PAGE > MAX_PROBES {
         return probe(page);
@@ -146,6 +153,26 @@ fn readable(addr: u64, sp: u64) -> bool {
     }
     READABLE.with(|r| r.set((want_lo, want_hi)));
     true
+}
+
+/// The first page above the interrupted thread's own stack, as far as it can be known in a
+/// signal handler: the x86-64 TLS ABI keeps the thread pointer at `%fs:0`, and glibc and
+/// musl place a thread's control block at the top of the mapping its stack lives in, so
+/// for a spawned thread every page below the thread pointer's page is its own stack. The
+/// main thread's control block is elsewhere (below its stack): no limit then, and its
+/// stack is the kernel's `[stack]` mapping, which nothing is mapped against.
+fn stack_limit(sp: u64) -> u64 {
+    let tp: u64;
+    // SAFETY: reads the thread pointer the x86-64 ABI stores at %fs:0; no memory is
+    // written, the stack is not touched.
+    unsafe {
+        std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags));
+    }
+    if tp > sp {
+        tp & !(PAGE - 1)
+    } else {
+        u64::MAX
+    }
 }
 
 /// Pages probed at most to join a word to the known stack range (256 KiB).
@@ -202,12 +229,14 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> 
     })?;
     // SAFETY: walkers are leaked, never freed; `busy` gives us the cache exclusively.
     let (walker, cache) = unsafe { (&*walker, &mut *slot.cache.get()) };
+    let limit = stack_limit(sp);
     let mut read = |addr: u64| -> Result<u64, ()> {
-        if addr % 8 != 0 || addr < sp || addr - sp > 64 << 20 || !readable(addr, sp) {
+        if addr % 8 != 0 || addr < sp || addr - sp > 64 << 20 || !readable(addr, sp, limit) {
             return Err(());
         }
-        // SAFETY: `readable` checked that the aligned word's page is mapped readable, and
-        // the page belongs to this thread's stack, which outlives the handler.
+        // SAFETY: `readable` checked that the aligned word's page is mapped readable: either
+        // just now, or earlier for a page of this thread's own stack below `limit`, which
+        // stays mapped while the thread runs this handler.
         Ok(unsafe { (addr as *const u64).read_volatile() })
     };
     let mut iter = walker.iter_frames(pc, UnwindRegsX86_64::new(pc, sp, bp), cache, &mut read);
@@ -275,18 +304,69 @@ mod tests {
             let sp = here() & !7;
             let far = &big[4090] as *const u64 as u64;
             assert!(far - sp > 7 * PAGE);
-            assert!(readable(far, sp));
+            assert!(readable(far, sp, u64::MAX));
             let (lo, hi) = READABLE.with(Cell::get);
             assert!(
                 lo <= sp && sp < hi && far < hi,
                 "{lo:x}..{hi:x} holds sp and the word"
             );
             // Known now: nothing to ask the kernel, the range stays.
-            assert!(readable(&big[10] as *const u64 as u64, sp));
+            assert!(readable(&big[10] as *const u64 as u64, sp, u64::MAX));
             assert_eq!(READABLE.with(Cell::get), (lo, hi));
             // Unmapped memory is refused and not remembered.
-            assert!(!readable(sp + (1 << 40), sp));
+            assert!(!readable(sp + (1 << 40), sp, u64::MAX));
             assert_eq!(READABLE.with(Cell::get), (lo, hi));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn a_spawned_threads_stack_ends_below_its_thread_pointer() {
+        std::thread::spawn(|| {
+            let sp = here();
+            let limit = stack_limit(sp);
+            assert!(limit > sp && limit != u64::MAX, "{limit:x} above sp {sp:x}");
+            // Every page from sp's up to the limit is this thread's stack: readable.
+            assert!(readable(limit - 8, sp, limit));
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn pages_past_the_stack_are_never_remembered() {
+        std::thread::spawn(|| {
+            // Two adjacent pages: the lower one stands for the top of a stack, the upper one
+            // for a neighbouring mapping that goes away later.
+            // SAFETY: anonymous private mappings we own; munmap of the upper page only.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    2 * PAGE as usize,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            } as u64;
+            assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+            READABLE.with(|r| r.set((0, 0)));
+            let (sp, limit, above) = (base + 64, base + PAGE, base + PAGE + 64);
+            assert!(readable(above, sp, limit), "mapped now: readable");
+            let (lo, hi) = READABLE.with(Cell::get);
+            assert!(
+                hi <= limit,
+                "remembered {lo:x}..{hi:x} past the limit {limit:x}"
+            );
+            // SAFETY: unmapping the upper page of our own mapping.
+            unsafe { libc::munmap((base + PAGE) as *mut libc::c_void, PAGE as usize) };
+            assert!(
+                !readable(above, sp, limit),
+                "gone: must be refused, not read"
+            );
+            // SAFETY: the lower page is still ours.
+            unsafe { libc::munmap(base as *mut libc::c_void, PAGE as usize) };
         })
         .join()
         .unwrap();
