@@ -227,6 +227,37 @@ mod tests {
     }
 
     #[test]
+    fn links_planted_at_temporary_names_are_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        // Every name the old scheme (`.<name>.<pid>.<n>.tmp`) would have used, and a few
+        // more shapes, all pointing at a file outside the profile directory.
+        for n in 0..64 {
+            for name in [
+                format!(".p.cpu.pb.gz.{}.{n}.tmp", std::process::id()),
+                format!(".p.cpu.pb.gz.{n}.tmp"),
+            ] {
+                std::os::unix::fs::symlink(&victim, shared.join(name)).unwrap();
+            }
+        }
+        let path = shared.join("p.cpu.pb.gz");
+        write_atomic(&path, b"profile").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"profile");
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        // Only the profile was added; every planted link is still a link to the victim.
+        let entries: Vec<_> = fs::read_dir(&shared).unwrap().flatten().collect();
+        assert_eq!(entries.len(), 129);
+        for e in entries {
+            if e.file_name() != "p.cpu.pb.gz" {
+                assert_eq!(fs::read_link(e.path()).unwrap(), victim);
+            }
+        }
+    }
+
+    #[test]
     fn unwritable_directory_names_path_and_os_error() {
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("plain-file");

@@ -180,6 +180,13 @@ fn report_failure(e: Error, caller: &Location<'_>) {
     }
 }
 
+/// Whether the calling thread is running profiled's signal handler, for test allocators that
+/// prove the handler never allocates.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub fn in_signal_handler() -> bool {
+    sampler::in_handler()
+}
+
 /// Whether the sampling machinery was ever set up in this process (for "off means off" tests).
 pub fn sampler_installed() -> bool {
     sampler::installed()

@@ -6,11 +6,12 @@ mod support;
 use std::process::Command;
 use support::*;
 
-const TESTS: [&str; 5] = [
+const TESTS: [&str; 6] = [
     "alpha_work",
     "beta_work",
     "fails_when_asked",
     "nested::panics_as_expected",
+    "nested::panics_with_the_short_form",
     "nested::worker_threads",
 ];
 
@@ -60,7 +61,7 @@ fn profile_dir_writes_one_profile_per_test_and_a_table() {
     );
     // The table: a header and one row per profiled test, naming CPU, samples, top fn, file.
     let err = stderr(&out);
-    assert!(err.contains("profiled: 5 profiles"), "{err}");
+    assert!(err.contains("profiled: 6 profiles"), "{err}");
     assert!(err.contains("test") && err.contains("top function") && err.contains("file"));
     let row = err
         .lines()
@@ -156,7 +157,7 @@ fn libtest_command_line_works() {
     let out = cargo_test("harness", &["alpha_work", "--exact"], &[]);
     assert_eq!(
         summary(&out)[0],
-        "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 5 filtered out"
+        "test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 6 filtered out"
     );
 
     let out = cargo_test(
@@ -166,14 +167,14 @@ fn libtest_command_line_works() {
     );
     assert_eq!(
         summary(&out)[0],
-        "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 2 filtered out"
+        "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 3 filtered out"
     );
 
     let out = cargo_test("harness", &[], &[("HARNESS_FAIL", "1")]);
     assert_eq!(out.status.code(), Some(101));
     assert_eq!(
         summary(&out)[0],
-        "test result: FAILED. 4 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out"
+        "test result: FAILED. 5 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out"
     );
     assert!(stdout(&out).contains("asked to fail"));
 }
@@ -201,6 +202,16 @@ fn failures_show_the_panic_message_and_tests_run_on_threads_named_after_them() {
     // Kept for the failures section, not printed while the tests run.
     assert!(!stderr(&out).contains("asked to panic"), "{}", stderr(&out));
     assert_eq!(reported(&out_file)["alpha_work.thread"], "alpha_work");
+
+    // `#[should_panic = "text"]` checks its text like the long form does.
+    let out = cargo_test("harness", &["short_form"], &[("HARNESS_FAIL", "short")]);
+    assert_eq!(out.status.code(), Some(101));
+    assert!(
+        stdout(&out).contains("panic did not contain expected string")
+            && stdout(&out).contains("expected substring: \"short form\""),
+        "{}",
+        stdout(&out)
+    );
 
     // A misspelt flag: the closest one, not clap's tip about values.
     let out = cargo_test("harness", &["--cpuprofil", "x.pb.gz"], &[]);

@@ -211,12 +211,13 @@ fn workspace_members_with_the_same_test_names_keep_their_own_profiles() {
 
 #[test]
 fn every_body_shape_expands_without_warnings_under_strict_lints() {
+    // --all-targets type-checks the test functions (trybuild's pass cases cannot: they build
+    // as binaries, where #[test] removes the function first).
     let out = members(
         &[
             "clippy",
             "--quiet",
-            "--package",
-            "alpha",
+            "--workspace",
             "--all-targets",
             "--",
             "-D",
@@ -228,18 +229,12 @@ fn every_body_shape_expands_without_warnings_under_strict_lints() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
-    // And they run, profiled, with the outcomes they have without profiling.
+    // And they run, profiled, with the outcomes they have without profiling; beta uses the
+    // crate under another name (`crate = "renamed"`), sync and async.
     let dir = tempfile::tempdir().unwrap();
     let value = format!("cpu,dir={}", dir.path().display());
     let out = members(
-        &[
-            "test",
-            "--quiet",
-            "--package",
-            "alpha",
-            "--test",
-            "integration",
-        ],
+        &["test", "--quiet", "--workspace", "--test", "integration"],
         &[("PROFILE", &value)],
     );
     assert!(out.status.success());
@@ -248,7 +243,16 @@ fn every_body_shape_expands_without_warnings_under_strict_lints() {
         "{}",
         stdout(&out)
     );
+    assert!(
+        stdout(&out).contains("2 passed; 0 failed"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(files_under(&dir.path().join("alpha/integration")).len(), 12);
+    assert_eq!(
+        files_under(&dir.path().join("beta/integration")),
+        ["renamed_async.cpu.pb.gz", "smoke.cpu.pb.gz"]
+    );
 }
 
 #[test]

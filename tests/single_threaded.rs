@@ -9,6 +9,10 @@ use std::hint::black_box;
 use std::time::Duration;
 use support::thread_cpu;
 
+/// The handler never touches the heap: this allocator aborts if it does.
+#[global_allocator]
+static ALLOC: support::NoAllocInHandler = support::NoAllocInHandler;
+
 extern "C" {
     /// glibc (2.32+): non-zero while the process has never created a thread.
     static __libc_single_threaded: std::ffi::c_char;

@@ -1,6 +1,7 @@
 //! 200 profile start/stop cycles at 1000 Hz while 8 threads allocate, free, take locks and
 //! spawn short-lived threads: no deadlock, no crash, every profile valid. The profiles are
-//! kept in target/stress/ for `cargo xtask validate` to read with go tool pprof.
+//! kept in target/stress/ for `cargo xtask validate` to read with go tool pprof. The handler
+//! never touches the heap: the test allocator aborts if it does.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,6 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use profiled::{Config, Profile};
+
+mod support;
+
+#[global_allocator]
+static ALLOC: support::NoAllocInHandler = support::NoAllocInHandler;
 
 const CYCLES: usize = 200;
 

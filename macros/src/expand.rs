@@ -24,6 +24,26 @@ fn parse(
             syn::Error::new_spanned(&func.sig.inputs, message),
         ));
     }
+    if let Some(constness) = &func.sig.constness {
+        let message = format!("{attr} functions cannot be `const`: a test runs at run time");
+        return Err(with_error(
+            item.clone(),
+            syn::Error::new_spanned(constness, message),
+        ));
+    }
+    if let Some(again) = func
+        .attrs
+        .iter()
+        .find(|a| is_named(a, "profiled") || is_harness_test(a))
+    {
+        return Err(with_error(
+            item.clone(),
+            syn::Error::new_spanned(
+                again,
+                "profiled's attribute is applied twice to this function",
+            ),
+        ));
+    }
     let krate = args
         .krate
         .as_ref()
@@ -84,10 +104,25 @@ pub(crate) fn profiled(args: TokenStream, item: TokenStream) -> TokenStream {
 /// `#[test]`, `#[tokio::test]`, `#[core::prelude::v1::test]`...: any attribute whose last
 /// path segment is `test`.
 fn is_test_attr(attr: &syn::Attribute) -> bool {
-    attr.path()
+    is_named(attr, "test")
+}
+
+/// An attribute whose path ends in `name`.
+fn is_named(attr: &syn::Attribute, name: &str) -> bool {
+    attr.path().segments.last().is_some_and(|s| s.ident == name)
+}
+
+/// `#[profiled::test]` (spelt with the crate's name, so `#[tokio::test]` is not taken for it).
+fn is_harness_test(attr: &syn::Attribute) -> bool {
+    let segments: Vec<String> = attr
+        .path()
         .segments
-        .last()
-        .is_some_and(|s| s.ident == "test")
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    segments.len() >= 2
+        && segments[segments.len() - 2] == "profiled"
+        && segments[segments.len() - 1] == "test"
 }
 
 /// The error, plus the item unchanged, so the rest of the crate still type-checks and IDE
@@ -132,19 +167,36 @@ pub(crate) fn harness_test(args: TokenStream, item: TokenStream) -> TokenStream 
             false
         } else if attr.path().is_ident("should_panic") {
             should_panic = Some(String::new());
-            if let syn::Meta::List(_) = &attr.meta {
-                let r = attr.parse_nested_meta(|meta| {
-                    if meta.path.is_ident("expected") {
-                        let lit: syn::LitStr = meta.value()?.parse()?;
-                        should_panic = Some(lit.value());
-                        Ok(())
-                    } else {
-                        Err(meta.error("expected `expected = \"...\"`"))
+            match &attr.meta {
+                syn::Meta::List(_) => {
+                    let r = attr.parse_nested_meta(|meta| {
+                        if meta.path.is_ident("expected") {
+                            let lit: syn::LitStr = meta.value()?.parse()?;
+                            should_panic = Some(lit.value());
+                            Ok(())
+                        } else {
+                            Err(meta.error(
+                                "expected `expected = \"...\"`, as in \
+                                 #[should_panic(expected = \"...\")]",
+                            ))
+                        }
+                    });
+                    if let Err(e) = r {
+                        errors.push(e);
                     }
-                });
-                if let Err(e) = r {
-                    errors.push(e);
                 }
+                // `#[should_panic = "text"]`, libtest's short form.
+                syn::Meta::NameValue(nv) => match &nv.value {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(lit),
+                        ..
+                    }) => should_panic = Some(lit.value()),
+                    other => errors.push(syn::Error::new_spanned(
+                        other,
+                        "expected a string, as in #[should_panic = \"...\"]",
+                    )),
+                },
+                syn::Meta::Path(_) => {}
             }
             false
         } else {
@@ -152,7 +204,8 @@ pub(crate) fn harness_test(args: TokenStream, item: TokenStream) -> TokenStream 
         }
     });
     if let Some(e) = errors.pop() {
-        return with_error(item, e);
+        // The fn without the attributes taken off, so rustc does not report them again.
+        return with_error(func.into_token_stream(), e);
     }
     let ident = &func.sig.ident;
     let name = ident.to_string();

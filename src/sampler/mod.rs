@@ -32,6 +32,8 @@ mod unwind;
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use linux::{check_rate, forked, installed, is_live, pause, reset, resume, Session};
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) use signal::in_handler;
 
 /// Stands for the frames a deep stack lost; the encoder names it `[truncated]`.
 pub(crate) const TRUNCATED: u64 = u64::MAX;

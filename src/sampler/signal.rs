@@ -488,10 +488,23 @@ fn weigh(clock: Clock, sid: u64, cpu: u64, paused: bool, first: First) -> (u64, 
 fn record(sid: u64, overrun: u64, ctx: *mut libc::c_void) {
     let slot = &SLOTS[sid as usize % MAX_SLOTS];
     slot.inflight.fetch_add(1, Ordering::SeqCst);
+    IN_HANDLER.with(|d| d.set(d.get().wrapping_add(1)));
     if sid != 0 && slot.sid.load(Ordering::SeqCst) == sid {
         take(slot, sid, overrun, ctx);
     }
+    IN_HANDLER.with(|d| d.set(d.get().wrapping_sub(1)));
     slot.inflight.fetch_sub(1, Ordering::SeqCst);
+}
+
+thread_local! {
+    /// Depth of profiled's handler on this thread, for [`in_handler`].
+    static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether the calling thread is inside profiled's signal handler: test allocators abort
+/// when asked to allocate then (tests/stress.rs, tests/single_threaded.rs).
+pub(crate) fn in_handler() -> bool {
+    IN_HANDLER.with(Cell::get) != 0
 }
 
 fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {

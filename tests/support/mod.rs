@@ -316,3 +316,45 @@ pub fn fixture_binary(target: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no {target} binary in {}", deps.display()))
         .1
 }
+
+/// An allocator that aborts the process if anything allocates or frees while profiled's
+/// signal handler runs on the calling thread: the handler must not touch the heap. Test
+/// binaries install it with `#[global_allocator]`.
+pub struct NoAllocInHandler;
+
+impl NoAllocInHandler {
+    fn check() {
+        if profiled::__private::in_signal_handler() {
+            let msg = b"profiled's signal handler used the heap\n";
+            // SAFETY: write(2) and abort(3) are async-signal-safe; nothing else is done.
+            unsafe {
+                libc::write(2, msg.as_ptr().cast(), msg.len());
+                libc::abort();
+            }
+        }
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl std::alloc::GlobalAlloc for NoAllocInHandler {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        Self::check();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        Self::check();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        Self::check();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        Self::check();
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { std::alloc::System.realloc(ptr, layout, size) }
+    }
+}

@@ -1,0 +1,5 @@
+#[profiled::profiled]
+#[test]
+const fn at_compile_time() {}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[profiled::profiled]
+#[profiled::profiled]
+#[test]
+fn twice() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[profiled::test]
+async fn needs_a_runtime() {}
+
+fn main() {}

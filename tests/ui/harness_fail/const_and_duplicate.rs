@@ -1,0 +1,8 @@
+#[profiled::test]
+const fn at_compile_time() {}
+
+#[profiled::test]
+#[profiled::test]
+fn twice() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[profiled::test]
+struct NotATest;
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[profiled::test]
+#[test]
+fn registered_twice() {}
+
+fn main() {}
