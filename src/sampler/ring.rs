@@ -10,6 +10,16 @@
 //! cell's contents to the consumer's `Acquire` load; the consumer's `Release` store of
 //! `pos + capacity` hands the cell back to the producer that will `Acquire` it next lap.
 
+// Code that runs in signal context must not panic: no unchecked arithmetic (overflow checks
+// are on in users' test builds), no indexing, no unwrap.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -28,7 +38,7 @@ impl Thread {
     /// The name as text (lossy), without the padding.
     pub(crate) fn name(&self) -> String {
         let end = self.name.iter().position(|&b| b == 0).unwrap_or(16);
-        String::from_utf8_lossy(&self.name[..end]).into_owned()
+        String::from_utf8_lossy(self.name.get(..end).unwrap_or_default()).into_owned()
     }
 }
 
@@ -97,7 +107,9 @@ pub(crate) enum Pop<'a> {
 /// All-zero bytes must be a valid `T`, and `T` must not be zero-sized.
 pub(crate) unsafe fn zeroed_slice<T>(len: usize) -> Box<[T]> {
     assert!(len > 0 && std::mem::size_of::<T>() > 0);
-    let layout = std::alloc::Layout::array::<T>(len).expect("size fits the address space");
+    let Ok(layout) = std::alloc::Layout::array::<T>(len) else {
+        std::process::abort()
+    };
     // SAFETY: the layout is not zero-sized (checked above); the caller vouches that zeroed
     // memory is a valid T, so the slice is initialised; the Box frees it with this layout.
     unsafe {
@@ -117,14 +129,14 @@ impl Ring {
         let cells = unsafe { zeroed_slice::<Cell>(capacity) };
         Ring {
             cells,
-            mask: capacity - 1,
+            mask: capacity.wrapping_sub(1),
             enqueue: AtomicUsize::new(0),
             dequeue: AtomicUsize::new(0),
         }
     }
 
     pub(crate) fn capacity(&self) -> usize {
-        self.mask + 1
+        self.mask.wrapping_add(1)
     }
 
     /// Samples claimed but not yet consumed (an estimate while producers run).
@@ -140,12 +152,14 @@ impl Ring {
         let mut pos = self.enqueue.load(Ordering::Relaxed);
         loop {
             let index = pos & self.mask;
-            let cell = &self.cells[index];
+            let Some(cell) = self.cells.get(index) else {
+                return false;
+            };
             let dif = cell.seq(index).wrapping_sub(pos) as isize;
             if dif == 0 {
                 match self.enqueue.compare_exchange_weak(
                     pos,
-                    pos + 1,
+                    pos.wrapping_add(1),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
@@ -153,7 +167,7 @@ impl Ring {
                         // SAFETY: the CAS made this producer the cell's only owner until the
                         // release store below.
                         fill(unsafe { &mut *cell.sample.get() });
-                        cell.set_seq(index, pos + 1);
+                        cell.set_seq(index, pos.wrapping_add(1));
                         return true;
                     }
                     Err(now) => pos = now,
@@ -171,13 +185,15 @@ impl Ring {
     pub(crate) fn pop_with<R>(&self, take: impl FnOnce(Pop<'_>) -> R) -> R {
         let pos = self.dequeue.load(Ordering::Relaxed);
         let index = pos & self.mask;
-        let cell = &self.cells[index];
-        if cell.seq(index) == pos + 1 {
+        let Some(cell) = self.cells.get(index) else {
+            return take(Pop::Empty);
+        };
+        if cell.seq(index) == pos.wrapping_add(1) {
             // SAFETY: the acquire load saw the producer's release: the cell is complete and
             // no producer touches it until we hand it back.
             let result = take(Pop::Sample(unsafe { &*cell.sample.get() }));
-            self.dequeue.store(pos + 1, Ordering::Relaxed);
-            cell.set_seq(index, pos + self.mask + 1);
+            self.dequeue.store(pos.wrapping_add(1), Ordering::Relaxed);
+            cell.set_seq(index, pos.wrapping_add(self.mask).wrapping_add(1));
             result
         } else if self.enqueue.load(Ordering::Relaxed) == pos {
             take(Pop::Empty)
@@ -188,6 +204,13 @@ impl Ring {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)] // Tests, not signal context.
 mod tests {
     use super::*;
     use std::sync::Arc;

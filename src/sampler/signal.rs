@@ -10,6 +10,16 @@
 //! `SIGPROF` with `si_code == SI_TIMER` and the session id in `si_value`. Any other `SIGTRAP`
 //! or `SIGPROF` is passed on to the handler that was installed before ours.
 
+// Code that runs in signal context must not panic: no unchecked arithmetic (overflow checks
+// are on in users' test builds), no indexing, no unwrap.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -169,13 +179,13 @@ fn who() -> Thread {
 /// This thread's clock for `sid`: `(index, clock)`; a fresh clock in a free (or the least
 /// recently sampled) entry when the thread has none for it.
 fn clock_for(clocks: &[Clock; CLOCKS], sid: u64) -> (usize, Clock) {
-    if let Some(i) = clocks.iter().position(|c| c.sid == sid) {
-        return (i, clocks[i]);
+    if let Some((i, c)) = clocks.iter().enumerate().find(|(_, c)| c.sid == sid) {
+        return (i, *c);
     }
-    let i = clocks
-        .iter()
-        .position(|c| c.sid == 0)
-        .unwrap_or_else(|| (0..CLOCKS).min_by_key(|&i| clocks[i].last).unwrap_or(0));
+    let i = clocks.iter().position(|c| c.sid == 0).unwrap_or_else(|| {
+        let oldest = clocks.iter().enumerate().min_by_key(|(_, c)| c.last);
+        oldest.map_or(0, |(i, _)| i)
+    });
     (i, NO_CLOCK)
 }
 
@@ -184,7 +194,9 @@ fn update_clock(sid: u64, f: impl FnOnce(Clock) -> Clock) {
     CLOCK.with(|c| {
         let mut clocks = c.get();
         let (i, clock) = clock_for(&clocks, sid);
-        clocks[i] = f(clock);
+        if let Some(c) = clocks.get_mut(i) {
+            *c = f(clock);
+        }
         c.set(clocks);
     })
 }
@@ -227,7 +239,8 @@ pub(crate) fn thread_pauses(sid: u64) {
         update_clock(sid, |mut clock| {
             if clock.sid == sid && clock.since != PAUSED {
                 let now = thread_cpu_ns();
-                clock.active += now.saturating_sub(clock.last.max(clock.since));
+                let stretch = now.saturating_sub(clock.last.max(clock.since));
+                clock.active = clock.active.saturating_add(stretch);
                 clock.since = PAUSED;
             }
             clock
@@ -255,7 +268,9 @@ pub(crate) fn thread_cpu_ns() -> u64 {
     };
     // SAFETY: clock_gettime writes the timespec; it is on POSIX's async-signal-safe list.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 const TRAP_PERF: i32 = 6;
@@ -486,7 +501,9 @@ fn weigh(clock: Clock, sid: u64, cpu: u64, paused: bool, first: First) -> (u64, 
 /// Takes one sample for session `sid`: weight from the thread CPU clock, stack from the
 /// interrupted context, into the ring.
 fn record(sid: u64, overrun: u64, ctx: *mut libc::c_void) {
-    let slot = &SLOTS[sid as usize % MAX_SLOTS];
+    let Some(slot) = SLOTS.get(sid as usize % MAX_SLOTS) else {
+        return;
+    };
     slot.inflight.fetch_add(1, Ordering::SeqCst);
     IN_HANDLER.with(|d| d.set(d.get().wrapping_add(1)));
     if sid != 0 && slot.sid.load(Ordering::SeqCst) == sid {
@@ -631,14 +648,18 @@ fn push(
 fn registers(ctx: *mut libc::c_void) -> (u64, u64, u64) {
     // SAFETY: with SA_SIGINFO the third handler argument is the interrupted ucontext_t.
     let gregs = unsafe { &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs };
-    (
-        gregs[libc::REG_RIP as usize] as u64,
-        gregs[libc::REG_RSP as usize] as u64,
-        gregs[libc::REG_RBP as usize] as u64,
-    )
+    let reg = |r: libc::c_int| gregs.get(r as usize).map_or(0, |&v| v as u64);
+    (reg(libc::REG_RIP), reg(libc::REG_RSP), reg(libc::REG_RBP))
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)] // Tests, not signal context.
 mod tests {
     use super::*;
 

@@ -13,6 +13,16 @@
 //! freed by [`StackTable::clear`], called when no session is open, so no handler can be
 //! looking at an entry while it is reused.
 
+// Code that runs in signal context must not panic: no unchecked arithmetic (overflow checks
+// are on in users' test builds), no indexing, no unwrap.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -73,7 +83,7 @@ impl StackTable {
         let claimed = unsafe { zeroed_slice::<AtomicU32>(capacity) };
         StackTable {
             entries,
-            mask: capacity - 1,
+            mask: capacity.wrapping_sub(1),
             claimed,
             claimed_len: AtomicUsize::new(0),
             pending: AtomicU64::new(0),
@@ -139,7 +149,7 @@ impl StackTable {
                     entry.state.store(READY, Ordering::Release);
                     let at = self.claimed_len.fetch_add(1, Ordering::AcqRel);
                     if let Some(slot) = self.claimed.get(at) {
-                        slot.store(index as u32 + 1, Ordering::Release);
+                        slot.store((index as u32).wrapping_add(1), Ordering::Release);
                     }
                     self.pending.fetch_add(1, Ordering::Release);
                     return true;
@@ -167,7 +177,10 @@ impl StackTable {
             let weight = entry.weight_ns.swap(0, Ordering::Relaxed);
             // SAFETY: READY was acquired; the key is immutable until `clear`.
             let key = unsafe { &*entry.key.get() };
-            let frames = &key.frames[..(key.depth as usize).min(MAX_DEPTH)];
+            let frames = key
+                .frames
+                .get(..(key.depth as usize).min(MAX_DEPTH))
+                .unwrap_or_default();
             take((key.sid, key.generation, key.thread, frames, count, weight));
         }
     }
@@ -179,7 +192,8 @@ impl StackTable {
             .claimed_len
             .load(Ordering::Acquire)
             .min(self.claimed.len());
-        self.claimed[..len].iter().filter_map(|c| {
+        let claimed = self.claimed.get(..len).unwrap_or_default();
+        claimed.iter().filter_map(|c| {
             let index = c.load(Ordering::Acquire).checked_sub(1)?;
             self.entries.get(index as usize)
         })
@@ -196,7 +210,7 @@ impl StackTable {
             .claimed_len
             .swap(0, Ordering::AcqRel)
             .min(self.claimed.len());
-        for c in &self.claimed[..len] {
+        for c in self.claimed.get(..len).unwrap_or_default() {
             c.store(0, Ordering::Relaxed);
         }
         self.pending.store(0, Ordering::Relaxed);
@@ -215,6 +229,13 @@ fn hash(sid: u64, generation: u32, tid: u32, frames: &[u64]) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)] // Tests, not signal context.
 mod tests {
     use super::*;
     use std::sync::Arc;

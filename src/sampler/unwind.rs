@@ -9,6 +9,16 @@
 //! memory is read only after the page was found readable (`process_vm_readv` on ourselves
 //! returns `EFAULT` instead of faulting), and readable pages are remembered per thread.
 
+// Code that runs in signal context must not panic: no unchecked arithmetic (overflow checks
+// are on in users' test builds), no indexing, no unwrap.
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
@@ -74,18 +84,14 @@ pub(crate) fn prepare(modules: &[Module], generation: u64) {
         // stay mapped while the object is loaded (unloading bumps the generation).
         let (hdr_data, eh_data) = unsafe {
             (
-                std::slice::from_raw_parts(hdr.start as *const u8, (hdr.end - hdr.start) as usize),
-                std::slice::from_raw_parts(eh.start as *const u8, (eh.end - eh.start) as usize),
+                std::slice::from_raw_parts(hdr.start as *const u8, len(hdr)),
+                std::slice::from_raw_parts(eh.start as *const u8, len(eh)),
             )
         };
         // SAFETY: the executable segment is mapped readable (r-x) for as long as the object.
-        let text = unsafe {
-            std::slice::from_raw_parts(
-                m.text.start as *const u8,
-                (m.text.end - m.text.start) as usize,
-            )
-        };
-        let svma = |r: &std::ops::Range<u64>| r.start - m.bias..r.end - m.bias;
+        let text = unsafe { std::slice::from_raw_parts(m.text.start as *const u8, len(&m.text)) };
+        let svma =
+            |r: &std::ops::Range<u64>| r.start.wrapping_sub(m.bias)..r.end.wrapping_sub(m.bias);
         let info = ExplicitModuleSectionInfo {
             base_svma: 0,
             text_svma: Some(svma(&m.text)),
@@ -104,6 +110,11 @@ pub(crate) fn prepare(modules: &[Module], generation: u64) {
         ));
     }
     WALKER.store(Box::into_raw(Box::new(walker)), Ordering::Release);
+}
+
+/// The length of an address range (0 for an inverted one).
+fn len(r: &std::ops::Range<u64>) -> usize {
+    r.end.saturating_sub(r.start) as usize
 }
 
 thread_local! {
@@ -134,12 +145,12 @@ fn readable(addr: u64, sp: u64, limit: u64) -> bool {
         return probe(page);
     }
     // The range to know: from sp's page to addr's, joined with what is known if they touch.
-    let (mut want_lo, mut want_hi) = (sp_page, page + PAGE);
+    let (mut want_lo, mut want_hi) = (sp_page, page.saturating_add(PAGE));
     let joins = lo < hi && lo <= want_hi && want_lo <= hi;
     if joins {
         (want_lo, want_hi) = (want_lo.min(lo), want_hi.max(hi).min(limit));
     }
-    if (want_hi - want_lo) / PAGE > MAX_PROBES {
+    if want_hi.saturating_sub(want_lo) / PAGE > MAX_PROBES {
         return probe(page);
     }
     let mut p = want_lo;
@@ -149,7 +160,7 @@ fn readable(addr: u64, sp: u64, limit: u64) -> bool {
             // Not one stack: answer for this word alone, remember nothing.
             return p != page && probe(page);
         }
-        p += PAGE;
+        p = p.saturating_add(PAGE);
     }
     READABLE.with(|r| r.set((want_lo, want_hi)));
     true
@@ -231,7 +242,8 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> 
     let (walker, cache) = unsafe { (&*walker, &mut *slot.cache.get()) };
     let limit = stack_limit(sp);
     let mut read = |addr: u64| -> Result<u64, ()> {
-        if addr % 8 != 0 || addr < sp || addr - sp > 64 << 20 || !readable(addr, sp, limit) {
+        if addr % 8 != 0 || addr < sp || addr.abs_diff(sp) > 64 << 20 || !readable(addr, sp, limit)
+        {
             return Err(());
         }
         // SAFETY: `readable` checked that the aligned word's page is mapped readable: either
@@ -247,13 +259,13 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> 
         let Ok(Some(frame)) = iter.next() else { break };
         let cell = match frames.get_mut(total) {
             Some(cell) => cell,
-            None => match beyond.get_mut((total - MAX_DEPTH) % KEEP_ROOT) {
+            None => match beyond.get_mut(total.wrapping_sub(MAX_DEPTH) % KEEP_ROOT) {
                 Some(cell) => cell,
                 None => break,
             },
         };
         *cell = frame.address();
-        total += 1;
+        total = total.saturating_add(1);
     }
     slot.busy.store(false, Ordering::Release);
     if total <= MAX_DEPTH {
@@ -265,11 +277,11 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> 
     // The outermost KEEP_ROOT frames, in order: sequence indices total-KEEP_ROOT..total.
     let mut root = [0u64; KEEP_ROOT];
     for (k, out) in root.iter_mut().enumerate() {
-        let i = total - KEEP_ROOT + k;
+        let i = total.saturating_sub(KEEP_ROOT).saturating_add(k);
         *out = match frames.get(i) {
             Some(&f) => f,
             None => beyond
-                .get((i - MAX_DEPTH) % KEEP_ROOT)
+                .get(i.wrapping_sub(MAX_DEPTH) % KEEP_ROOT)
                 .copied()
                 .unwrap_or(0),
         };
@@ -287,6 +299,13 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> 
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)] // Tests, not signal context.
 mod tests {
     use super::*;
 
