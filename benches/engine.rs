@@ -130,10 +130,7 @@ fn session(prof: Prof, hz: u32, name: &str, f: impl FnOnce()) -> Outcome {
             Outcome::default()
         }
         Prof::Profiled => {
-            let config = profiled::Config {
-                frequency: hz,
-                ..Default::default()
-            };
+            let config = profiled::Config::default().with_frequency(hz).unwrap();
             let p = profiled::Profile::start(name, &config).unwrap();
             f();
             let report = p.finish().unwrap();

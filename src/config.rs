@@ -2,7 +2,7 @@
 //! the variables.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::Error;
 
@@ -32,7 +32,7 @@ pub const STRICT_ENV_VAR: &str = "PROFILED";
 /// CPU time that really elapsed, so totals stay right when the kernel delivers fewer.
 ///
 /// ```
-/// assert_eq!(profiled::Config::default().frequency, profiled::DEFAULT_FREQUENCY);
+/// assert_eq!(profiled::Config::default().frequency(), profiled::DEFAULT_FREQUENCY);
 /// ```
 pub const DEFAULT_FREQUENCY: u32 = 1000;
 
@@ -59,9 +59,10 @@ const KEYS: &[&str] = &["freq", "dir", "engine", "threads"];
 /// ```
 /// use profiled::{Config, Engine};
 /// let config = Config::parse("cpu,engine=timer").unwrap().unwrap();
-/// assert_eq!(config.engine, Engine::Timer);
+/// assert_eq!(config.engine(), Engine::Timer);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Engine {
     /// perf events where the kernel allows them, else the CPU timer.
     #[default]
@@ -78,9 +79,10 @@ pub enum Engine {
 /// ```
 /// use profiled::{Config, Threads};
 /// let config = Config::parse("cpu,threads=all").unwrap().unwrap();
-/// assert_eq!(config.threads, Threads::All);
+/// assert_eq!(config.threads(), Threads::All);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Threads {
     /// The thread that starts the profile and every thread it spawns while the profile runs
     /// (with perf events): parallel tests stay apart.
@@ -92,46 +94,170 @@ pub enum Threads {
     All,
 }
 
-/// What to profile and where to put it: the parsed form of `PROFILE`.
+/// What to profile and where to put it: the parsed form of `PROFILE`, or built in code.
 ///
 /// ```
-/// use profiled::Config;
+/// use profiled::{Config, Engine};
 /// let config = Config::parse("cpu,freq=500,dir=/tmp/prof").unwrap().unwrap();
-/// assert_eq!(config.frequency, 500);
-/// assert_eq!(config.dir.as_deref(), Some(std::path::Path::new("/tmp/prof")));
+/// assert_eq!(config.frequency(), 500);
+/// assert_eq!(config.dir(), Some(std::path::Path::new("/tmp/prof")));
 /// assert!(Config::parse("").unwrap().is_none(), "empty means off");
+///
+/// let built = Config::default().with_frequency(500).unwrap().with_engine(Engine::Timer);
+/// assert_eq!(built.to_string(), "cpu,freq=500,engine=timer");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Config {
-    /// Write CPU profiles.
-    pub cpu: bool,
     /// Requested samples per CPU-second of each thread.
-    pub frequency: u32,
+    pub(crate) frequency: u32,
     /// Base directory for profile files; `None` means `<cargo target dir>/profiles`.
-    pub dir: Option<PathBuf>,
+    pub(crate) dir: Option<PathBuf>,
     /// Sampling source.
-    pub engine: Engine,
+    pub(crate) engine: Engine,
     /// Which threads are sampled.
-    pub threads: Threads,
+    pub(crate) threads: Threads,
     /// Also write an SVG flamegraph beside each profile (needs the `flamegraph` feature).
-    pub svg: bool,
+    pub(crate) svg: bool,
 }
 
 impl Default for Config {
     /// A CPU profile at [`DEFAULT_FREQUENCY`] into the default directory.
     ///
     /// ```
-    /// assert!(profiled::Config::default().cpu);
+    /// let c = profiled::Config::default();
+    /// assert_eq!(c.frequency(), profiled::DEFAULT_FREQUENCY);
+    /// assert_eq!(c.to_string(), "cpu");
     /// ```
     fn default() -> Self {
         Config {
-            cpu: true,
             frequency: DEFAULT_FREQUENCY,
             dir: None,
             engine: Engine::Auto,
             threads: Threads::Test,
             svg: false,
         }
+    }
+}
+
+impl Config {
+    /// Requested samples per second of each thread's CPU time.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().frequency(), 1000);
+    /// ```
+    pub fn frequency(&self) -> u32 {
+        self.frequency
+    }
+
+    /// The sampling rate, 1 to [`MAX_FREQUENCY`] Hz; anything else is an error that says so.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_frequency(250).unwrap();
+    /// assert_eq!(c.frequency(), 250);
+    /// assert!(profiled::Config::default().with_frequency(0).is_err());
+    /// ```
+    pub fn with_frequency(mut self, hz: u32) -> Result<Config, Error> {
+        if !(1..=MAX_FREQUENCY).contains(&hz) {
+            return Err(Error::Config {
+                var: ENV_VAR,
+                item: format!("freq={hz}"),
+                reason: "is out of range".into(),
+                accepted: ACCEPTED,
+            });
+        }
+        self.frequency = hz;
+        Ok(self)
+    }
+
+    /// Base directory for the profiles `#[profiled]` and the harness write; `None` for
+    /// `<cargo target dir>/profiles`.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().dir(), None);
+    /// ```
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
+    /// Sets the base directory (see [`Config::dir`]).
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_dir("/tmp/profiles");
+    /// assert_eq!(c.dir(), Some(std::path::Path::new("/tmp/profiles")));
+    /// ```
+    pub fn with_dir(mut self, dir: impl Into<PathBuf>) -> Config {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// The sampling source.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().engine(), profiled::Engine::Auto);
+    /// ```
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Sets the sampling source.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_engine(profiled::Engine::Timer);
+    /// assert_eq!(c.engine(), profiled::Engine::Timer);
+    /// ```
+    pub fn with_engine(mut self, engine: Engine) -> Config {
+        self.engine = engine;
+        self
+    }
+
+    /// Which threads a profile samples.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().threads(), profiled::Threads::Test);
+    /// ```
+    pub fn threads(&self) -> Threads {
+        self.threads
+    }
+
+    /// Sets which threads a profile samples.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_threads(profiled::Threads::All);
+    /// assert_eq!(c.to_string(), "cpu,threads=all");
+    /// ```
+    pub fn with_threads(mut self, threads: Threads) -> Config {
+        self.threads = threads;
+        self
+    }
+
+    /// Whether an SVG flamegraph is written beside each profile.
+    ///
+    /// ```
+    /// assert!(!profiled::Config::default().svg());
+    /// ```
+    pub fn svg(&self) -> bool {
+        self.svg
+    }
+
+    /// Asks for an SVG flamegraph beside each profile; an error without the `flamegraph`
+    /// feature, which draws them.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_svg(true);
+    /// assert_eq!(c.is_ok(), cfg!(feature = "flamegraph"));
+    /// ```
+    pub fn with_svg(mut self, on: bool) -> Result<Config, Error> {
+        if on && !cfg!(feature = "flamegraph") {
+            return Err(Error::Config {
+                var: ENV_VAR,
+                item: "svg".into(),
+                reason: "needs profiled's `flamegraph` cargo feature".into(),
+                accepted: ACCEPTED,
+            });
+        }
+        self.svg = on;
+        Ok(self)
     }
 }
 
@@ -292,14 +418,12 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
             .unwrap_or_default();
         bad(item, &format!("is not a known {what}{hint}"))
     };
-    let mut config = Config {
-        cpu: false,
-        ..Config::default()
-    };
+    let mut config = Config::default();
+    let mut kind = false;
     for &item in &items {
         match item.split_once('=') {
             None => match item {
-                "cpu" => config.cpu = true,
+                "cpu" => kind = true,
                 "svg" if cfg!(feature = "flamegraph") => config.svg = true,
                 "svg" => {
                     return Err(bad(item, "needs profiled's `flamegraph` cargo feature"));
@@ -355,7 +479,7 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
             },
         }
     }
-    if !config.cpu {
+    if !kind {
         return Err(bad(text.trim(), "names no profile kind"));
     }
     Ok(Some(config))

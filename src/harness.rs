@@ -189,10 +189,7 @@ pub fn main(package: Option<&'static str>) -> ! {
         c
     };
     let per_test: Option<Config> = match (&flags.profile_dir, env) {
-        (Some(dir), env) => Some(with_frequency(Config {
-            dir: Some(dir.clone()),
-            ..env.unwrap_or_default()
-        })),
+        (Some(dir), env) => Some(with_frequency(env.unwrap_or_default().with_dir(dir))),
         (None, Some(env)) => Some(with_frequency(env)),
         (None, None) => None,
     };

@@ -288,8 +288,11 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// Starts profiling the calling thread. `name` ends up in the profile's comments and the
-    /// summary line. Fails on unsupported platforms and when this thread already profiles.
+    /// Starts profiling the calling thread (with [`Threads::All`], every thread of the
+    /// process). `name` ends up in the profile's comments and the summary line. The
+    /// config's [`Config::dir`] and [`Config::svg`] are for the files `#[profiled]` and the
+    /// harness name; here [`Report::write`] takes the path. Fails on unsupported platforms,
+    /// when this thread already profiles, and for [`Threads::All`] while other profiles run.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
