@@ -1,10 +1,12 @@
 //! `PROFILED` / `PROFILE` environment variables -> [`Config`]. Pure: no I/O but reading
 //! the variables.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::Error;
+use crate::error::Error;
 
 /// The environment variable that turns profiling on: `PROFILE=cpu cargo test`.
 ///

@@ -7,6 +7,8 @@
 //! pauses it in `end`, so only the routine is profiled. [`Profiler`] starts each benchmark's
 //! profile paused, and writes it when criterion stops profiling.
 
+#![forbid(unsafe_code)]
+
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 

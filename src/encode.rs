@@ -3,6 +3,8 @@
 //! The message types are written out with prost's derive (no build-time codegen): they are
 //! the subset of google/pprof's profile.proto that we write, with its field numbers.
 
+#![forbid(unsafe_code)]
+
 use rustc_hash::FxHashMap as HashMap;
 use std::io::Write;
 use std::sync::Arc;

@@ -1,5 +1,7 @@
 //! Folded stacks -> SVG flamegraph, with inferno, for people without `go tool pprof`.
 
+#![forbid(unsafe_code)]
+
 /// Renders the flamegraph of `folded` (stack, CPU µs) titled with the profile's name.
 pub(crate) fn render(name: &str, folded: &[(String, u64)]) -> Vec<u8> {
     let mut opts = inferno::flamegraph::Options::default();

@@ -12,6 +12,8 @@
 //! one at a time; a table at the end lists each test's CPU time, samples, top function and
 //! file.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::fmt::Debug;
 use std::path::PathBuf;

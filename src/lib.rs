@@ -114,7 +114,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 #[doc(hidden)]
@@ -124,6 +124,7 @@ mod config;
 #[cfg(feature = "criterion")]
 pub mod criterion;
 mod encode;
+mod error;
 #[cfg(feature = "flamegraph")]
 mod flamegraph;
 #[cfg(feature = "harness")]
@@ -136,6 +137,7 @@ mod symbolize;
 pub use config::{
     Config, Engine, Threads, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY, STRICT_ENV_VAR,
 };
+pub use error::Error;
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
 ///
 /// Inert when `PROFILE` is unset: no thread, no signal handler, no file. Stacks with `#[test]`
@@ -172,93 +174,6 @@ pub use profiled_macros::test;
 /// Reading and writing pprof `profile.proto` files.
 pub mod pprof {
     pub use crate::encode::{decode, proto, LOST_FUNCTION, TRUNCATED_FUNCTION};
-}
-
-/// Everything that can go wrong while profiling.
-///
-/// ```
-/// let err = profiled::Config::parse("cpu,freq=abc").unwrap_err();
-/// assert!(matches!(err, profiled::Error::Config { .. }));
-/// ```
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Error {
-    /// `PROFILE` (or a [`Config`] string) holds an item we don't accept.
-    Config {
-        /// The variable (`PROFILE` or `PROFILED`) the item came from.
-        var: &'static str,
-        /// The offending item, as written.
-        item: String,
-        /// What is wrong with it.
-        reason: String,
-        /// What is accepted.
-        accepted: &'static str,
-    },
-    /// Profiling cannot run here (platform, or the process refused the set-up).
-    Unsupported {
-        /// Why.
-        what: String,
-    },
-    /// The kernel refused to start a sampling source.
-    Sampler {
-        /// Which call failed.
-        what: &'static str,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// Writing a profile failed.
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// To which path.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// This thread is already collecting a profile.
-    AlreadyProfiling,
-    /// More profiles are open at once than the engine has slots for.
-    TooManyProfiles {
-        /// The number of slots.
-        limit: usize,
-    },
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config {
-                var,
-                item,
-                reason,
-                accepted,
-            } => {
-                write!(f, "{var}: `{item}` {reason}; accepted: {accepted}")
-            }
-            Error::Unsupported { what } => f.write_str(what),
-            Error::Sampler { what, source } => write!(f, "{what} failed: {source}"),
-            Error::Io {
-                action,
-                path,
-                source,
-            } => {
-                write!(f, "cannot {action} {}: {source}", path.display())
-            }
-            Error::AlreadyProfiling => f.write_str("this thread is already collecting a profile"),
-            Error::TooManyProfiles { limit } => {
-                write!(f, "more than {limit} profiles open at once")
-            }
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Sampler { source, .. } | Error::Io { source, .. } => Some(source),
-            _ => None,
-        }
-    }
 }
 
 thread_local! {

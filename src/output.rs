@@ -1,10 +1,12 @@
 //! Where profile files go, how they are written (atomically) and the summary line.
 
+#![forbid(unsafe_code)]
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::Error;
+use crate::error::Error;
 
 /// libtest's name for a test from the macro's `module_path!()` and the fn name: the module
 /// path inside the test crate (the crate name dropped) plus the fn name.

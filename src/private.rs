@@ -2,13 +2,16 @@
 //!
 //! /!\ WARNING: This is *not* a stable API! /!\
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::panic::Location;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use crate::config::FromEnv;
-use crate::{output, sampler, Config, Error, Profile};
+use crate::error::Error;
+use crate::{output, sampler, Config, Profile};
 
 /// What `#[profiled::test]` and `profiled::main!()` expand to.
 #[cfg(feature = "harness")]

@@ -14,7 +14,7 @@ use super::table::StackTable;
 use super::timer::{self, CpuTimer};
 use super::{Collected, Source, Stacks};
 use crate::config::{Engine, Threads};
-use crate::Error;
+use crate::error::Error;
 
 /// Samples buffered between drains: 1024 × ~1 KiB.
 const RING_CAPACITY: usize = 1024;

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 use crate::{
     config::{Engine, Threads},
-    Error,
+    error::Error,
 };
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]

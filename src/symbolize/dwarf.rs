@@ -24,7 +24,9 @@ const RELEASE_EVERY: usize = 256 << 10;
 /// once they are [`RELEASE_EVERY`] bytes, so a unit of several MiB is never resident at once.
 fn release_behind(data: &[u8], released: &mut usize, pos: usize) {
     if pos.saturating_sub(*released) > RELEASE_EVERY {
-        release_range(data.get(*released..pos).unwrap_or_default());
+        // SAFETY: scans read sections of an `Elf`, which are its private read-only file
+        // mapping.
+        unsafe { release_range(data.get(*released..pos).unwrap_or_default()) };
         *released = pos;
     }
 }

@@ -65,7 +65,8 @@ impl Elf {
     /// page cache if needed. Without this, every unit, table and name a profile ever needed
     /// would stay resident for the rest of the process.
     pub(crate) fn release(&self) {
-        release_range(self.data);
+        // SAFETY: `data` is this object's private read-only file mapping.
+        unsafe { release_range(self.data) };
     }
 
     pub(crate) fn section(&self, name: &str) -> &'static [u8] {
@@ -172,16 +173,20 @@ fn function(syms: &[u8], at: usize) -> Option<Func> {
     })
 }
 
-/// Drops the pages wholly inside `bytes`, a part of a mapping made by [`Elf::open`], from
-/// this process's memory.
-pub(crate) fn release_range(bytes: &[u8]) {
+/// Drops the pages wholly inside `bytes` from this process's memory.
+///
+/// # Safety
+/// `bytes` must lie in a private read-only file mapping, such as one made by [`Elf::open`]:
+/// a dropped page of one reads back the same bytes, while for anonymous or written memory
+/// `MADV_DONTNEED` replaces the contents with zeros under every reference to them.
+pub(crate) unsafe fn release_range(bytes: &[u8]) {
     const PAGE: usize = 4096;
     let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
     let end = (bytes.as_ptr() as usize + bytes.len()) & !(PAGE - 1);
     if end > start {
-        // SAFETY: the range lies in a private read-only file mapping (the caller's slice
-        // borrows from one); dropped pages read back the same bytes. A page size other than
-        // 4 KiB makes the call fail harmlessly.
+        // SAFETY: the caller guarantees a private read-only file mapping, whose dropped
+        // pages read back the same bytes. A page size other than 4 KiB makes the call fail
+        // harmlessly (unaligned start).
         unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
     }
 }
