@@ -120,6 +120,7 @@ use std::time::{Duration, SystemTime};
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
+mod aggregate;
 mod config;
 #[cfg(feature = "criterion")]
 pub mod criterion;
@@ -317,7 +318,8 @@ impl Profile {
             // here: finishing could hang, and would steal the parent's samples anyway.
             drop(self);
             return Err(Error::Unsupported {
-                what: "a profile can only be finished by the process that started it, not by                        a child forked from it"
+                what: "a profile can only be finished by the process that started it, not by a \
+                       child forked from it"
                     .into(),
             });
         }
@@ -328,7 +330,7 @@ impl Profile {
             ..
         } = self;
         let mut collected = session.finish();
-        let calibration = calibrate(&mut collected);
+        let calibration = aggregate::calibrate(&mut collected);
         let mut comments = vec![
             format!("profiled: {name}"),
             format!(
@@ -363,19 +365,13 @@ impl Profile {
             ));
         }
         let encoded = symbolize::with(|sym| encode::encode(&collected, &comments, sym));
-        sampler::check_rate(
+        let notices = aggregate::notices(
+            &name,
+            &collected,
             config.frequency,
             encoded.samples,
             encoded.cpu_ns,
-            collected.source,
         );
-        if collected.lost > 0 {
-            output::notice(&format!(
-                "{name}: {} samples lost (sample buffer full); they are counted under {} in the profile",
-                collected.lost,
-                encode::LOST_FUNCTION
-            ));
-        }
         Ok(Report {
             name,
             gz: encoded.gz,
@@ -386,103 +382,16 @@ impl Profile {
             lost: collected.lost,
             start: collected.start,
             wall: collected.duration,
-            note: where_cpu_went(
+            note: aggregate::where_cpu_went(
                 collected.duration,
                 encoded.cpu_ns,
                 collected.process_cpu_ns,
                 config.threads,
                 collected.source,
             ),
+            notices,
         })
     }
-}
-
-/// A profile with far less CPU than its wall time, explained: the work ran on threads the
-/// profile does not sample (a pool created before the test), or the test waited.
-fn where_cpu_went(
-    wall: Duration,
-    cpu_ns: u64,
-    process_cpu_ns: u64,
-    threads: Threads,
-    source: sampler::Source,
-) -> Option<String> {
-    let wall_ns = u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX);
-    let elsewhere = process_cpu_ns.saturating_sub(cpu_ns);
-    let secs = |ns: u64| ns as f64 / 1e9;
-    let timer_only_own = source == sampler::Source::Timer && threads == Threads::Test;
-    if wall_ns < 50_000_000 || cpu_ns >= wall_ns / 4 {
-        // Enough CPU in the profile; with the timer engine, threads the test spawned are
-        // still missing if the process burned much more than the profile holds.
-        return (timer_only_own && elsewhere > cpu_ns.max(wall_ns / 4)).then(|| {
-            format!(
-                "other threads used {:.2}s of CPU while this profile ran, and the timer engine \
-                 samples only the test's own thread: threads the test spawned are not in it; \
-                 use perf events (engine=perf, where the kernel allows them)",
-                secs(elsewhere)
-            )
-        });
-    }
-    let head = format!(
-        "only {:.2}s of CPU in {:.2}s of wall time",
-        secs(cpu_ns),
-        secs(wall_ns)
-    );
-    if timer_only_own && elsewhere >= wall_ns / 4 {
-        Some(format!(
-            "{head}, while other threads of the process used {:.2}s: the timer engine samples \
-             only the test's own thread, so threads it spawns are not in the profile (nor \
-             pools made before it, nor other tests); use perf events (engine=perf, where the \
-             kernel allows them) or {ENV_VAR}=cpu,threads=all (run profiled tests one at a \
-             time: --test-threads=1)",
-            secs(elsewhere)
-        ))
-    } else if threads == Threads::Test && elsewhere >= wall_ns / 4 {
-        Some(format!(
-            "{head}, while other threads of the process used {:.2}s: work that runs on threads \
-             created before the test (a global pool such as rayon's, a lazily built runtime, a \
-             pool in a static) is not in a per-test profile, nor are other tests running in \
-             parallel; {ENV_VAR}=cpu,threads=all samples every thread (run profiled tests one \
-             at a time: --test-threads=1)",
-            secs(elsewhere)
-        ))
-    } else {
-        Some(format!(
-            "{head}: the test mostly waited (sleep, I/O, locks, channels) or its work ran \
-             outside the process; a CPU profile shows where CPU time went, not waiting"
-        ))
-    }
-}
-
-/// Makes the profile's CPU total equal the CPU time the kernel counted for the sampled
-/// threads, when it has a count (perf source).
-///
-/// Each sample weighs its thread's CPU since that thread's previous sample, so what a thread
-/// burns after its last sample is missing: up to a period per thread, which matters for short
-/// threads at low rates. The kernel's task-clock count has it all; scaling every sample by
-/// the same factor keeps the profile's shape and fixes its total. Returns the comment that
-/// says what was done.
-fn calibrate(collected: &mut sampler::Collected) -> Option<String> {
-    let measured = collected.measured_ns?;
-    let all = || collected.stacks.values().flat_map(|s| s.values());
-    let samples: u64 = all().map(|v| v.0).sum::<u64>() + collected.lost;
-    let weighed: u64 = all().map(|v| v.1).sum::<u64>() + collected.lost_ns;
-    if samples < 5 || weighed == 0 || measured == 0 {
-        return None;
-    }
-    let scale = measured as f64 / weighed as f64;
-    if !(0.2..=50.0).contains(&scale) {
-        return Some(format!(
-            "sampled CPU {weighed} ns vs kernel count {measured} ns: too far apart to calibrate"
-        ));
-    }
-    for v in collected.stacks.values_mut().flat_map(|s| s.values_mut()) {
-        v.1 = (v.1 as f64 * scale).round() as u64;
-    }
-    collected.lost_ns = (collected.lost_ns as f64 * scale).round() as u64;
-    Some(format!(
-        "CPU per sample scaled by {scale:.3} to the kernel's task-clock count of the sampled \
-         threads ({measured} ns)"
-    ))
 }
 
 impl fmt::Debug for Profile {
@@ -517,6 +426,8 @@ pub struct Report {
     wall: Duration,
     /// Why the profile may not show what the user expects, and what to do about it.
     note: Option<String>,
+    /// What else the user should hear (perf refused, rate short, samples lost).
+    notices: Vec<aggregate::Notice>,
 }
 
 impl Report {
@@ -619,6 +530,23 @@ impl Report {
         self.note.as_deref()
     }
 
+    /// Warnings about how the profile was taken: perf events refused (the timer was used),
+    /// a delivered rate far below the one asked for, samples lost. `#[profiled]`, the
+    /// harness and criterion print them (the per-process ones once); code that writes its
+    /// own profiles can print or log them.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// for warning in r.warnings() {
+    ///     eprintln!("{warning}");
+    /// }
+    /// # }
+    /// ```
+    pub fn warnings(&self) -> impl Iterator<Item = &str> {
+        self.notices.iter().map(|n| n.text.as_str())
+    }
+
     /// Writes the profile atomically (temporary file, then rename), creating directories.
     ///
     /// ```
@@ -665,6 +593,11 @@ impl Report {
     /// then prints the summary line: what every integration does with a finished profile.
     pub(crate) fn publish(&self, path: &Path, svg: Option<&Path>) -> Result<(), Error> {
         self.write(path)?;
+        for notice in &self.notices {
+            if notice.once.is_none_or(first_time) {
+                output::notice(&notice.text);
+            }
+        }
         let mut text = self.summary_line(Some(path));
         #[cfg(feature = "flamegraph")]
         if let Some(svg) = svg {
@@ -718,6 +651,17 @@ impl fmt::Debug for Report {
             .field("top", &self.top)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a once-per-process notice of kind `kind` has not been printed yet (and now is).
+fn first_time(kind: &'static str) -> bool {
+    static SAID: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|p| p.into_inner());
+    if said.contains(&kind) {
+        return false;
+    }
+    said.push(kind);
+    true
 }
 
 /// Discards everything sampled so far in the current thread's profile, like Go's

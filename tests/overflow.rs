@@ -37,6 +37,10 @@ fn a_full_buffer_is_counted_not_hidden() {
     assert!(report
         .summary_line(None)
         .contains(&format!("lost {}", report.lost_samples())));
+    // Said as a warning too, for whoever prints them.
+    assert!(report
+        .warnings()
+        .any(|w| w.contains("samples lost (sample buffer full)")));
     let p = profiled::pprof::decode(report.pprof_gz()).unwrap();
     let s = |i: i64| p.string_table[i as usize].as_str();
     let lost_fn = p

@@ -1,18 +1,18 @@
 //! Sessions on Linux x86_64: slot claiming, source selection, drain and finish.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::perf::{read_count, PerfEvent};
-use super::ring::Thread;
 use super::ring::{Pop, Ring};
 use super::signal::{self, Slot, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, TABLE};
 use super::signal::{ThreadStart, MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN};
 use super::table::StackTable;
 use super::timer::{self, CpuTimer};
-use super::{Collected, Source, Stacks};
+use super::{Collected, Source};
+use crate::aggregate::Aggregate;
 use crate::config::{Engine, Threads};
 use crate::error::Error;
 
@@ -32,14 +32,6 @@ const CLOSING: u64 = u64::MAX;
 /// The session counter's bits in a session id, between the slot index and the tag.
 const SEQ_MASK: u64 = (1 << 34) - 1;
 
-/// Per-session aggregate, filled by the drain.
-#[derive(Default)]
-struct Aggregate {
-    /// Samples from generations below this were taken before the last `reset`.
-    floor: u32,
-    stacks: Stacks,
-}
-
 /// The consumer side of the ring and what it has drained so far.
 struct Drain {
     sessions: HashMap<u64, Aggregate>,
@@ -54,7 +46,6 @@ struct Engine_ {
 static ENGINE: OnceLock<Result<Engine_, String>> = OnceLock::new();
 static NEXT_SID: AtomicU64 = AtomicU64::new(1);
 static PERF_REFUSED: OnceLock<String> = OnceLock::new();
-static RATE_NOTICE: AtomicBool = AtomicBool::new(false);
 static MODULES_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The process that set the engine up. A child forked while profiles run inherits their
 /// state (and, at the moment of the fork, possibly a held drain lock and no drain thread);
@@ -204,7 +195,7 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
         table.drain(|(sid, generation, thread, stack, count, weight)| {
             if let Some(agg) = drain.sessions.get_mut(&sid) {
                 if generation >= agg.floor {
-                    add(agg, thread, stack, count, weight);
+                    agg.add(thread, stack, count, weight);
                 }
             }
             taken += 1;
@@ -216,7 +207,7 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
             Pop::Sample(s) => {
                 if let Some(agg) = drain.sessions.get_mut(&s.sid) {
                     if s.generation >= agg.floor {
-                        add(agg, s.thread, &s.frames[..s.depth as usize], 1, s.weight_ns);
+                        agg.add(s.thread, &s.frames[..s.depth as usize], 1, s.weight_ns);
                     }
                 }
                 taken += 1;
@@ -238,19 +229,6 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
 
 /// The sources a session armed: the starting thread's first, then (with `threads=all`) one
 /// per other thread of the process. Dropping them stops sampling.
-fn add(agg: &mut Aggregate, thread: Thread, stack: &[u64], count: u64, weight_ns: u64) {
-    let stacks = agg.stacks.entry(thread).or_default();
-    match stacks.get_mut(stack) {
-        Some(v) => {
-            v.0 += count;
-            v.1 += weight_ns;
-        }
-        None => {
-            stacks.insert(stack.into(), (count, weight_ns));
-        }
-    }
-}
-
 enum Armed {
     Perf(Vec<PerfEvent>),
     Timer(#[allow(dead_code)] Vec<CpuTimer>),
@@ -267,6 +245,8 @@ pub(crate) struct Session {
     started: Instant,
     /// CPU time of the whole process at the start, for the "where did the CPU go" hint.
     process_cpu: u64,
+    /// Why perf events were refused, when `engine=auto` fell back to the timer.
+    fallback: Option<String>,
 }
 
 impl Session {
@@ -329,6 +309,10 @@ impl Session {
                 Source::Timer
             }
         };
+        // Said as data, for the layer that owns the terminal to print.
+        let fallback = (source == Source::Timer && engine_choice == Engine::Auto)
+            .then(|| PERF_REFUSED.get().cloned())
+            .flatten();
         if engine.active.fetch_add(1, Ordering::AcqRel) == 0 {
             engine.wake.notify_all();
         }
@@ -342,6 +326,7 @@ impl Session {
             start: SystemTime::now(),
             started: Instant::now(),
             process_cpu: process_cpu_ns(),
+            fallback,
         })
     }
 
@@ -376,6 +361,7 @@ impl Session {
         drop(drain);
         end_exclusive(self.sid);
         let collected = Collected {
+            perf_refused: self.fallback.take(),
             process_cpu_ns: process_cpu_ns().saturating_sub(self.process_cpu),
             stacks,
             lost: self.slot.lost.load(Ordering::Relaxed),
@@ -570,39 +556,12 @@ fn arm(choice: Engine, period_ns: u64, sid: u64, others: &[libc::pid_t]) -> Resu
                 match PerfEvent::open(period_ns, sid) {
                     Ok(event) => return Ok(perf(event)),
                     Err(e) => {
-                        if PERF_REFUSED.set(e.to_string()).is_ok() {
-                            crate::output::notice(&format!(
-                                "perf events unavailable ({e}); sampling with a thread CPU timer: \
-                                 threads spawned by a test are not sampled and the rate is \
-                                 bounded by the kernel tick"
-                            ));
-                        }
+                        let _ = PERF_REFUSED.set(e.to_string());
                     }
                 }
             }
             timers()
         }
-    }
-}
-
-/// Reports, once per process, that the delivered rate fell short of the requested one.
-pub(crate) fn check_rate(requested_hz: u32, samples: u64, cpu_ns: u64, source: Source) {
-    // perf events fire on an hrtimer at the exact rate in user space; only their kernel-mode
-    // periods go unsampled (and are still weighed), which is not a shortfall to report.
-    // Too little CPU to judge the rate.
-    if source == Source::Perf
-        || cpu_ns < 50 * 1_000_000_000 / u64::from(requested_hz.max(1))
-        || samples == 0
-    {
-        return;
-    }
-    let achieved = samples as f64 * 1e9 / cpu_ns as f64;
-    if achieved < 0.8 * f64::from(requested_hz) && !RATE_NOTICE.swap(true, Ordering::Relaxed) {
-        crate::output::notice(&format!(
-            "asked for {requested_hz} Hz, the {} delivered {achieved:.0} Hz; \
-             sample weights are the CPU time really elapsed, so totals stay exact",
-            source.name()
-        ));
     }
 }
 

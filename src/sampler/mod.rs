@@ -6,9 +6,6 @@
 //! milliseconds, and the finishing session itself) moves them into per-session stack counts.
 //! Symbolization and encoding happen later, in `symbolize` and `encode`.
 
-use rustc_hash::FxHashMap as HashMap;
-use std::time::{Duration, SystemTime};
-
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 use crate::{
     config::{Engine, Threads},
@@ -31,7 +28,7 @@ mod unwind;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) use linux::{check_rate, forked, installed, is_live, pause, reset, resume, Session};
+pub(crate) use linux::{forked, installed, is_live, pause, reset, resume, Session};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use signal::in_handler;
 
@@ -40,46 +37,7 @@ pub(crate) const TRUNCATED: u64 = u64::MAX;
 /// Frames a sample holds at most.
 pub(crate) const MAX_DEPTH: usize = ring::MAX_DEPTH;
 
-/// Which source a session ended up using.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Source {
-    Perf,
-    Timer,
-}
-
-impl Source {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Source::Perf => "perf task-clock",
-            Source::Timer => "thread CPU timer",
-        }
-    }
-}
-
-pub(crate) use ring::Thread;
-
-/// Per thread: stack (leaf first) -> (samples, CPU ns).
-pub(crate) type Stacks = HashMap<Thread, HashMap<Box<[u64]>, (u64, u64)>>;
-
-/// Stack counts of one finished session, still as raw addresses.
-pub(crate) struct Collected {
-    pub stacks: Stacks,
-    pub lost: u64,
-    pub lost_ns: u64,
-    pub truncated: u64,
-    /// Samples whose stacks were deeper than a sample holds: their middle frames are one
-    /// [`TRUNCATED`] marker.
-    pub cut: u64,
-    /// CPU time of all sampled threads over the profile's unpaused stretches, counted by the
-    /// kernel (perf source only).
-    pub measured_ns: Option<u64>,
-    pub source: Source,
-    pub period_ns: u64,
-    /// CPU time of the whole process while the profile ran (other threads, other tests).
-    pub process_cpu_ns: u64,
-    pub start: SystemTime,
-    pub duration: Duration,
-}
+pub(crate) use crate::aggregate::{Collected, Source, Thread};
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 mod unsupported {
@@ -121,9 +79,6 @@ mod unsupported {
     pub(crate) fn forked() -> bool {
         false
     }
-    pub(crate) fn check_rate(_hz: u32, _samples: u64, _cpu_ns: u64, _source: Source) {}
 }
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-pub(crate) use unsupported::{
-    check_rate, forked, installed, is_live, pause, reset, resume, Session,
-};
+pub(crate) use unsupported::{forked, installed, is_live, pause, reset, resume, Session};

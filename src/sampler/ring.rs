@@ -23,24 +23,10 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub(crate) use crate::aggregate::Thread;
+
 /// Deepest stack kept; deeper stacks keep their innermost `MAX_DEPTH` frames.
 pub(crate) const MAX_DEPTH: usize = 128;
-
-/// The thread a sample was taken on: its kernel id and its name (`comm`, at most 15 bytes,
-/// NUL-padded), both read once per thread in the handler.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]
-pub(crate) struct Thread {
-    pub tid: u32,
-    pub name: [u8; 16],
-}
-
-impl Thread {
-    /// The name as text (lossy), without the padding.
-    pub(crate) fn name(&self) -> String {
-        let end = self.name.iter().position(|&b| b == 0).unwrap_or(16);
-        String::from_utf8_lossy(self.name.get(..end).unwrap_or_default()).into_owned()
-    }
-}
 
 /// One sample as the signal handler writes it.
 #[repr(C)]

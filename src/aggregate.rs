@@ -1,0 +1,266 @@
+//! The pipeline's second stage: per-session stack counts as the sampler's drain fills them
+//! ([`Aggregate`], then [`Collected`] when a session finishes), and what a finished
+//! session's counts say: totals calibrated to the kernel's count and notes for the user.
+//! Pure: no I/O; the layer that owns the terminal prints what it returns.
+
+#![forbid(unsafe_code)]
+
+use rustc_hash::FxHashMap as HashMap;
+use std::time::{Duration, SystemTime};
+
+use crate::config::{Threads, ENV_VAR};
+
+/// The thread a sample was taken on: its kernel id and its name (`comm`, at most 15 bytes,
+/// NUL-padded), both read once per thread in the handler.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Thread {
+    pub tid: u32,
+    pub name: [u8; 16],
+}
+
+impl Thread {
+    /// The name as text (lossy), without the padding.
+    pub(crate) fn name(&self) -> String {
+        let end = self.name.iter().position(|&b| b == 0).unwrap_or(16);
+        String::from_utf8_lossy(self.name.get(..end).unwrap_or_default()).into_owned()
+    }
+}
+
+/// Which source a session ended up using.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Perf,
+    Timer,
+}
+
+impl Source {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Source::Perf => "perf task-clock",
+            Source::Timer => "thread CPU timer",
+        }
+    }
+}
+
+/// Per thread: stack (leaf first) -> (samples, CPU ns).
+pub(crate) type Stacks = HashMap<Thread, HashMap<Box<[u64]>, (u64, u64)>>;
+
+/// Stack counts of one finished session, still as raw addresses.
+pub(crate) struct Collected {
+    pub stacks: Stacks,
+    pub lost: u64,
+    pub lost_ns: u64,
+    pub truncated: u64,
+    /// Samples whose stacks were deeper than a sample holds: their middle frames are one
+    /// `TRUNCATED` marker (src/sampler/mod.rs).
+    pub cut: u64,
+    /// CPU time of all sampled threads over the profile's unpaused stretches, counted by the
+    /// kernel (perf source only).
+    pub measured_ns: Option<u64>,
+    pub source: Source,
+    /// Why perf events were refused, when the session fell back to the timer.
+    pub perf_refused: Option<String>,
+    pub period_ns: u64,
+    /// CPU time of the whole process while the profile ran (other threads, other tests).
+    pub process_cpu_ns: u64,
+    pub start: SystemTime,
+    pub duration: Duration,
+}
+
+/// Per-session aggregate, filled by the drain.
+#[derive(Default)]
+pub(crate) struct Aggregate {
+    /// Samples from generations below this were taken before the last `reset`.
+    pub(crate) floor: u32,
+    pub(crate) stacks: Stacks,
+}
+
+impl Aggregate {
+    /// Counts `count` samples of `stack` on `thread`, weighing `weight_ns` in all.
+    pub(crate) fn add(&mut self, thread: Thread, stack: &[u64], count: u64, weight_ns: u64) {
+        let stacks = self.stacks.entry(thread).or_default();
+        match stacks.get_mut(stack) {
+            Some(v) => {
+                v.0 += count;
+                v.1 += weight_ns;
+            }
+            None => {
+                stacks.insert(stack.into(), (count, weight_ns));
+            }
+        }
+    }
+}
+
+/// A profile with far less CPU than its wall time, explained: the work ran on threads the
+/// profile does not sample (a pool created before the test), or the test waited.
+pub(crate) fn where_cpu_went(
+    wall: Duration,
+    cpu_ns: u64,
+    process_cpu_ns: u64,
+    threads: Threads,
+    source: Source,
+) -> Option<String> {
+    let wall_ns = u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX);
+    let elsewhere = process_cpu_ns.saturating_sub(cpu_ns);
+    let secs = |ns: u64| ns as f64 / 1e9;
+    let timer_only_own = source == Source::Timer && threads == Threads::Test;
+    if wall_ns < 50_000_000 || cpu_ns >= wall_ns / 4 {
+        // Enough CPU in the profile; with the timer engine, threads the test spawned are
+        // still missing if the process burned much more than the profile holds.
+        return (timer_only_own && elsewhere > cpu_ns.max(wall_ns / 4)).then(|| {
+            format!(
+                "other threads used {:.2}s of CPU while this profile ran, and the timer engine \
+                 samples only the test's own thread: threads the test spawned are not in it; \
+                 use perf events (engine=perf, where the kernel allows them)",
+                secs(elsewhere)
+            )
+        });
+    }
+    let head = format!(
+        "only {:.2}s of CPU in {:.2}s of wall time",
+        secs(cpu_ns),
+        secs(wall_ns)
+    );
+    if timer_only_own && elsewhere >= wall_ns / 4 {
+        Some(format!(
+            "{head}, while other threads of the process used {:.2}s: the timer engine samples \
+             only the test's own thread, so threads it spawns are not in the profile (nor \
+             pools made before it, nor other tests); use perf events (engine=perf, where the \
+             kernel allows them) or {ENV_VAR}=cpu,threads=all (run profiled tests one at a \
+             time: --test-threads=1)",
+            secs(elsewhere)
+        ))
+    } else if threads == Threads::Test && elsewhere >= wall_ns / 4 {
+        Some(format!(
+            "{head}, while other threads of the process used {:.2}s: work that runs on threads \
+             created before the test (a global pool such as rayon's, a lazily built runtime, a \
+             pool in a static) is not in a per-test profile, nor are other tests running in \
+             parallel; {ENV_VAR}=cpu,threads=all samples every thread (run profiled tests one \
+             at a time: --test-threads=1)",
+            secs(elsewhere)
+        ))
+    } else {
+        Some(format!(
+            "{head}: the test mostly waited (sleep, I/O, locks, channels) or its work ran \
+             outside the process; a CPU profile shows where CPU time went, not waiting"
+        ))
+    }
+}
+
+/// Makes the profile's CPU total equal the CPU time the kernel counted for the sampled
+/// threads, when it has a count (perf source).
+///
+/// Each sample weighs its thread's CPU since that thread's previous sample, so what a thread
+/// burns after its last sample is missing: up to a period per thread, which matters for short
+/// threads at low rates. The kernel's task-clock count has it all; scaling every sample by
+/// the same factor keeps the profile's shape and fixes its total. Returns the comment that
+/// says what was done.
+pub(crate) fn calibrate(collected: &mut Collected) -> Option<String> {
+    let measured = collected.measured_ns?;
+    let all = || collected.stacks.values().flat_map(|s| s.values());
+    let samples: u64 = all().map(|v| v.0).sum::<u64>() + collected.lost;
+    let weighed: u64 = all().map(|v| v.1).sum::<u64>() + collected.lost_ns;
+    if samples < 5 || weighed == 0 || measured == 0 {
+        return None;
+    }
+    let scale = measured as f64 / weighed as f64;
+    if !(0.2..=50.0).contains(&scale) {
+        return Some(format!(
+            "sampled CPU {weighed} ns vs kernel count {measured} ns: too far apart to calibrate"
+        ));
+    }
+    for v in collected.stacks.values_mut().flat_map(|s| s.values_mut()) {
+        v.1 = (v.1 as f64 * scale).round() as u64;
+    }
+    collected.lost_ns = (collected.lost_ns as f64 * scale).round() as u64;
+    Some(format!(
+        "CPU per sample scaled by {scale:.3} to the kernel's task-clock count of the sampled \
+         threads ({measured} ns)"
+    ))
+}
+
+/// What the user should hear about a finished profile, beyond its summary line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Notice {
+    /// Said once per process (the same cause would repeat for every test), or `None`: said
+    /// for each profile.
+    pub once: Option<&'static str>,
+    pub text: String,
+}
+
+/// The notices a finished profile gives: perf events refused, a rate far below the one asked
+/// for, lost samples.
+pub(crate) fn notices(
+    name: &str,
+    collected: &Collected,
+    requested_hz: u32,
+    samples: u64,
+    cpu_ns: u64,
+) -> Vec<Notice> {
+    let mut out = Vec::new();
+    if let Some(reason) = &collected.perf_refused {
+        out.push(Notice {
+            once: Some("perf refused"),
+            text: format!(
+                "perf events unavailable ({reason}); sampling with a thread CPU timer: threads \
+                 spawned by a test are not sampled and the rate is bounded by the kernel tick"
+            ),
+        });
+    }
+    if let Some(achieved) = rate_shortfall(requested_hz, samples, cpu_ns, collected.source) {
+        out.push(Notice {
+            once: Some("rate"),
+            text: format!(
+                "asked for {requested_hz} Hz, the {} delivered {achieved:.0} Hz; sample weights \
+                 are the CPU time really elapsed, so totals stay exact",
+                collected.source.name()
+            ),
+        });
+    }
+    if collected.lost > 0 {
+        out.push(Notice {
+            once: None,
+            text: format!(
+                "{name}: {} samples lost (sample buffer full); they are counted under {} in \
+                 the profile",
+                collected.lost,
+                crate::encode::LOST_FUNCTION
+            ),
+        });
+    }
+    out
+}
+
+/// The rate the source delivered, when it fell short of `requested_hz` by more than a fifth
+/// over enough CPU to judge. perf events fire on an hrtimer at the exact rate in user space;
+/// only their kernel-mode periods go unsampled (and are still weighed), which is no
+/// shortfall.
+fn rate_shortfall(requested_hz: u32, samples: u64, cpu_ns: u64, source: Source) -> Option<f64> {
+    let enough = 50 * 1_000_000_000 / u64::from(requested_hz.max(1));
+    if source == Source::Perf || cpu_ns < enough || samples == 0 {
+        return None;
+    }
+    let achieved = samples as f64 * 1e9 / cpu_ns as f64;
+    (achieved < 0.8 * f64::from(requested_hz)).then_some(achieved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_shortfall_is_reported_for_the_timer_only() {
+        let second = 1_000_000_000;
+        assert_eq!(
+            rate_shortfall(1000, 250, second, Source::Timer),
+            Some(250.0)
+        );
+        assert_eq!(rate_shortfall(1000, 900, second, Source::Timer), None);
+        assert_eq!(rate_shortfall(1000, 250, second, Source::Perf), None);
+        assert_eq!(
+            rate_shortfall(1000, 1, 1_000_000, Source::Timer),
+            None,
+            "too little CPU"
+        );
+    }
+}
