@@ -10,15 +10,23 @@
 #![forbid(unsafe_code)]
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::Criterion;
 
-use crate::{output, sampler, Config, Profile};
+use crate::{output, Config, Profile, Remote};
 
-/// Session id of the benchmark profile being collected; 0 when none (normal benchmarking).
-static ACTIVE: AtomicU64 = AtomicU64::new(0);
+/// The benchmark profile being collected; `None` in normal benchmarking.
+static ACTIVE: Mutex<Option<Remote>> = Mutex::new(None);
+
+fn active() -> Option<Remote> {
+    *ACTIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn set_active(remote: Option<Remote>) {
+    *ACTIVE.lock().unwrap_or_else(|p| p.into_inner()) = remote;
+}
 
 /// A criterion [`Criterion::with_profiler`] profiler that writes
 /// `<criterion dir>/<benchmark id>/profile/cpu.pb.gz` for each benchmark run with
@@ -94,8 +102,8 @@ impl criterion::profiler::Profiler for Profiler {
             Ok(profile) => {
                 // Paused until the first `Measured::start`: warm-up bookkeeping and setup
                 // stay out.
-                sampler::pause(profile.sid());
-                ACTIVE.store(profile.sid(), Ordering::Release);
+                profile.remote().pause();
+                set_active(Some(profile.remote()));
                 self.current = Some(profile);
             }
             Err(e) => output::notice(&format!("cannot profile {benchmark_id}: {e}")),
@@ -103,7 +111,7 @@ impl criterion::profiler::Profiler for Profiler {
     }
 
     fn stop_profiling(&mut self, benchmark_id: &str, benchmark_dir: &Path) {
-        ACTIVE.store(0, Ordering::Release);
+        set_active(None);
         let Some(profile) = self.current.take() else {
             return;
         };
@@ -123,7 +131,8 @@ impl criterion::profiler::Profiler for Profiler {
 
 /// A criterion measurement that profiles only the timed routine: it resumes sampling in
 /// `start` and pauses it in `end`, around the wrapped measurement (wall time by default).
-/// When no benchmark is being profiled it only delegates (one atomic load per call).
+/// When no benchmark is being profiled it only delegates (one uncontended lock per call,
+/// outside the span the wrapped measurement times).
 ///
 /// ```
 /// use criterion::Criterion;
@@ -161,18 +170,16 @@ impl<M: Measurement> Measurement for Measured<M> {
     type Value = M::Value;
 
     fn start(&self) -> Self::Intermediate {
-        let sid = ACTIVE.load(Ordering::Acquire);
-        if sid != 0 {
-            sampler::resume(sid);
+        if let Some(profile) = active() {
+            profile.resume();
         }
         self.inner.start()
     }
 
     fn end(&self, i: Self::Intermediate) -> Self::Value {
         let value = self.inner.end(i);
-        let sid = ACTIVE.load(Ordering::Acquire);
-        if sid != 0 {
-            sampler::pause(sid);
+        if let Some(profile) = active() {
+            profile.pause();
         }
         value
     }

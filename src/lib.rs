@@ -227,6 +227,7 @@ impl Profile {
         if CURRENT.with(Cell::get) != 0 {
             return Err(Error::AlreadyProfiling);
         }
+        sampler::on_drain_start(symbolize::prewarm);
         let session = sampler::Session::start(config.frequency, config.engine, config.threads)?;
         CURRENT.with(|c| c.set(session.sid()));
         Ok(Profile {
@@ -286,6 +287,7 @@ impl Profile {
         name: impl Into<String>,
         config: &Config,
     ) -> Result<Profile, Error> {
+        sampler::on_drain_start(symbolize::prewarm);
         let session = sampler::Session::start(config.frequency, config.engine, config.threads)?;
         Ok(Profile {
             name: name.into(),
@@ -295,9 +297,11 @@ impl Profile {
         })
     }
 
+    /// A handle that pauses and resumes this profile from anywhere (criterion's measurement
+    /// brackets the timed routine with it, far from the `Profile`).
     #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
-    pub(crate) fn sid(&self) -> u64 {
-        self.session.sid()
+    pub(crate) fn remote(&self) -> Remote {
+        Remote(self.session.sid())
     }
 
     /// Stops sampling, symbolizes and encodes the profile.
@@ -662,6 +666,25 @@ fn first_time(kind: &'static str) -> bool {
     }
     said.push(kind);
     true
+}
+
+/// Pauses and resumes one profile; a no-op once it has finished. Copied into code that cannot
+/// hold the [`Profile`] (criterion's measurement).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "criterion"), allow(dead_code))]
+pub(crate) struct Remote(u64);
+
+#[cfg_attr(not(feature = "criterion"), allow(dead_code))]
+impl Remote {
+    /// Stops recording samples until the matching [`Remote::resume`].
+    pub(crate) fn pause(self) {
+        sampler::pause(self.0);
+    }
+
+    /// Ends one [`Remote::pause`].
+    pub(crate) fn resume(self) {
+        sampler::resume(self.0);
+    }
 }
 
 /// Discards everything sampled so far in the current thread's profile, like Go's

@@ -52,6 +52,15 @@ static MODULES_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
 /// it must not finish, reset or disable what belongs to the parent.
 static ENGINE_PID: AtomicU32 = AtomicU32::new(0);
 
+/// Work the drain thread does first, while the first profile runs (opening the binary's
+/// debug info): given by the layer above, which owns symbolization.
+static IDLE_WORK: OnceLock<fn()> = OnceLock::new();
+
+/// Sets the work a drain thread does before its first drain.
+pub(crate) fn on_drain_start(work: fn()) {
+    let _ = IDLE_WORK.set(work);
+}
+
 /// The drain thread, which `threads=all` does not sample (its work is profiled's own).
 static DRAIN_TID: AtomicI32 = AtomicI32::new(0);
 /// Serializes session starts against the `threads=all` exclusivity check.
@@ -157,7 +166,9 @@ fn drain_loop() {
     };
     // SAFETY: gettid has no preconditions.
     DRAIN_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
-    crate::symbolize::prewarm();
+    if let Some(work) = IDLE_WORK.get() {
+        work();
+    }
     let mut guard = lock(engine);
     let mut every = DRAIN_FIRST;
     loop {

@@ -28,7 +28,7 @@ mod unwind;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) use linux::{forked, installed, is_live, pause, reset, resume, Session};
+pub(crate) use linux::{forked, installed, is_live, on_drain_start, pause, reset, resume, Session};
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub(crate) use signal::in_handler;
 
@@ -79,6 +79,9 @@ mod unsupported {
     pub(crate) fn forked() -> bool {
         false
     }
+    pub(crate) fn on_drain_start(_work: fn()) {}
 }
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-pub(crate) use unsupported::{forked, installed, is_live, pause, reset, resume, Session};
+pub(crate) use unsupported::{
+    forked, installed, is_live, on_drain_start, pause, reset, resume, Session,
+};
