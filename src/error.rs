@@ -15,7 +15,7 @@ use std::path::PathBuf;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// `PROFILE` (or a [`Config`] string) holds an item we don't accept.
+    /// `PROFILE` (or a [`Config`](crate::Config) string) holds an item we don't accept.
     Config {
         /// The variable (`PROFILE` or `PROFILED`) the item came from.
         var: &'static str,

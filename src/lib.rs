@@ -94,7 +94,7 @@
 //! ```
 //!
 //! - Feature `flamegraph`: `PROFILE=cpu,svg` writes `<test>.cpu.svg` beside each profile,
-//!   and [`Report::write_flamegraph`] does it in code:
+//!   and `Report::write_flamegraph` does it in code:
 //!
 //! ```
 //! # #[cfg(all(feature = "flamegraph", target_os = "linux", target_arch = "x86_64"))] {

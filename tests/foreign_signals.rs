@@ -7,7 +7,7 @@
 mod support;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use support::thread_cpu;
+use support::spin;
 
 static OWN_TRAPS: AtomicU64 = AtomicU64::new(0);
 static OWN_TIMERS: AtomicU64 = AtomicU64::new(0);
@@ -127,16 +127,6 @@ fn own_timer() -> libc::timer_t {
     }
 }
 
-fn burn(cpu: Duration) {
-    let start = thread_cpu();
-    let mut x = 1u64;
-    while thread_cpu() - start < cpu {
-        for i in 0..10_000 {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
-        }
-    }
-}
-
 #[test]
 fn the_programs_own_signals_still_reach_it() {
     install_own(libc::SIGTRAP);
@@ -150,7 +140,7 @@ fn the_programs_own_signals_still_reach_it() {
         let profile = profiled::Profile::start("foreign", &config).unwrap();
         let fd = own_perf_event();
         let timer = own_timer();
-        burn(Duration::from_millis(300));
+        spin(Duration::from_millis(300));
         // SAFETY: our own fd and timer.
         unsafe {
             libc::close(fd);

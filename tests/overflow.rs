@@ -5,17 +5,7 @@
 
 mod support;
 use std::time::Duration;
-use support::thread_cpu;
-
-fn spin(cpu: Duration) {
-    let start = thread_cpu();
-    let mut x = 1u64;
-    while thread_cpu() - start < cpu {
-        for i in 0..10_000 {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
-        }
-    }
-}
+use support::spin;
 
 #[test]
 fn a_full_buffer_is_counted_not_hidden() {

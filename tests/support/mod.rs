@@ -317,6 +317,17 @@ pub fn fixture_binary(target: &str) -> PathBuf {
         .1
 }
 
+/// Burns `cpu` of the calling thread's CPU time in a loop the optimiser keeps.
+pub fn spin(cpu: std::time::Duration) {
+    let start = thread_cpu();
+    let mut x = 1u64;
+    while thread_cpu() - start < cpu {
+        for i in 0..10_000 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+}
+
 /// An allocator that aborts the process if anything allocates or frees while profiled's
 /// signal handler runs on the calling thread: the handler must not touch the heap. Test
 /// binaries install it with `#[global_allocator]`.
