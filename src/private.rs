@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::config::FromEnv;
 use crate::error::Error;
-use crate::{output, sampler, Config, Profile};
+use crate::{output, Config, Profile};
 
 /// What `#[profiled::test]` and `profiled::main!()` expand to.
 #[cfg(feature = "harness")]
@@ -185,12 +185,13 @@ fn report_failure(e: Error, caller: &Location<'_>) {
 
 /// Whether the calling thread is running profiled's signal handler, for test allocators that
 /// prove the handler never allocates.
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "__test-hooks"))]
 pub fn in_signal_handler() -> bool {
-    sampler::in_handler()
+    crate::sampler::in_handler()
 }
 
 /// Whether the sampling machinery was ever set up in this process (for "off means off" tests).
+#[cfg(feature = "__test-hooks")]
 pub fn sampler_installed() -> bool {
-    sampler::installed()
+    crate::sampler::installed()
 }

@@ -1,7 +1,7 @@
 //! A sample buffer too small for the load: nothing is dropped silently. The profile counts
 //! the lost samples under a pseudo-function, says so in a comment, and its CPU total still
 //! holds the lost samples' time. (Own test binary: the buffer is sized once per process.)
-#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#![cfg(all(target_os = "linux", target_arch = "x86_64", feature = "__test-hooks"))]
 
 mod support;
 use std::time::Duration;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::thread_cpu;
 
 /// The handler never touches the heap: this allocator aborts if it does.
+#[cfg(feature = "__test-hooks")]
 #[global_allocator]
 static ALLOC: support::NoAllocInHandler = support::NoAllocInHandler;
 

@@ -12,6 +12,7 @@ use profiled::{Config, Profile};
 
 mod support;
 
+#[cfg(feature = "__test-hooks")]
 #[global_allocator]
 static ALLOC: support::NoAllocInHandler = support::NoAllocInHandler;
 

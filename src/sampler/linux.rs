@@ -78,12 +78,16 @@ pub(crate) fn forked() -> bool {
 /// already has threads. Only reached when a profile starts.
 fn engine() -> Result<&'static Engine_, Error> {
     let engine = ENGINE.get_or_init(|| {
-        // PROFILED_RING_CAPACITY (a power of two) exists so tests can force an overflow.
+        // With the test hooks, PROFILED_RING_CAPACITY (a power of two) lets a test force an
+        // overflow.
+        #[cfg(feature = "__test-hooks")]
         let capacity = std::env::var("PROFILED_RING_CAPACITY")
             .ok()
             .and_then(|c| c.parse::<usize>().ok())
             .filter(|c| c.is_power_of_two())
             .unwrap_or(RING_CAPACITY);
+        #[cfg(not(feature = "__test-hooks"))]
+        let capacity = RING_CAPACITY;
         let _ = RING.set(Ring::new(capacity));
         let _ = TABLE.set(StackTable::new(TABLE_CAPACITY));
         ENGINE_PID.store(std::process::id(), Ordering::Relaxed);
@@ -668,6 +672,7 @@ pub(crate) fn resume(sid: u64) {
 }
 
 /// Whether this process ever installed the sampling signal handlers.
+#[cfg(feature = "__test-hooks")]
 pub(crate) fn installed() -> bool {
     signal::installed()
 }

@@ -28,9 +28,9 @@ mod unwind;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 mod linux;
 #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) use linux::{forked, installed, is_live, on_drain_start, pause, reset, resume, Session};
-#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-pub(crate) use signal::in_handler;
+pub(crate) use linux::{forked, is_live, on_drain_start, pause, reset, resume, Session};
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "__test-hooks"))]
+pub(crate) use {linux::installed, signal::in_handler};
 
 /// Stands for the frames a deep stack lost; the encoder names it `[truncated]`.
 pub(crate) const TRUNCATED: u64 = u64::MAX;
@@ -70,6 +70,7 @@ mod unsupported {
     pub(crate) fn reset(_sid: u64) {}
     pub(crate) fn pause(_sid: u64) {}
     pub(crate) fn resume(_sid: u64) {}
+    #[cfg(feature = "__test-hooks")]
     pub(crate) fn installed() -> bool {
         false
     }
@@ -81,7 +82,10 @@ mod unsupported {
     }
     pub(crate) fn on_drain_start(_work: fn()) {}
 }
+#[cfg(all(
+    not(all(target_os = "linux", target_arch = "x86_64")),
+    feature = "__test-hooks"
+))]
+pub(crate) use unsupported::installed;
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
-pub(crate) use unsupported::{
-    forked, installed, is_live, on_drain_start, pause, reset, resume, Session,
-};
+pub(crate) use unsupported::{forked, is_live, on_drain_start, pause, reset, resume, Session};

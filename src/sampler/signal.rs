@@ -323,6 +323,7 @@ pub(crate) fn install() -> std::io::Result<()> {
 }
 
 /// Whether the handlers were ever installed in this process (tests check "off means off").
+#[cfg(feature = "__test-hooks")]
 pub(crate) fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
 }
@@ -520,6 +521,7 @@ thread_local! {
 
 /// Whether the calling thread is inside profiled's signal handler: test allocators abort
 /// when asked to allocate then (tests/stress.rs, tests/single_threaded.rs).
+#[cfg(feature = "__test-hooks")]
 pub(crate) fn in_handler() -> bool {
     IN_HANDLER.with(Cell::get) != 0
 }

@@ -330,9 +330,11 @@ pub fn spin(cpu: std::time::Duration) {
 
 /// An allocator that aborts the process if anything allocates or frees while profiled's
 /// signal handler runs on the calling thread: the handler must not touch the heap. Test
-/// binaries install it with `#[global_allocator]`.
+/// binaries install it with `#[global_allocator]` (it needs the `__test-hooks` feature).
+#[cfg(feature = "__test-hooks")]
 pub struct NoAllocInHandler;
 
+#[cfg(feature = "__test-hooks")]
 impl NoAllocInHandler {
     fn check() {
         if profiled::__private::in_signal_handler() {
@@ -347,6 +349,7 @@ impl NoAllocInHandler {
 }
 
 // SAFETY: every call is forwarded to the system allocator unchanged.
+#[cfg(feature = "__test-hooks")]
 unsafe impl std::alloc::GlobalAlloc for NoAllocInHandler {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         Self::check();
