@@ -10,7 +10,8 @@
 //!
 //! `PROFILE` keeps working (one profile per test); the flags win over it. Profiled tests run
 //! one at a time; a table at the end lists each test's CPU time, samples, top function and
-//! file.
+//! file. Each test runs in a child process of the binary (unless `--nocapture` or
+//! `--cpuprofile`), which is how what it prints is captured on stable Rust.
 
 #![forbid(unsafe_code)]
 
@@ -196,7 +197,23 @@ pub fn main(package: Option<&'static str>) -> ! {
         (None, None) => None,
     };
     let per_test = per_test.filter(|_| !args.list);
-    capture_panics(args.nocapture);
+
+    let mut tests: Vec<&'static Test> = inventory::iter::<Test>.into_iter().collect();
+    tests.sort_by_key(|t| (t.module, t.name));
+    if let Some(name) = std::env::var_os(CHILD_VAR) {
+        // The panic's message and place become the failure text the parent shows.
+        capture_panics(false);
+        run_as_child(&tests, &name.to_string_lossy(), package, per_test);
+    }
+    // Each test in a child process of its own, so that what it prints is kept for the
+    // failures section: stable Rust has no in-process output capture. Not with
+    // --nocapture (nextest passes it: it runs a process per test itself) nor with
+    // --cpuprofile, whose one profile must see the tests run in this process.
+    let isolate = !args.nocapture && flags.cpuprofile.is_none() && !args.list;
+    let child_args = flags.to_args();
+    if !isolate {
+        capture_panics(args.nocapture);
+    }
 
     let whole = match (&flags.cpuprofile, args.list) {
         (Some(path), false) => {
@@ -209,15 +226,20 @@ pub fn main(package: Option<&'static str>) -> ! {
         _ => None,
     };
 
-    let mut tests: Vec<&'static Test> = inventory::iter::<Test>.into_iter().collect();
-    tests.sort_by_key(|t| (t.module, t.name));
     let trials = tests
         .into_iter()
         .map(|t| {
             let name = output::test_name(t.module, t.name);
             let config = per_test.clone();
-            Trial::test(name.clone(), move || run_one(t, name, package, config))
-                .with_ignored_flag(t.ignored)
+            let child_args = child_args.clone();
+            Trial::test(name.clone(), move || {
+                if isolate {
+                    run_in_child(&name, &child_args, config.is_some())
+                } else {
+                    run_one(t, name, package, config)
+                }
+            })
+            .with_ignored_flag(t.ignored)
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
@@ -237,6 +259,123 @@ pub fn main(package: Option<&'static str>) -> ! {
     }
     print_table();
     conclusion.exit()
+}
+
+/// Set in a child the harness runs one test in: the test's name.
+const CHILD_VAR: &str = "PROFILED_HARNESS_CHILD";
+/// Starts the line a child writes for the parent's summary table.
+const ROW_MARK: &str = "\u{1e}profiled-row\t";
+
+impl Flags {
+    /// The profiling flags again, for a child.
+    fn to_args(&self) -> Vec<OsString> {
+        let mut args = Vec::new();
+        if let Some(dir) = &self.profile_dir {
+            args.push("--profile".into());
+            args.push(dir.clone().into_os_string());
+        }
+        if let Some(hz) = self.frequency {
+            args.push(format!("--profile-freq={hz}").into());
+        }
+        args
+    }
+}
+
+/// In a child: runs the one test `name`, hands its table row to the parent on stdout, and
+/// exits with its outcome (the reason on stderr).
+fn run_as_child(
+    tests: &[&'static Test],
+    name: &str,
+    package: Option<&'static str>,
+    config: Option<Config>,
+) -> ! {
+    let Some(test) = tests
+        .iter()
+        .find(|t| output::test_name(t.module, t.name) == name)
+    else {
+        eprintln!("profiled: no test named {name} in this binary");
+        std::process::exit(101)
+    };
+    let result = run_one(test, name.to_string(), package, config);
+    for r in ROWS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        println!(
+            "{ROW_MARK}{}\t{}\t{}\t{}\t{}",
+            r.test, r.cpu, r.samples, r.top, r.file
+        );
+    }
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(failed) => {
+            if let Some(message) = failed.message() {
+                eprintln!("{message}");
+            }
+            std::process::exit(101)
+        }
+    }
+}
+
+/// In the parent: runs test `name` in a child of this binary and keeps its output, shown
+/// only if it fails. The child's profiled lines (summary, notes, warnings) are printed here,
+/// each warning once; its table row joins ours. Profiled tests run one at a time.
+fn run_in_child(name: &str, args: &[OsString], profiled: bool) -> Result<(), Failed> {
+    let _serial = profiled.then(|| SERIAL.lock().unwrap_or_else(|p| p.into_inner()));
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this test binary: {e}"))?;
+    let out = std::process::Command::new(exe)
+        .args(args)
+        .env(CHILD_VAR, name)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run the test in a child process: {e}"))?;
+    let mut kept = String::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        match line.strip_prefix(ROW_MARK).map(parse_row) {
+            Some(Some(row)) => ROWS.lock().unwrap_or_else(|p| p.into_inner()).push(row),
+            _ => {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+    }
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        if line.starts_with("profiled: ") {
+            pass_on(line);
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(kept.trim_end().to_string().into())
+    }
+}
+
+/// Prints a child's profiled line: summary lines as they are, a warning only the first time
+/// (every child would repeat it; numbers aside, it is the same warning).
+fn pass_on(line: &str) {
+    static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let is_summary = line.contains("  cpu ") || line.contains(": note: ");
+    if !is_summary {
+        let key: String = line.chars().filter(|c| !c.is_ascii_digit()).collect();
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(&key) {
+            return;
+        }
+        seen.push(key);
+    }
+    output::line(line);
+}
+
+fn parse_row(text: &str) -> Option<Row> {
+    let mut f = text.split('\t');
+    Some(Row {
+        test: f.next()?.to_string(),
+        cpu: f.next()?.parse().ok()?,
+        samples: f.next()?.parse().ok()?,
+        top: f.next()?.to_string(),
+        file: f.next()?.to_string(),
+    })
 }
 
 /// The first option neither libtest's command line nor ours knows, with the closest one

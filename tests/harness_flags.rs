@@ -213,6 +213,21 @@ fn failures_show_the_panic_message_and_tests_run_on_threads_named_after_them() {
         stdout(&out)
     );
 
+    // What tests print is kept: shown under `failures:` for a failing test, not at all for
+    // a passing one; --nocapture shows it as it comes.
+    let out = cargo_test("harness", &[], &[("HARNESS_FAIL", "1")]);
+    let failures = stdout(&out);
+    let failures = failures.split("failures:").nth(1).unwrap_or_default();
+    assert!(failures.contains("said before failing"), "{}", stdout(&out));
+    let all = stdout(&out) + &stderr(&out);
+    assert!(!all.contains("printed by alpha_work"), "{all}");
+    let out = cargo_test("harness", &["alpha_work", "--nocapture"], &[]);
+    assert!(
+        stdout(&out).contains("printed by alpha_work"),
+        "{}",
+        stdout(&out)
+    );
+
     // A misspelt flag: the closest one, not clap's tip about values.
     let out = cargo_test("harness", &["--cpuprofil", "x.pb.gz"], &[]);
     assert_eq!(out.status.code(), Some(101));
