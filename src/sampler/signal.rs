@@ -506,16 +506,20 @@ fn record(sid: u64, overrun: u64, ctx: *mut libc::c_void) {
         return;
     };
     slot.inflight.fetch_add(1, Ordering::SeqCst);
+    #[cfg(feature = "__test-hooks")]
     IN_HANDLER.with(|d| d.set(d.get().wrapping_add(1)));
     if sid != 0 && slot.sid.load(Ordering::SeqCst) == sid {
         take(slot, sid, overrun, ctx);
     }
+    #[cfg(feature = "__test-hooks")]
     IN_HANDLER.with(|d| d.set(d.get().wrapping_sub(1)));
     slot.inflight.fetch_sub(1, Ordering::SeqCst);
 }
 
+#[cfg(feature = "__test-hooks")]
 thread_local! {
-    /// Depth of profiled's handler on this thread, for [`in_handler`].
+    /// Depth of profiled's handler on this thread, for [`in_handler`] (test hooks only: the
+    /// shipped handler keeps no count it never reads).
     static IN_HANDLER: Cell<u32> = const { Cell::new(0) };
 }
 
