@@ -482,7 +482,7 @@ fn gzip(raw: &[u8]) -> Vec<u8> {
 /// A stack as one folded line, outermost frame first, inlined frames expanded. The frames
 /// that only run the test (thread start, libtest, profiled's harness, criterion, the C
 /// runtime) are left out at the root, so a flamegraph starts at the test's own code; a
-/// stack with nothing else is kept whole.
+/// stack with nothing else (a sample as the test thread starts or ends) keeps its leaf.
 fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
     let frames: Vec<(&str, &str)> = ids
         .iter()
@@ -499,7 +499,7 @@ fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
     let start = frames
         .iter()
         .position(|&(name, file)| !runs_the_test(name, file))
-        .unwrap_or(0);
+        .unwrap_or(frames.len().saturating_sub(1));
     let mut out = String::new();
     for (name, _) in &frames[start..] {
         if !out.is_empty() {
