@@ -52,7 +52,7 @@ pub(crate) struct Collected {
     pub lost_ns: u64,
     pub truncated: u64,
     /// Samples whose stacks were deeper than a sample holds: their middle frames are one
-    /// `TRUNCATED` marker (src/sampler/mod.rs).
+    /// `TRUNCATED` marker (src/sampler.rs).
     pub cut: u64,
     /// CPU time of all sampled threads over the profile's unpaused stretches, counted by the
     /// kernel (perf source only).
@@ -69,12 +69,20 @@ pub(crate) struct Collected {
 
 /// Per-session aggregate, filled by the drain.
 #[derive(Default)]
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))),
+    allow(dead_code) // only a sampler makes these (src/sys)
+)]
 pub(crate) struct Aggregate {
     /// Samples from generations below this were taken before the last `reset`.
     pub(crate) floor: u32,
     pub(crate) stacks: Stacks,
 }
 
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))),
+    allow(dead_code) // only a sampler makes these (src/sys)
+)]
 impl Aggregate {
     /// Counts `count` samples of `stack` on `thread`, weighing `weight_ns` in all.
     pub(crate) fn add(&mut self, thread: Thread, stack: &[u64], count: u64, weight_ns: u64) {

@@ -134,6 +134,7 @@ mod modules;
 mod output;
 mod sampler;
 mod symbolize;
+mod sys;
 
 pub use config::{
     Config, Engine, Threads, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY, STRICT_ENV_VAR,

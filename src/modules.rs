@@ -1,16 +1,18 @@
-//! The loaded objects of this process (executable and shared libraries): address ranges,
-//! file offsets, build ids and in-memory unwind tables.
-//!
-//! Read with `dl_iterate_phdr` directly rather than through findshlibs, because profile
-//! mappings need each segment's file offset and the unwinder needs the `PT_GNU_EH_FRAME`
-//! address, and findshlibs exposes neither. Never called from the signal handler.
+//! What profiles and the unwinder know of a loaded object (executable or shared library):
+//! address ranges, file offset, build id, in-memory unwind tables. The list of them comes
+//! from the platform (`sys::loaded_modules`).
 
-use std::ffi::CStr;
+#![forbid(unsafe_code)]
+
 use std::ops::Range;
 use std::path::PathBuf;
 
 /// One executable segment of one loaded object.
 #[derive(Clone, Debug)]
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))),
+    allow(dead_code) // only a sampler makes these (src/sys)
+)]
 pub(crate) struct Module {
     /// Path of the file the object was loaded from.
     pub path: PathBuf,
@@ -29,161 +31,12 @@ pub(crate) struct Module {
     pub is_main: bool,
 }
 
-/// All executable segments of all loaded objects, the main executable first.
-pub(crate) fn loaded() -> Vec<Module> {
-    let mut out: Vec<Module> = Vec::new();
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    {
-        unsafe extern "C" fn each(
-            info: *mut libc::dl_phdr_info,
-            _size: libc::size_t,
-            data: *mut libc::c_void,
-        ) -> libc::c_int {
-            // SAFETY: `data` is the `&mut Vec<Module>` passed below; `info` is valid for the
-            // duration of the callback, as dl_iterate_phdr promises.
-            let (out, info) = unsafe { (&mut *(data as *mut Vec<Module>), &*info) };
-            // SAFETY: as above, the callback's arguments are valid for its duration.
-            unsafe { collect(info, out) };
-            0
-        }
-        // SAFETY: `each` only reads the phdr info it is given and pushes to `out`.
-        unsafe { libc::dl_iterate_phdr(Some(each), &mut out as *mut Vec<Module> as *mut _) };
-    }
-    out.sort_by_key(|m| !m.is_main);
-    out
-}
-
-/// Counts of objects loaded and unloaded so far (glibc's `dlpi_adds`/`dlpi_subs`), to tell
-/// whether a module snapshot is stale.
-pub(crate) fn generation() -> u64 {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" fn first(
-            info: *mut libc::dl_phdr_info,
-            _size: libc::size_t,
-            data: *mut libc::c_void,
-        ) -> libc::c_int {
-            // SAFETY: valid for the callback's duration; data is the `&mut u64` below.
-            unsafe {
-                *(data as *mut u64) = (*info).dlpi_adds.wrapping_add((*info).dlpi_subs << 32)
-            };
-            1
-        }
-        let mut g = 0u64;
-        // SAFETY: `first` writes one u64 through `data` and stops the iteration.
-        unsafe { libc::dl_iterate_phdr(Some(first), &mut g as *mut u64 as *mut _) };
-        g
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        0
-    }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-/// # Safety
-/// `info` must come from `dl_iterate_phdr`, inside its callback.
-unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>) {
-    let bias = info.dlpi_addr;
-    // SAFETY: dl_iterate_phdr gives `dlpi_phnum` headers at `dlpi_phdr`.
-    let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let name = if info.dlpi_name.is_null() {
-        ""
-    } else {
-        // SAFETY: a NUL-terminated string owned by the dynamic loader.
-        unsafe { CStr::from_ptr(info.dlpi_name) }
-            .to_str()
-            .unwrap_or("")
-    };
-    let is_main = name.is_empty();
-    let path = if is_main {
-        std::env::current_exe().unwrap_or_default()
-    } else {
-        PathBuf::from(name)
-    };
-    if !is_main && (name.contains("linux-vdso") || !path.is_absolute()) {
-        // The vDSO has no file to symbolize from; frames in it are few and short.
-        return;
-    }
-    let loads = || phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
-    let mut build_id = String::new();
-    let mut eh_frame_hdr = None;
-    let mut eh_frame = None;
-    for p in phdrs {
-        match p.p_type {
-            libc::PT_NOTE => {
-                // SAFETY: PT_NOTE segments are loaded (inside a PT_LOAD) and readable.
-                let notes = unsafe {
-                    std::slice::from_raw_parts((bias + p.p_vaddr) as *const u8, p.p_memsz as usize)
-                };
-                if let Some(id) = gnu_build_id(notes) {
-                    build_id = id;
-                }
-            }
-            libc::PT_GNU_EH_FRAME => {
-                let hdr = bias + p.p_vaddr;
-                eh_frame_hdr = Some(hdr..hdr + p.p_memsz);
-                // SAFETY: the eh_frame_hdr segment is mapped readable for the unwinder.
-                let start = unsafe { eh_frame_from_hdr(hdr) };
-                if let Some(start) = start {
-                    // The section ends somewhere in its PT_LOAD segment; framehop finds FDEs
-                    // through the hdr's table, so the segment end is a safe upper bound.
-                    let end = loads()
-                        .map(|l| bias + l.p_vaddr..bias + l.p_vaddr + l.p_memsz)
-                        .find(|r| r.contains(&start))
-                        .map(|r| r.end);
-                    if let Some(end) = end {
-                        eh_frame = Some(start..end);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    for p in loads().filter(|p| p.p_flags & libc::PF_X != 0) {
-        out.push(Module {
-            path: path.clone(),
-            build_id: build_id.clone(),
-            bias,
-            text: bias + p.p_vaddr..bias + p.p_vaddr + p.p_memsz,
-            file_offset: p.p_offset,
-            eh_frame_hdr: eh_frame_hdr.clone(),
-            eh_frame: eh_frame.clone(),
-            is_main,
-        });
-    }
-}
-
-/// Address of `.eh_frame` from the `eh_frame_ptr` field of `.eh_frame_hdr`.
-///
-/// # Safety
-/// `hdr` must point to a readable `.eh_frame_hdr`.
-#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-unsafe fn eh_frame_from_hdr(hdr: u64) -> Option<u64> {
-    let p = hdr as *const u8;
-    // SAFETY: the header's first 8 bytes are readable per the caller's contract.
-    let (version, enc) = unsafe { (*p, *p.add(1)) };
-    if version != 1 {
-        return None;
-    }
-    // DW_EH_PE_pcrel | DW_EH_PE_sdata4 is what every linker writes; accept absolute too.
-    let field = hdr + 4;
-    match enc {
-        0x1b => {
-            // SAFETY: as above.
-            let off = unsafe { (field as *const i32).read_unaligned() };
-            Some(field.wrapping_add_signed(off as i64))
-        }
-        0x03 | 0x0b => {
-            // SAFETY: as above.
-            Some(unsafe { (field as *const u32).read_unaligned() } as u64)
-        }
-        _ => None,
-    }
-}
-
 /// The NT_GNU_BUILD_ID note in a note segment, as hex.
-fn gnu_build_id(mut notes: &[u8]) -> Option<String> {
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))),
+    allow(dead_code) // only a sampler makes these (src/sys)
+)]
+pub(crate) fn gnu_build_id(mut notes: &[u8]) -> Option<String> {
     let word = |b: &[u8]| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize;
     let align4 = |n: usize| (n + 3) & !3;
     while notes.len() >= 12 {
@@ -202,27 +55,9 @@ fn gnu_build_id(mut notes: &[u8]) -> Option<String> {
     None
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn main_executable_comes_first_and_contains_this_code() {
-        let mods = loaded();
-        let main = &mods[0];
-        assert!(main.is_main);
-        let here = main_executable_comes_first_and_contains_this_code as *const () as usize as u64;
-        assert!(
-            mods.iter().any(|m| m.is_main && m.text.contains(&here)),
-            "{mods:#?}"
-        );
-        assert!(main.eh_frame_hdr.is_some() && main.eh_frame.is_some());
-        assert_eq!(
-            main.build_id.len(),
-            40,
-            "rustc links with a 20-byte GNU build id"
-        );
-    }
 
     #[test]
     fn parses_build_id_note() {

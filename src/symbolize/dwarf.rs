@@ -15,7 +15,8 @@ use std::sync::Arc;
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 use rustc_hash::FxHashMap as HashMap;
 
-use super::elf::{le32, le64, release_range, Elf};
+use super::elf::{le32, le64, Elf};
+use crate::sys::release;
 
 /// Bytes a scan reads before it drops the pages behind it.
 const RELEASE_EVERY: usize = 256 << 10;
@@ -26,7 +27,7 @@ fn release_behind(data: &[u8], released: &mut usize, pos: usize) {
     if pos.saturating_sub(*released) > RELEASE_EVERY {
         // SAFETY: scans read sections of an `Elf`, which are its private read-only file
         // mapping.
-        unsafe { release_range(data.get(*released..pos).unwrap_or_default()) };
+        unsafe { release(data.get(*released..pos).unwrap_or_default()) };
         *released = pos;
     }
 }

@@ -37,15 +37,7 @@ impl Elf {
     /// Maps `path`. The mapping is never unmapped: symbolizers live for the process, and the
     /// DWARF reader borrows from it for `'static`. Only pages that are read become resident.
     pub(crate) fn open(path: &Path) -> Option<Elf> {
-        let file = File::open(path).ok()?;
-        // SAFETY: the file is mapped read-only and private. Another process truncating a
-        // loaded object would also break the running code itself; the loader makes the same
-        // assumption.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        // Reads are scattered: without this the kernel maps (and counts as resident) up to
-        // 64 KiB around every page touched.
-        let _ = map.advise(memmap2::Advice::Random);
-        let data: &'static [u8] = Box::leak(Box::new(map));
+        let data = crate::sys::map_file(&File::open(path).ok()?)?;
         let parsed = object::File::parse(data).ok()?;
         let sections = parsed
             .sections()
@@ -66,7 +58,7 @@ impl Elf {
     /// would stay resident for the rest of the process.
     pub(crate) fn release(&self) {
         // SAFETY: `data` is this object's private read-only file mapping.
-        unsafe { release_range(self.data) };
+        unsafe { crate::sys::release(self.data) };
     }
 
     pub(crate) fn section(&self, name: &str) -> &'static [u8] {
@@ -171,24 +163,6 @@ fn function(syms: &[u8], at: usize) -> Option<Func> {
         len: size.min(u64::from(u32::MAX)) as u32,
         name: le32(sym, 0),
     })
-}
-
-/// Drops the pages wholly inside `bytes` from this process's memory.
-///
-/// # Safety
-/// `bytes` must lie in a private read-only file mapping, such as one made by [`Elf::open`]:
-/// a dropped page of one reads back the same bytes, while for anonymous or written memory
-/// `MADV_DONTNEED` replaces the contents with zeros under every reference to them.
-pub(crate) unsafe fn release_range(bytes: &[u8]) {
-    const PAGE: usize = 4096;
-    let start = (bytes.as_ptr() as usize).next_multiple_of(PAGE);
-    let end = (bytes.as_ptr() as usize + bytes.len()) & !(PAGE - 1);
-    if end > start {
-        // SAFETY: the caller guarantees a private read-only file mapping, whose dropped
-        // pages read back the same bytes. A page size other than 4 KiB makes the call fail
-        // harmlessly (unaligned start).
-        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
-    }
 }
 
 #[inline(always)]

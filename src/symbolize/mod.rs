@@ -12,7 +12,8 @@ use rustc_hash::FxHashMap as HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::modules::{self, Module};
+use crate::modules::Module;
+use crate::sys;
 
 /// One source-level frame at an address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -59,12 +60,12 @@ static SYMBOLIZER: Mutex<Option<Symbolizer>> = Mutex::new(None);
 /// Runs `f` with the process's symbolizer, refreshing its module list after a `dlopen`.
 pub(crate) fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     let mut guard = SYMBOLIZER.lock().unwrap_or_else(|p| p.into_inner());
-    let generation = modules::generation();
+    let generation = sys::modules_generation();
     let stale = guard.as_ref().is_none_or(|s| s.generation != generation);
     if stale {
         let objects = guard.take().map(|s| s.objects).unwrap_or_default();
         *guard = Some(Symbolizer {
-            modules: modules::loaded(),
+            modules: sys::loaded_modules(),
             generation,
             objects,
             cache: HashMap::default(),
@@ -243,6 +244,7 @@ mod tests {
         std::hint::black_box(7)
     }
 
+    #[cfg(not(profiled_unsupported))] // needs the platform's list of loaded objects
     #[test]
     fn resolves_own_function_with_file_and_line() {
         let addr = marker_function_for_symbolizer_test as *const () as usize as u64;

@@ -10,23 +10,13 @@
 //! cell's contents to the consumer's `Acquire` load; the consumer's `Release` store of
 //! `pos + capacity` hands the cell back to the producer that will `Acquire` it next lap.
 
-// Code that runs in signal context must not panic: no unchecked arithmetic (overflow checks
-// are on in users' test builds), no indexing, no unwrap.
-#![deny(
-    clippy::arithmetic_side_effects,
-    clippy::indexing_slicing,
-    clippy::panic,
-    clippy::unwrap_used,
-    clippy::expect_used
-)]
+// Under the signal-context lint fence of `super` (no panics, no unchecked arithmetic).
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) use crate::aggregate::Thread;
-
-/// Deepest stack kept; deeper stacks keep their innermost `MAX_DEPTH` frames.
-pub(crate) const MAX_DEPTH: usize = 128;
+pub(crate) use crate::sampler::{MAX_DEPTH, TRUNCATED};
 
 /// One sample as the signal handler writes it.
 #[repr(C)]

@@ -6,13 +6,12 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::perf::{read_count, PerfEvent};
-use super::ring::{Pop, Ring};
+use super::signal::ring::{Pop, Ring};
+use super::signal::table::StackTable;
 use super::signal::{self, Slot, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, TABLE};
 use super::signal::{ThreadStart, MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN};
-use super::table::StackTable;
 use super::timer::{self, CpuTimer};
-use super::{Collected, Source};
-use crate::aggregate::Aggregate;
+use crate::aggregate::{Aggregate, Collected, Source};
 use crate::config::{Engine, Threads};
 use crate::error::Error;
 
@@ -113,9 +112,9 @@ fn engine() -> Result<&'static Engine_, Error> {
 /// Builds the unwinder for the loaded objects, or rebuilds it when objects were loaded or
 /// unloaded since.
 fn prepare_unwinder() {
-    let generation = crate::modules::generation();
+    let generation = super::modules::generation();
     if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
-        super::unwind::prepare(&crate::modules::loaded(), generation);
+        signal::unwind::prepare(&super::modules::loaded(), generation);
     }
 }
 

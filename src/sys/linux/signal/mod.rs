@@ -24,9 +24,12 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use super::ring::{Ring, Thread, MAX_DEPTH};
-use super::table::StackTable;
-use super::unwind;
+pub(crate) mod ring;
+pub(crate) mod table;
+pub(crate) mod unwind;
+
+use ring::{Ring, Thread, MAX_DEPTH};
+use table::StackTable;
 
 /// Most profiles that can be open at once (concurrent tests).
 pub(crate) const MAX_SLOTS: usize = 64;

@@ -1,0 +1,21 @@
+//! The source stage of the CPU profile: sessions that start, reset, pause and finish, and
+//! what they deliver (raw stacks with CPU time, per thread, in a [`Collected`]).
+//!
+//! The machinery is platform code and lives in [`crate::sys`]: on Linux x86_64 a signal
+//! handler writes samples tagged with the session id into a shared ring, and a drain moves
+//! them into per-session stack counts; elsewhere a session refuses to start with
+//! [`Error::Unsupported`](crate::error::Error::Unsupported). Symbolization and encoding
+//! happen later, in `symbolize` and `encode`.
+
+#![forbid(unsafe_code)]
+
+pub(crate) use crate::aggregate::{Collected, Thread};
+pub(crate) use crate::sys::{forked, is_live, on_drain_start, pause, reset, resume, Session};
+#[cfg(feature = "__test-hooks")]
+pub(crate) use crate::sys::{in_handler, installed};
+
+/// Deepest stack a sample holds; deeper stacks keep their innermost and outermost frames
+/// around a [`TRUNCATED`] marker.
+pub(crate) const MAX_DEPTH: usize = 128;
+/// Stands for the frames a deep stack lost; the encoder names it `[truncated]`.
+pub(crate) const TRUNCATED: u64 = u64::MAX;

@@ -1,0 +1,15 @@
+//! Linux x86_64: perf events and CPU timers deliver signals, a fenced handler walks the
+//! stack into a lock-free ring, and the engine drains it per session.
+
+mod engine;
+mod map;
+mod modules;
+mod perf;
+mod signal;
+mod timer;
+
+pub(crate) use engine::{forked, is_live, on_drain_start, pause, reset, resume, Session};
+pub(crate) use map::{map_file, release};
+pub(crate) use modules::{generation as modules_generation, loaded as loaded_modules};
+#[cfg(feature = "__test-hooks")]
+pub(crate) use {engine::installed, signal::in_handler};

@@ -1,0 +1,107 @@
+//! Every target but Linux x86_64: no sampler, so a profile that is asked for refuses to start
+//! with [`Error::Unsupported`]; files are read into memory instead of mapped.
+
+use std::fs::File;
+use std::io::Read;
+
+use crate::aggregate::Collected;
+use crate::config::{Engine, Threads};
+use crate::error::Error;
+use crate::modules::Module;
+
+/// What a profile started on this platform fails with.
+pub(crate) fn unsupported() -> Error {
+    Error::Unsupported {
+        what: format!(
+            "CPU profiling is not supported on this platform ({}-{}); \
+             profiled samples on Linux x86_64",
+            std::env::consts::OS,
+            std::env::consts::ARCH
+        ),
+    }
+}
+
+/// Never constructed: [`Session::start`] always fails here.
+pub(crate) enum Session {}
+
+impl Session {
+    pub(crate) fn start(
+        _frequency: u32,
+        _engine: Engine,
+        _threads: Threads,
+    ) -> Result<Session, Error> {
+        Err(unsupported())
+    }
+    pub(crate) fn sid(&self) -> u64 {
+        match *self {}
+    }
+    pub(crate) fn finish(self) -> Collected {
+        match self {}
+    }
+}
+
+pub(crate) fn reset(_sid: u64) {}
+pub(crate) fn pause(_sid: u64) {}
+pub(crate) fn resume(_sid: u64) {}
+pub(crate) fn is_live(_sid: u64) -> bool {
+    false
+}
+pub(crate) fn forked() -> bool {
+    false
+}
+pub(crate) fn on_drain_start(_work: fn()) {}
+#[cfg(feature = "__test-hooks")]
+pub(crate) fn installed() -> bool {
+    false
+}
+#[cfg(feature = "__test-hooks")]
+pub(crate) fn in_handler() -> bool {
+    false
+}
+
+pub(crate) fn loaded_modules() -> Vec<Module> {
+    Vec::new()
+}
+pub(crate) fn modules_generation() -> u64 {
+    0
+}
+
+/// Reads the whole file: without a sampler nothing is symbolized here, so this only has to
+/// be correct, not frugal.
+pub(crate) fn map_file(mut file: &File) -> Option<&'static [u8]> {
+    let mut data = Vec::new();
+    file.read_to_end(&mut data).ok()?;
+    Some(Vec::leak(data))
+}
+
+/// Nothing to give back: the bytes are the heap's.
+///
+/// # Safety
+/// None needed here; `unsafe` to match the Linux function, whose callers must pass mapped
+/// file bytes.
+pub(crate) unsafe fn release(_bytes: &[u8]) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_asked_for_fails_with_the_documented_error() {
+        let err = match Session::start(100, Engine::Auto, Threads::Test) {
+            Err(err) => err.to_string(),
+            Ok(session) => match session {},
+        };
+        assert!(
+            err.contains("CPU profiling is not supported on this platform (")
+                && err.contains("profiled samples on Linux x86_64"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn files_are_read_whole() {
+        let path = std::env::current_exe().unwrap();
+        let bytes = map_file(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(bytes, std::fs::read(&path).unwrap());
+    }
+}
