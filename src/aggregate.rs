@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::config::{Threads, ENV_VAR};
+use crate::kind::{Row, Samples, CPU};
 
 /// The thread a sample was taken on: its kernel id and its name (`comm`, at most 15 bytes,
 /// NUL-padded), both read once per thread in the handler.
@@ -65,6 +66,47 @@ pub(crate) struct Collected {
     pub process_cpu_ns: u64,
     pub start: SystemTime,
     pub duration: Duration,
+}
+
+impl Collected {
+    /// The CPU kind's samples for the encoder: per stack `[samples, CPU ns]`, lost samples
+    /// under [`LOST_FUNCTION`](crate::pprof::LOST_FUNCTION), and the real mean period (what
+    /// a sample stood for, not what was asked for).
+    pub(crate) fn samples(&self) -> Samples<'_> {
+        let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let rows: Vec<Row<'_>> = self
+            .stacks
+            .iter()
+            .flat_map(|(thread, stacks)| {
+                stacks.iter().map(move |(stack, &(count, weight))| Row {
+                    thread: Some(thread),
+                    stack,
+                    values: vec![as_i64(count), as_i64(weight)],
+                })
+            })
+            .collect();
+        let (mut count, mut weight) = (self.lost, self.lost_ns);
+        for row in &rows {
+            count += row.values[0] as u64;
+            weight += row.values[1] as u64;
+        }
+        let placeholders = if self.lost > 0 {
+            vec![(
+                crate::encode::LOST_FUNCTION,
+                vec![as_i64(self.lost), as_i64(self.lost_ns)],
+            )]
+        } else {
+            Vec::new()
+        };
+        Samples {
+            kind: &CPU,
+            rows,
+            placeholders,
+            period: as_i64(weight.checked_div(count).unwrap_or(self.period_ns)),
+            start: self.start,
+            duration: self.duration,
+        }
+    }
 }
 
 /// Per-session aggregate, filled by the drain.

@@ -49,7 +49,8 @@ pub const MAX_FREQUENCY: u32 = 10_000;
 const ACCEPTED: &str = "kinds: cpu; options: freq=<1..=10000 Hz, default 1000>, dir=<path>, \
                         engine=<auto|perf|timer>, threads=<test|all>, svg";
 
-/// Kinds profiled knows, implemented or not: a `PROFILE` naming one of them is ours.
+/// Kinds profiled knows, implemented (`kind::KINDS`) or not: a `PROFILE` naming one of them
+/// is ours.
 const KINDS: &[&str] = &["cpu", "heap", "allocs", "block", "mutex", "wall"];
 /// Options without a value.
 const FLAGS: &[&str] = &["svg"];
@@ -425,12 +426,12 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
     for &item in &items {
         match item.split_once('=') {
             None => match item {
-                "cpu" => kind = true,
+                _ if crate::kind::find(item).is_some() => kind = true,
                 "svg" if cfg!(feature = "flamegraph") => config.svg = true,
                 "svg" => {
                     return Err(bad(item, "needs profiled's `flamegraph` cargo feature"));
                 }
-                "heap" | "allocs" | "block" | "mutex" | "wall" => {
+                _ if KINDS.contains(&item) => {
                     return Err(bad(item, "is not implemented yet"));
                 }
                 _ if KEYS.contains(&item) => {

@@ -1,4 +1,4 @@
-//! Raw stack counts + symbols -> pprof `profile.proto`, gzipped.
+//! Stacks with values (any kind's [`Samples`]) + symbols -> pprof `profile.proto`, gzipped.
 //!
 //! The message types are written out with prost's derive (no build-time codegen): they are
 //! the subset of google/pprof's profile.proto that we write, with its field numbers.
@@ -9,7 +9,9 @@ use rustc_hash::FxHashMap as HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::sampler::{Collected, Thread, TRUNCATED};
+use crate::aggregate::Thread;
+use crate::kind::Samples;
+use crate::sampler::TRUNCATED;
 use crate::symbolize::{Line as SymLine, Symbolizer};
 
 /// google/pprof proto/profile.proto, the fields we use, as prost messages.
@@ -166,12 +168,12 @@ pub const TRUNCATED_FUNCTION: &str = "[truncated]";
 /// Figures for the summary line, computed while encoding.
 pub(crate) struct Encoded {
     pub gz: Vec<u8>,
-    pub samples: u64,
-    pub cpu_ns: u64,
-    /// Function with the most flat CPU time, and its share of the total.
+    /// Sum of each sample type's values, placeholders included, in the kind's order.
+    pub totals: Vec<i64>,
+    /// Function with the most of the kind's main value (flat), and its share of the total.
     pub top: Option<(String, f64)>,
-    /// Folded stacks (`outer;...;leaf`, inlined frames included) with CPU microseconds, for
-    /// flamegraphs.
+    /// Folded stacks (`outer;...;leaf`, inlined frames included) with the main value (over
+    /// the kind's `folded_divisor`), for flamegraphs.
     pub folded: Vec<(String, u64)>,
 }
 
@@ -202,30 +204,29 @@ impl Strings {
 /// Encoded profiles smaller than this are stored in the gzip stream, not deflated.
 const STORE_BELOW: usize = 64 << 10;
 
-pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbolizer) -> Encoded {
+pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symbolizer) -> Encoded {
     use proto::*;
+    let kind = input.kind;
+    let main = kind.main;
     let mut strings = Strings::new();
+    let value_type = |t: &crate::kind::ValueType, strings: &mut Strings| ValueType {
+        r#type: strings.get(t.kind),
+        unit: strings.get(t.unit),
+    };
     let mut profile = Profile {
-        sample_type: vec![
-            ValueType {
-                r#type: strings.get("samples"),
-                unit: strings.get("count"),
-            },
-            ValueType {
-                r#type: strings.get("cpu"),
-                unit: strings.get("nanoseconds"),
-            },
-        ],
-        period_type: Some(ValueType {
-            r#type: strings.get("cpu"),
-            unit: strings.get("nanoseconds"),
-        }),
-        time_nanos: collected
+        sample_type: kind
+            .sample_types
+            .iter()
+            .map(|t| value_type(t, &mut strings))
+            .collect(),
+        period_type: Some(value_type(&kind.period_type, &mut strings)),
+        period: input.period,
+        time_nanos: input
             .start
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or(0),
-        duration_nanos: collected.duration.as_nanos() as i64,
+        duration_nanos: input.duration.as_nanos() as i64,
         ..Default::default()
     };
 
@@ -233,8 +234,8 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
     let mut locations: HashMap<u64, u64> = HashMap::default();
     let mut functions: HashMap<(Arc<str>, Arc<str>), u64> = HashMap::default();
     let mut mappings: HashMap<Option<usize>, (u64, bool)> = HashMap::default();
-    let mut flat: HashMap<Arc<str>, u64> = HashMap::default();
-    let (mut samples, mut cpu_ns) = (0u64, 0u64);
+    let mut flat: HashMap<Arc<str>, i64> = HashMap::default();
+    let mut totals = vec![0i64; kind.sample_types.len()];
     let mut folded = Vec::new();
 
     let mut function_id = |line: &SymLine, strings: &mut Strings, profile: &mut Profile| -> u64 {
@@ -258,22 +259,20 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         id
     };
 
-    // Deterministic output: stacks sorted by weight, then addresses, then thread.
-    let mut stacks: Vec<ThreadStack<'_>> = collected
-        .stacks
-        .iter()
-        .flat_map(|(thread, stacks)| stacks.iter().map(move |(s, v)| (thread, s, v)))
-        .collect();
-    stacks.sort_by(|a, b| {
-        (b.2 .1.cmp(&a.2 .1))
-            .then_with(|| a.1.cmp(b.1))
-            .then_with(|| (a.0.tid, a.0.name).cmp(&(b.0.tid, b.0.name)))
+    // Deterministic output: stacks sorted by main value, then addresses, then thread.
+    let thread_key = |t: Option<&Thread>| t.map(|t| (t.tid, t.name));
+    let mut rows: Vec<&crate::kind::Row<'_>> = input.rows.iter().collect();
+    rows.sort_by(|a, b| {
+        (b.values.get(main).cmp(&a.values.get(main)))
+            .then_with(|| a.stack.cmp(b.stack))
+            .then_with(|| thread_key(a.thread).cmp(&thread_key(b.thread)))
     });
-    let (thread_key, tid_key) = (strings.get("thread"), strings.get("tid"));
-    let mut folded_weights: HashMap<String, u64> = HashMap::default();
+    let (thread_key_s, tid_key) = (strings.get("thread"), strings.get("tid"));
+    let mut folded_weights: HashMap<String, i64> = HashMap::default();
     // The object each location is in, for the summary's headline rule.
     let mut location_module: Vec<Option<usize>> = Vec::new();
-    for (thread, stack, &(count, weight)) in stacks {
+    for row in rows {
+        let (stack, weight) = (row.stack, row.values.get(main).copied().unwrap_or(0));
         let mut ids = Vec::with_capacity(stack.len());
         for (depth, &addr) in stack.iter().enumerate() {
             if addr == TRUNCATED {
@@ -341,18 +340,17 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         if let Some(name) = headline_function(&ids, &profile, &strings, &objects) {
             *flat.entry(name).or_default() += weight;
         }
-        samples += count;
-        cpu_ns += weight;
-        let name = match thread.name() {
-            n if n.is_empty() => format!("thread {}", thread.tid),
-            n => n,
-        };
-        profile.sample.push(Sample {
-            location_id: ids,
-            value: vec![count as i64, weight as i64],
-            label: vec![
+        for (total, value) in totals.iter_mut().zip(&row.values) {
+            *total += value;
+        }
+        let label = row.thread.map(|thread| {
+            let name = match thread.name() {
+                n if n.is_empty() => format!("thread {}", thread.tid),
+                n => n,
+            };
+            vec![
                 Label {
-                    key: thread_key,
+                    key: thread_key_s,
                     str: strings.get(&name),
                     ..Default::default()
                 },
@@ -361,26 +359,37 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
                     num: i64::from(thread.tid),
                     ..Default::default()
                 },
-            ],
+            ]
+        });
+        profile.sample.push(Sample {
+            location_id: ids,
+            value: row.values.clone(),
+            label: label.unwrap_or_default(),
         });
     }
-    let mut merged: Vec<(String, u64)> = folded_weights.into_iter().collect();
+    let divisor = kind.folded_divisor.max(1);
+    let mut merged: Vec<(String, i64)> = folded_weights.into_iter().collect();
     merged.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    folded.extend(merged.into_iter().map(|(stack, w)| (stack, w / 1000)));
+    let width = |v: i64| u64::try_from(v / divisor).unwrap_or(0);
+    folded.extend(merged.into_iter().map(|(stack, w)| (stack, width(w))));
 
-    if collected.lost > 0 {
-        let line = SymLine::named(LOST_FUNCTION, LOST_FUNCTION);
+    for (name, values) in &input.placeholders {
+        let line = SymLine::named(*name, *name);
         let fid = function_id(&line, &mut strings, &mut profile);
         let mapping_id = pseudo_mapping(&mut mappings);
         let id = pseudo_location(&mut profile, mapping_id, fid);
         profile.sample.push(Sample {
             location_id: vec![id],
-            value: vec![collected.lost as i64, collected.lost_ns as i64],
+            value: values.clone(),
             label: vec![],
         });
-        samples += collected.lost;
-        cpu_ns += collected.lost_ns;
-        folded.push((LOST_FUNCTION.to_string(), collected.lost_ns / 1000));
+        for (total, value) in totals.iter_mut().zip(values) {
+            *total += value;
+        }
+        folded.push((
+            name.to_string(),
+            width(values.get(main).copied().unwrap_or(0)),
+        ));
     }
 
     // Mapping ids: the main executable first (go tool pprof takes mapping 1 as the main
@@ -416,32 +425,30 @@ pub(crate) fn encode(collected: &Collected, comments: &[String], sym: &mut Symbo
         });
     }
 
-    // The real mean period: what a sample stood for, not what was asked for.
-    profile.period = cpu_ns.checked_div(samples).unwrap_or(collected.period_ns) as i64;
     for c in comments {
         let i = strings.get(c);
         profile.comment.push(i);
     }
-    profile.default_sample_type = strings.get("cpu");
+    profile.default_sample_type = kind
+        .sample_types
+        .get(main)
+        .map_or(0, |t| strings.get(t.kind));
     profile.string_table = strings.table;
 
+    let total = totals.get(main).copied().unwrap_or(0);
     let top = flat
         .into_iter()
         .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0)))
-        .filter(|_| cpu_ns > 0)
-        .map(|(name, w)| (name.to_string(), w as f64 / cpu_ns as f64));
+        .filter(|_| total > 0)
+        .map(|(name, w)| (name.to_string(), w as f64 / total as f64));
 
     Encoded {
         gz: gzip(&prost::Message::encode_to_vec(&profile)),
-        samples,
-        cpu_ns,
+        totals,
         top,
         folded,
     }
 }
-
-/// A stack of one thread and its (samples, CPU ns).
-type ThreadStack<'a> = (&'a Thread, &'a Box<[u64]>, &'a (u64, u64));
 
 /// The mapping of addresses outside every known object (and of pseudo-frames).
 fn pseudo_mapping(mappings: &mut HashMap<Option<usize>, (u64, bool)>) -> u64 {
@@ -599,6 +606,7 @@ fn headline_function(
 /// assert_eq!(decoded.sample_type.len(), 2);
 /// # }
 /// ```
+#[cfg(any(test, feature = "decode"))]
 pub fn decode(bytes: &[u8]) -> std::io::Result<proto::Profile> {
     use std::io::Read;
     let raw = if bytes.starts_with(&[0x1f, 0x8b]) {
@@ -615,7 +623,81 @@ pub fn decode(bytes: &[u8]) -> std::io::Result<proto::Profile> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::{Kind, Row, ValueType};
     use std::io::Read;
+
+    /// A kind with other sample types goes through the same encoder: its types, its period,
+    /// its default value, totals per type, the top function and flamegraph widths by its
+    /// main value, and placeholders.
+    #[test]
+    fn any_kind_is_encoded_with_its_own_sample_types() {
+        static BYTES: Kind = Kind {
+            name: "test",
+            sample_types: &[
+                ValueType {
+                    kind: "objects",
+                    unit: "count",
+                },
+                ValueType {
+                    kind: "space",
+                    unit: "bytes",
+                },
+            ],
+            period_type: ValueType {
+                kind: "space",
+                unit: "bytes",
+            },
+            main: 1,
+            folded_divisor: 1,
+        };
+        let here = any_kind_is_encoded_with_its_own_sample_types as *const () as u64;
+        let (a, b) = ([here], [here + 1, here]);
+        let input = Samples {
+            kind: &BYTES,
+            rows: vec![
+                Row {
+                    thread: None,
+                    stack: &a,
+                    values: vec![1, 100],
+                },
+                Row {
+                    thread: None,
+                    stack: &b,
+                    values: vec![3, 300],
+                },
+            ],
+            placeholders: vec![("[elsewhere]", vec![1, 600])],
+            period: 512,
+            start: std::time::UNIX_EPOCH,
+            duration: std::time::Duration::from_secs(1),
+        };
+        let encoded = crate::symbolize::with(|sym| encode(&input, &[], sym));
+        assert_eq!(encoded.totals, [5, 1000]);
+        let p = decode(&encoded.gz).unwrap();
+        let name = |i: i64| p.string_table[i as usize].as_str();
+        let types: Vec<_> = p
+            .sample_type
+            .iter()
+            .map(|t| (name(t.r#type), name(t.unit)))
+            .collect();
+        assert_eq!(types, [("objects", "count"), ("space", "bytes")]);
+        assert_eq!(name(p.default_sample_type), "space");
+        assert_eq!(p.period, 512);
+        let period_type = p.period_type.as_ref().unwrap();
+        assert_eq!(name(period_type.r#type), "space");
+        assert_eq!(p.sample.len(), 3);
+        assert!(p.sample.iter().all(|s| s.label.is_empty()));
+        // Sorted by the main value: the placeholder last, as it is added after the stacks.
+        assert_eq!(p.sample[0].value, [3, 300]);
+        assert_eq!(p.sample[2].value, [1, 600]);
+        // Widths are bytes (divisor 1); the placeholder is its own frame.
+        assert!(encoded.folded.contains(&("[elsewhere]".to_string(), 600)));
+        assert_eq!(encoded.folded.iter().map(|f| f.1).sum::<u64>(), 1000);
+        // All 400 stack bytes end in this test function.
+        let (top, share) = encoded.top.unwrap();
+        assert!(top.contains("any_kind_is_encoded"), "{top}");
+        assert!((share - 0.4).abs() < 1e-9, "{share}");
+    }
 
     #[test]
     fn small_profiles_are_stored_and_big_ones_deflated() {

@@ -492,7 +492,7 @@ fn run_here(
         }
     };
     if let (Some(profile), Some(config)) = (profile, config) {
-        let path = output::profile_path(config.dir.as_deref(), package, name);
+        let path = output::profile_path(config.dir.as_deref(), package, name, &crate::kind::CPU);
         let svg = config.svg.then(|| output::svg_path(&path));
         let written = profile.finish().and_then(|r| {
             r.publish(&path, svg.as_deref())?;

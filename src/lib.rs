@@ -130,6 +130,7 @@ mod error;
 mod flamegraph;
 #[cfg(feature = "harness")]
 mod harness;
+mod kind;
 mod modules;
 mod output;
 mod sampler;
@@ -173,9 +174,11 @@ pub use profiled_macros::profiled;
 #[cfg(feature = "harness")]
 pub use profiled_macros::test;
 
-/// Reading and writing pprof `profile.proto` files.
+/// What profiled writes: pprof `profile.proto` files, gzipped.
 pub mod pprof {
-    pub use crate::encode::{decode, proto, LOST_FUNCTION, TRUNCATED_FUNCTION};
+    #[cfg(feature = "decode")]
+    pub use crate::encode::{decode, proto};
+    pub use crate::encode::{LOST_FUNCTION, TRUNCATED_FUNCTION};
 }
 
 thread_local! {
@@ -369,19 +372,16 @@ impl Profile {
                 encode::TRUNCATED_FUNCTION
             ));
         }
-        let encoded = symbolize::with(|sym| encode::encode(&collected, &comments, sym));
-        let notices = aggregate::notices(
-            &name,
-            &collected,
-            config.frequency,
-            encoded.samples,
-            encoded.cpu_ns,
-        );
+        let encoded = symbolize::with(|sym| encode::encode(&collected.samples(), &comments, sym));
+        // The CPU kind's values: [samples, CPU ns].
+        let total = |i: usize| u64::try_from(encoded.totals[i]).unwrap_or(0);
+        let (samples, cpu_ns) = (total(0), total(1));
+        let notices = aggregate::notices(&name, &collected, config.frequency, samples, cpu_ns);
         Ok(Report {
             name,
             gz: encoded.gz,
-            samples: encoded.samples,
-            cpu: Duration::from_nanos(encoded.cpu_ns),
+            samples,
+            cpu: Duration::from_nanos(cpu_ns),
             top: encoded.top,
             folded: encoded.folded,
             lost: collected.lost,
@@ -389,7 +389,7 @@ impl Profile {
             wall: collected.duration,
             note: aggregate::where_cpu_went(
                 collected.duration,
-                encoded.cpu_ns,
+                cpu_ns,
                 collected.process_cpu_ns,
                 config.threads,
                 collected.source,

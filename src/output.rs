@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::kind::Kind;
 
 /// libtest's name for a test from the macro's `module_path!()` and the fn name: the module
 /// path inside the test crate (the crate name dropped) plus the fn name.
@@ -73,22 +74,30 @@ pub(crate) fn profile_dir(dir: Option<&Path>, package: Option<&str>) -> PathBuf 
     base.join(binary_name(&exe))
 }
 
-/// `<profile dir>/<test name with :: as .>.cpu.pb.gz`.
-pub(crate) fn profile_path(dir: Option<&Path>, package: Option<&str>, test: &str) -> PathBuf {
-    profile_dir(dir, package).join(format!("{}.cpu.pb.gz", file_stem(test)))
+/// `<profile dir>/<test name with :: as .>.<kind>.pb.gz`.
+pub(crate) fn profile_path(
+    dir: Option<&Path>,
+    package: Option<&str>,
+    test: &str,
+    kind: &Kind,
+) -> PathBuf {
+    profile_dir(dir, package).join(format!("{}.{}.pb.gz", file_stem(test), kind.name))
 }
 
-/// `x.cpu.pb.gz` -> `x.<n>.cpu.pb.gz`.
+/// `x.<kind>.pb.gz` -> `x.<n>.<kind>.pb.gz`.
 pub(crate) fn numbered(path: &Path, n: u32) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (stem, ext) = match name.strip_suffix(".cpu.pb.gz") {
-        Some(stem) => (stem, ".cpu.pb.gz"),
-        None => (name.as_str(), ""),
-    };
-    path.with_file_name(format!("{stem}.{n}{ext}"))
+    let split = name
+        .strip_suffix(".pb.gz")
+        .and_then(|s| s.rsplit_once('.'))
+        .filter(|(_, kind)| crate::kind::find(kind).is_some());
+    match split {
+        Some((stem, kind)) => path.with_file_name(format!("{stem}.{n}.{kind}.pb.gz")),
+        None => path.with_file_name(format!("{name}.{n}")),
+    }
 }
 
 /// Creates `dir` and checks that a file can be created in it, so that a profile directory
@@ -194,6 +203,19 @@ mod tests {
         );
         assert_eq!(binary_name(Path::new("/t/debug/deps/my-tool")), "my-tool");
         assert_eq!(file_stem("a::b::c"), "a.b.c");
+    }
+
+    #[test]
+    fn file_names_carry_the_kind_and_a_number_before_it() {
+        let dir = Path::new("/p");
+        let path = profile_path(Some(dir), None, "m::t", &crate::kind::CPU);
+        assert!(path.starts_with(dir));
+        assert_eq!(path.file_name().unwrap(), "m.t.cpu.pb.gz");
+        assert_eq!(numbered(&path, 2).file_name().unwrap(), "m.t.2.cpu.pb.gz");
+        assert_eq!(svg_path(&path).file_name().unwrap(), "m.t.cpu.svg");
+        // A name profiled doesn't make (a user's --cpuprofile) is numbered at its end.
+        let own = Path::new("/tmp/out.pprof");
+        assert_eq!(numbered(own, 3), Path::new("/tmp/out.pprof.3"));
     }
 
     #[test]

@@ -96,7 +96,7 @@ impl TestGuard {
         }
         let name = output::test_name(module_path, fn_name);
         let path = unique_path(
-            output::profile_path(config.dir.as_deref(), package, &name),
+            output::profile_path(config.dir.as_deref(), package, &name, &crate::kind::CPU),
             &name,
         );
         match Profile::start(name.clone(), config) {

@@ -1,5 +1,5 @@
 //! The source stage of the CPU profile: sessions that start, reset, pause and finish, and
-//! what they deliver (raw stacks with CPU time, per thread, in a [`Collected`]).
+//! what they deliver (raw stacks with CPU time, per thread, in a `Collected`, src/aggregate.rs).
 //!
 //! The machinery is platform code and lives in [`crate::sys`]: on Linux x86_64 a signal
 //! handler writes samples tagged with the session id into a shared ring, and a drain moves
@@ -9,7 +9,6 @@
 
 #![forbid(unsafe_code)]
 
-pub(crate) use crate::aggregate::{Collected, Thread};
 pub(crate) use crate::sys::{forked, is_live, on_drain_start, pause, reset, resume, Session};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use crate::sys::{in_handler, installed};

@@ -9,6 +9,8 @@
 //! that is hit) are plain byte loops that resume where they stopped, and gimli reads only
 //! the few entries and headers that are needed.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -25,9 +27,7 @@ const RELEASE_EVERY: usize = 256 << 10;
 /// once they are [`RELEASE_EVERY`] bytes, so a unit of several MiB is never resident at once.
 fn release_behind(data: &[u8], released: &mut usize, pos: usize) {
     if pos.saturating_sub(*released) > RELEASE_EVERY {
-        // SAFETY: scans read sections of an `Elf`, which are its private read-only file
-        // mapping.
-        unsafe { release(data.get(*released..pos).unwrap_or_default()) };
+        release(data.get(*released..pos).unwrap_or_default());
         *released = pos;
     }
 }

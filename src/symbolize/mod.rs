@@ -5,6 +5,8 @@
 //! info and resolved addresses are cached, so the second profile of a test binary costs only
 //! its new addresses.
 
+#![forbid(unsafe_code)]
+
 mod dwarf;
 mod elf;
 

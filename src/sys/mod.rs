@@ -43,6 +43,10 @@ mod tests {
         "std::os::windows",
         "extern \"C\"",
         "asm!(",
+        // `unsafe` too: all of it is platform code, every other module forbids it.
+        "unsafe {",
+        "unsafe fn",
+        "unsafe impl",
     ];
 
     fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -57,7 +61,8 @@ mod tests {
     }
 
     /// Code outside `src/sys/<platform>/` builds on every target: the portable stages use
-    /// only std, and what they need of the platform comes through `crate::sys`. Unit tests
+    /// only std (and no `unsafe`), and what they need of the platform comes through
+    /// `crate::sys`. Unit tests
     /// (from `mod tests {` on) may use anything, since they run on Linux only.
     #[test]
     fn platform_apis_are_used_only_in_platform_modules() {

@@ -1,6 +1,8 @@
 //! Every target but Linux x86_64: no sampler, so a profile that is asked for refuses to start
 //! with [`Error::Unsupported`]; files are read into memory instead of mapped.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::Read;
 
@@ -75,11 +77,7 @@ pub(crate) fn map_file(mut file: &File) -> Option<&'static [u8]> {
 }
 
 /// Nothing to give back: the bytes are the heap's.
-///
-/// # Safety
-/// None needed here; `unsafe` to match the Linux function, whose callers must pass mapped
-/// file bytes.
-pub(crate) unsafe fn release(_bytes: &[u8]) {}
+pub(crate) fn release(_bytes: &[u8]) {}
 
 #[cfg(test)]
 mod tests {

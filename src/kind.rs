@@ -1,0 +1,107 @@
+//! Kinds of profile: what each one's samples carry and how its files are named.
+//!
+//! A kind is a [`Kind`] registered in [`KINDS`] plus a source that fills [`Samples`] for it
+//! (the CPU kind's is the sampler, turned into `Samples` by `Collected::samples` in
+//! src/aggregate.rs). Everything downstream is shared: symbolization, the pprof encoding
+//! with the kind's sample types, folded stacks and the summary's `top:`, file names, atomic
+//! writes and the summary line.
+
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, SystemTime};
+
+use crate::aggregate::Thread;
+
+/// One value each sample of a kind carries: pprof's `ValueType`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ValueType {
+    pub kind: &'static str,
+    pub unit: &'static str,
+}
+
+/// A kind of profile.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Kind {
+    /// Its name in `PROFILE`/`PROFILED` and in file names (`<test>.<name>.pb.gz`).
+    pub name: &'static str,
+    /// The values of every sample, in order (pprof's `sample_type`).
+    pub sample_types: &'static [ValueType],
+    /// What one sample stands for (pprof's `period_type`).
+    pub period_type: ValueType,
+    /// Index into `sample_types` of the value pprof shows by default, flamegraphs weigh
+    /// and the summary's `top:` ranks by.
+    pub main: usize,
+    /// Flamegraph widths are the main value divided by this (CPU: nanoseconds shown as
+    /// microseconds, so that inferno's integer counts stay readable).
+    pub folded_divisor: i64,
+}
+
+/// CPU time, sampled: Go's `-cpuprofile` (`samples/count`, `cpu/nanoseconds`).
+pub(crate) const CPU: Kind = Kind {
+    name: "cpu",
+    sample_types: &[
+        ValueType {
+            kind: "samples",
+            unit: "count",
+        },
+        ValueType {
+            kind: "cpu",
+            unit: "nanoseconds",
+        },
+    ],
+    period_type: ValueType {
+        kind: "cpu",
+        unit: "nanoseconds",
+    },
+    main: 1,
+    folded_divisor: 1000,
+};
+
+/// Every kind profiled takes. `PROFILE`'s grammar and the file names are checked against it.
+pub(crate) const KINDS: &[&Kind] = &[&CPU];
+
+/// The kind called `name`.
+pub(crate) fn find(name: &str) -> Option<&'static Kind> {
+    KINDS.iter().copied().find(|k| k.name == name)
+}
+
+/// What a finished session of any kind hands the encoder.
+pub(crate) struct Samples<'a> {
+    pub kind: &'static Kind,
+    /// Stacks (leaf first, raw addresses) with their values in `kind.sample_types` order.
+    pub rows: Vec<Row<'a>>,
+    /// Values that belong to no stack, shown under a placeholder frame of that name
+    /// (samples lost to a full buffer).
+    pub placeholders: Vec<(&'static str, Vec<i64>)>,
+    /// What one sample stood for, in `kind.period_type` units.
+    pub period: i64,
+    pub start: SystemTime,
+    pub duration: Duration,
+}
+
+/// One stack of one thread and its values.
+pub(crate) struct Row<'a> {
+    pub thread: Option<&'a Thread>,
+    pub stack: &'a [u64],
+    pub values: Vec<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_consistent() {
+        for kind in KINDS {
+            assert!(kind.main < kind.sample_types.len(), "{}", kind.name);
+            assert!(kind.folded_divisor > 0, "{}", kind.name);
+            assert_eq!(find(kind.name), Some(*kind));
+            assert!(
+                kind.name.bytes().all(|b| b.is_ascii_lowercase()),
+                "{}: a kind's name is a lower-case word, in PROFILE and in file names",
+                kind.name
+            );
+        }
+        assert_eq!(find("nope"), None);
+    }
+}
