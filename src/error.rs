@@ -54,6 +54,13 @@ pub enum Error {
         /// The number of slots.
         limit: usize,
     },
+    /// The `/debug/pprof/` server cannot start (feature `http`).
+    Serve {
+        /// What was refused or failed, and what would be accepted.
+        what: String,
+        /// The OS error, if one caused it.
+        source: Option<std::io::Error>,
+    },
 }
 
 impl fmt::Display for Error {
@@ -80,6 +87,10 @@ impl fmt::Display for Error {
             Error::TooManyProfiles { limit } => {
                 write!(f, "more than {limit} profiles open at once")
             }
+            Error::Serve { what, source } => match source {
+                Some(source) => write!(f, "{what}: {source}"),
+                None => f.write_str(what),
+            },
         }
     }
 }
@@ -88,6 +99,10 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Sampler { source, .. } | Error::Io { source, .. } => Some(source),
+            Error::Serve {
+                source: Some(source),
+                ..
+            } => Some(source),
             _ => None,
         }
     }

@@ -130,6 +130,8 @@ mod error;
 mod flamegraph;
 #[cfg(feature = "harness")]
 mod harness;
+#[cfg(feature = "http")]
+pub mod http;
 mod kind;
 mod modules;
 mod output;
@@ -232,7 +234,8 @@ impl Profile {
             return Err(Error::AlreadyProfiling);
         }
         sampler::on_drain_start(symbolize::prewarm);
-        let session = sampler::Session::start(config.frequency, config.engine, config.threads)?;
+        let session =
+            sampler::Session::start(config.frequency, config.engine, config.threads, true)?;
         CURRENT.with(|c| c.set(session.sid()));
         Ok(Profile {
             name: name.into(),
@@ -292,7 +295,24 @@ impl Profile {
         config: &Config,
     ) -> Result<Profile, Error> {
         sampler::on_drain_start(symbolize::prewarm);
-        let session = sampler::Session::start(config.frequency, config.engine, config.threads)?;
+        let session =
+            sampler::Session::start(config.frequency, config.engine, config.threads, true)?;
+        Ok(Profile {
+            name: name.into(),
+            config: config.clone(),
+            session,
+            detached: true,
+        })
+    }
+
+    /// Starts a detached profile of every thread of the process that other profiles may
+    /// run beside (the `/debug/pprof/profile` endpoint: a service's tests and its endpoint
+    /// each get what they ask for).
+    #[cfg(feature = "http")]
+    pub(crate) fn start_shared(name: impl Into<String>, config: &Config) -> Result<Profile, Error> {
+        sampler::on_drain_start(symbolize::prewarm);
+        let session =
+            sampler::Session::start(config.frequency, config.engine, Threads::All, false)?;
         Ok(Profile {
             name: name.into(),
             config: config.clone(),

@@ -31,6 +31,7 @@ impl Session {
         _frequency: u32,
         _engine: Engine,
         _threads: Threads,
+        _alone: bool,
     ) -> Result<Session, Error> {
         Err(unsupported())
     }
@@ -85,7 +86,7 @@ mod tests {
 
     #[test]
     fn a_profile_asked_for_fails_with_the_documented_error() {
-        let err = match Session::start(100, Engine::Auto, Threads::Test) {
+        let err = match Session::start(100, Engine::Auto, Threads::Test, true) {
             Err(err) => err.to_string(),
             Ok(session) => match session {},
         };

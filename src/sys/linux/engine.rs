@@ -1,7 +1,7 @@
 //! Sessions on Linux x86_64: slot claiming, source selection, drain and finish.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,6 +66,9 @@ static DRAIN_TID: AtomicI32 = AtomicI32::new(0);
 static STARTING: Mutex<()> = Mutex::new(());
 /// Session id of the `threads=all` session running, 0 if none.
 static EXCLUSIVE: AtomicU64 = AtomicU64::new(0);
+/// Whether that session refuses company: a test's `threads=all` profile does (other tests'
+/// threads would be in it), the `/debug/pprof/profile` endpoint's does not.
+static ALONE: AtomicBool = AtomicBool::new(false);
 
 /// Whether this is a child forked after the engine started.
 pub(crate) fn forked() -> bool {
@@ -265,17 +268,19 @@ pub(crate) struct Session {
 
 impl Session {
     /// Starts sampling the calling thread (and, with perf events, threads it spawns from now
-    /// on) at `frequency` Hz of CPU time.
+    /// on) at `frequency` Hz of CPU time; with `Threads::All`, every thread of the process,
+    /// and then `alone` says whether other profiles may run meanwhile.
     pub(crate) fn start(
         frequency: u32,
         engine_choice: Engine,
         threads: Threads,
+        alone: bool,
     ) -> Result<Session, Error> {
         let engine = engine()?;
         prepare_unwinder();
         let period_ns = 1_000_000_000 / u64::from(frequency.max(1));
         let starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
-        exclusive_check(engine, threads)?;
+        exclusive_check(engine, threads, alone)?;
         let (sid, slot) = claim()?;
         slot.generation.store(0, Ordering::Relaxed);
         slot.paused.store(0, Ordering::Relaxed);
@@ -289,6 +294,7 @@ impl Session {
         lock(engine).sessions.insert(sid, Aggregate::default());
         signal::mark_thread(sid);
         let others = if threads == Threads::All {
+            ALONE.store(alone, Ordering::Relaxed);
             EXCLUSIVE.store(sid, Ordering::Relaxed);
             record_thread_starts()
         } else {
@@ -422,9 +428,10 @@ impl Drop for Session {
 
 /// Refuses a `threads=all` session while others run, and any session while one runs: a
 /// profile of every thread would take the other profiles' samples (and they its).
-fn exclusive_check(engine: &Engine_, threads: Threads) -> Result<(), Error> {
+fn exclusive_check(engine: &Engine_, threads: Threads, alone: bool) -> Result<(), Error> {
     let refuse = |what: String| Error::Unsupported { what };
-    if EXCLUSIVE.load(Ordering::Relaxed) != 0 {
+    let all = EXCLUSIVE.load(Ordering::Relaxed);
+    if all != 0 && (threads == Threads::All || ALONE.load(Ordering::Relaxed)) {
         return Err(refuse(
             "another profile samples every thread of the process (threads=all) and must run \
              alone; run profiled tests one at a time (--test-threads=1, profiled's harness, \
@@ -433,7 +440,7 @@ fn exclusive_check(engine: &Engine_, threads: Threads) -> Result<(), Error> {
         ));
     }
     let open = engine.active.load(Ordering::Acquire);
-    if threads == Threads::All && open > 0 {
+    if threads == Threads::All && alone && open > 0 {
         return Err(refuse(format!(
             "threads=all samples every thread of the process, so it must be the only profile \
              running, but {open} other profile(s) are open; run profiled tests one at a time \

@@ -1,0 +1,505 @@
+//! `/debug/pprof/` for running services: the endpoints Go's net/http/pprof serves, with its
+//! parameters, content types, status codes and error texts, so that the unmodified
+//! `go tool pprof http://host:port/debug/pprof/profile` reads them.
+//!
+//! Two ways in: [`router`] to merge into an axum app the service already serves, and
+//! [`serve`] for a program without an HTTP server (its own thread and runtime).
+//!
+//! | path | serves |
+//! | --- | --- |
+//! | `/debug/pprof/` | an HTML index of what is here |
+//! | `/debug/pprof/profile?seconds=N` | a CPU profile of every thread of the process, N seconds (default 30) |
+//! | `/debug/pprof/symbol` | function names for `+`-separated addresses (GET query or POST body) |
+//! | `/debug/pprof/cmdline` | the command line, arguments separated by NUL bytes |
+//! | anything else under `/debug/pprof/` | 404 `Unknown profile`, as Go answers |
+//!
+//! Errors are `text/plain` with `X-Go-Pprof: 1`, which is what makes `go tool pprof` print
+//! the server's message; every response carries `X-Content-Type-Options: nosniff`.
+
+#![forbid(unsafe_code)]
+
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::config::{Config as ProfileConfig, Threads};
+use crate::error::Error;
+
+/// Go's default CPU profile length when `seconds` is absent, not a number, or not positive.
+const DEFAULT_SECONDS: u64 = 30;
+/// Longest body `symbol` accepts: far more addresses than any profile needs names for.
+const MAX_SYMBOL_BODY: usize = 1 << 20;
+
+/// Settings of the endpoints.
+///
+/// ```
+/// let config = profiled::http::Config::default().with_max_seconds(60);
+/// assert_eq!(config.max_seconds(), 60);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    max_seconds: u64,
+    profile: ProfileConfig,
+}
+
+impl Default for Config {
+    /// At most 300 seconds per CPU profile, sampled at profiled's default rate.
+    fn default() -> Self {
+        Config {
+            max_seconds: 300,
+            profile: ProfileConfig::default().with_threads(Threads::All),
+        }
+    }
+}
+
+impl Config {
+    /// The longest CPU profile a request may ask for; longer ones get Go's 400.
+    ///
+    /// ```
+    /// assert_eq!(profiled::http::Config::default().max_seconds(), 300);
+    /// ```
+    pub fn max_seconds(&self) -> u64 {
+        self.max_seconds
+    }
+
+    /// Sets [`max_seconds`](Self::max_seconds).
+    ///
+    /// ```
+    /// let config = profiled::http::Config::default().with_max_seconds(10);
+    /// assert_eq!(config.max_seconds(), 10);
+    /// ```
+    pub fn with_max_seconds(mut self, seconds: u64) -> Self {
+        self.max_seconds = seconds;
+        self
+    }
+
+    /// Sets the sampling rate of CPU profiles, in Hz (1 to [`MAX_FREQUENCY`](crate::MAX_FREQUENCY)).
+    ///
+    /// ```
+    /// let config = profiled::http::Config::default().with_frequency(250).unwrap();
+    /// assert!(profiled::http::Config::default().with_frequency(0).is_err());
+    /// ```
+    pub fn with_frequency(mut self, hz: u32) -> Result<Self, Error> {
+        self.profile = self.profile.with_frequency(hz)?;
+        Ok(self)
+    }
+}
+
+/// The `/debug/pprof/` routes, to merge into the service's own axum app.
+///
+/// ```
+/// let app: axum::Router = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hello" }))
+///     .merge(profiled::http::router(&profiled::http::Config::default()));
+/// # drop(app);
+/// ```
+pub fn router(config: &Config) -> Router {
+    let state = Arc::new(config.clone());
+    Router::new()
+        .route(
+            "/debug/pprof",
+            get(|| async { Redirect::permanent("/debug/pprof/") }),
+        )
+        .route("/debug/pprof/", get(index))
+        .route("/debug/pprof/profile", get(profile))
+        .route("/debug/pprof/symbol", get(symbol).post(symbol))
+        .route("/debug/pprof/cmdline", get(cmdline))
+        .route("/debug/pprof/{*name}", get(unknown))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_SYMBOL_BODY))
+        .layer(axum::middleware::map_response(nosniff))
+        .with_state(state)
+}
+
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// An error as net/http/pprof sends it: text, `X-Go-Pprof: 1`, no attachment.
+fn go_error(status: StatusCode, text: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::HeaderName::from_static("x-go-pprof"), "1"),
+        ],
+        format!("{text}\n"),
+    )
+        .into_response()
+}
+
+fn text(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// The query's value of `key`, as Go's `r.FormValue` finds it (the first one).
+fn param(query: Option<&str>, key: &str) -> Option<String> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// One CPU profile at a time, as Go allows.
+static PROFILING: AtomicBool = AtomicBool::new(false);
+
+struct Busy;
+
+impl Busy {
+    fn take() -> Option<Busy> {
+        (!PROFILING.swap(true, Ordering::AcqRel)).then_some(Busy)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        PROFILING.store(false, Ordering::Release);
+    }
+}
+
+async fn profile(State(config): State<Arc<Config>>, RawQuery(query): RawQuery) -> Response {
+    let seconds = param(query.as_deref(), "seconds")
+        .and_then(|s| s.parse::<i64>().ok())
+        .and_then(|s| u64::try_from(s).ok())
+        .filter(|&s| s > 0)
+        .unwrap_or(DEFAULT_SECONDS);
+    if seconds > config.max_seconds {
+        return go_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "profile duration exceeds server's WriteTimeout (profiled's maximum is {} seconds)",
+                config.max_seconds
+            ),
+        );
+    }
+    let Some(busy) = Busy::take() else {
+        return go_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Could not enable CPU profiling: cpu profiling already in use",
+        );
+    };
+    let started = crate::Profile::start_shared("profile", &config.profile);
+    let profile = match started {
+        Ok(profile) => profile,
+        Err(e) => {
+            return go_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("Could not enable CPU profiling: {e}"),
+            )
+        }
+    };
+    // A client that goes away drops this future: the profile and the busy flag go with it.
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    let finished = tokio::task::spawn_blocking(move || {
+        let report = profile.finish();
+        drop(busy);
+        report
+    })
+    .await;
+    match finished {
+        Ok(Ok(report)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"profile\"",
+                ),
+            ],
+            Body::from(report.pprof_gz().to_vec()),
+        )
+            .into_response(),
+        Ok(Err(e)) => go_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("failed to collect profile: {e}"),
+        ),
+        Err(_) => go_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed to collect profile",
+        ),
+    }
+}
+
+/// Go's `symbol`: `num_symbols: 1`, then `0x<addr> <function>` for each address that names
+/// one. Addresses are `+`-separated, parsed as Go's `strconv.ParseUint(s, 0, 64)` does.
+async fn symbol(method: Method, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    let input = if method == Method::POST {
+        String::from_utf8_lossy(&body).into_owned()
+    } else {
+        query.unwrap_or_default()
+    };
+    let addrs: Vec<u64> = input.split('+').filter_map(parse_uint).collect();
+    let names = tokio::task::spawn_blocking(move || {
+        crate::symbolize::with(|sym| {
+            let mut out = String::new();
+            for addr in addrs {
+                // Only addresses in a loaded object: nothing else has a name, and the
+                // symbolizer's cache should not fill with whatever a client sends.
+                if !sym.modules.iter().any(|m| m.text.contains(&addr)) {
+                    continue;
+                }
+                if let Some(line) = sym.resolve(addr, false).lines.last() {
+                    out.push_str(&format!("{addr:#x} {}\n", line.function));
+                }
+            }
+            out
+        })
+    })
+    .await
+    .unwrap_or_default();
+    text(format!("num_symbols: 1\n{names}"))
+}
+
+/// `strconv.ParseUint(s, 0, 64)`: `0x` hexadecimal, `0o`/`0` octal, `0b` binary, else decimal.
+fn parse_uint(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let lower = s.to_ascii_lowercase();
+    let (digits, radix) = if let Some(hex) = lower.strip_prefix("0x") {
+        (hex, 16)
+    } else if let Some(bin) = lower.strip_prefix("0b") {
+        (bin, 2)
+    } else if let Some(oct) = lower.strip_prefix("0o") {
+        (oct, 8)
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        (&lower[1..], 8)
+    } else {
+        (lower.as_str(), 10)
+    };
+    let digits = digits.replace('_', "");
+    if digits.is_empty() || digits.starts_with('+') {
+        return None;
+    }
+    u64::from_str_radix(&digits, radix).ok()
+}
+
+async fn cmdline() -> Response {
+    text(std::env::args().collect::<Vec<_>>().join("\0"))
+}
+
+async fn unknown() -> Response {
+    go_error(StatusCode::NOT_FOUND, "Unknown profile")
+}
+
+async fn index() -> Response {
+    const ENTRIES: &[(&str, &str)] = &[
+        (
+            "cmdline",
+            "The command line invocation of the current program",
+        ),
+        (
+            "profile",
+            "CPU profile of every thread of the process. You can specify the duration in the \
+             seconds GET parameter. After you get the profile file, use the go tool pprof \
+             command to investigate the profile.",
+        ),
+        (
+            "symbol",
+            "Function names for program counters: go tool pprof asks it for addresses a \
+             profile does not name (profiled's profiles name them all).",
+        ),
+    ];
+    let mut html = String::from(
+        "<html>\n<head>\n<title>/debug/pprof/</title>\n</head>\n<body>\n/debug/pprof/\n<br>\n\
+         <p>Served by profiled: read these with go tool pprof, e.g. \
+         <code>go tool pprof http://HOST/debug/pprof/profile?seconds=30</code></p>\n\
+         Types of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n",
+    );
+    for (name, _) in ENTRIES {
+        html.push_str(&format!(
+            "<tr><td></td><td><a href='{name}'>{name}</a></td></tr>\n"
+        ));
+    }
+    html.push_str("</table>\n<br>\n<p>\nProfile Descriptions:\n<ul>\n");
+    for (name, what) in ENTRIES {
+        html.push_str(&format!(
+            "<li><div class=profile-name>{name}: </div> {what}</li>\n"
+        ));
+    }
+    html.push_str("</ul>\n</p>\n</body>\n</html>\n");
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+/// A `/debug/pprof/` server on its own thread, from [`serve`]. Dropping it (or [`stop`])
+/// shuts the server down.
+///
+/// [`stop`]: Server::stop
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// The address the server listens on (with the port the system chose, for port 0).
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let server = profiled::http::serve("127.0.0.1:0", profiled::http::Config::default()).unwrap();
+    /// assert!(server.local_addr().ip().is_loopback());
+    /// # }
+    /// ```
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving and waits for the server's thread to end. A CPU profile in progress
+    /// is abandoned.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let server = profiled::http::serve("127.0.0.1:0", profiled::http::Config::default()).unwrap();
+    /// server.stop();
+    /// # }
+    /// ```
+    pub fn stop(mut self) {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shut_down();
+    }
+}
+
+/// Serves `/debug/pprof/` on `addr` from a thread of its own, for programs without an HTTP
+/// server. Only loopback addresses are accepted: the endpoints show the program's code and
+/// command line, and cost CPU, so off the machine they need TLS and credentials, which
+/// this version does not offer yet.
+///
+/// ```
+/// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+/// let server = profiled::http::serve("127.0.0.1:0", profiled::http::Config::default()).unwrap();
+/// println!("go tool pprof http://{}/debug/pprof/profile", server.local_addr());
+/// # }
+/// ```
+pub fn serve(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> {
+    let invalid = |what: String| Error::Serve {
+        what: format!("{what}; accepted: a loopback address such as 127.0.0.1:6060 or [::1]:6060"),
+        source: None,
+    };
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| invalid(format!("the address to serve /debug/pprof/ on: {e}")))?
+        .collect();
+    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        return Err(invalid(format!(
+            "refusing to serve /debug/pprof/ on {open}: off loopback the endpoints would show \
+             the program's code and command line to anyone who can reach the port, and this \
+             version has no TLS or credentials to protect them"
+        )));
+    }
+    let failed = |what: String| {
+        move |e| Error::Serve {
+            what,
+            source: Some(e),
+        }
+    };
+    let listener = StdListener::bind(&addrs[..])
+        .map_err(failed(format!("cannot listen on {}", describe(&addrs))))?;
+    let local = listener
+        .local_addr()
+        .map_err(failed("cannot read the listening address".into()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(failed("cannot make the listener non-blocking".into()))?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = router(&config);
+    let thread = std::thread::Builder::new()
+        .name("profiled-http".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    crate::output::notice(&format!("cannot start the /debug/pprof/ server: {e}"));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(async {
+                                let _ = rx.await;
+                            })
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    crate::output::notice(&format!("the /debug/pprof/ server stopped: {e}"));
+                }
+            });
+        })
+        .map_err(failed(
+            "cannot start the /debug/pprof/ server's thread".into(),
+        ))?;
+    Ok(Server {
+        addr: local,
+        shutdown: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+fn describe(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_as_go_parses_them() {
+        assert_eq!(parse_uint("0x1f"), Some(0x1f));
+        assert_eq!(parse_uint("0X1F"), Some(0x1f));
+        assert_eq!(parse_uint("31"), Some(31));
+        assert_eq!(parse_uint("017"), Some(0o17));
+        assert_eq!(parse_uint("0b11"), Some(3));
+        assert_eq!(parse_uint("0"), Some(0));
+        assert_eq!(parse_uint(""), None);
+        assert_eq!(parse_uint("0x"), None);
+        assert_eq!(parse_uint("-1"), None);
+        assert_eq!(parse_uint("0x+1"), None);
+        assert_eq!(parse_uint("18446744073709551616"), None);
+        assert_eq!(parse_uint("zz"), None);
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(
+            param(Some("a=1&seconds=5"), "seconds").as_deref(),
+            Some("5")
+        );
+        assert_eq!(param(Some("seconds=%35"), "seconds").as_deref(), Some("5"));
+        assert_eq!(param(None, "seconds"), None);
+        assert_eq!(param(Some("seconds"), "seconds").as_deref(), Some(""));
+    }
+}

@@ -1,0 +1,436 @@
+//! `/debug/pprof/` as Go serves it, read by the real `go tool pprof`, on loopback.
+#![cfg(all(feature = "http", target_os = "linux", target_arch = "x86_64"))]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use profiled::http::{serve, Config};
+
+/// The endpoint profiles the whole process and allows one CPU profile at a time, so the
+/// tests that take one take turns.
+static ONE_PROFILE: Mutex<()> = Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_PROFILE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request, the connection closed after the reply.
+fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Reply {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete reply");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status: status.parse().unwrap(),
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> Reply {
+    request(addr, "GET", path, b"")
+}
+
+/// An error as net/http/pprof sends it, which `go tool pprof` prints.
+fn assert_go_error(reply: &Reply, status: u16, text: &str) {
+    assert_eq!(reply.status, status, "{}", reply.text());
+    assert!(reply.text().starts_with(text), "{:?}", reply.text());
+    assert_eq!(reply.header("x-go-pprof"), Some("1"));
+    assert_eq!(
+        reply.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(reply.header("content-disposition"), None);
+    assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+}
+
+fn go() -> PathBuf {
+    for go in ["/usr/lib/go-1.19/bin/go", "go"] {
+        if Command::new(go)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return PathBuf::from(go);
+        }
+    }
+    panic!("these tests run the real go tool pprof: apt-get install -y golang-1.19-go");
+}
+
+/// `go tool pprof ARGS URL`, with its downloads kept out of $HOME.
+fn pprof(args: &[&str], url: &str) -> std::process::Output {
+    let tmp = tempfile::tempdir().unwrap();
+    Command::new(go())
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(url)
+        .env("PPROF_TMPDIR", tmp.path())
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap()
+}
+
+/// Burns CPU on a thread of its own until dropped: the service's work.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[inline(never)]
+fn service_hot_loop(stop: &AtomicBool) {
+    let mut x = 1u64;
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..10_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+        }
+        std::hint::black_box(x);
+    }
+}
+
+impl Load {
+    fn start() -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || service_hot_loop(&flag));
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.take().map(|t| t.join());
+    }
+}
+
+/// The cum% `go tool pprof -top` shows for the first row naming `function`.
+fn cum_share(top: &str, function: &str) -> Option<f64> {
+    let row = top.lines().find(|l| l.contains(function))?;
+    let cum = row.split_whitespace().nth(4)?;
+    cum.trim_end_matches('%').parse().ok()
+}
+
+#[test]
+fn go_tool_pprof_reads_a_cpu_profile_of_the_running_process() {
+    let _turn = turn();
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let _load = Load::start();
+    let url = format!("http://{}/debug/pprof/profile", server.local_addr());
+    let out = pprof(&["-top", "-seconds", "2"], &url);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    // The load runs on a thread the request never saw: the profile samples every thread.
+    let share = cum_share(&stdout, "service_hot_loop");
+    assert!(
+        share.is_some_and(|s| s >= 50.0),
+        "service_hot_loop should hold most of the CPU:\n{stdout}\n{stderr}"
+    );
+    // 2 s of one busy thread: the total is about 2 s of CPU.
+    assert!(stdout.contains("Duration: 2"), "{stdout}");
+}
+
+#[test]
+fn go_tool_pprof_prints_the_servers_errors() {
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let url = format!("http://{}/debug/pprof/goroutine", server.local_addr());
+    let out = pprof(&["-raw"], &url);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("server response: 404 Not Found - Unknown profile"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn errors_follow_gos_protocol() {
+    let config = Config::default().with_max_seconds(5);
+    let server = serve("127.0.0.1:0", config).unwrap();
+    let addr = server.local_addr();
+    assert_go_error(&get(addr, "/debug/pprof/nope"), 404, "Unknown profile");
+    assert_go_error(&get(addr, "/debug/pprof/heap"), 404, "Unknown profile");
+    let too_long = "profile duration exceeds server's WriteTimeout";
+    assert_go_error(
+        &get(addr, "/debug/pprof/profile?seconds=100000"),
+        400,
+        too_long,
+    );
+    // As Go does, a `seconds` that is no positive integer means the default 30 s, which is
+    // over this server's maximum of 5.
+    for bad in ["abc", "-1", "0", "1.5"] {
+        let reply = get(addr, &format!("/debug/pprof/profile?seconds={bad}"));
+        assert_go_error(&reply, 400, too_long);
+        assert!(
+            reply.text().contains("maximum is 5 seconds"),
+            "{}",
+            reply.text()
+        );
+    }
+}
+
+#[test]
+fn one_cpu_profile_at_a_time_and_a_client_that_leaves_ends_its_own() {
+    let _turn = turn();
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr();
+    // A long profile whose client goes away after half a second.
+    let mut leaving = TcpStream::connect(addr).unwrap();
+    write!(
+        leaving,
+        "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_go_error(
+        &get(addr, "/debug/pprof/profile?seconds=1"),
+        500,
+        "Could not enable CPU profiling: cpu profiling already in use",
+    );
+    drop(leaving);
+    // The server notices, drops that profile, and the next one may start.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = get(addr, "/debug/pprof/profile?seconds=1");
+        if reply.status == 200 {
+            assert_eq!(
+                reply.header("content-type"),
+                Some("application/octet-stream")
+            );
+            assert_eq!(
+                reply.header("content-disposition"),
+                Some("attachment; filename=\"profile\"")
+            );
+            assert_eq!(&reply.body[..2], &[0x1f, 0x8b], "gzipped");
+            profiled::pprof::decode(&reply.body).expect("a pprof profile");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned profile still holds the endpoint: {}",
+            reply.text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Names of the functions on the stacks of a profile's samples.
+fn functions(gz: &[u8]) -> Vec<String> {
+    let p = profiled::pprof::decode(gz).unwrap();
+    let mut names: Vec<String> = p
+        .sample
+        .iter()
+        .flat_map(|s| &s.location_id)
+        .flat_map(|&id| &p.location[id as usize - 1].line)
+        .map(|l| p.string_table[p.function[l.function_id as usize - 1].name as usize].clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[inline(never)]
+fn test_thread_work(cpu: Duration) {
+    let start = thread_cpu();
+    let mut x = 0u64;
+    while thread_cpu() - start < cpu {
+        for _ in 0..1000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+}
+
+#[test]
+fn a_test_profile_and_the_endpoint_profile_run_side_by_side() {
+    let _turn = turn();
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr();
+    let _load = Load::start();
+    let endpoint = std::thread::spawn(move || get(addr, "/debug/pprof/profile?seconds=3"));
+    std::thread::sleep(Duration::from_millis(300));
+    // This thread's own profile, while the whole-process one runs.
+    let mine = profiled::Profile::start("mine", &profiled::Config::default()).unwrap();
+    let before = thread_cpu();
+    test_thread_work(Duration::from_millis(300));
+    let spent = thread_cpu() - before;
+    let report = mine.finish().unwrap();
+    let reply = endpoint.join().unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The test's profile holds its own thread, all of its CPU, and not the load's.
+    let own = functions(report.pprof_gz());
+    assert!(
+        own.iter().any(|f| f.ends_with("test_thread_work")),
+        "{own:?}"
+    );
+    assert!(
+        !own.iter().any(|f| f.contains("service_hot_loop")),
+        "{own:?}"
+    );
+    let (got, want) = (report.cpu_time().as_secs_f64(), spent.as_secs_f64());
+    assert!(
+        (got - want).abs() <= 0.1 * want + 0.01,
+        "test profile: {got:.3} s of CPU, the thread used {want:.3} s"
+    );
+    // The endpoint's profile holds every thread: the load's and this one's.
+    let whole = functions(&reply.body);
+    assert!(
+        whole.iter().any(|f| f.contains("service_hot_loop")),
+        "{whole:?}"
+    );
+    assert!(
+        whole.iter().any(|f| f.ends_with("test_thread_work")),
+        "{whole:?}"
+    );
+}
+
+#[test]
+fn symbol_cmdline_and_index() {
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr();
+    // go tool pprof probes with a bare GET.
+    let probe = get(addr, "/debug/pprof/symbol");
+    assert_eq!(probe.status, 200);
+    assert_eq!(probe.text(), "num_symbols: 1\n");
+    let here = symbol_cmdline_and_index as *const () as usize;
+    for reply in [
+        get(addr, &format!("/debug/pprof/symbol?{here:#x}+0x1")),
+        request(
+            addr,
+            "POST",
+            "/debug/pprof/symbol",
+            format!("{here:#x}+0x1").as_bytes(),
+        ),
+    ] {
+        assert_eq!(reply.status, 200);
+        let text = reply.text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{here:#x} ")))
+            .unwrap_or_else(|| panic!("no name for {here:#x}:\n{text}"));
+        assert!(line.ends_with("symbol_cmdline_and_index"), "{line}");
+        // 0x1 is in no object: left out, as Go leaves out what it cannot name.
+        assert!(!text.contains("0x1 "), "{text}");
+    }
+    let cmdline = get(addr, "/debug/pprof/cmdline");
+    assert_eq!(cmdline.status, 200);
+    let args: Vec<String> = std::env::args().collect();
+    assert_eq!(cmdline.text(), args.join("\0"));
+    let index = get(addr, "/debug/pprof/");
+    assert_eq!(index.status, 200);
+    assert_eq!(
+        index.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(index.header("x-content-type-options"), Some("nosniff"));
+    for link in ["href='profile'", "href='symbol'", "href='cmdline'"] {
+        assert!(index.text().contains(link), "{}", index.text());
+    }
+    let bare = get(addr, "/debug/pprof");
+    assert_eq!(bare.status, 308);
+    assert_eq!(bare.header("location"), Some("/debug/pprof/"));
+}
+
+#[test]
+fn off_loopback_is_refused_and_says_why() {
+    let err = serve("0.0.0.0:0", Config::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to serve /debug/pprof/ on 0.0.0.0:0"),
+        "{err}"
+    );
+    assert!(err.contains("accepted: a loopback address"), "{err}");
+}
+
+/// The router joins an app the service already has; `symbol` bodies are capped.
+#[test]
+fn the_router_merges_into_an_app_and_caps_symbol_bodies() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let app = axum::Router::new()
+            .route("/", axum::routing::get(|| async { "the service" }))
+            .merge(profiled::http::router(&Config::default()));
+        let call = |request: Request<Body>| app.clone().oneshot(request);
+        let own = call(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(own.status(), 200);
+        let cmdline = call(
+            Request::get("/debug/pprof/cmdline")
+                .body(Body::empty())
+                .unwrap(),
+        );
+        assert_eq!(cmdline.await.unwrap().status(), 200);
+        let big = Request::post("/debug/pprof/symbol")
+            .body(Body::from(vec![b'1'; 2 << 20]))
+            .unwrap();
+        assert_eq!(call(big).await.unwrap().status(), 413);
+    });
+}
