@@ -392,19 +392,6 @@ fn symbol_cmdline_and_index() {
 }
 
 #[test]
-fn off_loopback_is_refused_and_says_why() {
-    let err = serve("0.0.0.0:0", Config::default())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("refusing to serve /debug/pprof/ on 0.0.0.0:0"),
-        "{err}"
-    );
-    assert!(err.contains("accepted: a loopback address"), "{err}");
-}
-
-/// The router joins an app the service already has; `symbol` bodies are capped.
-#[test]
 fn the_router_merges_into_an_app_and_caps_symbol_bodies() {
     use axum::body::Body;
     use axum::http::Request;
@@ -433,4 +420,235 @@ fn the_router_merges_into_an_app_and_caps_symbol_bodies() {
             .unwrap();
         assert_eq!(call(big).await.unwrap().status(), 413);
     });
+}
+
+/// `go tool pprof ARGS URL` with Go's `SSL_CERT_FILE` pointing at `ca` (or at nothing).
+fn pprof_trusting(ca: Option<&std::path::Path>, args: &[&str], url: &str) -> (bool, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(go());
+    cmd.args(["tool", "pprof"])
+        .args(args)
+        .arg(url)
+        .env("PPROF_TMPDIR", tmp.path())
+        .env("HOME", tmp.path());
+    match ca {
+        Some(ca) => cmd.env("SSL_CERT_FILE", ca),
+        // A file with no certificate: nothing is trusted, not even the system's CAs.
+        None => cmd.env("SSL_CERT_FILE", tmp.path().join("none.pem")),
+    };
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[cfg(feature = "http-tls")]
+mod tls {
+    use super::*;
+    use profiled::http::Credentials;
+
+    fn tls_server(ca_dir: &std::path::Path, credentials: Credentials) -> profiled::http::Server {
+        let config = Config::default()
+            .with_generated_tls(ca_dir, ["127.0.0.1"])
+            .with_credentials(credentials);
+        serve("127.0.0.1:0", config).unwrap()
+    }
+
+    /// The line the server prints, pasted: the CA through `SSL_CERT_FILE`, basic auth in
+    /// the URL. Then the same over `https+insecure://`, and with wrong or no credentials.
+    #[test]
+    fn go_tool_pprof_reads_it_over_tls_with_the_printed_line() {
+        let _turn = turn();
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = Credentials::generate();
+        let server = tls_server(dir.path(), credentials.clone());
+        let command = server.pprof_command().to_string();
+        let ca = dir.path().join("ca.pem");
+        assert!(
+            command.starts_with(&format!(
+                "SSL_CERT_FILE={} go tool pprof 'https://",
+                ca.display()
+            )),
+            "{command}"
+        );
+        assert!(
+            command.contains(&format!("pprof:{}@", credentials.token())),
+            "{command}"
+        );
+        // The printed URL, with a 2 s profile instead of 30.
+        let url = command
+            .split('\'')
+            .nth(1)
+            .unwrap()
+            .replace("seconds=30", "seconds=2");
+        let _load = Load::start();
+        let (ok, out) = pprof_trusting(Some(&ca), &["-top"], &url);
+        assert!(ok, "{out}");
+        assert!(
+            cum_share(&out, "service_hot_loop").is_some_and(|s| s >= 50.0),
+            "{out}"
+        );
+        let insecure = url.replace("https://", "https+insecure://");
+        let (ok, out) = pprof_trusting(None, &["-top"], &insecure);
+        assert!(ok, "{out}");
+        assert!(out.contains("service_hot_loop"), "{out}");
+
+        let addr = server.local_addr();
+        let wrong = format!(
+            "https://pprof:{}x@{addr}/debug/pprof/profile?seconds=1",
+            credentials.token()
+        );
+        let (ok, out) = pprof_trusting(Some(&ca), &["-raw"], &wrong);
+        assert!(!ok);
+        assert!(
+            out.contains("server response: 401 Unauthorized - Unauthorized"),
+            "{out}"
+        );
+        let none = format!("https://{addr}/debug/pprof/profile?seconds=1");
+        let (ok, out) = pprof_trusting(Some(&ca), &["-raw"], &none);
+        assert!(!ok);
+        assert!(out.contains("401 Unauthorized"), "{out}");
+    }
+
+    /// A client that trusts another CA refuses the server: the certificate is checked.
+    #[test]
+    fn a_client_trusting_another_ca_refuses_the_server() {
+        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let credentials = Credentials::generate();
+        let server = tls_server(ours.path(), credentials.clone());
+        drop(tls_server(theirs.path(), Credentials::generate()));
+        let url = format!(
+            "https://pprof:{}@{}/debug/pprof/cmdline",
+            credentials.token(),
+            server.local_addr()
+        );
+        let (ok, out) = pprof_trusting(Some(&theirs.path().join("ca.pem")), &["-raw"], &url);
+        assert!(!ok);
+        assert!(
+            out.contains("x509: certificate signed by unknown authority"),
+            "{out}"
+        );
+        let (ok, out) = pprof_trusting(None, &["-raw"], &url);
+        assert!(!ok);
+        assert!(
+            out.contains("x509: certificate signed by unknown authority"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_ca_key_is_private_and_kept_across_starts() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        drop(tls_server(dir.path(), Credentials::generate()));
+        let mode = std::fs::metadata(dir.path().join("ca-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        drop(tls_server(dir.path(), Credentials::generate()));
+        assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
+    }
+
+    /// Off loopback, TLS with generated credentials is accepted, and printed.
+    #[test]
+    fn tls_without_credentials_gets_generated_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::default().with_generated_tls(dir.path(), ["127.0.0.1"]);
+        let server = serve("0.0.0.0:0", config).unwrap();
+        assert!(
+            server.pprof_command().contains("https://pprof:"),
+            "{}",
+            server.pprof_command()
+        );
+        let token = server
+            .pprof_command()
+            .split("https://pprof:")
+            .nth(1)
+            .and_then(|rest| rest.split('@').next())
+            .unwrap();
+        assert!(
+            token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{token}"
+        );
+        // Plain HTTP to the TLS port gets no HTTP answer.
+        let mut plain = TcpStream::connect(("127.0.0.1", server.local_addr().port())).unwrap();
+        plain
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(plain, "GET /debug/pprof/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer);
+        assert!(
+            !answer.starts_with(b"HTTP/"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+}
+
+/// Off loopback without TLS and credentials: refused, naming every way out; the loudly
+/// named opt-out starts it.
+#[test]
+fn off_loopback_needs_tls_and_credentials_or_the_loud_opt_out() {
+    let err = serve("0.0.0.0:0", Config::default())
+        .unwrap_err()
+        .to_string();
+    for option in [
+        "without TLS and credentials",
+        "with_generated_tls",
+        "with_tls_files",
+        "with_credentials",
+        "insecure_plaintext_on_non_loopback(true)",
+        "a loopback address",
+    ] {
+        assert!(err.contains(option), "{option}: {err}");
+    }
+    let server = serve(
+        "0.0.0.0:0",
+        Config::default().insecure_plaintext_on_non_loopback(true),
+    )
+    .unwrap();
+    let local = format!("127.0.0.1:{}", server.local_addr().port());
+    assert_eq!(get(local.parse().unwrap(), "/debug/pprof/").status, 200);
+}
+
+/// The auth layer on its own, around a router merged into an app.
+#[test]
+fn credentials_are_required_before_anything_runs() {
+    use profiled::http::{Credentials, RequireAuth};
+    let credentials = Credentials::new("ops", "a-long-enough-token").unwrap();
+    let config = Config::default().with_credentials(credentials.clone());
+    let server = serve("127.0.0.1:0", config).unwrap();
+    let addr = server.local_addr();
+    let denied = get(addr, "/debug/pprof/profile?seconds=1");
+    assert_go_error(&denied, 401, "Unauthorized");
+    assert_eq!(
+        denied.header("www-authenticate"),
+        Some("Basic realm=\"pprof\"")
+    );
+    let (ok, out) = pprof_trusting(
+        None,
+        &["-raw"],
+        &format!("http://ops:wrong@{addr}/debug/pprof/profile?seconds=1"),
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("server response: 401 Unauthorized - Unauthorized"),
+        "{out}"
+    );
+    let _turn = turn();
+    let (ok, out) = pprof_trusting(
+        None,
+        &["-raw"],
+        &format!("http://ops:a-long-enough-token@{addr}/debug/pprof/profile?seconds=1"),
+    );
+    assert!(ok, "{out}");
+    // The same layer on a router of one's own.
+    let app = profiled::http::router(&Config::default()).layer(RequireAuth::new(&credentials));
+    drop(app);
 }

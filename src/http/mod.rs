@@ -18,7 +18,15 @@
 
 #![forbid(unsafe_code)]
 
+mod auth;
+#[cfg(feature = "http-tls")]
+mod tls;
+
+pub use auth::{Authenticated, Credentials, RequireAuth};
+
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+#[cfg(feature = "http-tls")]
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +46,7 @@ const DEFAULT_SECONDS: u64 = 30;
 /// Longest body `symbol` accepts: far more addresses than any profile needs names for.
 const MAX_SYMBOL_BODY: usize = 1 << 20;
 
-/// Settings of the endpoints.
+/// Settings of the endpoints and of [`serve`]'s server.
 ///
 /// ```
 /// let config = profiled::http::Config::default().with_max_seconds(60);
@@ -49,14 +57,23 @@ const MAX_SYMBOL_BODY: usize = 1 << 20;
 pub struct Config {
     max_seconds: u64,
     profile: ProfileConfig,
+    credentials: Option<Credentials>,
+    #[cfg(feature = "http-tls")]
+    tls: Option<tls::Tls>,
+    insecure_plaintext: bool,
 }
 
 impl Default for Config {
-    /// At most 300 seconds per CPU profile, sampled at profiled's default rate.
+    /// At most 300 seconds per CPU profile, sampled at profiled's default rate; no TLS and
+    /// no credentials, which [`serve`] accepts on loopback addresses only.
     fn default() -> Self {
         Config {
             max_seconds: 300,
             profile: ProfileConfig::default().with_threads(Threads::All),
+            credentials: None,
+            #[cfg(feature = "http-tls")]
+            tls: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -91,6 +108,91 @@ impl Config {
     pub fn with_frequency(mut self, hz: u32) -> Result<Self, Error> {
         self.profile = self.profile.with_frequency(hz)?;
         Ok(self)
+    }
+
+    /// Requires these credentials (HTTP basic auth) of every request [`serve`] answers.
+    /// With TLS and no credentials set, [`serve`] generates them.
+    ///
+    /// ```
+    /// use profiled::http::{Config, Credentials};
+    /// let config = Config::default().with_credentials(Credentials::new("ops", "token").unwrap());
+    /// assert_eq!(config.credentials().unwrap().user(), "ops");
+    /// ```
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// The credentials set, if any.
+    ///
+    /// ```
+    /// assert!(profiled::http::Config::default().credentials().is_none());
+    /// ```
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
+    }
+
+    /// Serves over TLS with a certificate of your own: a PEM certificate chain and its
+    /// PEM private key, read when the server starts.
+    ///
+    /// ```
+    /// let config = profiled::http::Config::default().with_tls_files("cert.pem", "key.pem");
+    /// # drop(config);
+    /// ```
+    #[cfg(feature = "http-tls")]
+    pub fn with_tls_files(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls = Some(tls::Tls::Files {
+            cert: cert.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Serves over TLS with a certificate profiled makes, signed by a CA of its own that it
+    /// generates on the first start and keeps in `dir` (`ca.pem`, and `ca-key.pem` readable
+    /// by its owner only). Clients trust that CA: `SSL_CERT_FILE=<dir>/ca.pem go tool pprof
+    /// ...`. The certificate names localhost, the address served and `hosts` (names or IP
+    /// addresses clients use to reach the server).
+    ///
+    /// ```
+    /// let config = profiled::http::Config::default()
+    ///     .with_generated_tls("/var/lib/myservice/pprof-ca", ["myservice.internal"]);
+    /// # drop(config);
+    /// ```
+    #[cfg(feature = "http-tls")]
+    pub fn with_generated_tls(
+        mut self,
+        dir: impl Into<PathBuf>,
+        hosts: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.tls = Some(tls::Tls::Generated {
+            dir: dir.into(),
+            hosts: hosts.into_iter().map(Into::into).collect(),
+        });
+        self
+    }
+
+    /// Lets [`serve`] answer plain HTTP without credentials on an address other than
+    /// loopback. Anyone who can reach the port can then read the program's code and
+    /// command line and make it spend CPU; [`serve`] says so on stderr when it starts.
+    ///
+    /// ```
+    /// let config = profiled::http::Config::default().insecure_plaintext_on_non_loopback(true);
+    /// # drop(config);
+    /// ```
+    pub fn insecure_plaintext_on_non_loopback(mut self, allow: bool) -> Self {
+        self.insecure_plaintext = allow;
+        self
+    }
+
+    #[cfg(feature = "http-tls")]
+    fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    #[cfg(not(feature = "http-tls"))]
+    fn has_tls(&self) -> bool {
+        false
     }
 }
 
@@ -128,7 +230,7 @@ async fn nosniff(mut response: Response) -> Response {
 }
 
 /// An error as net/http/pprof sends it: text, `X-Go-Pprof: 1`, no attachment.
-fn go_error(status: StatusCode, text: &str) -> Response {
+pub(crate) fn go_error(status: StatusCode, text: &str) -> Response {
     (
         status,
         [
@@ -336,6 +438,7 @@ async fn index() -> Response {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    command: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -351,6 +454,19 @@ impl Server {
     /// ```
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The command that reads a CPU profile from this server, credentials included, as
+    /// printed when it started.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let server = profiled::http::serve("127.0.0.1:0", profiled::http::Config::default()).unwrap();
+    /// assert!(server.pprof_command().starts_with("go tool pprof 'http://127.0.0.1:"));
+    /// # }
+    /// ```
+    pub fn pprof_command(&self) -> &str {
+        &self.command
     }
 
     /// Stops serving and waits for the server's thread to end. A CPU profile in progress
@@ -383,31 +499,56 @@ impl Drop for Server {
 }
 
 /// Serves `/debug/pprof/` on `addr` from a thread of its own, for programs without an HTTP
-/// server. Only loopback addresses are accepted: the endpoints show the program's code and
-/// command line, and cost CPU, so off the machine they need TLS and credentials, which
-/// this version does not offer yet.
+/// server, and prints the `go tool pprof` line that reads it.
+///
+/// On loopback addresses plain HTTP is accepted. Any other address needs TLS
+/// ([`Config::with_generated_tls`] or [`Config::with_tls_files`], feature `http-tls`) and
+/// credentials (set, or generated when TLS is on), or the loudly named
+/// [`Config::insecure_plaintext_on_non_loopback`].
 ///
 /// ```
 /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
 /// let server = profiled::http::serve("127.0.0.1:0", profiled::http::Config::default()).unwrap();
-/// println!("go tool pprof http://{}/debug/pprof/profile", server.local_addr());
+/// println!("{}", server.pprof_command());
 /// # }
 /// ```
-pub fn serve(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> {
-    let invalid = |what: String| Error::Serve {
-        what: format!("{what}; accepted: a loopback address such as 127.0.0.1:6060 or [::1]:6060"),
-        source: None,
-    };
+pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Error> {
+    let refuse = |what: String| Error::Serve { what, source: None };
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .map_err(|e| invalid(format!("the address to serve /debug/pprof/ on: {e}")))?
+        .map_err(|e| Error::Serve {
+            what: "the address to serve /debug/pprof/ on".into(),
+            source: Some(e),
+        })?
         .collect();
-    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-        return Err(invalid(format!(
-            "refusing to serve /debug/pprof/ on {open}: off loopback the endpoints would show \
-             the program's code and command line to anyone who can reach the port, and this \
-             version has no TLS or credentials to protect them"
-        )));
+    let exposed = addrs.iter().find(|a| !a.ip().is_loopback()).copied();
+    if config.has_tls() && config.credentials.is_none() {
+        config.credentials = Some(Credentials::generate());
+    }
+    if let Some(open) = exposed {
+        let secured = config.has_tls() && config.credentials.is_some();
+        if !secured && !config.insecure_plaintext {
+            return Err(refuse(format!(
+                "refusing to serve /debug/pprof/ on {open} without TLS and credentials: the \
+                 endpoints show the program's code and command line and make it spend CPU; \
+                 accepted: a loopback address (127.0.0.1, [::1]), or TLS \
+                 (Config::with_generated_tls or Config::with_tls_files, cargo feature \
+                 `http-tls`) with credentials (Config::with_credentials, generated when \
+                 unset), or Config::insecure_plaintext_on_non_loopback(true)"
+            )));
+        }
+        if !secured {
+            crate::output::notice(&format!(
+                "warning: /debug/pprof/ is served on {open} in plain HTTP{}: anyone who can \
+                 reach the port can read the program's code and make it spend CPU \
+                 (insecure_plaintext_on_non_loopback)",
+                if config.credentials.is_some() {
+                    ", credentials readable on the wire"
+                } else {
+                    " without credentials"
+                }
+            ));
+        }
     }
     let failed = |what: String| {
         move |e| Error::Serve {
@@ -423,8 +564,17 @@ pub fn serve(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> 
     listener
         .set_nonblocking(true)
         .map_err(failed("cannot make the listener non-blocking".into()))?;
+    #[cfg(feature = "http-tls")]
+    let acceptor = match &config.tls {
+        Some(tls) => Some(tls::acceptor(tls, local)?),
+        None => None,
+    };
+    let mut app = router(&config);
+    if let Some(credentials) = &config.credentials {
+        app = app.layer(RequireAuth::new(credentials));
+    }
+    let command = pprof_command(&config, local);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let app = router(&config);
     let thread = std::thread::Builder::new()
         .name("profiled-http".into())
         .spawn(move || {
@@ -439,17 +589,31 @@ pub fn serve(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> 
                 }
             };
             runtime.block_on(async move {
-                let served = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => {
-                        axum::serve(listener, app)
-                            .with_graceful_shutdown(async {
-                                let _ = rx.await;
-                            })
-                            .await
-                    }
-                    Err(e) => Err(e),
+                let stop = async {
+                    let _ = rx.await;
                 };
-                if let Err(e) = served {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        crate::output::notice(&format!("the /debug/pprof/ server stopped: {e}"));
+                        return;
+                    }
+                };
+                #[cfg(feature = "http-tls")]
+                if let Some(acceptor) = acceptor {
+                    let served = match tls::TlsListener::new(listener, acceptor) {
+                        Ok(tls) => axum::serve(tls, app).with_graceful_shutdown(stop).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = served {
+                        crate::output::notice(&format!("the /debug/pprof/ server stopped: {e}"));
+                    }
+                    return;
+                }
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+                {
                     crate::output::notice(&format!("the /debug/pprof/ server stopped: {e}"));
                 }
             });
@@ -457,11 +621,48 @@ pub fn serve(addr: impl ToSocketAddrs, config: Config) -> Result<Server, Error> 
         .map_err(failed(
             "cannot start the /debug/pprof/ server's thread".into(),
         ))?;
+    crate::output::notice(&format!(
+        "/debug/pprof/ served on {local}; read it with: {command}"
+    ));
     Ok(Server {
         addr: local,
+        command,
         shutdown: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// The line to paste: `[SSL_CERT_FILE=<ca.pem>] go tool pprof <url of a CPU profile>`.
+fn pprof_command(config: &Config, addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "localhost".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    #[cfg(feature = "http-tls")]
+    let (host, scheme, trust) = match &config.tls {
+        Some(tls::Tls::Generated { dir, hosts }) => (
+            hosts.first().cloned().unwrap_or(host),
+            "https",
+            format!(
+                "SSL_CERT_FILE={} ",
+                crate::output::display_path(&dir.join(tls::CA_CERT))
+            ),
+        ),
+        Some(tls::Tls::Files { .. }) => (host, "https", String::new()),
+        None => (host, "http", String::new()),
+    };
+    #[cfg(not(feature = "http-tls"))]
+    let (scheme, trust) = ("http", String::new());
+    let user = config
+        .credentials
+        .as_ref()
+        .map(|c| format!("{}:{}@", c.user(), c.token()))
+        .unwrap_or_default();
+    format!(
+        "{trust}go tool pprof '{scheme}://{user}{host}:{}/debug/pprof/profile?seconds=30'",
+        addr.port()
+    )
 }
 
 fn describe(addrs: &[SocketAddr]) -> String {

@@ -1,0 +1,251 @@
+//! TLS for the standalone server: the user's own certificate, or one signed by a private CA
+//! that profiled makes once and keeps, which `go tool pprof` trusts through Go's
+//! `SSL_CERT_FILE` variable.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::net::TcpListener;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::error::Error;
+
+/// Where the server's certificate comes from.
+#[derive(Clone, Debug)]
+pub(crate) enum Tls {
+    /// PEM files of the user's own: the certificate chain and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A certificate profiled signs with its CA, kept in `dir` (`ca.pem`, `ca-key.pem`),
+    /// for these host names and addresses besides localhost and the bound address.
+    Generated { dir: PathBuf, hosts: Vec<String> },
+}
+
+/// The CA's files in its directory.
+pub(crate) const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca-key.pem";
+/// A handshake that takes longer is dropped, so a client that stalls holds nothing.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn failed(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Serve {
+        what: format!("{what}: {e}"),
+        source: None,
+    }
+}
+
+fn io_failed(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Serve {
+        what,
+        source: Some(e),
+    }
+}
+
+/// The CA's parameters: the same on every start, so a key read back from `ca-key.pem`
+/// signs certificates that chain to the `ca.pem` made on the first start.
+fn ca_params() -> Result<CertificateParams, Error> {
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).map_err(failed("cannot describe the CA"))?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "profiled /debug/pprof CA");
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(3650);
+    Ok(params)
+}
+
+/// The CA in `dir`, made (and written, private key `0600`) if it is not there yet.
+fn load_or_create_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>, Error> {
+    let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+    if cert_path.is_file() && key_path.is_file() {
+        let pem = std::fs::read_to_string(&key_path).map_err(io_failed(format!(
+            "cannot read the CA key {}",
+            key_path.display()
+        )))?;
+        let key = KeyPair::from_pem(&pem).map_err(failed(format!(
+            "cannot use the CA key {}",
+            key_path.display()
+        )))?;
+        return Ok(Issuer::new(ca_params()?, key));
+    }
+    std::fs::create_dir_all(dir).map_err(io_failed(format!(
+        "cannot create the CA directory {}",
+        dir.display()
+    )))?;
+    let key = KeyPair::generate().map_err(failed("cannot generate the CA key"))?;
+    let params = ca_params()?;
+    let cert = params
+        .self_signed(&key)
+        .map_err(failed("cannot sign the CA certificate"))?;
+    // Written through a temporary file, which is created 0600, and renamed into place:
+    // the key is never readable by others, and never half-written.
+    crate::output::write_atomic(&key_path, key.serialize_pem().as_bytes())?;
+    crate::output::write_atomic(&cert_path, cert.pem().as_bytes())?;
+    Ok(Issuer::new(params, key))
+}
+
+/// A server certificate for `names` (DNS names or IP addresses) signed by `issuer`.
+fn server_cert(
+    issuer: &Issuer<'static, KeyPair>,
+    names: Vec<String>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
+    let mut params = CertificateParams::new(names).map_err(failed(
+        "cannot use the host names for the server certificate",
+    ))?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "profiled /debug/pprof server");
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(365);
+    let key = KeyPair::generate().map_err(failed("cannot generate the server key"))?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(failed("cannot sign the server certificate"))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    Ok((vec![cert.der().clone()], key))
+}
+
+/// The names a generated certificate covers: localhost, the bound address, and the user's.
+fn names(addr: SocketAddr, hosts: &[String]) -> Vec<String> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    names.extend(hosts.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The server's TLS settings for `tls`, served at `addr`.
+pub(crate) fn acceptor(tls: &Tls, addr: SocketAddr) -> Result<TlsAcceptor, Error> {
+    let (chain, key) = match tls {
+        Tls::Files { cert, key } => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| Error::Serve {
+                    what: format!("cannot read the certificate chain {}: {e}", cert.display()),
+                    source: None,
+                })?;
+            let private = PrivateKeyDer::from_pem_file(key).map_err(|e| Error::Serve {
+                what: format!("cannot read the private key {}: {e}", key.display()),
+                source: None,
+            })?;
+            (chain, private)
+        }
+        Tls::Generated { dir, hosts } => {
+            let issuer = load_or_create_ca(dir)?;
+            server_cert(&issuer, names(addr, hosts))?
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+        .map_err(|e| Error::Serve {
+            what: format!("cannot set up TLS: {e}"),
+            source: None,
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Accepted connections after their handshakes, for `axum::serve`. Handshakes run on tasks
+/// of their own, so a client that stalls in one delays nobody else.
+pub(crate) struct TlsListener {
+    accepted: tokio::sync::mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    pub(crate) fn new(listener: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let (tx, accepted) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
+                    if let Ok(Ok(stream)) = handshake.await {
+                        let _ = tx.send((stream, peer)).await;
+                    }
+                });
+            }
+        });
+        Ok(TlsListener { accepted, addr })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task only ends once the server is gone.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.addr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_is_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let tls = Tls::Generated {
+            dir: dir.path().to_path_buf(),
+            hosts: vec!["pprof.example".into()],
+        };
+        acceptor(&tls, addr).unwrap();
+        let first = std::fs::read(dir.path().join(CA_CERT)).unwrap();
+        let key = std::fs::read(dir.path().join(CA_KEY)).unwrap();
+        acceptor(&tls, addr).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(CA_CERT)).unwrap(), first);
+        assert_eq!(std::fs::read(dir.path().join(CA_KEY)).unwrap(), key);
+    }
+
+    #[test]
+    fn names_cover_localhost_the_address_and_the_users_hosts() {
+        let addr: SocketAddr = "10.1.2.3:6060".parse().unwrap();
+        let got = names(addr, &["pprof.example".into()]);
+        for want in ["localhost", "127.0.0.1", "::1", "10.1.2.3", "pprof.example"] {
+            assert!(got.iter().any(|n| n == want), "{want} in {got:?}");
+        }
+        let any: SocketAddr = "0.0.0.0:6060".parse().unwrap();
+        assert!(!names(any, &[]).iter().any(|n| n == "0.0.0.0"));
+    }
+}
