@@ -48,6 +48,9 @@ pub(crate) struct Dwarf {
     /// Address ranges of units, sorted, adjacent ranges of one unit merged: (start, end, unit
     /// offset in `.debug_info`).
     ranges: Vec<(u64, u64, usize)>,
+    /// Ranges of the units `.debug_aranges` leaves out (assemblers often write none), read
+    /// from the units themselves the first time an address misses `ranges`.
+    unlisted: Option<Vec<(u64, u64, usize)>>,
     units: HashMap<usize, Option<Box<UnitInfo>>>,
 }
 
@@ -74,13 +77,23 @@ impl Dwarf {
             dwarf,
             info,
             ranges,
+            unlisted: None,
             units: HashMap::default(),
         })
     }
 
     /// Frames at `svma`, innermost first; empty when no unit or subprogram covers it.
     pub(crate) fn frames(&mut self, svma: u64) -> Vec<Frame> {
-        let Some(offset) = unit_at(&self.ranges, svma) else {
+        let offset = unit_at(&self.ranges, svma).or_else(|| {
+            let (dwarf, listed) = (&self.dwarf, &self.ranges);
+            let unlisted = self.unlisted.get_or_insert_with(|| {
+                let mut all = unit_ranges(dwarf);
+                all.retain(|r| !listed.iter().any(|l| l.2 == r.2));
+                all
+            });
+            unit_at(unlisted, svma)
+        });
+        let Some(offset) = offset else {
             return Vec::new();
         };
         let (dwarf, info) = (&self.dwarf, self.info);
@@ -226,12 +239,12 @@ impl UnitInfo {
     }
 
     fn frames(&mut self, dwarf: &gimli::Dwarf<R>, svma: u64) -> Vec<Frame> {
-        let Some((start, _, die)) = self.subprograms.find(dwarf, &self.unit, self.info, svma)
+        let Some((start, end, die)) = self.subprograms.find(dwarf, &self.unit, self.info, svma)
         else {
-            return Vec::new();
+            return self.line_only(dwarf, svma);
         };
         if !self.functions.contains_key(&start) {
-            let f = self.function(dwarf, start, die);
+            let f = self.function(dwarf, start..end, die);
             self.functions.insert(start, f);
         }
         let f = &self.functions[&start];
@@ -265,11 +278,40 @@ impl UnitInfo {
             .collect()
     }
 
-    fn function(&mut self, dwarf: &gimli::Dwarf<R>, start: u64, die: usize) -> Function {
+    /// A unit with lines but no function entries (assembly, such as ring's or a C
+    /// library's `.S` files): the line row alone, named from the symbol table.
+    fn line_only(&mut self, dwarf: &gimli::Dwarf<R>, svma: u64) -> Vec<Frame> {
         let rows = self
             .lines
             .as_mut()
-            .map(|t| t.rows(start))
+            .map(|t| t.rows(svma))
+            .unwrap_or_default();
+        let i = rows.partition_point(|r| r.0 <= svma);
+        let Some((_, file, line)) = i
+            .checked_sub(1)
+            .filter(|&i| i + 1 < rows.len())
+            .map(|i| rows[i])
+        else {
+            return Vec::new();
+        };
+        vec![Frame {
+            name: None,
+            file: self.file(dwarf, file),
+            line,
+        }]
+    }
+
+    /// The function spanning `range` whose entry is `die`.
+    fn function(
+        &mut self,
+        dwarf: &gimli::Dwarf<R>,
+        range: std::ops::Range<u64>,
+        die: usize,
+    ) -> Function {
+        let rows = self
+            .lines
+            .as_mut()
+            .map(|t| t.rows_in(range))
             .unwrap_or_default();
         let die = UnitOffset(die);
         Function {
@@ -363,7 +405,17 @@ impl LineTable {
     /// The rows of the sequence that holds `start`, scanning on from where the last call
     /// stopped if no sequence found so far does.
     fn rows(&mut self, start: u64) -> Vec<(u64, u64, u32)> {
-        let holds = |s: &(u64, u64, usize)| s.0 <= start && start < s.1;
+        self.rows_in(start..start.saturating_add(1))
+    }
+
+    /// The rows of the sequence that holds `range.start`, or else of the first one that
+    /// starts inside `range`: assemblers may start a function's rows a byte or more after
+    /// its symbol (ring's `.S` files).
+    fn rows_in(&mut self, range: std::ops::Range<u64>) -> Vec<(u64, u64, u32)> {
+        let start = range.start;
+        let holds = |s: &(u64, u64, usize)| {
+            (s.0 <= start && start < s.1) || (start < s.0 && s.0 < range.end)
+        };
         let mut found = self.sequences.iter().find(|s| holds(s)).map(|s| s.2);
         let mut released = self.scanned;
         while found.is_none() && self.scanned < self.program.len() {
