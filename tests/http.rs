@@ -652,3 +652,43 @@ fn credentials_are_required_before_anything_runs() {
     let app = profiled::http::router(&Config::default()).layer(RequireAuth::new(&credentials));
     drop(app);
 }
+
+/// Whatever a client sends in a query or a `symbol` body, the endpoints answer as Go's do,
+/// and nothing panics. (Profiles are capped at 0 s here, so none starts.)
+mod fuzz {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use proptest::prelude::*;
+    use tower::ServiceExt;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        #[test]
+        fn any_query_and_symbol_body_get_go_s_answers(
+            query in "[A-Za-z0-9=&%+._~-]{0,200}",
+            body in proptest::collection::vec(any::<u8>(), 0..4096),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let app = profiled::http::router(&Config::default().with_max_seconds(0));
+            let statuses = runtime.block_on(async {
+                let mut statuses = Vec::new();
+                for path in ["profile", "symbol", "", "cmdline", "heap"] {
+                    let request = Request::get(format!("/debug/pprof/{path}?{query}"))
+                        .body(Body::empty())
+                        .unwrap();
+                    let response = app.clone().oneshot(request).await.unwrap();
+                    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+                    statuses.push(response.status().as_u16());
+                }
+                let post = Request::post("/debug/pprof/symbol").body(Body::from(body)).unwrap();
+                statuses.push(app.clone().oneshot(post).await.unwrap().status().as_u16());
+                statuses
+            });
+            prop_assert_eq!(statuses, vec![400, 200, 200, 200, 404, 200]);
+        }
+    }
+}
