@@ -57,6 +57,23 @@ pub(crate) const CPU: Kind = Kind {
     folded_divisor: 1000,
 };
 
+/// Every thread's stack at one moment, one sample per thread (Go's `goroutine` profile):
+/// served by `/debug/pprof/threads`, not a per-test kind.
+#[cfg(feature = "http")]
+pub(crate) const THREADS: Kind = Kind {
+    name: "threads",
+    sample_types: &[ValueType {
+        kind: "threads",
+        unit: "count",
+    }],
+    period_type: ValueType {
+        kind: "threads",
+        unit: "count",
+    },
+    main: 0,
+    folded_divisor: 1,
+};
+
 /// Every kind profiled takes. `PROFILE`'s grammar and the file names are checked against it.
 pub(crate) const KINDS: &[&Kind] = &[&CPU];
 

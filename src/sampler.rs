@@ -12,6 +12,8 @@
 pub(crate) use crate::sys::{forked, is_live, on_drain_start, pause, reset, resume, Session};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use crate::sys::{in_handler, installed};
+#[cfg(feature = "http")]
+pub(crate) use crate::sys::{thread_stacks, ThreadStack};
 
 /// Deepest stack a sample holds; deeper stacks keep their innermost and outermost frames
 /// around a [`TRUNCATED`] marker.

@@ -692,3 +692,75 @@ mod fuzz {
         }
     }
 }
+
+#[inline(never)]
+fn parked_for_the_dump(ready: std::sync::mpsc::Sender<()>, stop: std::sync::mpsc::Receiver<()>) {
+    ready.send(()).unwrap();
+    let _ = stop.recv();
+}
+
+/// Every thread's stack, running or waiting, as text and as a profile go tool pprof reads.
+#[test]
+fn threads_shows_every_threads_stack() {
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let addr = server.local_addr();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+    let parked = std::thread::Builder::new()
+        .name("parked-for-dump".into())
+        .spawn(move || parked_for_the_dump(ready_tx, stop_rx))
+        .unwrap();
+    ready_rx.recv().unwrap();
+
+    let text = get(addr, "/debug/pprof/threads?debug=1");
+    assert_eq!(text.status, 200);
+    assert_eq!(
+        text.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let body = text.text();
+    let block = body
+        .split("\n\n")
+        .find(|b| b.contains("\"parked-for-dump\":"))
+        .unwrap_or_else(|| panic!("no block for the parked thread:\n{body}"));
+    assert!(block.contains("parked_for_the_dump\n\t"), "{block}");
+    assert!(block.contains("tests/http.rs:"), "{block}");
+
+    let profile = get(addr, "/debug/pprof/threads");
+    assert_eq!(profile.status, 200);
+    assert_eq!(
+        profile.header("content-disposition"),
+        Some("attachment; filename=\"threads\"")
+    );
+    let p = profiled::pprof::decode(&profile.body).unwrap();
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    assert_eq!(
+        (s(p.sample_type[0].r#type), s(p.sample_type[0].unit)),
+        ("threads", "count")
+    );
+    let parked_sample = p.sample.iter().find(|sample| {
+        sample
+            .label
+            .iter()
+            .any(|l| s(l.key) == "thread" && s(l.str) == "parked-for-dump")
+    });
+    assert!(parked_sample.is_some(), "one sample per thread, labelled");
+    assert!(p.sample.len() >= 3, "{} threads", p.sample.len());
+
+    let (ok, out) = pprof_trusting(
+        None,
+        &["-top"],
+        &format!("http://{addr}/debug/pprof/threads"),
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("Type: threads"), "{out}");
+    assert!(out.contains("parked_for_the_dump"), "{out}");
+
+    assert_go_error(
+        &get(addr, "/debug/pprof/threads?seconds=5"),
+        400,
+        "\"seconds\" parameter is not supported for this profile type",
+    );
+    stop_tx.send(()).unwrap();
+    parked.join().unwrap();
+}

@@ -11,6 +11,7 @@
 //! | `/debug/pprof/profile?seconds=N` | a CPU profile of every thread of the process, N seconds (default 30) |
 //! | `/debug/pprof/symbol` | function names for `+`-separated addresses (GET query or POST body) |
 //! | `/debug/pprof/cmdline` | the command line, arguments separated by NUL bytes |
+//! | `/debug/pprof/threads` | every thread's current stack: a profile, or text with `debug=1` |
 //! | anything else under `/debug/pprof/` | 404 `Unknown profile`, as Go answers |
 //!
 //! Errors are `text/plain` with `X-Go-Pprof: 1`, which is what makes `go tool pprof` print
@@ -215,6 +216,7 @@ pub fn router(config: &Config) -> Router {
         .route("/debug/pprof/profile", get(profile))
         .route("/debug/pprof/symbol", get(symbol).post(symbol))
         .route("/debug/pprof/cmdline", get(cmdline))
+        .route("/debug/pprof/threads", get(threads))
         .route("/debug/pprof/{*name}", get(unknown))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SYMBOL_BODY))
         .layer(axum::middleware::map_response(nosniff))
@@ -384,6 +386,120 @@ fn parse_uint(s: &str) -> Option<u64> {
     u64::from_str_radix(&digits, radix).ok()
 }
 
+/// Every thread's current stack: a pprof profile with one sample per thread, or with
+/// `debug=1` (or more) text, one block per thread as Go's `goroutine?debug=2` prints them.
+async fn threads(RawQuery(query): RawQuery) -> Response {
+    if param(query.as_deref(), "seconds").is_some() {
+        return go_error(
+            StatusCode::BAD_REQUEST,
+            "\"seconds\" parameter is not supported for this profile type",
+        );
+    }
+    let debug = param(query.as_deref(), "debug")
+        .and_then(|d| d.parse::<i64>().ok())
+        .unwrap_or(0);
+    let started = std::time::SystemTime::now();
+    let dumped = tokio::task::spawn_blocking(move || {
+        crate::sampler::thread_stacks().map(|stacks| {
+            if debug > 0 {
+                Ok(threads_text(&stacks))
+            } else {
+                Err(threads_profile(&stacks, started))
+            }
+        })
+    })
+    .await;
+    match dumped {
+        Ok(Ok(Ok(body))) => text(body),
+        Ok(Ok(Err(gz))) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"threads\"",
+                ),
+            ],
+            Body::from(gz),
+        )
+            .into_response(),
+        Ok(Err(e)) => go_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("failed to collect profile: {e}"),
+        ),
+        Err(_) => go_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "failed to collect profile",
+        ),
+    }
+}
+
+/// One sample per thread that answered, with its stack, `thread`/`tid` labels and value 1.
+fn threads_profile(
+    stacks: &[crate::sampler::ThreadStack],
+    started: std::time::SystemTime,
+) -> Vec<u8> {
+    let rows = stacks
+        .iter()
+        .filter_map(|(thread, stack)| {
+            Some(crate::kind::Row {
+                thread: Some(thread),
+                stack: stack.as_deref()?,
+                values: vec![1],
+            })
+        })
+        .collect();
+    let samples = crate::kind::Samples {
+        kind: &crate::kind::THREADS,
+        rows,
+        placeholders: Vec::new(),
+        period: 1,
+        start: started,
+        duration: Duration::ZERO,
+    };
+    let comments = [format!(
+        "profiled: threads of process {}",
+        std::process::id()
+    )];
+    crate::symbolize::with(|sym| crate::encode::encode(&samples, &comments, sym)).gz
+}
+
+/// Each thread as Go prints a goroutine: a header line, then each frame's function and, on
+/// the next line after a tab, its file and line, innermost first.
+fn threads_text(stacks: &[crate::sampler::ThreadStack]) -> String {
+    let mut out = String::new();
+    crate::symbolize::with(|sym| {
+        for (thread, stack) in stacks {
+            let name = thread.name();
+            match stack {
+                None => out.push_str(&format!(
+                    "thread {} \"{name}\" [no answer: it blocks SIGPROF or did not run within \
+                     a second]:\n\n",
+                    thread.tid
+                )),
+                Some(stack) => {
+                    out.push_str(&format!("thread {} \"{name}\":\n", thread.tid));
+                    for (depth, &addr) in stack.iter().enumerate() {
+                        if addr == crate::sampler::TRUNCATED {
+                            out.push_str("...\n\t(frames left out)\n");
+                            continue;
+                        }
+                        for line in sym.resolve(addr, depth > 0).lines.iter() {
+                            out.push_str(&format!("{}\n", line.function));
+                            match (line.file.is_empty(), line.line) {
+                                (true, _) => out.push_str(&format!("\t{addr:#x}\n")),
+                                (false, 0) => out.push_str(&format!("\t{}\n", line.file)),
+                                (false, n) => out.push_str(&format!("\t{}:{n}\n", line.file)),
+                            }
+                        }
+                    }
+                    out.push('\n');
+                }
+            }
+        }
+    });
+    out
+}
+
 async fn cmdline() -> Response {
     text(std::env::args().collect::<Vec<_>>().join("\0"))
 }
@@ -408,6 +524,11 @@ async fn index() -> Response {
             "symbol",
             "Function names for program counters: go tool pprof asks it for addresses a \
              profile does not name (profiled's profiles name them all).",
+        ),
+        (
+            "threads",
+            "Stack traces of all current threads. Use debug=1 for text, one block per \
+             thread as Go prints goroutines.",
         ),
     ];
     let mut html = String::from(

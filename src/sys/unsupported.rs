@@ -62,6 +62,16 @@ pub(crate) fn in_handler() -> bool {
     false
 }
 
+/// A thread and its stack, as the Linux module gives them.
+#[cfg(feature = "http")]
+pub(crate) type ThreadStack = (crate::aggregate::Thread, Option<Vec<u64>>);
+
+/// No signal handler to ask threads with here.
+#[cfg(feature = "http")]
+pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
+    Err(unsupported())
+}
+
 pub(crate) fn loaded_modules() -> Vec<Module> {
     Vec::new()
 }

@@ -114,6 +114,14 @@ fn engine() -> Result<&'static Engine_, Error> {
 
 /// Builds the unwinder for the loaded objects, or rebuilds it when objects were loaded or
 /// unloaded since.
+/// The handlers installed and the unwinder ready, without a session (thread dumps).
+#[cfg(feature = "http")]
+pub(crate) fn ready() -> Result<(), Error> {
+    engine()?;
+    prepare_unwinder();
+    Ok(())
+}
+
 fn prepare_unwinder() {
     let generation = super::modules::generation();
     if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {

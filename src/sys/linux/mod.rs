@@ -6,10 +6,14 @@ mod map;
 mod modules;
 mod perf;
 mod signal;
+#[cfg(feature = "http")]
+mod threads;
 mod timer;
 
 pub(crate) use engine::{forked, is_live, on_drain_start, pause, reset, resume, Session};
 pub(crate) use map::{map_file, release};
 pub(crate) use modules::{generation as modules_generation, loaded as loaded_modules};
+#[cfg(feature = "http")]
+pub(crate) use threads::{thread_stacks, ThreadStack};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use {engine::installed, signal::in_handler};

@@ -24,6 +24,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+pub(crate) mod dump;
 pub(crate) mod ring;
 pub(crate) mod table;
 pub(crate) mod unwind;
@@ -159,7 +160,7 @@ thread_local! {
 /// The calling thread's id and name. Async-signal-safe: `gettid` and `prctl(PR_GET_NAME)`
 /// are plain system calls, made once per thread. std names a thread before running its
 /// closure, so the name read at the first sample is the one the user gave.
-fn who() -> Thread {
+pub(crate) fn who() -> Thread {
     let cached = WHO.with(Cell::get);
     if cached.tid != 0 {
         return cached;
@@ -278,6 +279,8 @@ pub(crate) fn thread_cpu_ns() -> u64 {
 
 const TRAP_PERF: i32 = 6;
 const SI_TIMER: i32 = -2;
+/// `sigqueue`/`rt_tgsigqueueinfo`: thread dump requests (src/sys/linux/signal/dump.rs).
+pub(crate) const SI_QUEUE: i32 = -1;
 
 struct Previous(std::cell::UnsafeCell<libc::sigaction>);
 // SAFETY: written once in `install` before our handler can run, read-only afterwards.
@@ -353,7 +356,7 @@ impl Drop for ErrnoGuard {
 // si_tid (i32, 16), si_overrun (i32, 20), si_value (24). libc exposes neither field.
 const PERF_DATA_OFFSET: usize = 24;
 const OVERRUN_OFFSET: usize = 20;
-const VALUE_OFFSET: usize = 24;
+pub(crate) const VALUE_OFFSET: usize = 24;
 
 /// The top bits of every session id profiled hands out: a perf-sigtrap or timer signal
 /// whose data lacks them was set up by someone else (another profiler, the program itself)
@@ -409,6 +412,19 @@ extern "C" fn on_sigprof(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut
         };
         if is_ours(sid) {
             record(sid, overrun.max(0) as u64, ctx);
+        } else {
+            chain(&PREV_PROF, sig, info, ctx);
+        }
+    } else if code == SI_QUEUE {
+        // SAFETY: for SI_QUEUE the kernel (or our sender) fills si_value at this offset.
+        let value = unsafe {
+            (info as *const u8)
+                .add(VALUE_OFFSET)
+                .cast::<u64>()
+                .read_unaligned()
+        };
+        if dump::is_dump(value) {
+            dump::answer(value, ctx);
         } else {
             chain(&PREV_PROF, sig, info, ctx);
         }
@@ -610,7 +626,7 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
 
 /// What became of a sample's stack.
 #[derive(Clone, Copy)]
-enum Shape {
+pub(crate) enum Shape {
     Whole,
     /// Deeper than a sample holds: the middle frames gave way to a marker.
     Cut,
@@ -619,7 +635,7 @@ enum Shape {
 }
 
 /// Walks the interrupted stack into `frames`.
-fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> (usize, Shape) {
+pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> (usize, Shape) {
     match unwind::walk(pc, sp, bp, frames) {
         Some(w) if w.cut => (w.depth, Shape::Cut),
         Some(w) => (w.depth, Shape::Whole),
@@ -654,7 +670,7 @@ fn push(
 }
 
 /// pc, sp and frame pointer of the interrupted context.
-fn registers(ctx: *mut libc::c_void) -> (u64, u64, u64) {
+pub(crate) fn registers(ctx: *mut libc::c_void) -> (u64, u64, u64) {
     // SAFETY: with SA_SIGINFO the third handler argument is the interrupted ucontext_t.
     let gregs = unsafe { &(*(ctx as *const libc::ucontext_t)).uc_mcontext.gregs };
     let reg = |r: libc::c_int| gregs.get(r as usize).map_or(0, |&v| v as u64);

@@ -1,0 +1,175 @@
+//! Every thread's current stack, for `/debug/pprof/threads`: each thread is sent a dump
+//! request (src/sys/linux/signal/dump.rs) and its handler answers with its own stack.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::signal::dump::{ASKED, BOARD, CELLS, DONE, DUMP_TAG, IDLE};
+use super::signal::{SI_QUEUE, VALUE_OFFSET};
+use crate::aggregate::Thread;
+use crate::error::Error;
+
+/// A thread that has not answered within this long blocks `SIGPROF` or is stopped.
+const PATIENCE: Duration = Duration::from_secs(1);
+
+/// One dump at a time: the board has one set of cells.
+static DUMPING: Mutex<()> = Mutex::new(());
+
+/// A thread and its stack (leaf first), or `None` when it did not answer.
+pub(crate) type ThreadStack = (Thread, Option<Vec<u64>>);
+
+/// The stacks of every thread of the process, in thread id order.
+pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
+    super::engine::ready()?;
+    let _one = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
+    let mut tids: Vec<i32> = std::fs::read_dir("/proc/self/task")
+        .map_err(|e| Error::Sampler {
+            what: "listing the process's threads (/proc/self/task)",
+            source: e,
+        })?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    tids.sort_unstable();
+    let mut out = Vec::with_capacity(tids.len());
+    for batch in tids.chunks(CELLS) {
+        for (i, (&tid, cell)) in batch.iter().zip(&BOARD).enumerate() {
+            cell.tid.store(tid, Ordering::Relaxed);
+            cell.depth.store(0, Ordering::Relaxed);
+            cell.state.store(ASKED, Ordering::Release);
+            ask(tid, DUMP_TAG | i as u64);
+        }
+        let deadline = Instant::now() + PATIENCE;
+        let cells = &BOARD[..batch.len()];
+        while Instant::now() < deadline
+            && !cells
+                .iter()
+                .all(|c| c.state.load(Ordering::Acquire) == DONE)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for (&tid, cell) in batch.iter().zip(cells) {
+            // Take the cell back: an answer that comes later is ignored. A handler that is
+            // writing now is waited for (it walks one stack: microseconds).
+            while cell
+                .state
+                .compare_exchange(ASKED, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+                && cell.state.load(Ordering::Acquire) != DONE
+            {
+                std::thread::yield_now();
+            }
+            if cell.state.load(Ordering::Acquire) == DONE {
+                // SAFETY: DONE, seen with Acquire: the handler has finished writing and
+                // will not write again until the cell is asked again, by us.
+                let (thread, frames) = unsafe { (*cell.thread.get(), &*cell.frames.get()) };
+                let depth = cell.depth.load(Ordering::Relaxed).min(frames.len());
+                out.push((thread, Some(frames[..depth].to_vec())));
+                cell.state.store(IDLE, Ordering::Release);
+            } else {
+                let thread = Thread {
+                    tid: tid as u32,
+                    name: thread_name(tid),
+                };
+                out.push((thread, None));
+            }
+            cell.tid.store(0, Ordering::Relaxed);
+        }
+    }
+    Ok(out)
+}
+
+/// Queues `SIGPROF` with `value` to thread `tid` of this process.
+fn ask(tid: i32, value: u64) {
+    // SAFETY: an all-zero siginfo_t is valid; we fill signo, code, pid, uid and the value
+    // at their offsets for SI_QUEUE, as sigqueue(3) does.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let base = &mut info as *mut libc::siginfo_t as *mut u8;
+    // SAFETY: getpid and getuid have no preconditions; the writes are inside `info`
+    // (128 bytes): si_signo at 0, si_code at 8, si_pid at 16, si_uid at 20, si_value at 24.
+    unsafe {
+        base.cast::<i32>().write_unaligned(libc::SIGPROF);
+        base.add(8).cast::<i32>().write_unaligned(SI_QUEUE);
+        base.add(16).cast::<i32>().write_unaligned(libc::getpid());
+        base.add(20).cast::<u32>().write_unaligned(libc::getuid());
+        base.add(VALUE_OFFSET).cast::<u64>().write_unaligned(value);
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            libc::getpid(),
+            tid,
+            libc::SIGPROF,
+            &info as *const libc::siginfo_t,
+        );
+    }
+}
+
+/// A thread's name from /proc, for threads that did not answer.
+fn thread_name(tid: i32) -> [u8; 16] {
+    let mut name = [0u8; 16];
+    if let Ok(comm) = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")) {
+        let comm = comm.trim_end().as_bytes();
+        let n = comm.len().min(15);
+        name[..n].copy_from_slice(&comm[..n]);
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn parked_in_a_known_function(
+        ready: std::sync::mpsc::Sender<()>,
+        stop: std::sync::mpsc::Receiver<()>,
+    ) {
+        ready.send(()).unwrap();
+        let _ = stop.recv();
+    }
+
+    #[test]
+    fn every_thread_answers_with_its_own_stack() {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel();
+        let parked = std::thread::Builder::new()
+            .name("parked-thread".into())
+            .spawn(move || parked_in_a_known_function(ready_tx, stop_rx))
+            .unwrap();
+        ready_rx.recv().unwrap();
+        let stacks = thread_stacks().unwrap();
+        stop_tx.send(()).unwrap();
+        parked.join().unwrap();
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() } as u32;
+        assert!(
+            stacks.iter().any(|(t, s)| t.tid == me && s.is_some()),
+            "this thread"
+        );
+        let (_, stack) = stacks
+            .iter()
+            .find(|(t, _)| t.name() == "parked-thread")
+            .expect("the parked thread is listed");
+        let stack = stack.as_ref().expect("the parked thread answered");
+        let here = parked_in_a_known_function as *const () as u64;
+        let names: Vec<_> = crate::symbolize::with(|sym| {
+            stack
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &a)| {
+                    sym.resolve(a, i > 0)
+                        .lines
+                        .iter()
+                        .map(|l| l.function.to_string())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        });
+        assert!(
+            names
+                .iter()
+                .any(|n| n.ends_with("parked_in_a_known_function")),
+            "{here:#x}: {names:#?}"
+        );
+    }
+}
