@@ -7,8 +7,10 @@
 //!
 //! Two sources deliver samples: perf-event `sigtrap` overflows arrive as `SIGTRAP` with
 //! `si_code == TRAP_PERF` and the session id in `si_perf_data`; POSIX CPU timers arrive as
-//! `SIGPROF` with `si_code == SI_TIMER` and the session id in `si_value`. Any other `SIGTRAP`
-//! or `SIGPROF` is passed on to the handler that was installed before ours.
+//! `SIGPROF` with `si_code == SI_TIMER` and the session id in `si_value`. Thread dump
+//! requests arrive as `SIGPROF` with `si_code == SI_QUEUE` and a dump tag in `si_value`
+//! ([`dump`]). Any other `SIGTRAP` or `SIGPROF` is passed on to the handler that was
+//! installed before ours.
 
 // Code that runs in signal context must not panic: no unchecked arithmetic (overflow checks
 // are on in users' test builds), no indexing, no unwrap.
