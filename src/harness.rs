@@ -203,6 +203,7 @@ pub fn main(package: Option<&'static str>) -> ! {
     if let Some(name) = std::env::var_os(CHILD_VAR) {
         // The panic's message and place become the failure text the parent shows.
         capture_panics(false);
+        output::mark_notices();
         run_as_child(&tests, &name.to_string_lossy(), package, per_test);
     }
     // Each test in a child process of its own, so that what it prints is kept for the
@@ -337,8 +338,11 @@ fn run_in_child(name: &str, args: &[OsString], profiled: bool) -> Result<(), Fai
         }
     }
     for line in String::from_utf8_lossy(&out.stderr).lines() {
-        if line.starts_with("profiled: ") {
-            pass_on(line);
+        if let Some(notice) = line.strip_prefix(output::NOTICE_MARK) {
+            say_once(notice);
+        } else if line.starts_with("profiled: ") {
+            // A summary line (and its note): the test's own, printed as it is.
+            output::line(line);
         } else {
             kept.push_str(line);
             kept.push('\n');
@@ -351,19 +355,16 @@ fn run_in_child(name: &str, args: &[OsString], profiled: bool) -> Result<(), Fai
     }
 }
 
-/// Prints a child's profiled line: summary lines as they are, a warning only the first time
-/// (every child would repeat it; numbers aside, it is the same warning).
-fn pass_on(line: &str) {
+/// Prints a child's notice the first time only: every child would repeat it (numbers
+/// aside, it is the same notice).
+fn say_once(line: &str) {
     static SEEN: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let is_summary = line.contains("  cpu ") || line.contains(": note: ");
-    if !is_summary {
-        let key: String = line.chars().filter(|c| !c.is_ascii_digit()).collect();
-        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(&key) {
-            return;
-        }
-        seen.push(key);
+    let key: String = line.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(&key) {
+        return;
     }
+    seen.push(key);
     output::line(line);
 }
 

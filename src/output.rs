@@ -172,9 +172,27 @@ pub(crate) fn line(text: &str) {
     let _ = std::io::stderr().lock().write_all(whole.as_bytes());
 }
 
+/// Set in a harness child: its notices are marked, so the parent that runs a child per test
+/// can say each one once without telling them from summary lines by their wording.
+static MARK_NOTICES: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What starts a marked notice.
+pub(crate) const NOTICE_MARK: &str = "\u{1e}profiled-notice\t";
+
+/// Marks this process's notices from now on (see [`MARK_NOTICES`]).
+#[cfg_attr(not(feature = "harness"), allow(dead_code))]
+pub(crate) fn mark_notices() {
+    MARK_NOTICES.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// `profiled: TEXT` on stderr, outside libtest's capture.
 pub(crate) fn notice(text: &str) {
-    line(&format!("profiled: {text}"));
+    let mark = if MARK_NOTICES.load(std::sync::atomic::Ordering::Relaxed) {
+        NOTICE_MARK
+    } else {
+        ""
+    };
+    line(&format!("{mark}profiled: {text}"));
 }
 
 /// A path as the user should read it: absolute, because the test runs in its package's

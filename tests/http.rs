@@ -383,9 +383,22 @@ fn symbol_cmdline_and_index() {
         Some("text/html; charset=utf-8")
     );
     assert_eq!(index.header("x-content-type-options"), Some("nosniff"));
-    for link in ["href='profile'", "href='symbol'", "href='cmdline'"] {
+    for link in [
+        "href='profile'",
+        "href='symbol'",
+        "href='cmdline'",
+        "href='threads?debug=1'",
+    ] {
         assert!(index.text().contains(link), "{}", index.text());
     }
+    // The thread count, as Go counts goroutines: this process has several threads.
+    let count: usize = index
+        .text()
+        .split("<tr><td>")
+        .find(|row| row.contains(">threads<"))
+        .and_then(|row| row.split("</td>").next()?.parse().ok())
+        .expect("a count for threads");
+    assert!(count >= 2, "{count}");
     let bare = get(addr, "/debug/pprof");
     assert_eq!(bare.status, 308);
     assert_eq!(bare.header("location"), Some("/debug/pprof/"));

@@ -308,21 +308,32 @@ async fn profile(State(config): State<Arc<Config>>, RawQuery(query): RawQuery) -
     let finished = tokio::task::spawn_blocking(move || {
         let report = profile.finish();
         drop(busy);
-        report
+        report.map(|report| attachment("profile", report.pprof_gz().to_vec()))
     })
     .await;
-    match finished {
-        Ok(Ok(report)) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"profile\"",
-                ),
-            ],
-            Body::from(report.pprof_gz().to_vec()),
-        )
-            .into_response(),
+    collected(finished)
+}
+
+/// A profile as net/http/pprof sends one: gzipped protobuf, an attachment named `name`.
+fn attachment(name: &str, gz: Vec<u8>) -> Response {
+    let disposition = format!("attachment; filename=\"{name}\"");
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from(gz),
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+/// What a collection on the blocking pool came to, answered as Go's handlers do.
+fn collected(outcome: Result<Result<Response, Error>, tokio::task::JoinError>) -> Response {
+    match outcome {
+        Ok(Ok(response)) => response,
         Ok(Err(e)) => go_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("failed to collect profile: {e}"),
@@ -402,35 +413,14 @@ async fn threads(RawQuery(query): RawQuery) -> Response {
     let dumped = tokio::task::spawn_blocking(move || {
         crate::sampler::thread_stacks().map(|stacks| {
             if debug > 0 {
-                Ok(threads_text(&stacks))
+                text(threads_text(&stacks))
             } else {
-                Err(threads_profile(&stacks, started))
+                attachment("threads", threads_profile(&stacks, started))
             }
         })
     })
     .await;
-    match dumped {
-        Ok(Ok(Ok(body))) => text(body),
-        Ok(Ok(Err(gz))) => (
-            [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"threads\"",
-                ),
-            ],
-            Body::from(gz),
-        )
-            .into_response(),
-        Ok(Err(e)) => go_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("failed to collect profile: {e}"),
-        ),
-        Err(_) => go_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "failed to collect profile",
-        ),
-    }
+    collected(dumped)
 }
 
 /// One sample per thread that answered, with its stack, `thread`/`tid` labels and value 1.
@@ -537,9 +527,15 @@ async fn index() -> Response {
          <code>go tool pprof http://HOST/debug/pprof/profile?seconds=30</code></p>\n\
          Types of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n",
     );
+    // Counts as Go shows them, where there is something to count.
+    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).ok();
     for (name, _) in ENTRIES {
+        let (count, link) = match (*name, threads) {
+            ("threads", Some(n)) => (n.to_string(), "threads?debug=1"),
+            _ => (String::new(), *name),
+        };
         html.push_str(&format!(
-            "<tr><td></td><td><a href='{name}'>{name}</a></td></tr>\n"
+            "<tr><td>{count}</td><td><a href='{link}'>{name}</a></td></tr>\n"
         ));
     }
     html.push_str("</table>\n<br>\n<p>\nProfile Descriptions:\n<ul>\n");

@@ -270,8 +270,69 @@ mod tests {
     /// lines as addr2line, which reads all of the debug info eagerly.
     #[test]
     fn agrees_with_addr2line_on_every_function() {
+        let (checked, inlined) = agrees_with_addr2line(&std::env::current_exe().unwrap());
+        assert!(
+            checked > 1000 && inlined > 100,
+            "{checked} addresses, {inlined} with inlined frames"
+        );
+    }
+
+    /// The same for a program built with `-Cdwarf-version=5` (`.debug_addr`/`addrx`,
+    /// `strx`, `.debug_rnglists`, the DWARF 5 line header), as such builds emit it.
+    #[test]
+    fn agrees_with_addr2line_on_dwarf_5() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("dwarf5.rs");
+        std::fs::write(
+            &source,
+            r#"
+            use std::collections::BTreeMap;
+            #[inline(always)]
+            fn inner(x: u64) -> u64 { x.rotate_left(7) ^ 0x9e37 }
+            #[inline(never)]
+            fn outer(v: &[u64]) -> BTreeMap<u64, u64> {
+                v.iter().map(|&x| (inner(x), x.count_ones() as u64)).collect()
+            }
+            fn main() {
+                let v: Vec<u64> = (0..1000).collect();
+                println!("{}", outer(&v).len());
+            }
+            "#,
+        )
+        .unwrap();
+        let exe = dir.path().join("dwarf5");
+        let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+        let out = std::process::Command::new(rustc)
+            .args(["-Cdwarf-version=5", "-Cdebuginfo=2", "-Copt-level=1", "-o"])
+            .arg(&exe)
+            .arg(&source)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let data = std::fs::read(&exe).unwrap();
+        let file = object::read::File::parse(&*data).unwrap();
+        use object::{Object as _, ObjectSection as _};
+        let version = file
+            .section_by_name(".debug_info")
+            .and_then(|s| s.data().ok())
+            .map(|d| u16::from_le_bytes([d[4], d[5]]));
+        assert_eq!(version, Some(5), "the program's first unit is DWARF 5");
+        assert!(file.section_by_name(".debug_addr").is_some());
+        let (checked, inlined) = agrees_with_addr2line(&exe);
+        assert!(
+            checked > 100 && inlined > 0,
+            "{checked} addresses, {inlined} inlined"
+        );
+    }
+
+    /// Compares every function of `exe` with addr2line; (addresses checked, with inlines).
+    fn agrees_with_addr2line(exe: &std::path::Path) -> (usize, usize) {
         use object::{Object as _, ObjectSymbol};
-        let exe = std::env::current_exe().unwrap();
+        let exe = exe.to_path_buf();
         let data = std::fs::read(&exe).unwrap();
         let file = object::File::parse(&*data).unwrap();
         let reference = addr2line::Loader::new(&exe).unwrap();
@@ -316,15 +377,12 @@ mod tests {
             }
         }
         assert!(
-            checked > 1000 && inlined > 100,
-            "{checked} addresses, {inlined} with inlined frames"
-        );
-        assert!(
             wrong.is_empty(),
             "{} of {checked} differ, e.g. {:#?}",
             wrong.len(),
             &wrong[..wrong.len().min(5)]
         );
+        (checked, inlined)
     }
 
     /// Debug info is input: a binary with one DWARF section corrupted (bytes overwritten at

@@ -9,7 +9,5 @@ fn ui() {
     let t = trybuild::TestCases::new();
     t.pass("tests/ui/pass/*.rs");
     t.compile_fail("tests/ui/fail/*.rs");
-    if cfg!(feature = "harness") {
-        t.compile_fail("tests/ui/harness_fail/*.rs");
-    }
+    t.compile_fail("tests/ui/harness_fail/*.rs");
 }
