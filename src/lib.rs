@@ -107,6 +107,19 @@
 //! # }
 //! ```
 //!
+//! - Feature `http`: Go's `/debug/pprof/` for a running service, read by the unmodified
+//!   `go tool pprof`: merge `profiled::http::router` into the service's axum app, or start
+//!   `profiled::http::serve` on a thread of its own (feature `http-tls` adds TLS with a
+//!   private CA, for addresses off loopback):
+//!
+//! ```
+//! # #[cfg(all(feature = "http", target_os = "linux", target_arch = "x86_64"))] {
+//! let server = profiled::http::serve("127.0.0.1:0", profiled::http::Config::default()).unwrap();
+//! // Prints, and returns, the line to paste: go tool pprof 'http://127.0.0.1:PORT/debug/pprof/profile?seconds=30'
+//! assert!(server.pprof_command().starts_with("go tool pprof"));
+//! # }
+//! ```
+//!
 //! README.md has the walkthrough, ARCHITECTURE.md how it works.
 
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]

@@ -293,10 +293,20 @@ async fn profile(State(config): State<Arc<Config>>, RawQuery(query): RawQuery) -
             "Could not enable CPU profiling: cpu profiling already in use",
         );
     };
-    let started = crate::Profile::start_shared("profile", &config.profile);
+    // Starting opens an event per thread of the process: off the async threads.
+    let settings = config.profile.clone();
+    let started =
+        tokio::task::spawn_blocking(move || crate::Profile::start_shared("profile", &settings))
+            .await;
     let profile = match started {
-        Ok(profile) => profile,
-        Err(e) => {
+        Ok(Ok(profile)) => profile,
+        Err(_) => {
+            return go_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Could not enable CPU profiling",
+            )
+        }
+        Ok(Err(e)) => {
             return go_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("Could not enable CPU profiling: {e}"),
