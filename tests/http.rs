@@ -567,6 +567,83 @@ mod tls {
         assert_eq!(std::fs::read(dir.path().join("ca.pem")).unwrap(), ca);
     }
 
+    /// `curl --cacert ca.pem --cert C --key K -u pprof:TOKEN URL`: exit status and body.
+    fn curl(
+        ca: &std::path::Path,
+        client: Option<(&std::path::Path, &std::path::Path)>,
+        user: &str,
+        url: &str,
+    ) -> (bool, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "--silent",
+            "--show-error",
+            "--fail",
+            "--max-time",
+            "20",
+            "--cacert",
+        ])
+        .arg(ca)
+        .args(["-u", user, url]);
+        if let Some((cert, key)) = client {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        let out = cmd.output().expect("curl, for the mutual TLS test");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// Mutual TLS: a client certificate from the server's CA is let in; none, or one from
+    /// another CA, is refused in the handshake.
+    #[test]
+    fn client_certificates_from_the_ca_and_no_other() {
+        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let credentials = Credentials::generate();
+        let config = Config::default()
+            .with_generated_tls(ours.path(), ["127.0.0.1"])
+            .with_client_certificates(true)
+            .with_credentials(credentials.clone());
+        let server = serve("127.0.0.1:0", config).unwrap();
+        let (cert, key) = profiled::http::client_certificate(ours.path(), "scraper").unwrap();
+        let (other_cert, other_key) =
+            profiled::http::client_certificate(theirs.path(), "intruder").unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+        }
+        let url = format!(
+            "https://127.0.0.1:{}/debug/pprof/cmdline",
+            server.local_addr().port()
+        );
+        let user = format!("pprof:{}", credentials.token());
+        let ca = ours.path().join("ca.pem");
+        let (ok, out) = curl(&ca, Some((&cert, &key)), &user, &url);
+        assert!(ok, "{out}");
+        assert!(out.contains("http-"), "the command line: {out}");
+        let (ok, out) = curl(&ca, None, &user, &url);
+        assert!(!ok, "no client certificate: {out}");
+        let (ok, out) = curl(&ca, Some((&other_cert, &other_key)), &user, &url);
+        assert!(!ok, "a client certificate from another CA: {out}");
+        // The certificate alone is not enough: the credentials are still asked for.
+        let (ok, out) = curl(&ca, Some((&cert, &key)), "pprof:wrong", &url);
+        assert!(!ok && out.contains("401"), "{out}");
+        // Client certificates need the generated CA.
+        let err = serve(
+            "127.0.0.1:0",
+            Config::default().with_client_certificates(true),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("with_generated_tls"), "{err}");
+    }
+
     /// Off loopback, TLS with generated credentials is accepted, and printed.
     #[test]
     fn tls_without_credentials_gets_generated_ones() {

@@ -61,6 +61,8 @@ pub struct Config {
     credentials: Option<Credentials>,
     #[cfg(feature = "http-tls")]
     tls: Option<tls::Tls>,
+    #[cfg(feature = "http-tls")]
+    client_certificates: bool,
     insecure_plaintext: bool,
 }
 
@@ -74,6 +76,8 @@ impl Default for Config {
             credentials: None,
             #[cfg(feature = "http-tls")]
             tls: None,
+            #[cfg(feature = "http-tls")]
+            client_certificates: false,
             insecure_plaintext: false,
         }
     }
@@ -169,7 +173,28 @@ impl Config {
         self.tls = Some(tls::Tls::Generated {
             dir: dir.into(),
             hosts: hosts.into_iter().map(Into::into).collect(),
+            clients: self.client_certificates,
         });
+        self
+    }
+
+    /// With [`with_generated_tls`](Self::with_generated_tls): also require a client
+    /// certificate signed by the same CA (mutual TLS), for clients that can present one
+    /// (curl, the standalone pprof, a scraper); make them with [`client_certificate`].
+    /// `go tool pprof` cannot present one: servers it reads keep this off.
+    ///
+    /// ```
+    /// let config = profiled::http::Config::default()
+    ///     .with_generated_tls("/var/lib/myservice/pprof-ca", ["myservice.internal"])
+    ///     .with_client_certificates(true);
+    /// # drop(config);
+    /// ```
+    #[cfg(feature = "http-tls")]
+    pub fn with_client_certificates(mut self, require: bool) -> Self {
+        self.client_certificates = require;
+        if let Some(tls::Tls::Generated { clients, .. }) = &mut self.tls {
+            *clients = require;
+        }
         self
     }
 
@@ -649,6 +674,15 @@ pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Err
         })?
         .collect();
     let exposed = addrs.iter().find(|a| !a.ip().is_loopback()).copied();
+    #[cfg(feature = "http-tls")]
+    if config.client_certificates && !matches!(config.tls, Some(tls::Tls::Generated { .. })) {
+        return Err(refuse(
+            "client certificates need a CA to check them against: accepted with \
+             Config::with_generated_tls (whose CA signs them), not with your own certificate \
+             files or without TLS"
+                .into(),
+        ));
+    }
     if config.has_tls() && config.credentials.is_none() {
         config.credentials = Some(Credentials::generate());
     }
@@ -759,6 +793,24 @@ pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Err
     })
 }
 
+/// Makes a client certificate for [`Config::with_client_certificates`]: signed by the CA in
+/// `dir` (the one [`Config::with_generated_tls`] keeps there; made if absent), written there
+/// as `<name>.pem` with its key `<name>-key.pem` (readable by the owner only). Returns the
+/// two paths, for `curl --cacert <dir>/ca.pem --cert <name>.pem --key <name>-key.pem ...`.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let (cert, key) = profiled::http::client_certificate(dir.path(), "scraper").unwrap();
+/// assert!(cert.ends_with("scraper.pem") && key.ends_with("scraper-key.pem"));
+/// ```
+#[cfg(feature = "http-tls")]
+pub fn client_certificate(
+    dir: impl AsRef<std::path::Path>,
+    name: &str,
+) -> Result<(PathBuf, PathBuf), Error> {
+    tls::client_certificate(dir.as_ref(), name)
+}
+
 /// The line to paste: `[SSL_CERT_FILE=<ca.pem>] go tool pprof <url of a CPU profile>`.
 fn pprof_command(config: &Config, addr: SocketAddr) -> String {
     let host = match addr.ip() {
@@ -768,7 +820,7 @@ fn pprof_command(config: &Config, addr: SocketAddr) -> String {
     };
     #[cfg(feature = "http-tls")]
     let (host, scheme, trust) = match &config.tls {
-        Some(tls::Tls::Generated { dir, hosts }) => (
+        Some(tls::Tls::Generated { dir, hosts, .. }) => (
             hosts.first().cloned().unwrap_or(host),
             "https",
             format!(

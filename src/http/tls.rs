@@ -25,8 +25,13 @@ pub(crate) enum Tls {
     /// PEM files of the user's own: the certificate chain and its private key.
     Files { cert: PathBuf, key: PathBuf },
     /// A certificate profiled signs with its CA, kept in `dir` (`ca.pem`, `ca-key.pem`),
-    /// for these host names and addresses besides localhost and the bound address.
-    Generated { dir: PathBuf, hosts: Vec<String> },
+    /// for these host names and addresses besides localhost and the bound address; with
+    /// `clients`, clients must present a certificate from the same CA (mutual TLS).
+    Generated {
+        dir: PathBuf,
+        hosts: Vec<String>,
+        clients: bool,
+    },
 }
 
 /// The CA's files in its directory.
@@ -122,6 +127,45 @@ fn server_cert(
     Ok((vec![cert.der().clone()], key))
 }
 
+/// Signs a client certificate named `name` with the CA in `dir` (made if absent) and writes
+/// it and its key (readable by the owner only) there: `<name>.pem`, `<name>-key.pem`.
+pub(crate) fn client_certificate(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), Error> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Error::Serve {
+            what: format!(
+                "client certificate name {name:?}: accepted: letters, digits, `-` and `_` \
+                 (it names the files)"
+            ),
+            source: None,
+        });
+    }
+    let issuer = load_or_create_ca(dir)?;
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .map_err(failed("cannot describe the client certificate"))?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(365);
+    let key = KeyPair::generate().map_err(failed("cannot generate the client key"))?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(failed("cannot sign the client certificate"))?;
+    let (cert_path, key_path) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
+    crate::output::write_atomic(&key_path, key.serialize_pem().as_bytes())?;
+    crate::output::write_atomic(&cert_path, cert.pem().as_bytes())?;
+    Ok((cert_path, key_path))
+}
+
 /// The names a generated certificate covers: localhost, the bound address, and the user's.
 fn names(addr: SocketAddr, hosts: &[String]) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -150,19 +194,39 @@ pub(crate) fn acceptor(tls: &Tls, addr: SocketAddr) -> Result<TlsAcceptor, Error
             })?;
             (chain, private)
         }
-        Tls::Generated { dir, hosts } => {
+        Tls::Generated { dir, hosts, .. } => {
             let issuer = load_or_create_ca(dir)?;
             server_cert(&issuer, names(addr, hosts))?
         }
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let tls_error = |e: &dyn std::fmt::Display| Error::Serve {
+        what: format!("cannot set up TLS: {e}"),
+        source: None,
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
-        .map_err(|e| Error::Serve {
-            what: format!("cannot set up TLS: {e}"),
-            source: None,
-        })?;
+        .map_err(|e| tls_error(&e))?;
+    let builder = match tls {
+        Tls::Generated {
+            dir, clients: true, ..
+        } => {
+            let mut roots = rustls::RootCertStore::empty();
+            let ca = CertificateDer::from_pem_file(dir.join(CA_CERT)).map_err(|e| tls_error(&e))?;
+            roots.add(ca).map_err(|e| tls_error(&e))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| tls_error(&e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_error(&e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -229,6 +293,7 @@ mod tests {
         let tls = Tls::Generated {
             dir: dir.path().to_path_buf(),
             hosts: vec!["pprof.example".into()],
+            clients: false,
         };
         acceptor(&tls, addr).unwrap();
         let first = std::fs::read(dir.path().join(CA_CERT)).unwrap();
