@@ -102,27 +102,41 @@ fn load_or_create_ca(dir: &Path) -> Result<Issuer<'static, KeyPair>, Error> {
     Ok(Issuer::new(params, key))
 }
 
-/// A server certificate for `names` (DNS names or IP addresses) signed by `issuer`.
+/// A certificate for one year, for `names` (DNS names or IP addresses; none for a client),
+/// with common name `common` and extended usage `usage`, signed by `issuer`; and its key.
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    names: Vec<String>,
+    common: &str,
+    usage: ExtendedKeyUsagePurpose,
+) -> Result<(rcgen::Certificate, KeyPair), Error> {
+    let mut params =
+        CertificateParams::new(names).map_err(failed("cannot use the names for a certificate"))?;
+    params.distinguished_name.push(DnType::CommonName, common);
+    params.use_authority_key_identifier_extension = true;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![usage];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(365);
+    let key = KeyPair::generate().map_err(failed("cannot generate a key"))?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(failed("cannot sign a certificate"))?;
+    Ok((cert, key))
+}
+
+/// A server certificate for `names` signed by `issuer`.
 fn server_cert(
     issuer: &Issuer<'static, KeyPair>,
     names: Vec<String>,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
-    let mut params = CertificateParams::new(names).map_err(failed(
-        "cannot use the host names for the server certificate",
-    ))?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "profiled /debug/pprof server");
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(365);
-    let key = KeyPair::generate().map_err(failed("cannot generate the server key"))?;
-    let cert = params
-        .signed_by(&key, issuer)
-        .map_err(failed("cannot sign the server certificate"))?;
+    let (cert, key) = leaf(
+        issuer,
+        names,
+        "profiled /debug/pprof server",
+        ExtendedKeyUsagePurpose::ServerAuth,
+    )?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     Ok((vec![cert.der().clone()], key))
 }
@@ -144,19 +158,12 @@ pub(crate) fn client_certificate(dir: &Path, name: &str) -> Result<(PathBuf, Pat
         });
     }
     let issuer = load_or_create_ca(dir)?;
-    let mut params = CertificateParams::new(Vec::<String>::new())
-        .map_err(failed("cannot describe the client certificate"))?;
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(365);
-    let key = KeyPair::generate().map_err(failed("cannot generate the client key"))?;
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(failed("cannot sign the client certificate"))?;
+    let (cert, key) = leaf(
+        &issuer,
+        Vec::new(),
+        name,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
     let (cert_path, key_path) = (
         dir.join(format!("{name}.pem")),
         dir.join(format!("{name}-key.pem")),
