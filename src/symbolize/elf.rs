@@ -12,6 +12,17 @@ use std::path::Path;
 
 use object::{Object, ObjectSection};
 
+/// A section's bytes: in the mapping, or, for a compressed section (`SHF_COMPRESSED` or
+/// `.zdebug_*`, as `-Wl,--compress-debug-sections` writes them), decompressed once into
+/// memory that lives as long as the mapping. Decompressing costs the section's full size in
+/// memory, which reading in place avoids; it is the price of compressed debug info.
+fn section_data(section: &object::Section<'static, '_>) -> Option<&'static [u8]> {
+    match section.uncompressed_data().ok()? {
+        std::borrow::Cow::Borrowed(bytes) => Some(bytes),
+        std::borrow::Cow::Owned(bytes) => Some(Vec::leak(bytes)),
+    }
+}
+
 /// A function symbol: `[start, start + len)` in stated (file) addresses.
 #[derive(Clone, Copy)]
 struct Func {
@@ -43,7 +54,15 @@ impl Elf {
         let parsed = object::File::parse(data).ok()?;
         let sections = parsed
             .sections()
-            .filter_map(|s| Some((s.name().ok()?, s.data().ok()?)))
+            .filter_map(|s| {
+                let name = s.name().ok()?;
+                // `.zdebug_info` (GNU's older compression) is `.debug_info`, compressed.
+                let name: &'static str = match name.strip_prefix(".zdebug_") {
+                    Some(rest) => String::leak(format!(".debug_{rest}")),
+                    None => name,
+                };
+                Some((name, section_data(&s)?))
+            })
             .collect();
         Some(Elf {
             data,
