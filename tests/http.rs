@@ -854,3 +854,29 @@ fn threads_shows_every_threads_stack() {
     stop_tx.send(()).unwrap();
     parked.join().unwrap();
 }
+
+/// Stopping the server abandons a profile in progress instead of waiting for it, and
+/// leaves the endpoint free for the next server.
+#[test]
+fn stopping_abandons_a_profile_in_progress() {
+    let _turn = turn();
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let mut long = TcpStream::connect(server.local_addr()).unwrap();
+    write!(
+        long,
+        "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stopping = Instant::now();
+    server.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stop waited {:?} for the profile",
+        stopping.elapsed()
+    );
+    let next = serve("127.0.0.1:0", Config::default()).unwrap();
+    let reply = get(next.local_addr(), "/debug/pprof/profile?seconds=1");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    drop(long);
+}

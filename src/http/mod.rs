@@ -749,10 +749,9 @@ pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Err
                     return;
                 }
             };
+            // Stopping drops the server and then the runtime, which cancels every
+            // connection's task: a profile in progress is abandoned, not waited for.
             runtime.block_on(async move {
-                let stop = async {
-                    let _ = rx.await;
-                };
                 let listener = match tokio::net::TcpListener::from_std(listener) {
                     Ok(listener) => listener,
                     Err(e) => {
@@ -761,21 +760,24 @@ pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Err
                     }
                 };
                 #[cfg(feature = "http-tls")]
-                if let Some(acceptor) = acceptor {
-                    let served = match tls::TlsListener::new(listener, acceptor) {
-                        Ok(tls) => axum::serve(tls, app).with_graceful_shutdown(stop).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = served {
-                        crate::output::notice(&format!("the /debug/pprof/ server stopped: {e}"));
+                let serving = async move {
+                    match acceptor {
+                        Some(acceptor) => match tls::TlsListener::new(listener, acceptor) {
+                            Ok(tls) => axum::serve(tls, app).await,
+                            Err(e) => Err(e),
+                        },
+                        None => axum::serve(listener, app).await,
                     }
-                    return;
-                }
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stop)
-                    .await
-                {
-                    crate::output::notice(&format!("the /debug/pprof/ server stopped: {e}"));
+                };
+                #[cfg(not(feature = "http-tls"))]
+                let serving = async move { axum::serve(listener, app).await };
+                tokio::select! {
+                    served = serving => {
+                        if let Err(e) = served {
+                            crate::output::notice(&format!("the /debug/pprof/ server stopped: {e}"));
+                        }
+                    }
+                    _ = rx => {}
                 }
             });
         })
