@@ -55,9 +55,8 @@ pub(crate) struct Collected {
     /// Samples whose stacks were deeper than a sample holds: their middle frames are one
     /// `TRUNCATED` marker (src/sampler.rs).
     pub cut: u64,
-    /// CPU time of all sampled threads over the profile's unpaused stretches, counted by the
-    /// kernel (perf source only).
-    pub measured_ns: Option<u64>,
+    /// The kernel's counts over the profile's unpaused stretches (perf source only).
+    pub measured: Option<Measured>,
     pub source: Source,
     /// Why perf events were refused, when the session fell back to the timer.
     pub perf_refused: Option<String>,
@@ -107,6 +106,24 @@ impl Collected {
             duration: self.duration,
         }
     }
+}
+
+/// What the kernel counted of a perf session's CPU time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Measured {
+    /// Task-clock time of every sampled thread: their CPU time plus any time the hypervisor
+    /// took from them while they ran (steal), which the threads' CPU clocks leave out.
+    pub all_ns: u64,
+    /// The session's own thread, counted both ways, when both counts worked.
+    pub own: Option<OwnThread>,
+}
+
+/// The session thread's share of [`Measured::all_ns`], and its CPU clock over the same time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct OwnThread {
+    pub tid: u32,
+    pub counted_ns: u64,
+    pub clock_ns: u64,
 }
 
 /// Per-session aggregate, filled by the drain.
@@ -206,28 +223,63 @@ pub(crate) fn where_cpu_went(
 /// the same factor keeps the profile's shape and fixes its total. Returns the comment that
 /// says what was done.
 pub(crate) fn calibrate(collected: &mut Collected) -> Option<String> {
-    let measured = collected.measured_ns?;
+    let measured = collected.measured?;
     let all = || collected.stacks.values().flat_map(|s| s.values());
     let samples: u64 = all().map(|v| v.0).sum::<u64>() + collected.lost;
     let weighed: u64 = all().map(|v| v.1).sum::<u64>() + collected.lost_ns;
-    if samples < 5 || weighed == 0 || measured == 0 {
+    let target = cpu_time(&measured, &collected.stacks, collected.period_ns);
+    if samples < 5 || weighed == 0 || target == 0 {
         return None;
     }
-    let scale = measured as f64 / weighed as f64;
+    let scale = target as f64 / weighed as f64;
     if !(0.2..=50.0).contains(&scale) {
         return Some(format!(
-            "sampled CPU {weighed} ns vs kernel count {measured} ns: too far apart to calibrate"
+            "sampled CPU {weighed} ns vs kernel count {target} ns: too far apart to calibrate"
         ));
     }
     for v in collected.stacks.values_mut().flat_map(|s| s.values_mut()) {
         v.1 = (v.1 as f64 * scale).round() as u64;
     }
     collected.lost_ns = (collected.lost_ns as f64 * scale).round() as u64;
+    let stolen = measured.all_ns.saturating_sub(target);
+    // Below 1 % it is as likely the clocks' few-microsecond offsets: not worth a word.
+    let steal = if stolen.saturating_mul(100) > target {
+        format!("; {stolen} ns the hypervisor took from them (steal) left out")
+    } else {
+        String::new()
+    };
     Some(format!(
-        "CPU per sample scaled by {scale:.3} to the kernel's task-clock count of the sampled \
-         threads ({measured} ns)"
+        "CPU per sample scaled by {scale:.3} to the kernel's count of the sampled threads' CPU \
+         time ({target} ns{steal})"
     ))
 }
+
+/// The sampled threads' CPU time from the kernel's counts, without steal time: the session
+/// thread's own CPU clock, plus the other threads' share of the event's count scaled by
+/// their steal-free fraction. That fraction comes from their samples: each stands for one
+/// sampling period of the event's clock and weighs the thread CPU clock's advance over it.
+/// With too few samples to tell, or when signals were merged (a weight over a period), the
+/// count stands as it is.
+fn cpu_time(measured: &Measured, stacks: &Stacks, period_ns: u64) -> u64 {
+    let Some(own) = measured.own else {
+        return measured.all_ns;
+    };
+    let others = measured.all_ns.saturating_sub(own.counted_ns);
+    let (count, weight) = stacks
+        .iter()
+        .filter(|(thread, _)| thread.tid != own.tid)
+        .flat_map(|(_, s)| s.values())
+        .fold((0u64, 0u64), |(c, w), v| (c + v.0, w + v.1));
+    let fraction = if count >= MIN_SAMPLES_FOR_STEAL && period_ns > 0 {
+        (weight as f64 / (count as f64 * period_ns as f64)).min(1.0)
+    } else {
+        1.0
+    };
+    own.clock_ns + (others as f64 * fraction).round() as u64
+}
+
+/// Samples of the other threads needed before their steal-free fraction is trusted.
+const MIN_SAMPLES_FOR_STEAL: u64 = 20;
 
 /// What the user should hear about a finished profile, beyond its summary line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,5 +364,140 @@ mod tests {
             None,
             "too little CPU"
         );
+    }
+
+    const MS: u64 = 1_000_000;
+
+    /// A perf session's counts: `own` (tid 1) and `others` (tid 2) as (samples, weight).
+    fn session(own: (u64, u64), others: (u64, u64), measured: Measured) -> Collected {
+        let mut stacks = Stacks::default();
+        for (tid, (count, weight)) in [(1, own), (2, others)] {
+            if count > 0 {
+                let thread = Thread { tid, name: [0; 16] };
+                stacks
+                    .entry(thread)
+                    .or_default()
+                    .insert(vec![0x1000 + u64::from(tid)].into(), (count, weight));
+            }
+        }
+        Collected {
+            stacks,
+            lost: 0,
+            lost_ns: 0,
+            truncated: 0,
+            cut: 0,
+            measured: Some(measured),
+            source: Source::Perf,
+            perf_refused: None,
+            period_ns: MS,
+            process_cpu_ns: 0,
+            start: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+        }
+    }
+
+    fn total(c: &Collected) -> u64 {
+        c.stacks
+            .values()
+            .flat_map(|s| s.values())
+            .map(|v| v.1)
+            .sum()
+    }
+
+    #[test]
+    fn the_total_is_the_threads_cpu_clocks_not_the_stolen_time() {
+        // One thread, 800 ms of CPU, while the hypervisor took 15 % more: the event counted
+        // 920 ms, the weights (thread clock) 795 ms in 780 samples (the tail after the last
+        // sample is missing).
+        let own = OwnThread {
+            tid: 1,
+            counted_ns: 920 * MS,
+            clock_ns: 800 * MS,
+        };
+        let mut c = session(
+            (780, 795 * MS),
+            (0, 0),
+            Measured {
+                all_ns: 920 * MS,
+                own: Some(own),
+            },
+        );
+        let note = calibrate(&mut c).unwrap();
+        assert!(total(&c).abs_diff(800 * MS) <= 1000, "{}", total(&c));
+        assert!(note.contains("120000000 ns the hypervisor took"), "{note}");
+
+        // Spawned threads: 1000 ms counted for them, their 900 samples of 1 ms each weigh
+        // 765 ms by their clocks (15 % stolen): 85 % of their count is theirs.
+        let mut c = session(
+            (50, 50 * MS),
+            (900, 765 * MS),
+            Measured {
+                all_ns: 1050 * MS,
+                own: Some(OwnThread {
+                    tid: 1,
+                    counted_ns: 50 * MS,
+                    clock_ns: 50 * MS,
+                }),
+            },
+        );
+        calibrate(&mut c);
+        assert!(total(&c).abs_diff(900 * MS) <= 1000, "{}", total(&c));
+    }
+
+    #[test]
+    fn the_count_stands_where_steal_cannot_be_told() {
+        let own = Some(OwnThread {
+            tid: 1,
+            counted_ns: 50 * MS,
+            clock_ns: 50 * MS,
+        });
+        // Merged signals: the spawned threads' samples weigh more than a period each.
+        let mut c = session(
+            (50, 50 * MS),
+            (600, 900 * MS),
+            Measured {
+                all_ns: 1050 * MS,
+                own,
+            },
+        );
+        calibrate(&mut c);
+        assert!(total(&c).abs_diff(1050 * MS) <= 1000, "{}", total(&c));
+        // Too few samples of them to tell.
+        let mut c = session(
+            (50, 50 * MS),
+            (10, 5 * MS),
+            Measured {
+                all_ns: 80 * MS,
+                own,
+            },
+        );
+        calibrate(&mut c);
+        assert!(total(&c).abs_diff(80 * MS) <= 1000, "{}", total(&c));
+        // No own-thread count (its event did not open): the sampling event's count.
+        let mut c = session(
+            (900, 880 * MS),
+            (0, 0),
+            Measured {
+                all_ns: 950 * MS,
+                own: None,
+            },
+        );
+        let note = calibrate(&mut c).unwrap();
+        assert!(total(&c).abs_diff(950 * MS) <= 1000, "{}", total(&c));
+        assert!(!note.contains("steal"), "{note}");
+        // A difference under 1 % is not called steal.
+        let mut c = session(
+            (780, 795 * MS),
+            (0, 0),
+            Measured {
+                all_ns: 801 * MS,
+                own: Some(OwnThread {
+                    tid: 1,
+                    counted_ns: 801 * MS,
+                    clock_ns: 800 * MS,
+                }),
+            },
+        );
+        assert!(!calibrate(&mut c).unwrap().contains("steal"));
     }
 }

@@ -11,7 +11,7 @@ use super::signal::table::StackTable;
 use super::signal::{self, Slot, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, TABLE};
 use super::signal::{ThreadStart, MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN};
 use super::timer::{self, CpuTimer};
-use crate::aggregate::{Aggregate, Collected, Source};
+use crate::aggregate::{Aggregate, Collected, Measured, OwnThread, Source};
 use crate::config::{Engine, Threads};
 use crate::error::Error;
 
@@ -264,6 +264,8 @@ pub(crate) struct Session {
     sid: u64,
     slot: &'static Slot,
     armed: Option<Armed>,
+    /// Counts the session thread's own CPU time beside the sampling event (perf, one thread).
+    own_count: Option<PerfEvent>,
     source: Source,
     period_ns: u64,
     start: SystemTime,
@@ -309,6 +311,7 @@ impl Session {
             Vec::new()
         };
         slot.sid.store(sid, Ordering::SeqCst);
+        let mut own_count = None;
         let armed = match arm(engine_choice, period_ns, sid, &others) {
             Ok(a) => a,
             Err(e) => {
@@ -319,23 +322,15 @@ impl Session {
         };
         let source = match &armed {
             Armed::Perf(events) => {
-                // The kernel's count calibrates the total; with `threads=all` there is one
+                // The kernel's counts calibrate the total; with `threads=all` there is one
                 // event per thread, and the thread clocks' weights stand as they are.
-                match events.as_slice() {
-                    [event] => {
-                        slot.counted.store(0, Ordering::Relaxed);
-                        slot.mark
-                            .store(read_count(event.fd()).unwrap_or(0), Ordering::Relaxed);
-                        slot.counter_fd.store(event.fd(), Ordering::Release);
-                    }
-                    _ => slot.counter_fd.store(-1, Ordering::Release),
+                if let [event] = events.as_slice() {
+                    own_count = PerfEvent::count_own().ok();
+                    meter(sid).start(event, own_count.as_ref());
                 }
                 Source::Perf
             }
-            Armed::Timer(_) => {
-                slot.counter_fd.store(-1, Ordering::Release);
-                Source::Timer
-            }
+            Armed::Timer(_) => Source::Timer,
         };
         // Said as data, for the layer that owns the terminal to print.
         let fallback = (source == Source::Timer && engine_choice == Engine::Auto)
@@ -349,6 +344,7 @@ impl Session {
             sid,
             slot,
             armed: Some(armed),
+            own_count,
             source,
             period_ns,
             start: SystemTime::now(),
@@ -366,13 +362,14 @@ impl Session {
     pub(crate) fn finish(mut self) -> Collected {
         let engine = engine().expect("a session exists, so the engine started");
         let duration = self.started.elapsed();
+        let meter = meter(self.sid);
         if self.slot.paused.load(Ordering::Acquire) == 0 {
-            bank(self.slot);
+            meter.bank();
         }
-        let measured_ns = (self.slot.counter_fd.swap(-1, Ordering::AcqRel) >= 0)
-            .then(|| self.slot.counted.load(Ordering::Relaxed));
+        let measured = meter.stop();
         // 1. No new signals for this session.
         drop(self.armed.take());
+        drop(self.own_count.take());
         // 2. No handler will take a sample for it; wait for those already inside.
         self.slot.sid.store(CLOSING, Ordering::SeqCst);
         while self.slot.inflight.load(Ordering::SeqCst) != 0 {
@@ -396,7 +393,7 @@ impl Session {
             lost_ns: self.slot.lost_ns.load(Ordering::Relaxed),
             truncated: self.slot.truncated.load(Ordering::Relaxed),
             cut: self.slot.cut.load(Ordering::Relaxed),
-            measured_ns,
+            measured,
             source: self.source,
             period_ns: self.period_ns,
             start: self.start,
@@ -418,8 +415,9 @@ impl Drop for Session {
         }
         if self.armed.is_some() {
             // Dropped without finish (e.g. a failed write path): release the slot.
-            self.slot.counter_fd.store(-1, Ordering::Release);
+            meter(self.sid).stop();
             drop(self.armed.take());
+            drop(self.own_count.take());
             if let Ok(engine) = engine() {
                 self.slot.sid.store(CLOSING, Ordering::SeqCst);
                 while self.slot.inflight.load(Ordering::SeqCst) != 0 {
@@ -621,29 +619,114 @@ pub(crate) fn reset(sid: u64) {
     slot.lost_ns.store(0, Ordering::Relaxed);
     slot.truncated.store(0, Ordering::Relaxed);
     slot.cut.store(0, Ordering::Relaxed);
-    slot.counted.store(0, Ordering::Relaxed);
-    restart_count(slot);
+    meter(sid).restart(true);
 }
 
-/// The session's kernel CPU count now, if it has one (perf source).
-fn slot_count(slot: &Slot) -> Option<u64> {
-    let fd = slot.counter_fd.load(Ordering::Acquire);
-    (fd >= 0).then(|| read_count(fd)).flatten()
+/// What a perf session's total is calibrated to, summed over its unpaused stretches; kept
+/// apart from the handler's [`Slot`], which never reads it.
+///
+/// The sampling event counts the CPU time of every thread the session samples, but its
+/// clock also runs while the hypervisor has taken the CPU away (steal time): on a busy host
+/// it over-counts by that much, where the threads' CPU clocks (and the sample weights, read
+/// from them) do not. So the session thread is counted twice more: by an event of its own
+/// and by its CPU clock; their ratio tells the event's steal share.
+struct Meter {
+    /// The sampling event's fd and the own-thread counting event's; -1 when not counting.
+    all_fd: AtomicI32,
+    own_fd: AtomicI32,
+    /// The session's thread, whose CPU clock is read (by any thread) beside the events.
+    tid: AtomicI32,
+    /// Per reading ([`ALL`], [`OWN`], [`CLOCK`]): the sum over ended unpaused stretches, and
+    /// the reading at the current stretch's start.
+    counted: [AtomicU64; 3],
+    mark: [AtomicU64; 3],
 }
 
-/// Adds the counter's advance since `mark` to `counted` (an unpaused stretch ends).
-fn bank(slot: &Slot) {
-    if let Some(now) = slot_count(slot) {
-        let since = now.saturating_sub(slot.mark.load(Ordering::Relaxed));
-        slot.counted.fetch_add(since, Ordering::Relaxed);
-        slot.mark.store(now, Ordering::Relaxed);
+const ALL: usize = 0;
+const OWN: usize = 1;
+const CLOCK: usize = 2;
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_METER: Meter = Meter {
+    all_fd: AtomicI32::new(-1),
+    own_fd: AtomicI32::new(-1),
+    tid: AtomicI32::new(0),
+    counted: [const { AtomicU64::new(0) }; 3],
+    mark: [const { AtomicU64::new(0) }; 3],
+};
+
+static METERS: [Meter; MAX_SLOTS] = [NO_METER; MAX_SLOTS];
+
+fn meter(sid: u64) -> &'static Meter {
+    &METERS[sid as usize % MAX_SLOTS]
+}
+
+impl Meter {
+    /// Starts counting with the session's sampling event and, if it opened, the calling
+    /// thread's own counting event.
+    fn start(&self, all: &PerfEvent, own: Option<&PerfEvent>) {
+        // SAFETY: gettid has no preconditions.
+        self.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+        self.own_fd
+            .store(own.map_or(-1, PerfEvent::fd), Ordering::Relaxed);
+        self.all_fd.store(all.fd(), Ordering::Release);
+        self.restart(true);
     }
-}
 
-/// Starts a new unpaused stretch of the counter.
-fn restart_count(slot: &Slot) {
-    if let Some(now) = slot_count(slot) {
-        slot.mark.store(now, Ordering::Relaxed);
+    /// The three readings now; `None` when not counting. A reading that fails is 0 (the
+    /// own-thread pair then drops out of the calibration).
+    fn read(&self) -> Option<[u64; 3]> {
+        let all = self.all_fd.load(Ordering::Acquire);
+        if all < 0 {
+            return None;
+        }
+        let own = self.own_fd.load(Ordering::Acquire);
+        Some([
+            read_count(all).unwrap_or(0),
+            (own >= 0).then(|| read_count(own)).flatten().unwrap_or(0),
+            timer::thread_cpu_ns(self.tid.load(Ordering::Relaxed)).unwrap_or(0),
+        ])
+    }
+
+    /// Ends an unpaused stretch: adds the readings' advance since its start.
+    fn bank(&self) {
+        if let Some(now) = self.read() {
+            for i in [ALL, OWN, CLOCK] {
+                let since = now[i].saturating_sub(self.mark[i].load(Ordering::Relaxed));
+                self.counted[i].fetch_add(since, Ordering::Relaxed);
+                self.mark[i].store(now[i], Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Starts a new unpaused stretch; `clear` also forgets the ended ones (start, reset).
+    fn restart(&self, clear: bool) {
+        if let Some(now) = self.read() {
+            for i in [ALL, OWN, CLOCK] {
+                if clear {
+                    self.counted[i].store(0, Ordering::Relaxed);
+                }
+                self.mark[i].store(now[i], Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Stops counting (before the events close) and returns what was counted, if anything.
+    fn stop(&self) -> Option<Measured> {
+        self.own_fd.store(-1, Ordering::Release);
+        if self.all_fd.swap(-1, Ordering::AcqRel) < 0 {
+            return None;
+        }
+        let [all_ns, own_ns, own_clock_ns] =
+            self.counted.each_ref().map(|c| c.load(Ordering::Relaxed));
+        Some(Measured {
+            all_ns,
+            own: (own_ns > 0 && own_clock_ns > 0).then_some(OwnThread {
+                tid: self.tid.load(Ordering::Relaxed) as u32,
+                counted_ns: own_ns,
+                clock_ns: own_clock_ns,
+            }),
+        })
     }
 }
 
@@ -652,7 +735,7 @@ pub(crate) fn pause(sid: u64) {
     if let Some(slot) = slot_of(sid) {
         signal::thread_pauses(sid);
         if slot.paused.fetch_add(1, Ordering::AcqRel) == 0 {
-            bank(slot);
+            meter(sid).bank();
         }
         drain_here();
     }
@@ -679,7 +762,7 @@ fn drain_here() {
 pub(crate) fn resume(sid: u64) {
     if let Some(slot) = slot_of(sid) {
         if slot.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
-            restart_count(slot);
+            meter(sid).restart(false);
             signal::thread_resumes(sid);
         }
     }

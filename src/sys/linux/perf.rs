@@ -67,20 +67,41 @@ impl PerfEvent {
     /// The same for thread `tid` of this process (0: the calling thread). The kernel allows
     /// `sigtrap` events on threads of one's own process without further privilege.
     pub(crate) fn open_on(tid: libc::pid_t, period_ns: u64, sid: u64) -> io::Result<PerfEvent> {
-        let attr = PerfEventAttr {
-            kind: PERF_TYPE_SOFTWARE,
-            size: std::mem::size_of::<PerfEventAttr>() as u32,
-            config: PERF_COUNT_SW_TASK_CLOCK,
-            sample_period: period_ns,
-            flags: INHERIT
-                | EXCLUDE_KERNEL
-                | EXCLUDE_HV
-                | INHERIT_THREAD
-                | REMOVE_ON_EXEC
-                | SIGTRAP,
-            sig_data: sid,
-            ..Default::default()
-        };
+        PerfEvent::open_attr(
+            tid,
+            PerfEventAttr {
+                kind: PERF_TYPE_SOFTWARE,
+                size: std::mem::size_of::<PerfEventAttr>() as u32,
+                config: PERF_COUNT_SW_TASK_CLOCK,
+                sample_period: period_ns,
+                flags: INHERIT
+                    | EXCLUDE_KERNEL
+                    | EXCLUDE_HV
+                    | INHERIT_THREAD
+                    | REMOVE_ON_EXEC
+                    | SIGTRAP,
+                sig_data: sid,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Counts the calling thread's CPU time alone (no sampling, no signal, not inherited):
+    /// beside a sampling event, it tells the thread's share of that event's count.
+    pub(crate) fn count_own() -> io::Result<PerfEvent> {
+        PerfEvent::open_attr(
+            0,
+            PerfEventAttr {
+                kind: PERF_TYPE_SOFTWARE,
+                size: std::mem::size_of::<PerfEventAttr>() as u32,
+                config: PERF_COUNT_SW_TASK_CLOCK,
+                flags: EXCLUDE_KERNEL | EXCLUDE_HV | REMOVE_ON_EXEC,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn open_attr(tid: libc::pid_t, attr: PerfEventAttr) -> io::Result<PerfEvent> {
         // SAFETY: `attr` is a fully initialised perf_event_attr of the size it states;
         // pid `tid` (0: this thread) / cpu -1 means "that thread, any CPU".
         let fd = unsafe {

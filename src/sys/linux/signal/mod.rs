@@ -54,12 +54,6 @@ pub(crate) struct Slot {
     pub truncated: AtomicU64,
     /// Samples whose stacks were deeper than a sample holds (middle frames left out).
     pub cut: AtomicU64,
-    /// Not used by the handler. The perf event's fd (-1 for none), whose count is the CPU
-    /// time of every thread the session samples; `counted` sums it over unpaused stretches,
-    /// the current one having started at `mark`.
-    pub counter_fd: AtomicI32,
-    pub counted: AtomicU64,
-    pub mark: AtomicU64,
     /// The session samples every thread of the process (`threads=all`): threads that
     /// existed before it started find their starting CPU time in [`STARTS`].
     pub all_threads: AtomicBool,
@@ -76,9 +70,6 @@ const EMPTY: Slot = Slot {
     lost_ns: AtomicU64::new(0),
     truncated: AtomicU64::new(0),
     cut: AtomicU64::new(0),
-    counter_fd: AtomicI32::new(-1),
-    counted: AtomicU64::new(0),
-    mark: AtomicU64::new(0),
     all_threads: AtomicBool::new(false),
 };
 
