@@ -88,6 +88,16 @@ impl Elf {
             .map_or(&[], |(_, d)| d)
     }
 
+    /// Whether the object has a full symbol table (not only the exported `.dynsym`).
+    pub(crate) fn has_symtab(&self) -> bool {
+        !self.section(".symtab").is_empty()
+    }
+
+    /// The GNU build id in its `.note.gnu.build-id`, as hex; empty if none.
+    pub(crate) fn build_id(&self) -> String {
+        crate::modules::gnu_build_id(self.section(".note.gnu.build-id")).unwrap_or_default()
+    }
+
     /// The symbol table (`.symtab`, else `.dynsym`) and its strings, as 24-byte
     /// `Elf64_Sym` records; empty for other layouts.
     fn symbols(&self) -> (&'static [u8], &'static [u8]) {

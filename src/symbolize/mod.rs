@@ -11,7 +11,7 @@ mod dwarf;
 mod elf;
 
 use rustc_hash::FxHashMap as HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::modules::Module;
@@ -79,16 +79,91 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
 /// An object file: its symbol table, and its debug info if it has any.
 struct Object {
     elf: elf::Elf,
+    /// The separate debug file holding what was stripped from the object, if one was found.
+    debug: Option<elf::Elf>,
     dwarf: Option<dwarf::Dwarf>,
 }
 
+/// Where distributions install separate debug files (`-dbg`/`-dbgsym`/`-debuginfo`
+/// packages), as gdb, perf and addr2line look for them.
+const DEBUG_ROOT: &str = "/usr/lib/debug";
+
 impl Object {
-    fn open(path: &std::path::Path) -> Option<Object> {
-        let elf = elf::Elf::open(path)?;
-        let dwarf = dwarf::Dwarf::new(&elf);
-        elf.release();
-        Some(Object { elf, dwarf })
+    fn open(path: &Path, build_id: &str) -> Option<Object> {
+        Object::open_in(path, build_id, Path::new(DEBUG_ROOT))
     }
+
+    /// Opens `path`; when its debug info was stripped, reads it from the separate debug file
+    /// found under `root` by build id, or through its `.gnu_debuglink`.
+    fn open_in(path: &Path, build_id: &str, root: &Path) -> Option<Object> {
+        let elf = elf::Elf::open(path)?;
+        let debug =
+            if elf.section(".debug_info").is_empty() && elf.section(".debug_line").is_empty() {
+                debug_file(path, build_id, &elf, root)
+            } else {
+                None
+            };
+        let dwarf = dwarf::Dwarf::new(debug.as_ref().unwrap_or(&elf));
+        elf.release();
+        if let Some(debug) = &debug {
+            debug.release();
+        }
+        Some(Object { elf, debug, dwarf })
+    }
+
+    /// The fuller symbol table: the debug file's `.symtab` (local functions included) over
+    /// the object's own, which a stripped library has only as `.dynsym` (exports).
+    fn symbols(&mut self) -> &mut elf::Elf {
+        match &mut self.debug {
+            Some(debug) if debug.has_symtab() && !self.elf.has_symtab() => debug,
+            _ => &mut self.elf,
+        }
+    }
+
+    fn release(&self) {
+        self.elf.release();
+        if let Some(debug) = &self.debug {
+            debug.release();
+        }
+    }
+}
+
+/// The separate debug file of the object at `path`, as gdb finds it: by build id under
+/// `root` (`.build-id/ab/cdef….debug`), else by the name in its `.gnu_debuglink` next to
+/// it, in `.debug/` beside it, or under `root` + its directory. A candidate whose build id
+/// differs from the object's is someone else's and is skipped (gdb checks the link's CRC,
+/// which means reading the whole file; the build id says the same for free).
+fn debug_file(path: &Path, build_id: &str, elf: &elf::Elf, root: &Path) -> Option<elf::Elf> {
+    let mut candidates = Vec::new();
+    if build_id.len() > 2 && build_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        candidates.push(
+            root.join(".build-id")
+                .join(&build_id[..2])
+                .join(format!("{}.debug", &build_id[2..])),
+        );
+    }
+    let link = elf.section(".gnu_debuglink");
+    let name = link
+        .iter()
+        .position(|&b| b == 0)
+        .and_then(|end| std::str::from_utf8(&link[..end]).ok())
+        .filter(|n| !n.is_empty() && !n.contains('/'));
+    if let (Some(name), Ok(real)) = (name, std::fs::canonicalize(path)) {
+        if let Some(dir) = real.parent() {
+            candidates.push(dir.join(name));
+            candidates.push(dir.join(".debug").join(name));
+            candidates.push(root.join(dir.strip_prefix("/").unwrap_or(dir)).join(name));
+        }
+    }
+    candidates
+        .into_iter()
+        .filter(|c| std::fs::canonicalize(c).ok() != std::fs::canonicalize(path).ok())
+        .filter_map(|c| elf::Elf::open(&c))
+        .find(|debug| {
+            let id = debug.build_id();
+            (build_id.is_empty() || id.is_empty() || id == build_id)
+                && !debug.section(".debug_info").is_empty()
+        })
 }
 
 /// Opens the main executable and indexes its debug info's units ahead of the first
@@ -99,7 +174,7 @@ pub(crate) fn prewarm() {
         if let Some(main) = s.modules.first().cloned() {
             s.objects
                 .entry(main.path.clone())
-                .or_insert_with(|| Object::open(&main.path));
+                .or_insert_with(|| Object::open(&main.path, &main.build_id));
         }
     });
 }
@@ -129,7 +204,7 @@ impl Symbolizer {
                 let object = self
                     .objects
                     .entry(m.path.clone())
-                    .or_insert_with(|| Object::open(&m.path));
+                    .or_insert_with(|| Object::open(&m.path, &m.build_id));
                 // Debug info is input like any other: a reader bug on a malformed object
                 // must cost a frame's name, not the test.
                 let (lines, complete) = match object {
@@ -172,11 +247,11 @@ fn lookup(object: &mut Object, svma: u64) -> (Vec<Line>, bool) {
         Some(dwarf) => dwarf.frames(svma),
         None => Vec::new(),
     };
-    object.elf.release();
+    object.release();
     let symbol = if frames.iter().all(|f| f.name.is_some()) && !frames.is_empty() {
         None
     } else {
-        object.elf.function(svma).map(|f| f.2)
+        object.symbols().function(svma).map(|f| f.2)
     };
     if frames.is_empty() {
         let Some(name) = symbol else {
@@ -369,14 +444,157 @@ mod tests {
         assert!(checked > 100, "{checked} addresses");
     }
 
+    /// Debug info stripped into a separate file (`objcopy --only-keep-debug`, as
+    /// distributions' debug packages hold it), found through `.gnu_debuglink` beside the
+    /// object and in `.debug/` beside it, and by build id under the debug root: the same
+    /// frames as addr2line gives for the program before stripping. A debug file of another
+    /// build is not taken.
+    #[test]
+    fn reads_separate_debug_files() {
+        let (dir, exe) = small_program(&[
+            "-Cdebuginfo=2",
+            "-Copt-level=1",
+            "-Clink-arg=-Wl,--build-id",
+        ]);
+        let d = dir.path();
+        let objcopy = |args: &[&std::ffi::OsStr]| {
+            let out = std::process::Command::new("objcopy")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let debug = d.join("small.debug");
+        objcopy(&[
+            "--only-keep-debug".as_ref(),
+            exe.as_os_str(),
+            debug.as_os_str(),
+        ]);
+        let linked = d.join("linked");
+        objcopy(&[
+            "--strip-debug".as_ref(),
+            "--add-gnu-debuglink".as_ref(),
+            debug.as_os_str(),
+            exe.as_os_str(),
+            linked.as_os_str(),
+        ]);
+        let bare = d.join("bare");
+        objcopy(&["--strip-debug".as_ref(), exe.as_os_str(), bare.as_os_str()]);
+        let build_id = elf::Elf::open(&exe).unwrap().build_id();
+        assert_eq!(build_id.len(), 40);
+        let root = d.join("root");
+        let by_id = root.join(".build-id").join(&build_id[..2]);
+        std::fs::create_dir_all(&by_id).unwrap();
+        let nowhere = d.join("no-root");
+
+        // Beside the object, then in .debug/ beside it.
+        let (checked, _) = compare(&exe, Object::open_in(&linked, &build_id, &nowhere).unwrap());
+        assert!(checked > 100, "{checked}");
+        std::fs::create_dir(d.join(".debug")).unwrap();
+        std::fs::rename(&debug, d.join(".debug/small.debug")).unwrap();
+        compare(&exe, Object::open_in(&linked, &build_id, &nowhere).unwrap());
+        // By build id, for an object with no link.
+        std::fs::rename(
+            d.join(".debug/small.debug"),
+            by_id.join(format!("{}.debug", &build_id[2..])),
+        )
+        .unwrap();
+        let object = Object::open_in(&bare, &build_id, &root).unwrap();
+        assert!(object.debug.is_some());
+        compare(&exe, object);
+        // Someone else's debug file under this build id: not taken.
+        let (_other_dir, other) = small_program(&[
+            "-Cdebuginfo=2",
+            &format!("-Clink-arg=-Wl,--build-id=0x{}", "ab".repeat(20)),
+        ]);
+        std::fs::copy(&other, by_id.join(format!("{}.debug", &build_id[2..]))).unwrap();
+        assert!(Object::open_in(&bare, &build_id, &root)
+            .unwrap()
+            .debug
+            .is_none());
+    }
+
+    /// The C library's internal functions (absent from its `.dynsym`) are named, with file
+    /// and line, from the distribution's debug file found by build id, where one is
+    /// installed (`.ci/run` installs Debian's libc6-dbg; without it this test says so and
+    /// fails in CI).
+    #[cfg(not(profiled_unsupported))]
+    #[test]
+    fn names_system_library_internals_from_installed_debug_files() {
+        use object::{Object as _, ObjectSymbol};
+        let libc = sys::loaded_modules()
+            .into_iter()
+            .find(|m| {
+                m.path
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))
+            })
+            .expect("libc is loaded");
+        let installed = Path::new(DEBUG_ROOT)
+            .join(".build-id")
+            .join(&libc.build_id[..2])
+            .join(format!("{}.debug", &libc.build_id[2..]));
+        if !installed.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} is missing",
+                installed.display()
+            );
+            eprintln!(
+                "skipped: no debug file for {} ({})",
+                libc.path.display(),
+                installed.display()
+            );
+            return;
+        }
+        let data = std::fs::read(&installed).unwrap();
+        let debug = object::File::parse(&*data).unwrap();
+        let exported: std::collections::HashSet<u64> = {
+            let lib = std::fs::read(&libc.path).unwrap();
+            let lib = object::File::parse(&*lib).unwrap();
+            lib.dynamic_symbols().map(|s| s.address()).collect()
+        };
+        let internal: Vec<_> = debug
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 16 && s.is_local())
+            .filter(|s| !exported.contains(&s.address()))
+            .take(50)
+            .map(|s| (s.address(), s.name().unwrap().to_string()))
+            .collect();
+        assert!(
+            internal.len() >= 20,
+            "{} internal functions",
+            internal.len()
+        );
+        let mut object = Object::open(&libc.path, &libc.build_id).unwrap();
+        assert!(object.debug.is_some(), "found {}", installed.display());
+        let mut with_lines = 0;
+        for (svma, name) in &internal {
+            let (lines, _) = lookup(&mut object, svma + 4);
+            let outer = lines.last().unwrap_or_else(|| panic!("{name}: no frames"));
+            // DWARF names the function; the symbol may carry GCC's clone suffix (`.part.0`).
+            assert!(name.starts_with(&*outer.system_name), "{name}: {lines:?}");
+            with_lines += usize::from(outer.line > 0);
+        }
+        assert!(with_lines >= internal.len() / 2, "{with_lines} with lines");
+    }
+
     /// Compares every function of `exe` with addr2line; (addresses checked, with inlines).
     fn agrees_with_addr2line(exe: &std::path::Path) -> (usize, usize) {
+        compare(exe, Object::open(exe, "").unwrap())
+    }
+
+    /// Compares `ours` with addr2line reading `exe` over every function of `exe`.
+    fn compare(exe: &std::path::Path, mut ours: Object) -> (usize, usize) {
         use object::{Object as _, ObjectSymbol};
         let exe = exe.to_path_buf();
         let data = std::fs::read(&exe).unwrap();
         let file = object::File::parse(&*data).unwrap();
         let reference = addr2line::Loader::new(&exe).unwrap();
-        let mut ours = Object::open(&exe).unwrap();
         let (mut checked, mut inlined, mut wrong) = (0, 0, Vec::new());
         for sym in file.symbols() {
             if sym.kind() != object::SymbolKind::Text || sym.size() == 0 {
@@ -470,7 +688,7 @@ mod tests {
             }
             let path = dir.path().join(format!("{}-{bytes}", &name[1..]));
             std::fs::write(&path, &data).unwrap();
-            let mut object = Object::open(&path).unwrap();
+            let mut object = Object::open(&path, "").unwrap();
             let (mut panics, mut located) = (0, 0);
             for &addr in &addresses {
                 let looked_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
