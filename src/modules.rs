@@ -1,6 +1,6 @@
 //! What profiles and the unwinder know of a loaded object (executable or shared library):
 //! address ranges, file offset, build id, in-memory unwind tables. The list of them comes
-//! from the platform (`sys::loaded_modules`).
+//! from the platform (`sys::known_modules`).
 
 #![forbid(unsafe_code)]
 

@@ -59,7 +59,8 @@ pub(crate) struct Symbolizer {
 
 static SYMBOLIZER: Mutex<Option<Symbolizer>> = Mutex::new(None);
 
-/// Runs `f` with the process's symbolizer, refreshing its module list after a `dlopen`.
+/// Runs `f` with the process's symbolizer, refreshing its module list after a `dlopen` or
+/// `dlclose` (objects unloaded since they were sampled stay in it).
 pub(crate) fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     let mut guard = SYMBOLIZER.lock().unwrap_or_else(|p| p.into_inner());
     let generation = sys::modules_generation();
@@ -67,7 +68,7 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
     if stale {
         let objects = guard.take().map(|s| s.objects).unwrap_or_default();
         *guard = Some(Symbolizer {
-            modules: sys::loaded_modules(),
+            modules: sys::known_modules(),
             generation,
             objects,
             cache: HashMap::default(),
@@ -526,7 +527,7 @@ mod tests {
     #[test]
     fn names_system_library_internals_from_installed_debug_files() {
         use object::{Object as _, ObjectSymbol};
-        let libc = sys::loaded_modules()
+        let libc = sys::known_modules()
             .into_iter()
             .find(|m| {
                 m.path

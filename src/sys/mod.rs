@@ -4,7 +4,7 @@
 //! Each platform module provides the same items:
 //! - the CPU sampler: `Session` (`start`/`sid`/`finish`), `reset`, `pause`, `resume`,
 //!   `is_live`, `forked`, `on_drain_start`;
-//! - the loaded objects: `loaded_modules`, `modules_generation`;
+//! - the loaded objects: `known_modules` (unloaded ones too), `modules_generation`;
 //! - file mappings for the symbolizer: `map_file`, `release`.
 //!
 //! `linux` is Linux x86_64, where profiles are taken. `unsupported` is every other target:

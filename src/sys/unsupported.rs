@@ -72,7 +72,7 @@ pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
     Err(unsupported())
 }
 
-pub(crate) fn loaded_modules() -> Vec<Module> {
+pub(crate) fn known_modules() -> Vec<Module> {
     Vec::new()
 }
 pub(crate) fn modules_generation() -> u64 {

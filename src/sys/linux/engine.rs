@@ -112,8 +112,6 @@ fn engine() -> Result<&'static Engine_, Error> {
     Ok(engine)
 }
 
-/// Builds the unwinder for the loaded objects, or rebuilds it when objects were loaded or
-/// unloaded since.
 /// The handlers installed and the unwinder ready, without a session (thread dumps).
 #[cfg(feature = "http")]
 pub(crate) fn ready() -> Result<(), Error> {
@@ -122,10 +120,22 @@ pub(crate) fn ready() -> Result<(), Error> {
     Ok(())
 }
 
+/// Builds the unwinder for the loaded objects, or rebuilds it when objects were loaded or
+/// unloaded since: at every session start, and from the drain thread while sessions run, so
+/// that stacks through a library `dlopen`ed during a test unwind past it. Serialized: two
+/// rebuilds racing could leave the older list installed.
 fn prepare_unwinder() {
+    static PREPARING: Mutex<()> = Mutex::new(());
+    let generation = super::modules::generation();
+    if MODULES_CHECKED.load(Ordering::Acquire) == generation {
+        return;
+    }
+    let _one = PREPARING.lock().unwrap_or_else(|p| p.into_inner());
     let generation = super::modules::generation();
     if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
-        signal::unwind::prepare(&super::modules::loaded(), generation);
+        let modules = super::modules::loaded();
+        super::modules::remember(&modules);
+        signal::unwind::prepare(&modules, generation);
     }
 }
 
@@ -196,6 +206,7 @@ fn drain_loop() {
         every = next_interval(every, drained, capacity);
         drop(guard);
         std::thread::sleep(every);
+        prepare_unwinder();
         guard = lock(engine);
     }
 }

@@ -12,7 +12,7 @@ mod timer;
 
 pub(crate) use engine::{forked, is_live, on_drain_start, pause, reset, resume, Session};
 pub(crate) use map::{map_file, release};
-pub(crate) use modules::{generation as modules_generation, loaded as loaded_modules};
+pub(crate) use modules::{generation as modules_generation, known as known_modules};
 #[cfg(feature = "http")]
 pub(crate) use threads::{thread_stacks, ThreadStack};
 #[cfg(feature = "__test-hooks")]

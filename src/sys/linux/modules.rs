@@ -4,8 +4,10 @@
 //! segment's file offset and the unwinder needs the `PT_GNU_EH_FRAME` address, and
 //! findshlibs exposes neither. Never called from the signal handler.
 
-use std::ffi::CStr;
-use std::path::PathBuf;
+use std::ffi::{CStr, OsStr};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::modules::{gnu_build_id, Module};
 
@@ -27,6 +29,42 @@ pub(crate) fn loaded() -> Vec<Module> {
     // SAFETY: `each` only reads the phdr info it is given and pushes to `out`.
     unsafe { libc::dl_iterate_phdr(Some(each), &mut out as *mut Vec<Module> as *mut _) };
     out.sort_by_key(|m| !m.is_main);
+    out
+}
+
+/// Every object seen loaded since the process started profiling, unloaded ones included.
+static SEEN: Mutex<Vec<Module>> = Mutex::new(Vec::new());
+
+/// Notes `modules` (a fresh [`loaded`] list) as seen: an object unloaded before its
+/// profile is symbolized is still named, from its file, as long as the file exists.
+pub(crate) fn remember(modules: &[Module]) {
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    for m in modules {
+        if !seen.iter().any(|s| same(s, m)) {
+            seen.push(m.clone());
+        }
+    }
+}
+
+fn same(a: &Module, b: &Module) -> bool {
+    a.text == b.text && a.path == b.path && a.build_id == b.build_id
+}
+
+/// The loaded objects, then those seen earlier and since unloaded whose addresses no loaded
+/// object has taken over (for addresses sampled while they were loaded).
+pub(crate) fn known() -> Vec<Module> {
+    let mut out = loaded();
+    remember(&out);
+    let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let gone: Vec<Module> = seen
+        .iter()
+        .filter(|s| {
+            !out.iter()
+                .any(|m| m.text.start < s.text.end && s.text.start < m.text.end)
+        })
+        .cloned()
+        .collect();
+    out.extend(gone);
     out
 }
 
@@ -63,24 +101,39 @@ unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>) {
     let bias = info.dlpi_addr;
     // SAFETY: dl_iterate_phdr gives `dlpi_phnum` headers at `dlpi_phdr`.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let name = if info.dlpi_name.is_null() {
-        ""
+    let name: &[u8] = if info.dlpi_name.is_null() {
+        b""
     } else {
         // SAFETY: a NUL-terminated string owned by the dynamic loader.
-        unsafe { CStr::from_ptr(info.dlpi_name) }
-            .to_str()
-            .unwrap_or("")
+        unsafe { CStr::from_ptr(info.dlpi_name) }.to_bytes()
     };
+    // glibc names the main program "" (any other object by the path it was opened with,
+    // which need not be UTF-8).
     let is_main = name.is_empty();
-    let path = if is_main {
-        std::env::current_exe().unwrap_or_default()
-    } else {
-        PathBuf::from(name)
-    };
-    if !is_main && (name.contains("linux-vdso") || !path.is_absolute()) {
+    if !is_main && name.starts_with(b"linux-vdso") {
         // The vDSO has no file to symbolize from; frames in it are few and short.
         return;
     }
+    let path = if is_main {
+        std::env::current_exe().unwrap_or_default()
+    } else {
+        let given = Path::new(OsStr::from_bytes(name));
+        if given.is_absolute() {
+            given.to_path_buf()
+        } else {
+            // `dlopen("./lib.so")` keeps the path as given, relative to the directory of
+            // that moment: the kernel's view of the mapping has the real one.
+            let Some(real) = mapped_path(
+                bias + phdrs
+                    .iter()
+                    .find(|p| p.p_type == libc::PT_LOAD)
+                    .map_or(0, |p| p.p_vaddr),
+            ) else {
+                return;
+            };
+            real
+        }
+    };
     let loads = || phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
     let mut build_id = String::new();
     let mut eh_frame_hdr = None;
@@ -128,6 +181,21 @@ unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>) {
             is_main,
         });
     }
+}
+
+/// The file mapped at `addr`, from /proc/self/maps (`start-end perms offset dev inode path`).
+fn mapped_path(addr: u64) -> Option<PathBuf> {
+    let maps = std::fs::read("/proc/self/maps").ok()?;
+    maps.split(|&b| b == b'\n').find_map(|line| {
+        let mut fields = line.splitn(6, |&b| b == b' ');
+        let range = fields.next()?;
+        let dash = range.iter().position(|&b| b == b'-')?;
+        let hex = |b: &[u8]| u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
+        let (start, end) = (hex(&range[..dash])?, hex(&range[dash + 1..])?);
+        let path = fields.nth(4)?.trim_ascii_start();
+        (start <= addr && addr < end && path.first() == Some(&b'/'))
+            .then(|| PathBuf::from(OsStr::from_bytes(path)))
+    })
 }
 
 /// Address of `.eh_frame` from the `eh_frame_ptr` field of `.eh_frame_hdr`.
