@@ -230,16 +230,22 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
         ..Default::default()
     };
 
-    // Locations by probe address; functions by (name, file); mappings by module index.
+    // Locations by probe address; functions by (name, linkage name, file), so that each
+    // instantiation of a generic function stays its own (`-list`, `-peek`) while `-top`,
+    // which groups by name, shows them as one; mappings by module index.
     let mut locations: HashMap<u64, u64> = HashMap::default();
-    let mut functions: HashMap<(Arc<str>, Arc<str>), u64> = HashMap::default();
+    let mut functions: HashMap<(Arc<str>, Arc<str>, Arc<str>), u64> = HashMap::default();
     let mut mappings: HashMap<Option<usize>, (u64, bool)> = HashMap::default();
     let mut flat: HashMap<Arc<str>, i64> = HashMap::default();
     let mut totals = vec![0i64; kind.sample_types.len()];
     let mut folded = Vec::new();
 
     let mut function_id = |line: &SymLine, strings: &mut Strings, profile: &mut Profile| -> u64 {
-        let key = (line.function.clone(), line.file.clone());
+        let key = (
+            line.function.clone(),
+            line.system_name.clone(),
+            line.file.clone(),
+        );
         if let Some(&id) = functions.get(&key) {
             return id;
         }
@@ -697,6 +703,48 @@ mod tests {
         let (top, share) = encoded.top.unwrap();
         assert!(top.contains("any_kind_is_encoded"), "{top}");
         assert!((share - 0.4).abs() < 1e-9, "{share}");
+    }
+
+    #[inline(never)]
+    fn instantiated<T: Copy>(x: T) -> T {
+        std::hint::black_box(x)
+    }
+
+    /// Two instantiations of one generic function share a demangled name (the hash that
+    /// tells them apart is dropped) but are two pprof functions, told apart by their
+    /// linkage names.
+    #[cfg(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported)))]
+    #[test]
+    fn each_instantiation_of_a_generic_function_is_its_own_function() {
+        assert_eq!(instantiated(1u32) as u64, instantiated(1u64));
+        let (a, b) = (
+            [instantiated::<u32> as *const () as u64],
+            [instantiated::<u64> as *const () as u64],
+        );
+        let row = |stack| Row {
+            thread: None,
+            stack,
+            values: vec![1, 1000],
+        };
+        let input = Samples {
+            kind: &crate::kind::CPU,
+            rows: vec![row(&a), row(&b)],
+            placeholders: Vec::new(),
+            period: 1000,
+            start: std::time::UNIX_EPOCH,
+            duration: std::time::Duration::from_secs(1),
+        };
+        let encoded = crate::symbolize::with(|sym| encode(&input, &[], sym));
+        let p = decode(&encoded.gz).unwrap();
+        let s = |i: i64| p.string_table[i as usize].as_str();
+        let functions: Vec<_> = p
+            .function
+            .iter()
+            .filter(|f| s(f.name).contains("instantiated"))
+            .map(|f| (s(f.name), s(f.system_name)))
+            .collect();
+        assert_eq!(functions.len(), 2, "{functions:?}");
+        assert_ne!(functions[0].1, functions[1].1, "{functions:?}");
     }
 
     #[test]
