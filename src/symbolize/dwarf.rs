@@ -52,6 +52,20 @@ pub(crate) struct Dwarf {
     /// from the units themselves the first time an address misses `ranges`.
     unlisted: Option<Vec<(u64, u64, usize)>>,
     units: HashMap<usize, Option<Box<UnitInfo>>>,
+    names: Names,
+}
+
+/// Entry names already read, by `.debug_info` offset, and the units that other units'
+/// entries refer into. Optimised code names its inlined calls through abstract entries,
+/// often in another unit (`DW_FORM_ref_addr`), and the same few thousand callees come up
+/// again and again: without these caches a big optimised binary's first profile spent most
+/// of its time finding and parsing the same units over and over.
+#[derive(Default)]
+struct Names {
+    names: HashMap<usize, Option<&'static str>>,
+    /// Every unit's offset, sorted; read once, on the first reference into another unit.
+    starts: Option<Vec<usize>>,
+    units: HashMap<usize, Option<Arc<gimli::Unit<R>>>>,
 }
 
 impl Dwarf {
@@ -79,6 +93,7 @@ impl Dwarf {
             ranges,
             unlisted: None,
             units: HashMap::default(),
+            names: Names::default(),
         })
     }
 
@@ -102,7 +117,7 @@ impl Dwarf {
             .entry(offset)
             .or_insert_with(|| UnitInfo::new(dwarf, info, offset).map(Box::new));
         match unit {
-            Some(unit) => unit.frames(dwarf, svma),
+            Some(unit) => unit.frames(dwarf, &mut self.names, svma),
             None => Vec::new(),
         }
     }
@@ -238,13 +253,13 @@ impl UnitInfo {
         })
     }
 
-    fn frames(&mut self, dwarf: &gimli::Dwarf<R>, svma: u64) -> Vec<Frame> {
+    fn frames(&mut self, dwarf: &gimli::Dwarf<R>, names: &mut Names, svma: u64) -> Vec<Frame> {
         let Some((start, end, die)) = self.subprograms.find(dwarf, &self.unit, self.info, svma)
         else {
             return self.line_only(dwarf, svma);
         };
         if !self.functions.contains_key(&start) {
-            let f = self.function(dwarf, start..end, die);
+            let f = self.function(dwarf, names, start..end, die);
             self.functions.insert(start, f);
         }
         let f = &self.functions[&start];
@@ -305,6 +320,7 @@ impl UnitInfo {
     fn function(
         &mut self,
         dwarf: &gimli::Dwarf<R>,
+        names: &mut Names,
         range: std::ops::Range<u64>,
         die: usize,
     ) -> Function {
@@ -316,8 +332,8 @@ impl UnitInfo {
         let die = UnitOffset(die);
         Function {
             rows,
-            inlines: inlines(dwarf, &self.unit, die),
-            name: name(dwarf, &self.unit, AttributeValue::UnitRef(die), 0),
+            inlines: inlines(dwarf, names, &self.unit, die),
+            name: name(dwarf, names, &self.unit, AttributeValue::UnitRef(die), 0),
         }
     }
 
@@ -868,7 +884,12 @@ fn skip_form(
 }
 
 /// The inlined calls under the subprogram at `die`, in tree order.
-fn inlines(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: UnitOffset) -> Vec<Inline> {
+fn inlines(
+    dwarf: &gimli::Dwarf<R>,
+    names: &mut Names,
+    unit: &gimli::Unit<R>,
+    die: UnitOffset,
+) -> Vec<Inline> {
     let mut out = Vec::new();
     let Ok(mut raw) = unit.entries_raw(Some(die)) else {
         return out;
@@ -932,7 +953,7 @@ fn inlines(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: UnitOffset) -> V
                 spans.push((r.begin, r.end));
             }
         }
-        let name = origin.and_then(|o| name(dwarf, unit, o, 0));
+        let name = origin.and_then(|o| name(dwarf, names, unit, o, 0));
         out.push(Inline {
             ranges: spans,
             name,
@@ -944,20 +965,39 @@ fn inlines(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: UnitOffset) -> V
 }
 
 /// The raw name of the entry `value` refers to: its linkage name, else the linkage name or
-/// name of what it specifies or abstracts, else its own name.
+/// name of what it specifies or abstracts, else its own name. Cached by entry.
 fn name(
     dwarf: &gimli::Dwarf<R>,
+    names: &mut Names,
     unit: &gimli::Unit<R>,
     value: AttributeValue<R>,
     depth: u8,
 ) -> Option<&'static str> {
-    let entry = match value {
-        AttributeValue::UnitRef(offset) => unit.entry(offset).ok()?,
+    let at = match value {
+        AttributeValue::UnitRef(offset) => offset,
         AttributeValue::DebugInfoRef(offset) if depth < 8 => {
-            return other_unit_name(dwarf, offset, depth + 1);
+            return other_unit_name(dwarf, names, offset, depth + 1);
         }
         _ => return None,
     };
+    // Units here are all in `.debug_info`: their offsets are that section's.
+    let key = unit.header.offset().0.saturating_add(at.0);
+    if let Some(found) = names.names.get(&key) {
+        return *found;
+    }
+    let found = entry_name(dwarf, names, unit, at, depth);
+    names.names.insert(key, found);
+    found
+}
+
+fn entry_name(
+    dwarf: &gimli::Dwarf<R>,
+    names: &mut Names,
+    unit: &gimli::Unit<R>,
+    at: UnitOffset,
+    depth: u8,
+) -> Option<&'static str> {
+    let entry = unit.entry(at).ok()?;
     let string = |v| {
         dwarf
             .attr_string(unit, v)
@@ -973,7 +1013,7 @@ fn name(
         for at in [gimli::DW_AT_specification, gimli::DW_AT_abstract_origin] {
             if let Some(s) = entry
                 .attr_value(at)
-                .and_then(|v| name(dwarf, unit, v, depth + 1))
+                .and_then(|v| name(dwarf, names, unit, v, depth + 1))
             {
                 return Some(s);
             }
@@ -982,21 +1022,40 @@ fn name(
     entry.attr_value(gimli::DW_AT_name).and_then(string)
 }
 
-/// [`name`] of an entry in another unit (`DW_FORM_ref_addr`: LTO and compiler-builtins
-/// code). Rare, so the unit is found by walking the headers each time.
+/// [`name`] of an entry in another unit (`DW_FORM_ref_addr`: LTO, compiler-builtins and
+/// optimised code inlined across codegen units): its unit found among the sorted unit
+/// offsets and parsed once.
 fn other_unit_name(
     dwarf: &gimli::Dwarf<R>,
+    names: &mut Names,
     offset: gimli::DebugInfoOffset,
     depth: u8,
 ) -> Option<&'static str> {
-    let mut headers = dwarf.units();
-    while let Ok(Some(header)) = headers.next() {
-        if let Some(at) = offset.to_unit_offset(&header) {
-            let unit = dwarf.unit(header).ok()?;
-            return name(dwarf, &unit, AttributeValue::UnitRef(at), depth);
-        }
+    if let Some(found) = names.names.get(&offset.0) {
+        return *found;
     }
-    None
+    let starts = names.starts.get_or_insert_with(|| {
+        let mut starts = Vec::new();
+        let mut headers = dwarf.units();
+        while let Ok(Some(header)) = headers.next() {
+            starts.push(header.offset().0);
+        }
+        starts
+    });
+    let start = *starts.get(starts.partition_point(|&s| s <= offset.0).checked_sub(1)?)?;
+    let unit = names
+        .units
+        .entry(start)
+        .or_insert_with(|| {
+            let header = dwarf
+                .debug_info
+                .header_from_offset(gimli::DebugInfoOffset(start))
+                .ok()?;
+            dwarf.unit(header).ok().map(Arc::new)
+        })
+        .clone()?;
+    let at = offset.to_unit_offset(&unit.header)?;
+    name(dwarf, names, &unit, AttributeValue::UnitRef(at), depth)
 }
 
 /// LEB128 at `pos`: its low 64 bits, how many bits it had, and the position after it.
