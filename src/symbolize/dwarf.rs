@@ -642,7 +642,7 @@ struct Abbrev {
     fixed: Option<usize>,
     /// (form, fixed size) per attribute.
     forms: Vec<(gimli::DwForm, Option<usize>)>,
-    /// For a subprogram with a low_pc: where its pc attributes are.
+    /// For a subprogram with a low_pc, or with DW_AT_ranges: where its pc attributes are.
     pc: Option<Pc>,
 }
 
@@ -651,6 +651,9 @@ struct Abbrev {
 struct Pc {
     low: Option<usize>,
     high: Option<(gimli::DwForm, usize)>,
+    /// The subprogram lists its ranges instead (GCC's hot/cold split functions, whose
+    /// `.cold` part lies elsewhere in `.text`; BOLT).
+    ranges: bool,
 }
 
 impl Subprograms {
@@ -706,23 +709,31 @@ impl Subprograms {
                 self.done = true;
                 break;
             };
-            let range = match abbrev.pc {
-                None => None,
+            let ranges = match abbrev.pc {
+                None => Vec::new(),
+                Some(Pc { ranges: true, .. }) => slow_ranges(dwarf, unit, die),
                 Some(Pc {
                     low: Some(low_at),
                     high: Some((form, high_at)),
-                }) => fast_pc(info, at, low_at, form, high_at, unit.header.address_size()),
-                Some(_) => slow_pc(dwarf, unit, die),
+                    ..
+                }) => fast_pc(info, at, low_at, form, high_at, unit.header.address_size())
+                    .into_iter()
+                    .collect(),
+                Some(_) => slow_pc(dwarf, unit, die).into_iter().collect(),
             };
             match skip(info, at, abbrev, unit) {
                 Some(next) => self.pos = next,
                 None => self.done = true,
             }
-            if let Some((low, high)) = range.filter(|r| r.0 != 0 && r.0 < r.1) {
+            let mut hit = None;
+            for (low, high) in ranges.into_iter().filter(|r| r.0 != 0 && r.0 < r.1) {
                 self.found.insert(low, (high, die));
                 if low <= svma && svma < high {
-                    return Some((low, high, die));
+                    hit = Some((low, high, die));
                 }
+            }
+            if hit.is_some() {
+                return hit;
             }
         }
         None
@@ -766,7 +777,7 @@ impl Abbrev {
         let fixed = forms.iter().map(|f| f.1).sum::<Option<usize>>();
         let mut pc = None;
         if a.tag() == gimli::DW_TAG_subprogram {
-            let (mut low, mut high, mut has_low) = (None, None, false);
+            let (mut low, mut high, mut has_low, mut ranges) = (None, None, false, false);
             let mut off = Some(0usize);
             for (spec, (form, size)) in a.attributes().iter().zip(&forms) {
                 if spec.name() == gimli::DW_AT_low_pc {
@@ -774,11 +785,17 @@ impl Abbrev {
                     low = off.filter(|_| *form == gimli::DW_FORM_addr);
                 } else if spec.name() == gimli::DW_AT_high_pc {
                     high = off.map(|o| (*form, o));
+                } else if spec.name() == gimli::DW_AT_ranges {
+                    ranges = true;
                 }
                 off = off.zip(*size).map(|(o, s)| o + s);
             }
-            if has_low {
-                pc = Some(Pc { low, high });
+            if has_low || ranges {
+                pc = Some(Pc {
+                    low,
+                    high,
+                    ranges: ranges && high.is_none(),
+                });
             }
         }
         Some(Abbrev { fixed, forms, pc })
@@ -822,6 +839,24 @@ fn slow_pc(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: usize) -> Option
         v => low.checked_add(v.udata_value()?)?,
     };
     Some((low, high))
+}
+
+/// A subprogram's address ranges from its DW_AT_ranges (`.debug_ranges`/`.debug_rnglists`).
+fn slow_ranges(dwarf: &gimli::Dwarf<R>, unit: &gimli::Unit<R>, die: usize) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let Ok(entry) = unit.entry(UnitOffset(die)) else {
+        return out;
+    };
+    let Some(value) = entry.attr_value(gimli::DW_AT_ranges) else {
+        return out;
+    };
+    if let Ok(Some(mut list)) = dwarf.attr_ranges(unit, value) {
+        // Bounded: a corrupted list must not grow without end.
+        while let (Ok(Some(r)), true) = (list.next(), out.len() < 4096) {
+            out.push((r.begin, r.end));
+        }
+    }
+    out
 }
 
 /// The position after an entry's attributes, or `None` for a form this reader can't size.
