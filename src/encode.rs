@@ -204,6 +204,9 @@ impl Strings {
 /// Encoded profiles smaller than this are stored in the gzip stream, not deflated.
 const STORE_BELOW: usize = 64 << 10;
 
+/// A pprof function: name, linkage name, file.
+type FunctionKey = (Arc<str>, Arc<str>, Arc<str>);
+
 pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symbolizer) -> Encoded {
     use proto::*;
     let kind = input.kind;
@@ -234,7 +237,7 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
     // instantiation of a generic function stays its own (`-list`, `-peek`) while `-top`,
     // which groups by name, shows them as one; mappings by module index.
     let mut locations: HashMap<u64, u64> = HashMap::default();
-    let mut functions: HashMap<(Arc<str>, Arc<str>, Arc<str>), u64> = HashMap::default();
+    let mut functions: HashMap<FunctionKey, u64> = HashMap::default();
     let mut mappings: HashMap<Option<usize>, (u64, bool)> = HashMap::default();
     let mut flat: HashMap<Arc<str>, i64> = HashMap::default();
     let mut totals = vec![0i64; kind.sample_types.len()];
