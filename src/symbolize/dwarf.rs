@@ -53,6 +53,11 @@ pub(crate) struct Dwarf {
     unlisted: Option<Vec<(u64, u64, usize)>>,
     units: HashMap<usize, Option<Box<UnitInfo>>>,
     names: Names,
+    /// The object's path, for its split DWARF (`.dwo` files, `<object>.dwp`).
+    path: std::path::PathBuf,
+    /// The DWARF package beside the object, opened on the first split unit: `None` not yet
+    /// looked for, `Some(None)` there is none.
+    package: Option<Option<gimli::DwarfPackage<R>>>,
 }
 
 /// Entry names already read, by `.debug_info` offset, and the units that other units'
@@ -69,12 +74,8 @@ struct Names {
 }
 
 impl Dwarf {
-    pub(crate) fn new(elf: &Elf) -> Option<Dwarf> {
-        let endian = if elf.little_endian {
-            RunTimeEndian::Little
-        } else {
-            RunTimeEndian::Big
-        };
+    pub(crate) fn new(elf: &Elf, path: &std::path::Path) -> Option<Dwarf> {
+        let endian = endian(elf);
         let info = elf.section(".debug_info");
         if info.is_empty() {
             return None;
@@ -83,6 +84,7 @@ impl Dwarf {
             Ok(EndianSlice::new(elf.section(id.name()), endian))
         })
         .ok()?;
+        // A binary built with split DWARF keeps only skeleton units here.
         let ranges = match aranges(elf.section(".debug_aranges"), elf.little_endian) {
             Some(r) if !r.is_empty() => r,
             _ => unit_ranges(&dwarf),
@@ -94,6 +96,8 @@ impl Dwarf {
             unlisted: None,
             units: HashMap::default(),
             names: Names::default(),
+            path: path.to_path_buf(),
+            package: None,
         })
     }
 
@@ -111,15 +115,112 @@ impl Dwarf {
         let Some(offset) = offset else {
             return Vec::new();
         };
-        let (dwarf, info) = (&self.dwarf, self.info);
-        let unit = self
-            .units
-            .entry(offset)
-            .or_insert_with(|| UnitInfo::new(dwarf, info, offset).map(Box::new));
-        match unit {
-            Some(unit) => unit.frames(dwarf, &mut self.names, svma),
-            None => Vec::new(),
+        if !self.units.contains_key(&offset) {
+            let unit = UnitInfo::new(&self.dwarf, self.info, offset).and_then(|unit| {
+                if unit.unit.dwo_id.is_some() {
+                    self.split(unit)
+                } else {
+                    Some(unit)
+                }
+            });
+            self.units.insert(offset, unit.map(Box::new));
         }
+        let Some(Some(unit)) = self.units.get_mut(&offset) else {
+            return Vec::new();
+        };
+        match unit.split.clone() {
+            Some(split) => {
+                let mut names = std::mem::take(&mut unit.split_names);
+                let frames = unit.frames(&split, &mut names, svma);
+                unit.split_names = names;
+                frames
+            }
+            None => unit.frames(&self.dwarf, &mut self.names, svma),
+        }
+    }
+
+    /// The full unit of a skeleton unit (`split-debuginfo = "unpacked"` or `"packed"`):
+    /// from the DWARF package `<object>.dwp` if there is one, else from the `.dwo` file the
+    /// skeleton names (relative to its compilation directory). Its entries come from there;
+    /// addresses, ranges and the line table stay in the object.
+    fn split(&mut self, skeleton: UnitInfo) -> Option<UnitInfo> {
+        let id = skeleton.unit.dwo_id?;
+        let parent = &self.dwarf;
+        let package = self.package.get_or_insert_with(|| {
+            let mut dwp = self.path.clone().into_os_string();
+            dwp.push(".dwp");
+            let elf = Elf::open(std::path::Path::new(&dwp))?;
+            let endian = endian(&elf);
+            let empty = EndianSlice::new(&[], endian);
+            gimli::DwarfPackage::load(
+                |id| -> Result<R, gimli::Error> {
+                    Ok(EndianSlice::new(
+                        elf.section(id.dwo_name().unwrap_or("")),
+                        endian,
+                    ))
+                },
+                empty,
+            )
+            .ok()
+        });
+        let mut dwo = match package {
+            Some(package) => package.find_cu(id, parent).ok()??,
+            None => {
+                let name = skeleton.unit.dwo_name().ok()??;
+                let name = parent.attr_string(&skeleton.unit, name).ok()?;
+                let name = std::path::Path::new(std::str::from_utf8(name.slice()).ok()?);
+                let path = match &skeleton.unit.comp_dir {
+                    Some(dir) if name.is_relative() => {
+                        std::path::Path::new(std::str::from_utf8(dir.slice()).ok()?).join(name)
+                    }
+                    _ => name.to_path_buf(),
+                };
+                let elf = Elf::open(&path)?;
+                let endian = endian(&elf);
+                let mut dwo = gimli::Dwarf::load(|id| -> Result<R, ()> {
+                    Ok(EndianSlice::new(
+                        elf.section(id.dwo_name().unwrap_or("")),
+                        endian,
+                    ))
+                })
+                .ok()?;
+                dwo.make_dwo(parent);
+                dwo
+            }
+        };
+        dwo.file_type = gimli::DwarfFileType::Dwo;
+        // The skeleton's line table names its files in the object's `.debug_line_str`.
+        dwo.debug_line_str = parent.debug_line_str;
+        let all: &'static [u8] = gimli::Section::reader(&dwo.debug_info).slice();
+        let mut found = None;
+        let mut headers = dwo.units();
+        while let Ok(Some(header)) = headers.next() {
+            let offset = header.offset().0;
+            if let Ok(unit) = dwo.unit(header) {
+                if unit.dwo_id == Some(id) {
+                    found = Some((offset, unit));
+                    break;
+                }
+            }
+        }
+        let (offset, mut unit) = found?;
+        unit.copy_relocated_attributes(&skeleton.unit);
+        // The line table is the skeleton's (in the object's `.debug_line`).
+        unit.line_program = skeleton.unit.line_program.clone();
+        let len = unit.header.length_including_self();
+        let info = all.get(offset..offset.checked_add(len)?)?;
+        let mut full = UnitInfo::with_unit(unit, info);
+        full.lines = skeleton.lines;
+        full.split = Some(Arc::new(dwo));
+        Some(full)
+    }
+}
+
+fn endian(elf: &Elf) -> RunTimeEndian {
+    if elf.little_endian {
+        RunTimeEndian::Little
+    } else {
+        RunTimeEndian::Big
     }
 }
 
@@ -204,6 +305,10 @@ struct UnitInfo {
     subprograms: Subprograms,
     files: HashMap<u64, Arc<str>>,
     functions: HashMap<u64, Function>,
+    /// For a split unit: the `.dwo` (or package part) its entries are read from, and the
+    /// names read there (entry offsets are that file's).
+    split: Option<Arc<gimli::Dwarf<R>>>,
+    split_names: Names,
 }
 
 /// What one function's addresses need: its line rows and inlined calls.
@@ -233,9 +338,13 @@ impl UnitInfo {
         let unit = dwarf.unit(header).ok()?;
         let len = unit.header.length_including_self();
         let info = all.get(offset..offset.checked_add(len)?)?;
+        Some(UnitInfo::with_unit(unit, info))
+    }
+
+    fn with_unit(unit: gimli::Unit<R>, info: &'static [u8]) -> UnitInfo {
         let lines = unit.line_program.as_ref().and_then(LineTable::new);
         let first = unit.header.header_size();
-        Some(UnitInfo {
+        UnitInfo {
             subprograms: Subprograms {
                 pos: first,
                 done: false,
@@ -250,7 +359,9 @@ impl UnitInfo {
             lines,
             files: HashMap::default(),
             functions: HashMap::default(),
-        })
+            split: None,
+            split_names: Names::default(),
+        }
     }
 
     fn frames(&mut self, dwarf: &gimli::Dwarf<R>, names: &mut Names, svma: u64) -> Vec<Frame> {
@@ -1164,7 +1275,7 @@ mod tests {
         use object::{Object as _, ObjectSymbol};
         let exe = std::env::current_exe().unwrap();
         let elf = Elf::open(&exe).unwrap();
-        let dwarf = Dwarf::new(&elf).unwrap();
+        let dwarf = Dwarf::new(&elf, &exe).unwrap();
         let from_aranges = aranges(elf.section(".debug_aranges"), true).unwrap();
         let from_units = unit_ranges(&dwarf.dwarf);
         let data = std::fs::read(&exe).unwrap();

@@ -104,7 +104,7 @@ impl Object {
             } else {
                 None
             };
-        let dwarf = dwarf::Dwarf::new(debug.as_ref().unwrap_or(&elf));
+        let dwarf = dwarf::Dwarf::new(debug.as_ref().unwrap_or(&elf), path);
         elf.release();
         if let Some(debug) = &debug {
             debug.release();
@@ -434,6 +434,61 @@ mod tests {
                 "{how}: {checked} addresses, {inlined} inlined"
             );
         }
+    }
+
+    /// Split DWARF: `split-debuginfo = "unpacked"` (skeleton units in the binary, the rest in
+    /// `.dwo` files beside the objects) and `"packed"` (one `<binary>.dwp`), in DWARF 4
+    /// (GNU's extension) and 5. The program's own unit is split (std comes prebuilt).
+    #[test]
+    fn agrees_with_addr2line_on_split_debug_info() {
+        for (kind, version) in [
+            ("unpacked", "4"),
+            ("packed", "4"),
+            ("unpacked", "5"),
+            ("packed", "5"),
+        ] {
+            let (dir, exe) = small_program(&[
+                "-Cdebuginfo=2",
+                "-Copt-level=1",
+                &format!("-Csplit-debuginfo={kind}"),
+                &format!("-Cdwarf-version={version}"),
+            ]);
+            let files: Vec<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            let wanted = if kind == "packed" { ".dwp" } else { ".dwo" };
+            assert!(
+                files.iter().any(|f| f.ends_with(wanted)),
+                "{kind}: {files:?}"
+            );
+            let mut object = Object::open(&exe, "").unwrap();
+            let (checked, inlined) = compare(&exe, Object::open(&exe, "").unwrap());
+            assert!(
+                checked > 100 && inlined > 0,
+                "{kind} v{version}: {checked} addresses, {inlined} inlined"
+            );
+            // The program's own function, whose entries are only in the split file.
+            let outer = sym_address(&exe, "outer");
+            let (lines, complete) = lookup(&mut object, outer);
+            assert!(complete, "{kind} v{version}: {lines:?}");
+            assert!(
+                lines.last().unwrap().file.ends_with("small.rs"),
+                "{lines:?}"
+            );
+        }
+    }
+
+    /// The address of the function whose demangled name ends with `::name`.
+    fn sym_address(exe: &Path, name: &str) -> u64 {
+        use object::{Object as _, ObjectSymbol};
+        let data = std::fs::read(exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let found = file
+            .symbols()
+            .find(|s| demangle(s.name().unwrap_or("")).ends_with(&format!("::{name}")))
+            .unwrap_or_else(|| panic!("no {name}"));
+        found.address() + 4
     }
 
     /// A release build with `debug = "line-tables-only"` (`-Cdebuginfo=line-tables-only`,
