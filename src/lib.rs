@@ -405,11 +405,19 @@ impl Profile {
                 encode::TRUNCATED_FUNCTION
             ));
         }
-        let encoded = symbolize::with(|sym| encode::encode(&collected.samples(), &comments, sym));
+        let (encoded, unreadable) = symbolize::with(|sym| {
+            let encoded = encode::encode(&collected.samples(), &comments, sym);
+            (encoded, sym.take_notices())
+        });
         // The CPU kind's values: [samples, CPU ns].
         let total = |i: usize| u64::try_from(encoded.totals[i]).unwrap_or(0);
         let (samples, cpu_ns) = (total(0), total(1));
-        let notices = aggregate::notices(&name, &collected, config.frequency, samples, cpu_ns);
+        let mut notices = aggregate::notices(&name, &collected, config.frequency, samples, cpu_ns);
+        notices.extend(
+            unreadable
+                .into_iter()
+                .map(|text| aggregate::Notice { once: None, text }),
+        );
         Ok(Report {
             name,
             gz: encoded.gz,

@@ -58,6 +58,8 @@ pub(crate) struct Dwarf {
     /// The DWARF package beside the object, opened on the first split unit: `None` not yet
     /// looked for, `Some(None)` there is none.
     package: Option<Option<gimli::DwarfPackage<R>>>,
+    /// Why part of the debug info could not be read, said once per object.
+    pub(crate) unreadable: Option<String>,
 }
 
 /// Entry names already read, by `.debug_info` offset, and the units that other units'
@@ -98,6 +100,7 @@ impl Dwarf {
             names: Names::default(),
             path: path.to_path_buf(),
             package: None,
+            unreadable: None,
         })
     }
 
@@ -118,7 +121,21 @@ impl Dwarf {
         if !self.units.contains_key(&offset) {
             let unit = UnitInfo::new(&self.dwarf, self.info, offset).and_then(|unit| {
                 if unit.unit.dwo_id.is_some() {
-                    self.split(unit)
+                    let split = self.split(&unit);
+                    if split.is_none() && self.unreadable.is_none() {
+                        self.unreadable = Some(format!(
+                            "its debug info is split (split-debuginfo) and neither {}.dwp nor \
+                             the .dwo files it names (such as {}) could be read: its functions \
+                             are named from the symbol table, without lines",
+                            self.path.display(),
+                            self.dwo_path(&unit)
+                                .map_or("?".into(), |p| p.display().to_string())
+                        ));
+                    }
+                    split.map(|mut full| {
+                        full.lines = unit.lines;
+                        full
+                    })
                 } else {
                     Some(unit)
                 }
@@ -143,7 +160,7 @@ impl Dwarf {
     /// from the DWARF package `<object>.dwp` if there is one, else from the `.dwo` file the
     /// skeleton names (relative to its compilation directory). Its entries come from there;
     /// addresses, ranges and the line table stay in the object.
-    fn split(&mut self, skeleton: UnitInfo) -> Option<UnitInfo> {
+    fn split(&mut self, skeleton: &UnitInfo) -> Option<UnitInfo> {
         let id = skeleton.unit.dwo_id?;
         let parent = &self.dwarf;
         let package = self.package.get_or_insert_with(|| {
@@ -166,15 +183,7 @@ impl Dwarf {
         let mut dwo = match package {
             Some(package) => package.find_cu(id, parent).ok()??,
             None => {
-                let name = skeleton.unit.dwo_name().ok()??;
-                let name = parent.attr_string(&skeleton.unit, name).ok()?;
-                let name = std::path::Path::new(std::str::from_utf8(name.slice()).ok()?);
-                let path = match &skeleton.unit.comp_dir {
-                    Some(dir) if name.is_relative() => {
-                        std::path::Path::new(std::str::from_utf8(dir.slice()).ok()?).join(name)
-                    }
-                    _ => name.to_path_buf(),
-                };
+                let path = self.dwo_path(skeleton)?;
                 let elf = Elf::open(&path)?;
                 let endian = endian(&elf);
                 let mut dwo = gimli::Dwarf::load(|id| -> Result<R, ()> {
@@ -210,9 +219,21 @@ impl Dwarf {
         let len = unit.header.length_including_self();
         let info = all.get(offset..offset.checked_add(len)?)?;
         let mut full = UnitInfo::with_unit(unit, info);
-        full.lines = skeleton.lines;
         full.split = Some(Arc::new(dwo));
         Some(full)
+    }
+
+    /// The `.dwo` file a skeleton unit names, relative to its compilation directory.
+    fn dwo_path(&self, skeleton: &UnitInfo) -> Option<std::path::PathBuf> {
+        let name = skeleton.unit.dwo_name().ok()??;
+        let name = self.dwarf.attr_string(&skeleton.unit, name).ok()?;
+        let name = std::path::Path::new(std::str::from_utf8(name.slice()).ok()?);
+        Some(match &skeleton.unit.comp_dir {
+            Some(dir) if name.is_relative() => {
+                std::path::Path::new(std::str::from_utf8(dir.slice()).ok()?).join(name)
+            }
+            _ => name.to_path_buf(),
+        })
     }
 }
 

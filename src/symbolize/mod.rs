@@ -55,6 +55,8 @@ pub(crate) struct Symbolizer {
     generation: u64,
     objects: HashMap<PathBuf, Option<Object>>,
     cache: HashMap<u64, Resolved>,
+    /// What could not be read, for the profile being encoded to tell (each once).
+    notices: Vec<String>,
 }
 
 static SYMBOLIZER: Mutex<Option<Symbolizer>> = Mutex::new(None);
@@ -72,6 +74,7 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Symbolizer) -> R) -> R {
             generation,
             objects,
             cache: HashMap::default(),
+            notices: Vec::new(),
         });
     }
     f(guard.as_mut().expect("set above"))
@@ -83,6 +86,10 @@ struct Object {
     /// The separate debug file holding what was stripped from the object, if one was found.
     debug: Option<elf::Elf>,
     dwarf: Option<dwarf::Dwarf>,
+    /// Why its separate debug file could not be used, if it names one.
+    unreadable: Option<String>,
+    /// Whether the user has been told what could not be read of it.
+    said: bool,
 }
 
 /// Where distributions install separate debug files (`-dbg`/`-dbgsym`/`-debuginfo`
@@ -98,18 +105,35 @@ impl Object {
     /// found under `root` by build id, or through its `.gnu_debuglink`.
     fn open_in(path: &Path, build_id: &str, root: &Path) -> Option<Object> {
         let elf = elf::Elf::open(path)?;
-        let debug =
-            if elf.section(".debug_info").is_empty() && elf.section(".debug_line").is_empty() {
-                debug_file(path, build_id, &elf, root)
-            } else {
-                None
-            };
+        let stripped =
+            elf.section(".debug_info").is_empty() && elf.section(".debug_line").is_empty();
+        let debug = if stripped {
+            debug_file(path, build_id, &elf, root)
+        } else {
+            None
+        };
+        let link = elf.section(".gnu_debuglink");
+        let unreadable = (stripped && debug.is_none() && !link.is_empty()).then(|| {
+            let name = link.split(|&b| b == 0).next().unwrap_or_default();
+            format!(
+                "its debug info was moved to {} (.gnu_debuglink), which was not found beside \
+                 it, in .debug/ or under {DEBUG_ROOT}: its functions are named from the symbol \
+                 table, without lines",
+                String::from_utf8_lossy(name)
+            )
+        });
         let dwarf = dwarf::Dwarf::new(debug.as_ref().unwrap_or(&elf), path);
         elf.release();
         if let Some(debug) = &debug {
             debug.release();
         }
-        Some(Object { elf, debug, dwarf })
+        Some(Object {
+            elf,
+            debug,
+            dwarf,
+            unreadable,
+            said: false,
+        })
     }
 
     /// The fuller symbol table: the debug file's `.symtab` (local functions included) over
@@ -181,6 +205,11 @@ pub(crate) fn prewarm() {
 }
 
 impl Symbolizer {
+    /// What could not be read since last asked, each said once per process.
+    pub(crate) fn take_notices(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.notices)
+    }
+
     /// Resolves `addr`. `is_return` says it is a return address, which is looked up one byte
     /// earlier so that it lands in the call instruction, not the one after it.
     pub(crate) fn resolve(&mut self, addr: u64, is_return: bool) -> Resolved {
@@ -209,10 +238,22 @@ impl Symbolizer {
                 // Debug info is input like any other: a reader bug on a malformed object
                 // must cost a frame's name, not the test.
                 let (lines, complete) = match object {
-                    Some(object) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        lookup(object, svma)
-                    }))
-                    .unwrap_or_default(),
+                    Some(object) => {
+                        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            lookup(object, svma)
+                        }))
+                        .unwrap_or_default();
+                        if !object.said {
+                            let why = object.unreadable.as_ref().or_else(|| {
+                                object.dwarf.as_ref().and_then(|d| d.unreadable.as_ref())
+                            });
+                            if let Some(why) = why {
+                                self.notices.push(format!("{}: {why}", m.path.display()));
+                                object.said = true;
+                            }
+                        }
+                        found
+                    }
                     None => (Vec::new(), false),
                 };
                 let lines = if lines.is_empty() {
@@ -547,6 +588,17 @@ mod tests {
         std::fs::create_dir_all(&by_id).unwrap();
         let nowhere = d.join("no-root");
 
+        // Linked but missing: said, with the name it looked for.
+        let kept = d.join("kept");
+        std::fs::rename(&debug, &kept).unwrap();
+        let away = Object::open_in(&linked, &build_id, &nowhere).unwrap();
+        assert!(away.debug.is_none());
+        let why = away.unreadable.as_deref().unwrap_or_default();
+        assert!(
+            why.contains("small.debug") && why.contains(".gnu_debuglink"),
+            "{why}"
+        );
+        std::fs::rename(&kept, &debug).unwrap();
         // Beside the object, then in .debug/ beside it.
         let (checked, _) = compare(&exe, Object::open_in(&linked, &build_id, &nowhere).unwrap());
         assert!(checked > 100, "{checked}");
