@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
-use rustc_hash::FxHashMap as HashMap;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use super::elf::{le32, le64, Elf};
 use crate::sys::release;
@@ -83,13 +83,22 @@ impl Dwarf {
             return None;
         }
         let dwarf = gimli::Dwarf::load(|id| -> Result<R, ()> {
-            Ok(EndianSlice::new(elf.section(id.name()), endian))
+            // Location lists are never read: not loading them keeps them compressed (or
+            // unread) where they are.
+            let unused = matches!(
+                id,
+                gimli::SectionId::DebugLoc | gimli::SectionId::DebugLocLists
+            );
+            Ok(EndianSlice::new(
+                if unused { &[] } else { elf.section(id.name()) },
+                endian,
+            ))
         })
         .ok()?;
         // A binary built with split DWARF keeps only skeleton units here.
         let ranges = match aranges(elf.section(".debug_aranges"), elf.little_endian) {
             Some(r) if !r.is_empty() => r,
-            _ => unit_ranges(&dwarf),
+            _ => unit_ranges(&dwarf, &HashSet::default()),
         };
         Some(Dwarf {
             dwarf,
@@ -108,11 +117,11 @@ impl Dwarf {
     pub(crate) fn frames(&mut self, svma: u64) -> Vec<Frame> {
         let offset = unit_at(&self.ranges, svma).or_else(|| {
             let (dwarf, listed) = (&self.dwarf, &self.ranges);
-            let unlisted = self.unlisted.get_or_insert_with(|| {
-                let mut all = unit_ranges(dwarf);
-                all.retain(|r| !listed.iter().any(|l| l.2 == r.2));
-                all
-            });
+            // Only the units `.debug_aranges` leaves out: parsing every unit's header
+            // again would cost as much as aranges saves.
+            let unlisted = self
+                .unlisted
+                .get_or_insert_with(|| unit_ranges(dwarf, &listed.iter().map(|l| l.2).collect()));
             unit_at(unlisted, svma)
         });
         let Some(offset) = offset else {
@@ -296,11 +305,14 @@ fn aranges(data: &[u8], little: bool) -> Option<Vec<(u64, u64, usize)>> {
 }
 
 /// Without `.debug_aranges`: each unit's own ranges (slower; parses every unit's root).
-fn unit_ranges(dwarf: &gimli::Dwarf<R>) -> Vec<(u64, u64, usize)> {
+fn unit_ranges(dwarf: &gimli::Dwarf<R>, skip: &HashSet<usize>) -> Vec<(u64, u64, usize)> {
     let mut out = Vec::new();
     let mut headers = dwarf.units();
     while let Ok(Some(header)) = headers.next() {
         let offset = header.offset().0;
+        if skip.contains(&offset) {
+            continue;
+        }
         let Ok(unit) = dwarf.unit(header) else {
             continue;
         };
@@ -1298,7 +1310,7 @@ mod tests {
         let elf = Elf::open(&exe).unwrap();
         let dwarf = Dwarf::new(&elf, &exe).unwrap();
         let from_aranges = aranges(elf.section(".debug_aranges"), true).unwrap();
-        let from_units = unit_ranges(&dwarf.dwarf);
+        let from_units = unit_ranges(&dwarf.dwarf, &HashSet::default());
         let data = std::fs::read(&exe).unwrap();
         let file = object::File::parse(&*data).unwrap();
         let mut both = 0;

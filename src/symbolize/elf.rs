@@ -12,14 +12,26 @@ use std::path::Path;
 
 use object::{Object, ObjectSection};
 
-/// A section's bytes: in the mapping, or, for a compressed section (`SHF_COMPRESSED` or
-/// `.zdebug_*`, as `-Wl,--compress-debug-sections` writes them), decompressed once into
-/// memory that lives as long as the mapping. Decompressing costs the section's full size in
-/// memory, which reading in place avoids; it is the price of compressed debug info.
-fn section_data(section: &object::Section<'static, '_>) -> Option<&'static [u8]> {
-    match section.uncompressed_data().ok()? {
-        std::borrow::Cow::Borrowed(bytes) => Some(bytes),
-        std::borrow::Cow::Owned(bytes) => Some(Vec::leak(bytes)),
+/// A section as the file holds it: its bytes in the mapping, or, for a compressed section
+/// (`SHF_COMPRESSED` or `.zdebug_*`, as `-Wl,--compress-debug-sections` and distributions'
+/// debug packages write them), its compressed bytes, decompressed on first use into memory
+/// that lives as long as the mapping. Decompressing costs the section's full size in
+/// memory, which reading in place avoids: only sections a lookup needs pay it (never, for
+/// instance, the location lists, which are as big as the rest of a C library's).
+struct Section {
+    name: &'static str,
+    compressed: object::CompressedData<'static>,
+    data: std::sync::OnceLock<&'static [u8]>,
+}
+
+impl Section {
+    fn data(&self) -> &'static [u8] {
+        self.data
+            .get_or_init(|| match self.compressed.decompress() {
+                Ok(std::borrow::Cow::Borrowed(bytes)) => bytes,
+                Ok(std::borrow::Cow::Owned(bytes)) => Vec::leak(bytes),
+                Err(_) => &[],
+            })
     }
 }
 
@@ -34,8 +46,8 @@ struct Func {
 pub(crate) struct Elf {
     /// The whole mapped file.
     data: &'static [u8],
-    /// Every section's data, looked up by name when the DWARF reader asks.
-    sections: Vec<(&'static str, &'static [u8])>,
+    /// Every section, looked up by name when the DWARF reader asks.
+    sections: Vec<Section>,
     /// Sorted function symbols, built once lookups pass [`SCANS_BEFORE_INDEX`].
     funcs: Option<Vec<Func>>,
     scans: u32,
@@ -61,7 +73,11 @@ impl Elf {
                     Some(rest) => String::leak(format!(".debug_{rest}")),
                     None => name,
                 };
-                Some((name, section_data(&s)?))
+                Some(Section {
+                    name,
+                    compressed: s.compressed_data().ok()?,
+                    data: std::sync::OnceLock::new(),
+                })
             })
             .collect();
         Some(Elf {
@@ -84,13 +100,27 @@ impl Elf {
     pub(crate) fn section(&self, name: &str) -> &'static [u8] {
         self.sections
             .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(&[], |(_, d)| d)
+            .find(|s| s.name == name)
+            .map_or(&[], Section::data)
+    }
+
+    /// Whether the object has a section `name` with contents, without decompressing it.
+    pub(crate) fn has_section(&self, name: &str) -> bool {
+        self.sections
+            .iter()
+            .any(|s| s.name == name && !s.compressed.data.is_empty())
+    }
+
+    /// Whether section `name` is stored compressed.
+    pub(crate) fn is_compressed(&self, name: &str) -> bool {
+        self.sections
+            .iter()
+            .any(|s| s.name == name && s.compressed.format != object::CompressionFormat::None)
     }
 
     /// Whether the object has a full symbol table (not only the exported `.dynsym`).
     pub(crate) fn has_symtab(&self) -> bool {
-        !self.section(".symtab").is_empty()
+        self.has_section(".symtab")
     }
 
     /// The GNU build id in its `.note.gnu.build-id`, as hex; empty if none.

@@ -96,17 +96,28 @@ struct Object {
 /// packages), as gdb, perf and addr2line look for them.
 const DEBUG_ROOT: &str = "/usr/lib/debug";
 
+/// What to read of a separate debug file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Separate {
+    /// Its symbol table and its DWARF.
+    Everything,
+    /// Its symbol table, and its DWARF only if stored uncompressed. For libraries:
+    /// distributions compress their debug files, and decompressing glibc's costs 8.5 MiB
+    /// and 0.3 s in a test build for lines in frames that are mostly thread and process
+    /// start; its names (the symbol table, read in place) are what profiles need of it.
+    NamesIfCompressed,
+}
+
 impl Object {
-    fn open(path: &Path, build_id: &str) -> Option<Object> {
-        Object::open_in(path, build_id, Path::new(DEBUG_ROOT))
+    fn open(path: &Path, build_id: &str, separate: Separate) -> Option<Object> {
+        Object::open_in(path, build_id, Path::new(DEBUG_ROOT), separate)
     }
 
     /// Opens `path`; when its debug info was stripped, reads it from the separate debug file
     /// found under `root` by build id, or through its `.gnu_debuglink`.
-    fn open_in(path: &Path, build_id: &str, root: &Path) -> Option<Object> {
+    fn open_in(path: &Path, build_id: &str, root: &Path, separate: Separate) -> Option<Object> {
         let elf = elf::Elf::open(path)?;
-        let stripped =
-            elf.section(".debug_info").is_empty() && elf.section(".debug_line").is_empty();
+        let stripped = !elf.has_section(".debug_info") && !elf.has_section(".debug_line");
         let debug = if stripped {
             debug_file(path, build_id, &elf, root)
         } else {
@@ -122,7 +133,15 @@ impl Object {
                 String::from_utf8_lossy(name)
             )
         });
-        let dwarf = dwarf::Dwarf::new(debug.as_ref().unwrap_or(&elf), path);
+        let dwarf = match &debug {
+            Some(d)
+                if separate == Separate::NamesIfCompressed && d.is_compressed(".debug_info") =>
+            {
+                None
+            }
+            Some(d) => dwarf::Dwarf::new(d, path),
+            None => dwarf::Dwarf::new(&elf, path),
+        };
         elf.release();
         if let Some(debug) = &debug {
             debug.release();
@@ -187,7 +206,7 @@ fn debug_file(path: &Path, build_id: &str, elf: &elf::Elf, root: &Path) -> Optio
         .find(|debug| {
             let id = debug.build_id();
             (build_id.is_empty() || id.is_empty() || id == build_id)
-                && !debug.section(".debug_info").is_empty()
+                && debug.has_section(".debug_info")
         })
 }
 
@@ -199,7 +218,7 @@ pub(crate) fn prewarm() {
         if let Some(main) = s.modules.first().cloned() {
             s.objects
                 .entry(main.path.clone())
-                .or_insert_with(|| Object::open(&main.path, &main.build_id));
+                .or_insert_with(|| Object::open(&main.path, &main.build_id, Separate::Everything));
         }
     });
 }
@@ -231,10 +250,14 @@ impl Symbolizer {
             Some(i) => {
                 let m = &self.modules[i];
                 let svma = probe - m.bias;
-                let object = self
-                    .objects
-                    .entry(m.path.clone())
-                    .or_insert_with(|| Object::open(&m.path, &m.build_id));
+                let object = self.objects.entry(m.path.clone()).or_insert_with(|| {
+                    let separate = if m.is_main {
+                        Separate::Everything
+                    } else {
+                        Separate::NamesIfCompressed
+                    };
+                    Object::open(&m.path, &m.build_id, separate)
+                });
                 // Debug info is input like any other: a reader bug on a malformed object
                 // must cost a frame's name, not the test.
                 let (lines, complete) = match object {
@@ -503,8 +526,9 @@ mod tests {
                 files.iter().any(|f| f.ends_with(wanted)),
                 "{kind}: {files:?}"
             );
-            let mut object = Object::open(&exe, "").unwrap();
-            let (checked, inlined) = compare(&exe, Object::open(&exe, "").unwrap());
+            let mut object = Object::open(&exe, "", Separate::Everything).unwrap();
+            let (checked, inlined) =
+                compare(&exe, Object::open(&exe, "", Separate::Everything).unwrap());
             assert!(
                 checked > 100 && inlined > 0,
                 "{kind} v{version}: {checked} addresses, {inlined} inlined"
@@ -591,7 +615,7 @@ mod tests {
         // Linked but missing: said, with the name it looked for.
         let kept = d.join("kept");
         std::fs::rename(&debug, &kept).unwrap();
-        let away = Object::open_in(&linked, &build_id, &nowhere).unwrap();
+        let away = Object::open_in(&linked, &build_id, &nowhere, Separate::Everything).unwrap();
         assert!(away.debug.is_none());
         let why = away.unreadable.as_deref().unwrap_or_default();
         assert!(
@@ -600,18 +624,24 @@ mod tests {
         );
         std::fs::rename(&kept, &debug).unwrap();
         // Beside the object, then in .debug/ beside it.
-        let (checked, _) = compare(&exe, Object::open_in(&linked, &build_id, &nowhere).unwrap());
+        let (checked, _) = compare(
+            &exe,
+            Object::open_in(&linked, &build_id, &nowhere, Separate::Everything).unwrap(),
+        );
         assert!(checked > 100, "{checked}");
         std::fs::create_dir(d.join(".debug")).unwrap();
         std::fs::rename(&debug, d.join(".debug/small.debug")).unwrap();
-        compare(&exe, Object::open_in(&linked, &build_id, &nowhere).unwrap());
+        compare(
+            &exe,
+            Object::open_in(&linked, &build_id, &nowhere, Separate::Everything).unwrap(),
+        );
         // By build id, for an object with no link.
         std::fs::rename(
             d.join(".debug/small.debug"),
             by_id.join(format!("{}.debug", &build_id[2..])),
         )
         .unwrap();
-        let object = Object::open_in(&bare, &build_id, &root).unwrap();
+        let object = Object::open_in(&bare, &build_id, &root, Separate::Everything).unwrap();
         assert!(object.debug.is_some());
         compare(&exe, object);
         // Someone else's debug file under this build id: not taken.
@@ -620,10 +650,12 @@ mod tests {
             &format!("-Clink-arg=-Wl,--build-id=0x{}", "ab".repeat(20)),
         ]);
         std::fs::copy(&other, by_id.join(format!("{}.debug", &build_id[2..]))).unwrap();
-        assert!(Object::open_in(&bare, &build_id, &root)
-            .unwrap()
-            .debug
-            .is_none());
+        assert!(
+            Object::open_in(&bare, &build_id, &root, Separate::Everything)
+                .unwrap()
+                .debug
+                .is_none()
+        );
     }
 
     /// The C library's internal functions (absent from its `.dynsym`) are named, with file
@@ -679,7 +711,16 @@ mod tests {
             "{} internal functions",
             internal.len()
         );
-        let mut object = Object::open(&libc.path, &libc.build_id).unwrap();
+        // As profiles open it: names from the debug file's symbol table; its DWARF, which
+        // Debian compresses, is left alone.
+        let mut names_only =
+            Object::open(&libc.path, &libc.build_id, Separate::NamesIfCompressed).unwrap();
+        assert!(names_only.debug.is_some() && names_only.dwarf.is_none());
+        for (svma, name) in &internal {
+            let (lines, _) = lookup(&mut names_only, svma + 4);
+            assert_eq!(lines.last().map(|l| &*l.system_name), Some(name.as_str()));
+        }
+        let mut object = Object::open(&libc.path, &libc.build_id, Separate::Everything).unwrap();
         assert!(object.debug.is_some(), "found {}", installed.display());
         let mut with_lines = 0;
         for (svma, name) in &internal {
@@ -701,7 +742,7 @@ mod tests {
 
     /// Compares every function of `exe` with addr2line; (addresses checked, with inlines).
     fn agrees_with_addr2line(exe: &std::path::Path) -> (usize, usize) {
-        compare(exe, Object::open(exe, "").unwrap())
+        compare(exe, Object::open(exe, "", Separate::Everything).unwrap())
     }
 
     /// Compares `ours` with addr2line reading `exe` over every function of `exe`.
@@ -814,7 +855,7 @@ mod tests {
             }
             let path = dir.path().join(format!("{}-{bytes}", &name[1..]));
             std::fs::write(&path, &data).unwrap();
-            let mut object = Object::open(&path, "").unwrap();
+            let mut object = Object::open(&path, "", Separate::Everything).unwrap();
             let (mut panics, mut located) = (0, 0);
             for &addr in &addresses {
                 let looked_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
