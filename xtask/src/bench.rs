@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: benches/engine.rs, profiled vs pprof-rs 0.15 vs no profiler, twice:
-//! built as users build tests (dev profile), and with the symbolizer's crates optimised, as
-//! README recommends for faster first profiles.
+//! `cargo xtask bench`: benches/engine.rs, profiled vs pprof-rs 0.15 vs no profiler, three
+//! times: built as users build tests (dev profile), with the symbolizer's crates optimised
+//! as README recommends for faster first profiles, and as a release build with debug info
+//! (a big optimised binary: ~38 MB with its dependencies, inlining across codegen units).
 
 use std::path::Path;
 use std::process::Command;
@@ -22,7 +23,20 @@ pub fn run() -> Result<(), String> {
     let target = root.join("target/bench-optimised-deps");
     overrides.push("--target-dir".into());
     overrides.push(target.display().to_string());
-    cargo(root, &plain, &overrides)
+    cargo(root, &plain, &overrides)?;
+    println!("\n## release profile with `debug = true`: a big optimised binary\n");
+    let release = ["bench", "--quiet", "--bench", "engine", "--profile", "release"];
+    let target = root.join("target/bench-release-debug");
+    cargo(
+        root,
+        &release,
+        &[
+            "--config".into(),
+            "profile.release.debug=true".into(),
+            "--target-dir".into(),
+            target.display().to_string(),
+        ],
+    )
 }
 
 fn cargo(root: &Path, args: &[&str], extra: &[String]) -> Result<(), String> {
