@@ -876,6 +876,78 @@ mod tests {
         }
     }
 
+    /// The same for a DWARF 5 program, over every section the reader touches (string,
+    /// address, range-list and string-offset tables included), lightly and heavily, under
+    /// a deadline: a corrupted length or offset must not make a lookup loop or run away.
+    #[test]
+    fn corrupted_dwarf_5_sections_never_panic_or_hang() {
+        use object::{Object as _, ObjectSection, ObjectSymbol};
+        let (dir, exe) = small_program(&["-Cdwarf-version=5", "-Cdebuginfo=2", "-Copt-level=1"]);
+        let original = std::fs::read(&exe).unwrap();
+        let file = object::File::parse(&*original).unwrap();
+        let addresses: Vec<u64> = file
+            .symbols()
+            .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
+            .flat_map(|s| [s.address(), s.address() + s.size() / 2])
+            .collect();
+        let sections = [
+            ".debug_info",
+            ".debug_abbrev",
+            ".debug_line",
+            ".debug_str",
+            ".debug_line_str",
+            ".debug_str_offsets",
+            ".debug_addr",
+            ".debug_rnglists",
+            ".debug_aranges",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut cases = Vec::new();
+        for name in sections {
+            let Some(section) = file.section_by_name(name) else {
+                continue;
+            };
+            let (offset, size) = section.file_range().unwrap();
+            for (round, bytes) in [16u64, 256, 4096].into_iter().enumerate() {
+                let mut data = original.clone();
+                for _ in 0..bytes.min(size) {
+                    data[(offset + next() % size) as usize] = next() as u8;
+                }
+                let path = dir.path().join(format!("{}-{round}", &name[1..]));
+                std::fs::write(&path, &data).unwrap();
+                cases.push((name, bytes, path));
+            }
+        }
+        assert!(cases.len() >= 24, "{} cases", cases.len());
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (name, bytes, path) in cases {
+                let mut object = Object::open(&path, "", Separate::Everything).unwrap();
+                for &addr in &addresses {
+                    let looked_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        lookup(&mut object, addr)
+                    }));
+                    if looked_up.is_err() {
+                        let _ =
+                            done.send(Err(format!("{name}, {bytes} bytes, {addr:#x}: panicked")));
+                        return;
+                    }
+                }
+            }
+            let _ = done.send(Ok(()));
+        });
+        match finished.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(result) => result.unwrap(),
+            Err(_) => panic!("lookups on corrupted DWARF did not finish in 120 s"),
+        }
+    }
+
     #[test]
     fn sorts_by_address_stably() {
         let mut v: Vec<(u64, u32)> = (0..5000u32)

@@ -25,7 +25,14 @@ pub fn run() -> Result<(), String> {
     overrides.push(target.display().to_string());
     cargo(root, &plain, &overrides)?;
     println!("\n## release profile with `debug = true`: a big optimised binary\n");
-    let release = ["bench", "--quiet", "--bench", "engine", "--profile", "release"];
+    let release = [
+        "bench",
+        "--quiet",
+        "--bench",
+        "engine",
+        "--profile",
+        "release",
+    ];
     let target = root.join("target/bench-release-debug");
     cargo(
         root,
