@@ -740,6 +740,93 @@ mod tests {
         );
     }
 
+    /// The build settings real projects use, each against addr2line over every function:
+    /// fat LTO, frame pointers, DWARF 4, `debug = 1`, lld, a static executable, v0 symbol
+    /// mangling (the default tests here use the legacy one).
+    #[test]
+    fn agrees_with_addr2line_across_build_settings() {
+        let settings: &[&[&str]] = &[
+            &[
+                "-Cdebuginfo=2",
+                "-Copt-level=3",
+                "-Clto=fat",
+                "-Ccodegen-units=1",
+            ],
+            &[
+                "-Cdebuginfo=2",
+                "-Copt-level=2",
+                "-Cforce-frame-pointers=yes",
+            ],
+            &["-Cdebuginfo=2", "-Copt-level=2", "-Cdwarf-version=4"],
+            &["-Cdebuginfo=1", "-Copt-level=2"],
+            &["-Cdebuginfo=2", "-Clink-arg=-fuse-ld=lld"],
+            &["-Cdebuginfo=2", "-Ctarget-feature=+crt-static"],
+            &[
+                "-Cdebuginfo=2",
+                "-Copt-level=1",
+                "-Csymbol-mangling-version=v0",
+            ],
+        ];
+        for flags in settings {
+            let (_dir, exe) = small_program(flags);
+            let (checked, _) = agrees_with_addr2line(&exe);
+            assert!(checked > 100, "{flags:?}: {checked} addresses");
+        }
+    }
+
+    /// C built with gcc and with clang (which writes no `.debug_aranges`: its units are
+    /// found through their own ranges), optimised, against addr2line.
+    #[test]
+    fn agrees_with_addr2line_on_c() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("hot.c");
+        std::fs::write(
+            &source,
+            "#include <stdio.h>\n\
+             static inline unsigned mix(unsigned x) { return (x << 7 | x >> 25) ^ 0x9e37u; }\n\
+             __attribute__((noinline)) unsigned hot(unsigned n) {\n\
+             \x20 unsigned s = 0; for (unsigned i = 0; i < n; i++) s += mix(i * s + i); return s;\n\
+             }\n\
+             int main(int argc, char **argv) { printf(\"%u\\n\", hot(argc * 1000000u)); return 0; }\n",
+        )
+        .unwrap();
+        for cc in ["gcc", "clang"] {
+            let exe = dir.path().join(cc);
+            let out = std::process::Command::new(cc)
+                .args(["-O2", "-g", "-o"])
+                .arg(&exe)
+                .arg(&source)
+                .output()
+                .unwrap_or_else(|e| panic!("{cc}: {e} (.ci/run installs gcc and clang)"));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let (checked, _) = agrees_with_addr2line(&exe);
+            assert!(checked >= 3, "{cc}: {checked} addresses");
+            let mut object = Object::open(&exe, "", Separate::Everything).unwrap();
+            let hot = sym_address_raw(&exe, "hot");
+            let (lines, complete) = lookup(&mut object, hot);
+            assert!(complete, "{cc}: {lines:?}");
+            let outer = lines.last().unwrap();
+            assert_eq!(&*outer.function, "hot");
+            assert!(
+                outer.file.ends_with("hot.c") && outer.line > 0,
+                "{cc}: {lines:?}"
+            );
+        }
+    }
+
+    /// The address (plus 4) of the symbol named exactly `name`.
+    fn sym_address_raw(exe: &Path, name: &str) -> u64 {
+        use object::{Object as _, ObjectSymbol};
+        let data = std::fs::read(exe).unwrap();
+        let file = object::File::parse(&*data).unwrap();
+        let found = file.symbols().find(|s| s.name() == Ok(name)).unwrap();
+        found.address() + 4
+    }
+
     /// Compares every function of `exe` with addr2line; (addresses checked, with inlines).
     fn agrees_with_addr2line(exe: &std::path::Path) -> (usize, usize) {
         compare(exe, Object::open(exe, "", Separate::Everything).unwrap())
