@@ -308,12 +308,14 @@ fn unknown(addr: u64) -> Arc<[Line]> {
 /// Frames from DWARF, the outermost named by the symbol table where DWARF has no name;
 /// else the symbol table's function alone. `complete` when DWARF located the address.
 fn lookup(object: &mut Object, svma: u64) -> (Vec<Line>, bool) {
-    let frames = match &mut object.dwarf {
+    let mut frames = match &mut object.dwarf {
         Some(dwarf) => dwarf.frames(svma),
         None => Vec::new(),
     };
     object.release();
-    let symbol = if frames.iter().all(|f| f.name.is_some()) && !frames.is_empty() {
+    let outer_is_bare = frames.last().is_some_and(|f| f.name.is_some_and(bare));
+    let symbol = if frames.iter().all(|f| f.name.is_some()) && !frames.is_empty() && !outer_is_bare
+    {
         None
     } else {
         object.symbols().function(svma).map(|f| f.2)
@@ -323,6 +325,15 @@ fn lookup(object: &mut Object, svma: u64) -> (Vec<Line>, bool) {
             return (Vec::new(), false);
         };
         return (vec![Line::named(demangle(name), name)], false);
+    }
+    // `debug = "line-tables-only"` keeps only bare names (`heavy_a`, `{closure#0}`): the
+    // function the address is in takes its qualified name from the symbol table, which
+    // also keeps closures and generic instantiations of different functions apart. Inlined
+    // frames keep what DWARF has.
+    if let (Some(outer), Some(symbol)) = (frames.last_mut(), symbol) {
+        if outer.name.is_some_and(bare) && is_rust_symbol(symbol) {
+            outer.name = Some(symbol);
+        }
     }
     let complete = frames.iter().any(|f| f.line != 0);
     let lines = frames
@@ -338,6 +349,16 @@ fn lookup(object: &mut Object, svma: u64) -> (Vec<Line>, bool) {
         })
         .collect();
     (lines, complete)
+}
+
+/// A DWARF name without its path (`DW_AT_name` of a Rust item: no linkage name was kept).
+fn bare(name: &str) -> bool {
+    !name.contains("::") && !is_rust_symbol(name)
+}
+
+/// A mangled Rust symbol (legacy `_ZN…E` or v0 `_R…`).
+fn is_rust_symbol(name: &str) -> bool {
+    name.starts_with("_ZN") || name.starts_with("_R")
 }
 
 /// Sorts by address, stably: an LSD radix sort, 11 bits a pass over the span of the keys.
@@ -563,6 +584,15 @@ mod tests {
         let (_dir, exe) = small_program(&["-Cdebuginfo=line-tables-only", "-Copt-level=3"]);
         let (checked, _) = agrees_with_addr2line(&exe);
         assert!(checked > 100, "{checked} addresses");
+        // DWARF has `outer`; the profile says which `outer`.
+        let mut object = Object::open(&exe, "", Separate::Everything).unwrap();
+        let (lines, _) = lookup(&mut object, sym_address(&exe, "outer"));
+        let last = lines.last().unwrap();
+        assert_eq!(&*last.function, "small::outer", "{lines:?}");
+        assert!(
+            last.file.ends_with("small.rs") && last.line > 0,
+            "{lines:?}"
+        );
     }
 
     /// Debug info stripped into a separate file (`objcopy --only-keep-debug`, as
@@ -884,7 +914,10 @@ mod tests {
                 // libraries have several per function: `__GI_x`, `__x`, `x`).
                 for (want, have) in expected.iter_mut().zip(&got) {
                     let alias = |n: &str| starts.get(n).copied();
+                    // A bare DWARF name (line-tables-only) is qualified from the symbol table.
+                    let qualified = bare(&want.0) && is_rust_symbol(&have.0);
                     if (want.0.is_empty() && !have.0.is_empty())
+                        || qualified
                         || (alias(&want.0).is_some() && alias(&want.0) == alias(&have.0))
                     {
                         want.0.clone_from(&have.0);

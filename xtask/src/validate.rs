@@ -17,6 +17,10 @@ enum Run {
     Bench(&'static str, &'static str),
     /// `cargo test --test TARGET -- ARGS` in CRATE (profiled's harness); `{out}` is replaced.
     Harness(&'static str, &'static str, &'static [&'static str]),
+    /// `cargo test --release --test TARGET` in CRATE with `debug = "line-tables-only"` (the
+    /// Rust performance book's setting for profiling release builds), profiles into
+    /// `<out>/release`.
+    ReleaseLines(&'static str, &'static str),
 }
 
 const FIXTURES: &str = "tests/fixtures/workloads";
@@ -29,6 +33,7 @@ const RUNS: &[Run] = &[
     Run::Test(FIXTURES, "threads"),
     Run::Test(FIXTURES, "asyncs"),
     Run::Test(FIXTURES, "deep"),
+    Run::ReleaseLines(FIXTURES, "attribution"),
     Run::Bench(FIXTURES, "setup"),
     Run::Harness(
         FIXTURES,
@@ -75,6 +80,10 @@ const EXPECTED: &[(&str, Expect)] = &[
     (
         "validate/workloads/attribution/too_short_for_a_sample.cpu.pb.gz",
         Valid,
+    ),
+    (
+        "validate/release/workloads/attribution/three_to_one_split.cpu.pb.gz",
+        Hot("workloads::heavy_a"),
     ),
     (
         "validate/workloads/setup/setup_then_reset.cpu.pb.gz",
@@ -155,6 +164,7 @@ pub fn run() -> Result<(), String> {
     let _ = std::fs::remove_dir_all(target.join("fixtures/criterion"));
     for run in RUNS {
         let out_dir = out.display().to_string();
+        let release = matches!(run, Run::ReleaseLines(..));
         let (krate, kind, target_name, extra, profile): (_, _, _, Vec<String>, _) = match run {
             Run::Test(krate, test) => (
                 krate,
@@ -177,11 +187,20 @@ pub fn run() -> Result<(), String> {
                 args.iter().map(|a| a.replace("{out}", &out_dir)).collect(),
                 None,
             ),
+            Run::ReleaseLines(krate, test) => (
+                krate,
+                "test",
+                test,
+                vec![],
+                Some(format!("cpu,dir={out_dir}/release")),
+            ),
         };
         let mut cmd = Command::new(env!("CARGO"));
         cmd.current_dir(&root)
             .args([kind, "--quiet", "--manifest-path"])
             .arg(root.join(krate).join("Cargo.toml"))
+            .args(release.then_some("--release"))
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "line-tables-only")
             .args([format!("--{kind}"), target_name.to_string(), "--".into()])
             .args(&extra)
             .env("CARGO_TARGET_DIR", target.join("fixtures"))
