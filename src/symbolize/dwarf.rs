@@ -308,8 +308,13 @@ fn aranges(data: &[u8], little: bool) -> Option<Vec<(u64, u64, usize)>> {
 fn unit_ranges(dwarf: &gimli::Dwarf<R>, skip: &HashSet<usize>) -> Vec<(u64, u64, usize)> {
     let mut out = Vec::new();
     let mut headers = dwarf.units();
+    let info: &'static [u8] = gimli::Section::reader(&dwarf.debug_info).slice();
+    let mut released = 0;
     while let Ok(Some(header)) = headers.next() {
         let offset = header.offset().0;
+        // Each header is on a page of its own in a big `.debug_info`: without this, the
+        // walk would bring the whole section into memory at once.
+        release_behind(info, &mut released, offset);
         if skip.contains(&offset) {
             continue;
         }

@@ -462,19 +462,24 @@ mod tests {
         .unwrap();
         let exe = dir.path().join("small");
         let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-        let out = std::process::Command::new(rustc)
+        run(std::process::Command::new(rustc)
             .args(flags)
             .arg("-o")
             .arg(&exe)
-            .arg(&source)
+            .arg(&source));
+        (dir, exe)
+    }
+
+    /// Runs a build tool, failing the test with its stderr if it fails.
+    fn run(command: &mut std::process::Command) {
+        let out = command
             .output()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{command:?}: {e} (.ci/run installs the tools)"));
         assert!(
             out.status.success(),
-            "{}",
+            "{command:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        (dir, exe)
     }
 
     /// The same for a program built with `-Cdwarf-version=5` (`.debug_addr`/`addrx`,
@@ -608,17 +613,8 @@ mod tests {
             "-Clink-arg=-Wl,--build-id",
         ]);
         let d = dir.path();
-        let objcopy = |args: &[&std::ffi::OsStr]| {
-            let out = std::process::Command::new("objcopy")
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let objcopy =
+            |args: &[&std::ffi::OsStr]| run(std::process::Command::new("objcopy").args(args));
         let debug = d.join("small.debug");
         objcopy(&[
             "--only-keep-debug".as_ref(),
@@ -822,17 +818,10 @@ mod tests {
         .unwrap();
         for cc in ["gcc", "clang"] {
             let exe = dir.path().join(cc);
-            let out = std::process::Command::new(cc)
+            run(std::process::Command::new(cc)
                 .args(["-O2", "-g", "-o"])
                 .arg(&exe)
-                .arg(&source)
-                .output()
-                .unwrap_or_else(|e| panic!("{cc}: {e} (.ci/run installs gcc and clang)"));
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+                .arg(&source));
             let (checked, _) = agrees_with_addr2line(&exe);
             assert!(checked >= 3, "{cc}: {checked} addresses");
             let mut object = Object::open(&exe, "", Separate::Everything).unwrap();
