@@ -1221,7 +1221,11 @@ fn other_unit_name(
     let starts = names.starts.get_or_insert_with(|| {
         let mut starts = Vec::new();
         let mut headers = dwarf.units();
+        let info: &'static [u8] = gimli::Section::reader(&dwarf.debug_info).slice();
+        let mut released = 0;
         while let Ok(Some(header)) = headers.next() {
+            // One page per unit, all over the section: dropped as the walk goes.
+            release_behind(info, &mut released, header.offset().0);
             starts.push(header.offset().0);
         }
         starts
