@@ -116,6 +116,9 @@ pub(crate) struct Measured {
     pub all_ns: u64,
     /// The session's own thread, counted both ways, when both counts worked.
     pub own: Option<OwnThread>,
+    /// The machine's clock ticks over the session: (stolen, busy or stolen), from
+    /// /proc/stat, when readable.
+    pub machine: Option<(u64, u64)>,
 }
 
 /// The session thread's share of [`Measured::all_ns`], and its CPU clock over the same time.
@@ -227,7 +230,7 @@ pub(crate) fn calibrate(collected: &mut Collected) -> Option<String> {
     let all = || collected.stacks.values().flat_map(|s| s.values());
     let samples: u64 = all().map(|v| v.0).sum::<u64>() + collected.lost;
     let weighed: u64 = all().map(|v| v.1).sum::<u64>() + collected.lost_ns;
-    let target = cpu_time(&measured, &collected.stacks, collected.period_ns);
+    let target = cpu_time(&measured);
     if samples < 5 || weighed == 0 || target == 0 {
         return None;
     }
@@ -255,31 +258,34 @@ pub(crate) fn calibrate(collected: &mut Collected) -> Option<String> {
 }
 
 /// The sampled threads' CPU time from the kernel's counts, without steal time: the session
-/// thread's own CPU clock, plus the other threads' share of the event's count scaled by
-/// their steal-free fraction. That fraction comes from their samples: each stands for one
-/// sampling period of the event's clock and weighs the thread CPU clock's advance over it.
-/// With too few samples to tell, or when signals were merged (a weight over a period), the
-/// count stands as it is.
-fn cpu_time(measured: &Measured, stacks: &Stacks, period_ns: u64) -> u64 {
+/// thread's own CPU clock, plus the other threads' share of the event's count times the
+/// fraction of it that was not stolen. Steal comes in bursts (a virtual CPU descheduled for
+/// milliseconds), which samples cannot see (the burst ends in one overflow), so the
+/// fraction is the session thread's own (its clock over its count) when it ran long enough
+/// to tell, else the machine's over the session (/proc/stat's ticks, when there are enough
+/// of them), else the count stands as it is.
+fn cpu_time(measured: &Measured) -> u64 {
     let Some(own) = measured.own else {
         return measured.all_ns;
     };
     let others = measured.all_ns.saturating_sub(own.counted_ns);
-    let (count, weight) = stacks
-        .iter()
-        .filter(|(thread, _)| thread.tid != own.tid)
-        .flat_map(|(_, s)| s.values())
-        .fold((0u64, 0u64), |(c, w), v| (c + v.0, w + v.1));
-    let fraction = if count >= MIN_SAMPLES_FOR_STEAL && period_ns > 0 {
-        (weight as f64 / (count as f64 * period_ns as f64)).min(1.0)
+    let fraction = if own.counted_ns >= OWN_NS_FOR_STEAL {
+        (own.clock_ns as f64 / own.counted_ns as f64).min(1.0)
     } else {
-        1.0
+        match measured.machine {
+            Some((stolen, busy)) if busy >= MACHINE_TICKS_FOR_STEAL => {
+                1.0 - (stolen as f64 / busy as f64).min(1.0)
+            }
+            _ => 1.0,
+        }
     };
     own.clock_ns + (others as f64 * fraction).round() as u64
 }
 
-/// Samples of the other threads needed before their steal-free fraction is trusted.
-const MIN_SAMPLES_FOR_STEAL: u64 = 20;
+/// The session thread's CPU time from which its own steal fraction is trusted.
+const OWN_NS_FOR_STEAL: u64 = 100_000_000;
+/// Busy clock ticks of the machine (USER_HZ, 10 ms) from which its steal fraction is.
+const MACHINE_TICKS_FOR_STEAL: u64 = 20;
 
 /// What the user should hear about a finished profile, beyond its summary line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -404,100 +410,79 @@ mod tests {
             .sum()
     }
 
+    fn own(counted_ms: u64, clock_ms: u64) -> Option<OwnThread> {
+        Some(OwnThread {
+            tid: 1,
+            counted_ns: counted_ms * MS,
+            clock_ns: clock_ms * MS,
+        })
+    }
+
     #[test]
     fn the_total_is_the_threads_cpu_clocks_not_the_stolen_time() {
         // One thread, 800 ms of CPU, while the hypervisor took 15 % more: the event counted
         // 920 ms, the weights (thread clock) 795 ms in 780 samples (the tail after the last
         // sample is missing).
-        let own = OwnThread {
-            tid: 1,
-            counted_ns: 920 * MS,
-            clock_ns: 800 * MS,
+        let measured = Measured {
+            all_ns: 920 * MS,
+            own: own(920, 800),
+            machine: Some((0, 1000)),
         };
-        let mut c = session(
-            (780, 795 * MS),
-            (0, 0),
-            Measured {
-                all_ns: 920 * MS,
-                own: Some(own),
-            },
-        );
+        let mut c = session((780, 795 * MS), (0, 0), measured);
         let note = calibrate(&mut c).unwrap();
         assert!(total(&c).abs_diff(800 * MS) <= 1000, "{}", total(&c));
         assert!(note.contains("120000000 ns the hypervisor took"), "{note}");
 
-        // Spawned threads: 1000 ms counted for them, their 900 samples of 1 ms each weigh
-        // 765 ms by their clocks (15 % stolen): 85 % of their count is theirs.
-        let mut c = session(
-            (50, 50 * MS),
-            (900, 765 * MS),
-            Measured {
-                all_ns: 1050 * MS,
-                own: Some(OwnThread {
-                    tid: 1,
-                    counted_ns: 50 * MS,
-                    clock_ns: 50 * MS,
-                }),
-            },
-        );
+        // Spawned threads do the work while the session thread waits: their 1000 ms counted
+        // hold the machine's 15 % steal over the session.
+        let measured = Measured {
+            all_ns: 1050 * MS,
+            own: own(50, 50),
+            machine: Some((15, 100)),
+        };
+        let mut c = session((50, 50 * MS), (900, 880 * MS), measured);
         calibrate(&mut c);
         assert!(total(&c).abs_diff(900 * MS) <= 1000, "{}", total(&c));
+
+        // A session thread that ran long enough gives its own fraction, for all threads.
+        let measured = Measured {
+            all_ns: 1000 * MS,
+            own: own(200, 170),
+            machine: Some((0, 1000)),
+        };
+        let mut c = session((200, 170 * MS), (800, 790 * MS), measured);
+        calibrate(&mut c);
+        assert!(total(&c).abs_diff(850 * MS) <= 1000, "{}", total(&c));
     }
 
     #[test]
     fn the_count_stands_where_steal_cannot_be_told() {
-        let own = Some(OwnThread {
-            tid: 1,
-            counted_ns: 50 * MS,
-            clock_ns: 50 * MS,
-        });
-        // Merged signals: the spawned threads' samples weigh more than a period each.
-        let mut c = session(
-            (50, 50 * MS),
-            (600, 900 * MS),
-            Measured {
-                all_ns: 1050 * MS,
-                own,
-            },
-        );
-        calibrate(&mut c);
-        assert!(total(&c).abs_diff(1050 * MS) <= 1000, "{}", total(&c));
-        // Too few samples of them to tell.
-        let mut c = session(
-            (50, 50 * MS),
-            (10, 5 * MS),
-            Measured {
-                all_ns: 80 * MS,
-                own,
-            },
-        );
+        // Too few machine ticks over a short session with a mostly waiting session thread.
+        let measured = Measured {
+            all_ns: 80 * MS,
+            own: own(5, 5),
+            machine: Some((1, 10)),
+        };
+        let mut c = session((5, 5 * MS), (70, 70 * MS), measured);
         calibrate(&mut c);
         assert!(total(&c).abs_diff(80 * MS) <= 1000, "{}", total(&c));
         // No own-thread count (its event did not open): the sampling event's count.
-        let mut c = session(
-            (900, 880 * MS),
-            (0, 0),
-            Measured {
-                all_ns: 950 * MS,
-                own: None,
-            },
-        );
+        let measured = Measured {
+            all_ns: 950 * MS,
+            own: None,
+            machine: Some((50, 100)),
+        };
+        let mut c = session((900, 880 * MS), (0, 0), measured);
         let note = calibrate(&mut c).unwrap();
         assert!(total(&c).abs_diff(950 * MS) <= 1000, "{}", total(&c));
         assert!(!note.contains("steal"), "{note}");
         // A difference under 1 % is not called steal.
-        let mut c = session(
-            (780, 795 * MS),
-            (0, 0),
-            Measured {
-                all_ns: 801 * MS,
-                own: Some(OwnThread {
-                    tid: 1,
-                    counted_ns: 801 * MS,
-                    clock_ns: 800 * MS,
-                }),
-            },
-        );
+        let measured = Measured {
+            all_ns: 801 * MS,
+            own: own(801, 800),
+            machine: None,
+        };
+        let mut c = session((780, 795 * MS), (0, 0), measured);
         assert!(!calibrate(&mut c).unwrap().contains("steal"));
     }
 }

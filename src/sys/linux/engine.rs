@@ -651,6 +651,8 @@ struct Meter {
     /// the reading at the current stretch's start.
     counted: [AtomicU64; 3],
     mark: [AtomicU64; 3],
+    /// The machine's steal and busy clock ticks (/proc/stat) when the session started.
+    machine: [AtomicU64; 2],
 }
 
 const ALL: usize = 0;
@@ -664,6 +666,7 @@ const NO_METER: Meter = Meter {
     tid: AtomicI32::new(0),
     counted: [const { AtomicU64::new(0) }; 3],
     mark: [const { AtomicU64::new(0) }; 3],
+    machine: [const { AtomicU64::new(0) }; 2],
 };
 
 static METERS: [Meter; MAX_SLOTS] = [NO_METER; MAX_SLOTS];
@@ -681,6 +684,9 @@ impl Meter {
         self.own_fd
             .store(own.map_or(-1, PerfEvent::fd), Ordering::Relaxed);
         self.all_fd.store(all.fd(), Ordering::Release);
+        let [steal, busy] = machine_ticks().unwrap_or_default();
+        self.machine[0].store(steal, Ordering::Relaxed);
+        self.machine[1].store(busy, Ordering::Relaxed);
         self.restart(true);
     }
 
@@ -730,8 +736,14 @@ impl Meter {
         }
         let [all_ns, own_ns, own_clock_ns] =
             self.counted.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let [steal0, busy0] = self.machine.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let machine = machine_ticks().and_then(|[steal, busy]| {
+            (steal0 > 0 || busy0 > 0)
+                .then(|| (steal.saturating_sub(steal0), busy.saturating_sub(busy0)))
+        });
         Some(Measured {
             all_ns,
+            machine,
             own: (own_ns > 0 && own_clock_ns > 0).then_some(OwnThread {
                 tid: self.tid.load(Ordering::Relaxed) as u32,
                 counted_ns: own_ns,
@@ -739,6 +751,24 @@ impl Meter {
             }),
         })
     }
+}
+
+/// The machine's clock ticks so far that the hypervisor took from its CPUs while they had
+/// work (steal), and those they spent working or stolen (user, nice, system, irq, softirq,
+/// steal): the first line of /proc/stat.
+fn machine_ticks() -> Option<[u64; 2]> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let steal = at(7);
+    Some([steal, at(0) + at(1) + at(2) + at(5) + at(6) + steal])
 }
 
 /// Stops recording samples of session `sid` until the matching [`resume`].
