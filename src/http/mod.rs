@@ -563,7 +563,7 @@ async fn index() -> Response {
          Types of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n",
     );
     // Counts as Go shows them, where there is something to count.
-    let threads = std::fs::read_dir("/proc/self/task").map(|d| d.count()).ok();
+    let threads = crate::sys::thread_ids().map(|t| t.len()).ok();
     for (name, _) in ENTRIES {
         let (count, link) = match (*name, threads) {
             ("threads", Some(n)) => (n.to_string(), "threads?debug=1"),

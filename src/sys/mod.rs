@@ -5,6 +5,7 @@
 //! - the CPU sampler: `Session` (`start`/`sid`/`finish`), `reset`, `pause`, `resume`,
 //!   `is_live`, `forked`, `on_drain_start`;
 //! - the loaded objects: `known_modules` (unloaded ones too), `modules_generation`;
+//! - the process's threads: `thread_ids` (and, with `http`, `thread_stacks`);
 //! - file mappings for the symbolizer: `map_file`, `release`.
 //!
 //! `linux` is Linux x86_64, where profiles are taken. `unsupported` is every other target:

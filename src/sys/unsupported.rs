@@ -72,6 +72,10 @@ pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
     Err(unsupported())
 }
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn thread_ids() -> std::io::Result<Vec<i32>> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
 pub(crate) fn known_modules() -> Vec<Module> {
     Vec::new()
 }

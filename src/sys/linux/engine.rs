@@ -483,13 +483,8 @@ fn record_thread_starts() -> Vec<libc::pid_t> {
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
     let drain = DRAIN_TID.load(Ordering::Relaxed);
-    let tids: Vec<libc::pid_t> = std::fs::read_dir("/proc/self/task")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|&tid| tid != me && tid != drain)
-        .collect();
+    let mut tids = super::thread_ids().unwrap_or_default();
+    tids.retain(|&tid| tid != me && tid != drain);
     let mut len = 0;
     for &tid in &tids {
         let Some(cpu) = timer::thread_cpu_ns(tid) else {

@@ -17,3 +17,11 @@ pub(crate) use modules::{generation as modules_generation, known as known_module
 pub(crate) use threads::{thread_stacks, ThreadStack};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use {engine::installed, signal::in_handler};
+
+/// The ids of this process's threads now (/proc/self/task).
+pub(crate) fn thread_ids() -> std::io::Result<Vec<libc::pid_t>> {
+    Ok(std::fs::read_dir("/proc/self/task")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect())
+}

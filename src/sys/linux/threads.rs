@@ -23,14 +23,10 @@ pub(crate) type ThreadStack = (Thread, Option<Vec<u64>>);
 pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
     super::engine::ready()?;
     let _one = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
-    let mut tids: Vec<i32> = std::fs::read_dir("/proc/self/task")
-        .map_err(|e| Error::Sampler {
-            what: "listing the process's threads (/proc/self/task)",
-            source: e,
-        })?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
+    let mut tids = super::thread_ids().map_err(|e| Error::Sampler {
+        what: "listing the process's threads (/proc/self/task)",
+        source: e,
+    })?;
     tids.sort_unstable();
     let mut out = Vec::with_capacity(tids.len());
     for batch in tids.chunks(CELLS) {
