@@ -141,10 +141,7 @@ impl Dwarf {
                                 .map_or("?".into(), |p| p.display().to_string())
                         ));
                     }
-                    split.map(|mut full| {
-                        full.lines = unit.lines;
-                        full
-                    })
+                    split
                 } else {
                     Some(unit)
                 }
@@ -178,30 +175,14 @@ impl Dwarf {
             let elf = Elf::open(std::path::Path::new(&dwp))?;
             let endian = endian(&elf);
             let empty = EndianSlice::new(&[], endian);
-            gimli::DwarfPackage::load(
-                |id| -> Result<R, gimli::Error> {
-                    Ok(EndianSlice::new(
-                        elf.section(id.dwo_name().unwrap_or("")),
-                        endian,
-                    ))
-                },
-                empty,
-            )
-            .ok()
+            gimli::DwarfPackage::load(|id| Ok::<_, gimli::Error>(dwo_section(&elf, id)), empty).ok()
         });
         let mut dwo = match package {
             Some(package) => package.find_cu(id, parent).ok()??,
             None => {
                 let path = self.dwo_path(skeleton)?;
                 let elf = Elf::open(&path)?;
-                let endian = endian(&elf);
-                let mut dwo = gimli::Dwarf::load(|id| -> Result<R, ()> {
-                    Ok(EndianSlice::new(
-                        elf.section(id.dwo_name().unwrap_or("")),
-                        endian,
-                    ))
-                })
-                .ok()?;
+                let mut dwo = gimli::Dwarf::load(|id| Ok::<_, ()>(dwo_section(&elf, id))).ok()?;
                 dwo.make_dwo(parent);
                 dwo
             }
@@ -244,6 +225,11 @@ impl Dwarf {
             _ => name.to_path_buf(),
         })
     }
+}
+
+/// Section `id` of a `.dwo` file or DWARF package (`.debug_info.dwo`, ...).
+fn dwo_section(elf: &Elf, id: gimli::SectionId) -> R {
+    EndianSlice::new(elf.section(id.dwo_name().unwrap_or("")), endian(elf))
 }
 
 fn endian(elf: &Elf) -> RunTimeEndian {
@@ -307,31 +293,47 @@ fn aranges(data: &[u8], little: bool) -> Option<Vec<(u64, u64, usize)>> {
 /// Without `.debug_aranges`: each unit's own ranges (slower; parses every unit's root).
 fn unit_ranges(dwarf: &gimli::Dwarf<R>, skip: &HashSet<usize>) -> Vec<(u64, u64, usize)> {
     let mut out = Vec::new();
-    let mut headers = dwarf.units();
-    let info: &'static [u8] = gimli::Section::reader(&dwarf.debug_info).slice();
-    let mut released = 0;
-    while let Ok(Some(header)) = headers.next() {
+    each_unit_header(dwarf, |header| {
         let offset = header.offset().0;
-        // Each header is on a page of its own in a big `.debug_info`: without this, the
-        // walk would bring the whole section into memory at once.
-        release_behind(info, &mut released, offset);
         if skip.contains(&offset) {
-            continue;
+            return;
         }
         let Ok(unit) = dwarf.unit(header) else {
-            continue;
+            return;
         };
         let Ok(mut ranges) = dwarf.unit_ranges(&unit) else {
-            continue;
+            return;
         };
         while let Ok(Some(r)) = ranges.next() {
             if r.begin != 0 && r.begin < r.end {
                 out.push((r.begin, r.end, offset));
             }
         }
-    }
+    });
     out.sort_unstable();
     out
+}
+
+/// Calls `f` with every unit header of `.debug_info`, in order. Each header is on a page of
+/// its own in a big section, all over it: the pages behind the walk are dropped as it goes,
+/// or it would bring the whole section into memory at once.
+fn each_unit_header(dwarf: &gimli::Dwarf<R>, mut f: impl FnMut(gimli::UnitHeader<R>)) {
+    let info: &'static [u8] = gimli::Section::reader(&dwarf.debug_info).slice();
+    let mut released = 0;
+    let mut headers = dwarf.units();
+    while let Ok(Some(header)) = headers.next() {
+        release_behind(info, &mut released, header.offset().0);
+        f(header);
+    }
+}
+
+/// The unit at `offset` in `.debug_info`, parsed (abbreviations, line program header).
+fn parse_unit(dwarf: &gimli::Dwarf<R>, offset: usize) -> Option<gimli::Unit<R>> {
+    let header = dwarf
+        .debug_info
+        .header_from_offset(gimli::DebugInfoOffset(offset))
+        .ok()?;
+    dwarf.unit(header).ok()
 }
 
 /// One unit that samples fell in, with what has been read of it so far.
@@ -369,11 +371,7 @@ struct Inline {
 
 impl UnitInfo {
     fn new(dwarf: &gimli::Dwarf<R>, all: &'static [u8], offset: usize) -> Option<UnitInfo> {
-        let header = dwarf
-            .debug_info
-            .header_from_offset(gimli::DebugInfoOffset(offset))
-            .ok()?;
-        let unit = dwarf.unit(header).ok()?;
+        let unit = parse_unit(dwarf, offset)?;
         let len = unit.header.length_including_self();
         let info = all.get(offset..offset.checked_add(len)?)?;
         Some(UnitInfo::with_unit(unit, info))
@@ -1220,27 +1218,14 @@ fn other_unit_name(
     }
     let starts = names.starts.get_or_insert_with(|| {
         let mut starts = Vec::new();
-        let mut headers = dwarf.units();
-        let info: &'static [u8] = gimli::Section::reader(&dwarf.debug_info).slice();
-        let mut released = 0;
-        while let Ok(Some(header)) = headers.next() {
-            // One page per unit, all over the section: dropped as the walk goes.
-            release_behind(info, &mut released, header.offset().0);
-            starts.push(header.offset().0);
-        }
+        each_unit_header(dwarf, |header| starts.push(header.offset().0));
         starts
     });
     let start = *starts.get(starts.partition_point(|&s| s <= offset.0).checked_sub(1)?)?;
     let unit = names
         .units
         .entry(start)
-        .or_insert_with(|| {
-            let header = dwarf
-                .debug_info
-                .header_from_offset(gimli::DebugInfoOffset(start))
-                .ok()?;
-            dwarf.unit(header).ok().map(Arc::new)
-        })
+        .or_insert_with(|| parse_unit(dwarf, start).map(Arc::new))
         .clone()?;
     let at = offset.to_unit_offset(&unit.header)?;
     name(dwarf, names, &unit, AttributeValue::UnitRef(at), depth)
