@@ -97,25 +97,24 @@ impl Elf {
         crate::sys::release(self.data);
     }
 
+    fn find(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
     pub(crate) fn section(&self, name: &str) -> &'static [u8] {
-        self.sections
-            .iter()
-            .find(|s| s.name == name)
-            .map_or(&[], Section::data)
+        self.find(name).map_or(&[], Section::data)
     }
 
     /// Whether the object has a section `name` with contents, without decompressing it.
     pub(crate) fn has_section(&self, name: &str) -> bool {
-        self.sections
-            .iter()
-            .any(|s| s.name == name && !s.compressed.data.is_empty())
+        self.find(name)
+            .is_some_and(|s| !s.compressed.data.is_empty())
     }
 
     /// Whether section `name` is stored compressed.
     pub(crate) fn is_compressed(&self, name: &str) -> bool {
-        self.sections
-            .iter()
-            .any(|s| s.name == name && s.compressed.format != object::CompressionFormat::None)
+        self.find(name)
+            .is_some_and(|s| s.compressed.format != object::CompressionFormat::None)
     }
 
     /// Whether the object has a full symbol table (not only the exported `.dynsym`).

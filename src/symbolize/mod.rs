@@ -123,16 +123,16 @@ impl Object {
         } else {
             None
         };
-        let link = elf.section(".gnu_debuglink");
-        let unreadable = (stripped && debug.is_none() && !link.is_empty()).then(|| {
-            let name = link.split(|&b| b == 0).next().unwrap_or_default();
-            format!(
-                "its debug info was moved to {} (.gnu_debuglink), which was not found beside \
-                 it, in .debug/ or under {DEBUG_ROOT}: its functions are named from the symbol \
-                 table, without lines",
-                String::from_utf8_lossy(name)
-            )
-        });
+        let unreadable = debuglink(&elf)
+            .filter(|_| stripped && debug.is_none())
+            .map(|name| {
+                format!(
+                    "its debug info was moved to {} (.gnu_debuglink), which was not found \
+                     beside it, in .debug/ or under {DEBUG_ROOT}: its functions are named from \
+                     the symbol table, without lines",
+                    String::from_utf8_lossy(name)
+                )
+            });
         let dwarf = match &debug {
             Some(d)
                 if separate == Separate::NamesIfCompressed && d.is_compressed(".debug_info") =>
@@ -186,28 +186,30 @@ fn debug_file(path: &Path, build_id: &str, elf: &elf::Elf, root: &Path) -> Optio
                 .join(format!("{}.debug", &build_id[2..])),
         );
     }
-    let link = elf.section(".gnu_debuglink");
-    let name = link
-        .iter()
-        .position(|&b| b == 0)
-        .and_then(|end| std::str::from_utf8(&link[..end]).ok())
+    let real = std::fs::canonicalize(path).ok();
+    let name = debuglink(elf)
+        .and_then(|n| std::str::from_utf8(n).ok())
         .filter(|n| !n.is_empty() && !n.contains('/'));
-    if let (Some(name), Ok(real)) = (name, std::fs::canonicalize(path)) {
-        if let Some(dir) = real.parent() {
-            candidates.push(dir.join(name));
-            candidates.push(dir.join(".debug").join(name));
-            candidates.push(root.join(dir.strip_prefix("/").unwrap_or(dir)).join(name));
-        }
+    if let (Some(name), Some(dir)) = (name, real.as_deref().and_then(Path::parent)) {
+        candidates.push(dir.join(name));
+        candidates.push(dir.join(".debug").join(name));
+        candidates.push(root.join(dir.strip_prefix("/").unwrap_or(dir)).join(name));
     }
     candidates
         .into_iter()
-        .filter(|c| std::fs::canonicalize(c).ok() != std::fs::canonicalize(path).ok())
+        .filter(|c| std::fs::canonicalize(c).ok() != real)
         .filter_map(|c| elf::Elf::open(&c))
         .find(|debug| {
             let id = debug.build_id();
             (build_id.is_empty() || id.is_empty() || id == build_id)
                 && debug.has_section(".debug_info")
         })
+}
+
+/// The file name in an object's `.gnu_debuglink`, as stored (up to its NUL), if it has one.
+fn debuglink(elf: &elf::Elf) -> Option<&'static [u8]> {
+    let link = elf.section(".gnu_debuglink");
+    (!link.is_empty()).then(|| link.split(|&b| b == 0).next().unwrap_or_default())
 }
 
 /// Opens the main executable and indexes its debug info's units ahead of the first
