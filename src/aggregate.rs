@@ -124,7 +124,6 @@ pub(crate) struct Measured {
 /// The session thread's share of [`Measured::all_ns`], and its CPU clock over the same time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct OwnThread {
-    pub tid: u32,
     pub counted_ns: u64,
     pub clock_ns: u64,
 }
@@ -222,9 +221,9 @@ pub(crate) fn where_cpu_went(
 ///
 /// Each sample weighs its thread's CPU since that thread's previous sample, so what a thread
 /// burns after its last sample is missing: up to a period per thread, which matters for short
-/// threads at low rates. The kernel's task-clock count has it all; scaling every sample by
-/// the same factor keeps the profile's shape and fixes its total. Returns the comment that
-/// says what was done.
+/// threads at low rates. The kernel's task-clock count has it all (and steal time besides,
+/// which [`cpu_time`] takes out); scaling every sample by the same factor keeps the
+/// profile's shape and fixes its total. Returns the comment that says what was done.
 pub(crate) fn calibrate(collected: &mut Collected) -> Option<String> {
     let measured = collected.measured?;
     let all = || collected.stacks.values().flat_map(|s| s.values());
@@ -412,7 +411,6 @@ mod tests {
 
     fn own(counted_ms: u64, clock_ms: u64) -> Option<OwnThread> {
         Some(OwnThread {
-            tid: 1,
             counted_ns: counted_ms * MS,
             clock_ns: clock_ms * MS,
         })

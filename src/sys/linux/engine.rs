@@ -634,8 +634,10 @@ pub(crate) fn reset(sid: u64) {
 /// The sampling event counts the CPU time of every thread the session samples, but its
 /// clock also runs while the hypervisor has taken the CPU away (steal time): on a busy host
 /// it over-counts by that much, where the threads' CPU clocks (and the sample weights, read
-/// from them) do not. So the session thread is counted twice more: by an event of its own
-/// and by its CPU clock; their ratio tells the event's steal share.
+/// from them) do not. So the session thread is counted twice more, by an event of its own
+/// and by its CPU clock (their ratio tells its steal share), and the machine's steal ticks
+/// are read at start and end, for the spawned threads when the session thread ran too
+/// little to tell.
 struct Meter {
     /// The sampling event's fd and the own-thread counting event's; -1 when not counting.
     all_fd: AtomicI32,
@@ -740,7 +742,6 @@ impl Meter {
             all_ns,
             machine,
             own: (own_ns > 0 && own_clock_ns > 0).then_some(OwnThread {
-                tid: self.tid.load(Ordering::Relaxed) as u32,
                 counted_ns: own_ns,
                 clock_ns: own_clock_ns,
             }),
