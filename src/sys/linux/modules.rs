@@ -114,6 +114,7 @@ unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>) {
         // The vDSO has no file to symbolize from; frames in it are few and short.
         return;
     }
+    let loads = || phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
     let path = if is_main {
         std::env::current_exe().unwrap_or_default()
     } else {
@@ -123,18 +124,12 @@ unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>) {
         } else {
             // `dlopen("./lib.so")` keeps the path as given, relative to the directory of
             // that moment: the kernel's view of the mapping has the real one.
-            let Some(real) = mapped_path(
-                bias + phdrs
-                    .iter()
-                    .find(|p| p.p_type == libc::PT_LOAD)
-                    .map_or(0, |p| p.p_vaddr),
-            ) else {
+            let Some(real) = mapped_path(bias + loads().next().map_or(0, |p| p.p_vaddr)) else {
                 return;
             };
             real
         }
     };
-    let loads = || phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
     let mut build_id = String::new();
     let mut eh_frame_hdr = None;
     let mut eh_frame = None;

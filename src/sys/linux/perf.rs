@@ -39,6 +39,18 @@ struct PerfEventAttr {
     config3: u64,
 }
 
+impl PerfEventAttr {
+    /// A task-clock event of the size this struct states; the rest zero.
+    fn task_clock() -> PerfEventAttr {
+        PerfEventAttr {
+            kind: PERF_TYPE_SOFTWARE,
+            size: std::mem::size_of::<PerfEventAttr>() as u32,
+            config: PERF_COUNT_SW_TASK_CLOCK,
+            ..Default::default()
+        }
+    }
+}
+
 const PERF_TYPE_SOFTWARE: u32 = 1;
 const PERF_COUNT_SW_TASK_CLOCK: u64 = 1;
 const PERF_FLAG_FD_CLOEXEC: libc::c_ulong = 8;
@@ -70,9 +82,6 @@ impl PerfEvent {
         PerfEvent::open_attr(
             tid,
             PerfEventAttr {
-                kind: PERF_TYPE_SOFTWARE,
-                size: std::mem::size_of::<PerfEventAttr>() as u32,
-                config: PERF_COUNT_SW_TASK_CLOCK,
                 sample_period: period_ns,
                 flags: INHERIT
                     | EXCLUDE_KERNEL
@@ -81,7 +90,7 @@ impl PerfEvent {
                     | REMOVE_ON_EXEC
                     | SIGTRAP,
                 sig_data: sid,
-                ..Default::default()
+                ..PerfEventAttr::task_clock()
             },
         )
     }
@@ -92,11 +101,8 @@ impl PerfEvent {
         PerfEvent::open_attr(
             0,
             PerfEventAttr {
-                kind: PERF_TYPE_SOFTWARE,
-                size: std::mem::size_of::<PerfEventAttr>() as u32,
-                config: PERF_COUNT_SW_TASK_CLOCK,
                 flags: EXCLUDE_KERNEL | EXCLUDE_HV | REMOVE_ON_EXEC,
-                ..Default::default()
+                ..PerfEventAttr::task_clock()
             },
         )
     }
