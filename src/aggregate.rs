@@ -81,6 +81,7 @@ impl Collected {
                     thread: Some(thread),
                     stack,
                     values: vec![as_i64(count), as_i64(weight)],
+                    num_labels: vec![],
                 })
             })
             .collect();

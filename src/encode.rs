@@ -280,6 +280,8 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
     let mut folded_weights: HashMap<String, i64> = HashMap::default();
     // The object each location is in, for the summary's headline rule.
     let mut location_module: Vec<Option<usize>> = Vec::new();
+    // Locations with their leading allocator frames dropped, by the original's id.
+    let mut trimmed: HashMap<u64, u64> = HashMap::default();
     for row in rows {
         let (stack, weight) = (row.stack, row.values.get(main).copied().unwrap_or(0));
         let mut ids = Vec::with_capacity(stack.len());
@@ -339,6 +341,9 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
             };
             ids.push(id);
         }
+        if !kind.trim.is_empty() {
+            ids = trim(ids, kind.trim, &mut profile, &strings, &mut location_module, &mut trimmed);
+        }
         *folded_weights
             .entry(fold(&ids, &profile, &strings))
             .or_default() += weight;
@@ -370,10 +375,18 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
                 },
             ]
         });
+        let mut label = label.unwrap_or_default();
+        for &(key, num) in &row.num_labels {
+            label.push(Label {
+                key: strings.get(key),
+                num,
+                ..Default::default()
+            });
+        }
         profile.sample.push(Sample {
             location_id: ids,
             value: row.values.clone(),
-            label: label.unwrap_or_default(),
+            label,
         });
     }
     let divisor = kind.folded_divisor.max(1);
@@ -440,7 +453,7 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
     }
     profile.default_sample_type = kind
         .sample_types
-        .get(main)
+        .get(kind.default)
         .map_or(0, |t| strings.get(t.kind));
     profile.string_table = strings.table;
 
@@ -457,6 +470,59 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
         top,
         folded,
     }
+}
+
+/// `ids` (leaf first) without the leading frames whose function names start with one of
+/// `prefixes`: whole locations, and the leading inlined frames of the first location kept,
+/// which becomes a location of its own (made once, remembered in `trimmed`). A stack made
+/// of nothing else is kept whole.
+fn trim(
+    ids: Vec<u64>,
+    prefixes: &[&str],
+    profile: &mut proto::Profile,
+    strings: &Strings,
+    location_module: &mut Vec<Option<usize>>,
+    trimmed: &mut HashMap<u64, u64>,
+) -> Vec<u64> {
+    let trims = |function_id: u64| {
+        let name = profile
+            .function
+            .get(function_id as usize - 1)
+            .and_then(|f| strings.table.get(f.name as usize))
+            .map_or("", String::as_str);
+        prefixes.iter().any(|p| name.starts_with(p))
+    };
+    for (depth, &id) in ids.iter().enumerate() {
+        let lines = &profile.location[id as usize - 1].line;
+        let Some(keep) = lines.iter().position(|l| !trims(l.function_id)) else {
+            continue;
+        };
+        let mut out = Vec::with_capacity(ids.len() - depth);
+        if keep == 0 {
+            out.push(id);
+        } else {
+            let new = match trimmed.get(&id) {
+                Some(&new) => new,
+                None => {
+                    let original = &profile.location[id as usize - 1];
+                    let new = profile.location.len() as u64 + 1;
+                    let location = proto::Location {
+                        id: new,
+                        line: original.line[keep..].to_vec(),
+                        ..original.clone()
+                    };
+                    profile.location.push(location);
+                    location_module.push(location_module[id as usize - 1]);
+                    trimmed.insert(id, new);
+                    new
+                }
+            };
+            out.push(new);
+        }
+        out.extend_from_slice(&ids[depth + 1..]);
+        return out;
+    }
+    ids
 }
 
 /// The mapping of addresses outside every known object (and of pseudo-frames).
@@ -657,7 +723,9 @@ mod tests {
                 unit: "bytes",
             },
             main: 1,
+            default: 1,
             folded_divisor: 1,
+            trim: &[],
         };
         let here = any_kind_is_encoded_with_its_own_sample_types as *const () as u64;
         let (a, b) = ([here], [here + 1, here]);
@@ -668,11 +736,13 @@ mod tests {
                     thread: None,
                     stack: &a,
                     values: vec![1, 100],
+                    num_labels: vec![],
                 },
                 Row {
                     thread: None,
                     stack: &b,
                     values: vec![3, 300],
+                    num_labels: vec![],
                 },
             ],
             placeholders: vec![("[elsewhere]", vec![1, 600])],
@@ -728,6 +798,7 @@ mod tests {
             thread: None,
             stack,
             values: vec![1, 1000],
+            num_labels: vec![],
         };
         let input = Samples {
             kind: &crate::kind::CPU,

@@ -28,12 +28,18 @@ pub(crate) struct Kind {
     pub sample_types: &'static [ValueType],
     /// What one sample stands for (pprof's `period_type`).
     pub period_type: ValueType,
-    /// Index into `sample_types` of the value pprof shows by default, flamegraphs weigh
-    /// and the summary's `top:` ranks by.
+    /// Index into `sample_types` of the value flamegraphs weigh and the summary's `top:`
+    /// ranks by.
     pub main: usize,
+    /// Index into `sample_types` of the value pprof shows by default (`default_sample_type`).
+    pub default: usize,
     /// Flamegraph widths are the main value divided by this (CPU: nanoseconds shown as
     /// microseconds, so that inferno's integer counts stay readable).
     pub folded_divisor: i64,
+    /// Leading (leaf-side) frames dropped from every stack when their function's name starts
+    /// with one of these, as Go hides `runtime.*` below an allocation: the allocator's own
+    /// frames, so that a heap profile's leaf is the code that allocated.
+    pub trim: &'static [&'static str],
 }
 
 /// CPU time, sampled: Go's `-cpuprofile` (`samples/count`, `cpu/nanoseconds`).
@@ -54,7 +60,9 @@ pub(crate) const CPU: Kind = Kind {
         unit: "nanoseconds",
     },
     main: 1,
+    default: 1,
     folded_divisor: 1000,
+    trim: &[],
 };
 
 /// Every thread's stack at one moment, one sample per thread (Go's `goroutine` profile):
@@ -71,11 +79,76 @@ pub(crate) const THREADS: Kind = Kind {
         unit: "count",
     },
     main: 0,
+    default: 0,
     folded_divisor: 1,
+    trim: &[],
+};
+
+/// Go's heap profile sample types, in Go's order.
+const HEAP_TYPES: &[ValueType] = &[
+    ValueType {
+        kind: "alloc_objects",
+        unit: "count",
+    },
+    ValueType {
+        kind: "alloc_space",
+        unit: "bytes",
+    },
+    ValueType {
+        kind: "inuse_objects",
+        unit: "count",
+    },
+    ValueType {
+        kind: "inuse_space",
+        unit: "bytes",
+    },
+];
+
+/// The frames an allocation passes through before it reaches the allocator: the wrapper,
+/// the `__rust_alloc` shims, and std's `alloc` crate (`RawVec` growth, `Box::new`,
+/// collections' node allocation). `<` opens trait impls (`<alloc::vec::Vec<T> as ..>`).
+const ALLOCATOR_FRAMES: &[&str] = &[
+    "profiled::",
+    "<profiled::",
+    "alloc::",
+    "<alloc::",
+    "core::alloc::",
+    "<core::alloc::",
+    "std::alloc::",
+    "<std::alloc::",
+    "__rust_alloc",
+    "__rust_dealloc",
+    "__rust_realloc",
+    "__rust_alloc_zeroed",
+    "__rdl_",
+    "__rg_",
+];
+
+/// Sampled allocations of a test, unbiased: Go's `-memprofile` (`alloc_objects`,
+/// `alloc_space`, `inuse_objects`, `inuse_space`), `inuse_space` shown by default; the
+/// summary's `top:` and flamegraphs weigh bytes allocated.
+pub(crate) const HEAP: Kind = Kind {
+    name: "heap",
+    sample_types: HEAP_TYPES,
+    period_type: ValueType {
+        kind: "space",
+        unit: "bytes",
+    },
+    main: 1,
+    default: 3,
+    folded_divisor: 1,
+    trim: ALLOCATOR_FRAMES,
+};
+
+/// The same data as [`HEAP`] with `alloc_space` shown by default (Go's `allocs` profile).
+pub(crate) const ALLOCS: Kind = Kind {
+    name: "allocs",
+    default: 1,
+    ..HEAP
 };
 
 /// Every kind profiled takes. `PROFILE`'s grammar and the file names are checked against it.
-pub(crate) const KINDS: &[&Kind] = &[&CPU];
+pub(crate) const KINDS: &[&Kind] = &[&CPU, &HEAP, &ALLOCS];
 
 /// The kind called `name`.
 pub(crate) fn find(name: &str) -> Option<&'static Kind> {
@@ -101,6 +174,8 @@ pub(crate) struct Row<'a> {
     pub thread: Option<&'a Thread>,
     pub stack: &'a [u64],
     pub values: Vec<i64>,
+    /// Numeric labels (a heap sample's `bytes`: the size of each block).
+    pub num_labels: Vec<(&'static str, i64)>,
 }
 
 #[cfg(test)]
@@ -111,6 +186,7 @@ mod tests {
     fn every_kind_is_consistent() {
         for kind in KINDS {
             assert!(kind.main < kind.sample_types.len(), "{}", kind.name);
+            assert!(kind.default < kind.sample_types.len(), "{}", kind.name);
             assert!(kind.folded_divisor > 0, "{}", kind.name);
             assert_eq!(find(kind.name), Some(*kind));
             assert!(

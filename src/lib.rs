@@ -143,6 +143,7 @@ mod error;
 mod flamegraph;
 #[cfg(feature = "harness")]
 mod harness;
+mod heap;
 #[cfg(feature = "http")]
 pub mod http;
 mod kind;
@@ -156,6 +157,8 @@ pub use config::{
     Config, Engine, Threads, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY, STRICT_ENV_VAR,
 };
 pub use error::Error;
+pub use heap::{allocations, allocs_per_run, Allocations, DEFAULT_HEAP_RATE};
+pub use sys::Alloc;
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
 ///
 /// Inert when `PROFILE` is unset: no thread, no signal handler, no file. Stacks with `#[test]`

@@ -345,3 +345,20 @@ fn deep_stacks_keep_their_root_and_say_where_frames_were_left_out() {
     assert_eq!(shallow.share("[truncated]"), 0.0);
     assert!(!shallow.comments().iter().any(|c| c.contains("deeper")));
 }
+
+/// This binary has no `profiled::Alloc`: counting must refuse, showing the two lines to add,
+/// rather than answer zero.
+#[test]
+fn allocation_counts_without_the_wrapper_say_how_to_install_it() {
+    let err = std::panic::catch_unwind(|| profiled::allocations(|| vec![0u8; 10]))
+        .expect_err("no wrapper: must panic");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        msg.contains("#[global_allocator]")
+            && msg.contains("static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();"),
+        "{msg}"
+    );
+}

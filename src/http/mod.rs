@@ -470,6 +470,7 @@ fn threads_profile(
                 thread: Some(thread),
                 stack: stack.as_deref()?,
                 values: vec![1],
+                num_labels: vec![],
             })
         })
         .collect();

@@ -83,6 +83,15 @@ pub(crate) fn modules_generation() -> u64 {
     0
 }
 
+/// No unwinder here: heap profiles record no stacks.
+pub(crate) fn capture_stack(_frames: &mut [u64; crate::sampler::MAX_DEPTH]) -> usize {
+    0
+}
+pub(crate) fn current_thread() -> crate::aggregate::Thread {
+    crate::aggregate::Thread::default()
+}
+pub(crate) fn prepare_stacks() {}
+
 /// Reads the whole file: without a sampler nothing is symbolized here, so this only has to
 /// be correct, not frugal.
 pub(crate) fn map_file(mut file: &File) -> Option<&'static [u8]> {

@@ -124,7 +124,7 @@ pub(crate) fn ready() -> Result<(), Error> {
 /// unloaded since: at every session start, and from the drain thread while sessions run, so
 /// that stacks through a library `dlopen`ed during a test unwind past it. Serialized: two
 /// rebuilds racing could leave the older list installed.
-fn prepare_unwinder() {
+pub(crate) fn prepare_unwinder() {
     static PREPARING: Mutex<()> = Mutex::new(());
     let generation = super::modules::generation();
     if MODULES_CHECKED.load(Ordering::Acquire) == generation {

@@ -6,13 +6,18 @@ mod map;
 mod modules;
 mod perf;
 mod signal;
+mod spawn;
 #[cfg(feature = "http")]
 mod threads;
 mod timer;
 
-pub(crate) use engine::{forked, is_live, on_drain_start, pause, reset, resume, Session};
+pub(crate) use engine::{
+    forked, is_live, on_drain_start, pause, prepare_unwinder as prepare_stacks, reset, resume,
+    Session,
+};
 pub(crate) use map::{map_file, release};
 pub(crate) use modules::{generation as modules_generation, known as known_modules};
+pub(crate) use signal::{capture_stack, who as current_thread};
 #[cfg(feature = "http")]
 pub(crate) use threads::{thread_stacks, ThreadStack};
 #[cfg(feature = "__test-hooks")]

@@ -639,6 +639,27 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> 
     }
 }
 
+/// Walks the calling thread's own stack (an allocation being sampled, not a signal): the
+/// first frame is in this function, the others are return addresses. Safe to call from an
+/// allocator: it allocates nothing.
+#[inline(never)]
+pub(crate) fn capture_stack(frames: &mut [u64; MAX_DEPTH]) -> usize {
+    let (pc, sp, bp): (u64, u64, u64);
+    // SAFETY: copies rip, rsp and rbp into registers; reads and writes no memory.
+    unsafe {
+        std::arch::asm!(
+            "lea {pc}, [rip]",
+            "mov {sp}, rsp",
+            "mov {bp}, rbp",
+            pc = out(reg) pc,
+            sp = out(reg) sp,
+            bp = out(reg) bp,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    walk(pc, sp, bp, frames).0
+}
+
 /// Pushes one sample into the ring, its frames written in place by `fill`, which returns
 /// `(depth, shape)`. `None` when the ring is full.
 fn push(

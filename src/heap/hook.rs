@@ -1,0 +1,383 @@
+//! What runs inside every allocation and free once [`crate::Alloc`] is installed: the slots
+//! sessions claim, each thread's tags, exact counters, the byte countdown that picks sampled
+//! allocations, and the table of sampled blocks still live.
+//!
+//! **Invariant:** the hooks cannot panic (the lint fence below), take a lock only on the
+//! sampled path and only outside the allocator's own reentry (`BUSY`), and with no session
+//! claimed cost one relaxed load. Allocations made while a hook holds `BUSY` (the store's
+//! maps growing) go straight to the wrapped allocator, uncounted.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::store::{Store, STORE};
+use crate::sampler::MAX_DEPTH;
+
+/// Sessions (heap profiles and counting scopes) open at once, process-wide.
+pub(crate) const SLOTS: usize = 64;
+/// Sessions one thread belongs to at once (a heap profile and nested counting scopes).
+const TAGS: usize = 4;
+
+/// Exact totals of one counting session, over every thread tagged for it.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub allocs: AtomicU64,
+    pub alloc_bytes: AtomicU64,
+    pub frees: AtomicU64,
+    pub freed_bytes: AtomicU64,
+    pub live: AtomicI64,
+    pub peak: AtomicI64,
+}
+
+impl Counters {
+    const fn new() -> Counters {
+        Counters {
+            allocs: AtomicU64::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            frees: AtomicU64::new(0),
+            freed_bytes: AtomicU64::new(0),
+            live: AtomicI64::new(0),
+            peak: AtomicI64::new(0),
+        }
+    }
+
+    fn alloc(&self, size: usize) {
+        self.allocs.fetch_add(1, Ordering::Relaxed);
+        self.alloc_bytes.fetch_add(size as u64, Ordering::Relaxed);
+        let live = self
+            .live
+            .fetch_add(size as i64, Ordering::Relaxed)
+            .wrapping_add(size as i64);
+        self.peak.fetch_max(live, Ordering::Relaxed);
+    }
+
+    fn free(&self, size: usize) {
+        self.frees.fetch_add(1, Ordering::Relaxed);
+        self.freed_bytes.fetch_add(size as u64, Ordering::Relaxed);
+        self.live.fetch_sub(size as i64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn clear(&self) {
+        for c in [&self.allocs, &self.alloc_bytes, &self.frees, &self.freed_bytes] {
+            c.store(0, Ordering::Relaxed);
+        }
+        self.live.store(0, Ordering::Relaxed);
+        self.peak.store(0, Ordering::Relaxed);
+    }
+}
+
+/// One session's place in the hooks.
+pub(crate) struct Slot {
+    /// The session's id; 0 while the slot is free.
+    pub sid: AtomicU64,
+    /// Heap profile: allocations are sampled every `rate` bytes on average. 0 for a
+    /// counting-only session.
+    pub rate: AtomicU64,
+    /// Counting sessions: exact totals.
+    pub count: AtomicBool,
+    /// Every thread of the process belongs to it, tagged or not.
+    pub all_threads: AtomicBool,
+    /// `pause()`: allocations are not recorded (frees of recorded blocks still are).
+    pub paused: AtomicU32,
+    pub counters: Counters,
+}
+
+impl Slot {
+    const fn new() -> Slot {
+        Slot {
+            sid: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
+            count: AtomicBool::new(false),
+            all_threads: AtomicBool::new(false),
+            paused: AtomicU32::new(0),
+            counters: Counters::new(),
+        }
+    }
+}
+
+pub(crate) static SLOT: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
+/// Slots claimed: 0 means every hook returns at once.
+pub(crate) static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Claimed slots with `all_threads` set.
+pub(crate) static ALL: AtomicUsize = AtomicUsize::new(0);
+/// Sampled blocks in the store's live table.
+pub(crate) static LIVE: AtomicUsize = AtomicUsize::new(0);
+/// The process that claimed the first slot: a forked child never takes the store's lock,
+/// which a thread that does not exist in it may have held at the fork.
+pub(crate) static PID: AtomicU32 = AtomicU32::new(0);
+
+/// Counting filter over the addresses in the live table: a free whose bucket is 0 is
+/// known unsampled without the lock.
+const FILTER_BITS: u32 = 16;
+static FILTER: [AtomicU16; 1 << FILTER_BITS] = [const { AtomicU16::new(0) }; 1 << FILTER_BITS];
+
+fn filter_cell(addr: usize) -> Option<&'static AtomicU16> {
+    // Fibonacci hashing: allocations are aligned, so the low bits alone would crowd.
+    let h = (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS);
+    FILTER.get(h as usize)
+}
+
+pub(crate) fn filter_add(addr: usize) {
+    if let Some(c) = filter_cell(addr) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn filter_remove(addr: usize) {
+    if let Some(c) = filter_cell(addr) {
+        c.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A thread's membership of one session.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub(crate) struct Tag {
+    pub slot: u8,
+    pub sid: u64,
+}
+
+thread_local! {
+    /// The sessions this thread belongs to (sid 0: empty).
+    static MINE: Cell<[Tag; TAGS]> = const { Cell::new([Tag { slot: 0, sid: 0 }; TAGS]) };
+    /// Inside a hook's slow path: allocations go straight through.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// Bytes this thread allocates before its next sampled allocation; `UNSET` until drawn.
+    static COUNTDOWN: Cell<i64> = const { Cell::new(UNSET) };
+    /// xorshift state for the countdown's exponential draws.
+    static RNG: Cell<u64> = const { Cell::new(0) };
+}
+
+const UNSET: i64 = i64::MIN;
+
+/// The calling thread's tags.
+pub(crate) fn tags() -> [Tag; TAGS] {
+    MINE.with(Cell::get)
+}
+
+/// Adds the calling thread to session `tag` (a spawned thread inherits its parent's tags
+/// this way). Full: the oldest tag gives way.
+pub(crate) fn join(tag: Tag) {
+    MINE.with(|m| {
+        let mut tags = m.get();
+        if tags.contains(&tag) {
+            return;
+        }
+        let free = tags
+            .iter()
+            .position(|t| t.sid == 0 || !is_current(*t))
+            .unwrap_or(0);
+        if let Some(t) = tags.get_mut(free) {
+            *t = tag;
+        }
+        m.set(tags);
+    });
+    COUNTDOWN.with(|c| c.set(UNSET));
+}
+
+/// Removes the calling thread from session `sid`.
+pub(crate) fn leave(sid: u64) {
+    MINE.with(|m| {
+        let mut tags = m.get();
+        for t in tags.iter_mut().filter(|t| t.sid == sid) {
+            *t = Tag::default();
+        }
+        m.set(tags);
+    });
+}
+
+/// Whether the tag's session still holds its slot.
+fn is_current(tag: Tag) -> bool {
+    SLOT
+        .get(usize::from(tag.slot))
+        .is_some_and(|s| s.sid.load(Ordering::Acquire) == tag.sid)
+}
+
+/// The tags a thread spawned now should start with: its creator's live ones. `None` (the
+/// spawn is not wrapped) when no session is open or the creator is in none.
+pub(crate) fn inherited() -> Option<[Tag; TAGS]> {
+    if ACTIVE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let mut tags = tags();
+    for t in tags.iter_mut().filter(|t| t.sid != 0 && !is_current(**t)) {
+        *t = Tag::default();
+    }
+    tags.iter().any(|t| t.sid != 0).then_some(tags)
+}
+
+/// Starts the calling (newly spawned) thread with `tags`.
+pub(crate) fn adopt(tags: [Tag; TAGS]) {
+    MINE.with(|m| m.set(tags));
+}
+
+/// The slots that record the calling thread's allocations now, at most `TAGS` plus the
+/// all-thread ones; `f` sees each once.
+fn each_slot(mut f: impl FnMut(usize, &'static Slot)) {
+    let tags = tags();
+    for t in tags.iter().filter(|t| t.sid != 0) {
+        let i = usize::from(t.slot);
+        if let Some(slot) = SLOT.get(i) {
+            if slot.sid.load(Ordering::Acquire) == t.sid && !slot.all_threads.load(Ordering::Relaxed) {
+                f(i, slot);
+            }
+        }
+    }
+    if ALL.load(Ordering::Relaxed) > 0 {
+        for (i, slot) in SLOT.iter().enumerate() {
+            if slot.sid.load(Ordering::Acquire) != 0 && slot.all_threads.load(Ordering::Relaxed) {
+                f(i, slot);
+            }
+        }
+    }
+}
+
+/// A block of `size` bytes at `addr` was allocated.
+#[inline]
+pub(crate) fn on_alloc(addr: usize, size: usize) {
+    if ACTIVE.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    alloc_slow(addr, size);
+}
+
+/// A block of `size` bytes at `addr` is being freed.
+#[inline]
+pub(crate) fn on_free(addr: usize, size: usize) {
+    if ACTIVE.load(Ordering::Relaxed) == 0 && LIVE.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    free_slow(addr, size);
+}
+
+#[inline(never)]
+fn alloc_slow(addr: usize, size: usize) {
+    if BUSY.with(Cell::get) {
+        return;
+    }
+    // Sampling slots this allocation goes to, and the smallest rate among them.
+    let mut sampled = [usize::MAX; TAGS];
+    let mut n = 0usize;
+    let mut rate = u64::MAX;
+    each_slot(|i, slot| {
+        if slot.count.load(Ordering::Relaxed) {
+            slot.counters.alloc(size);
+        }
+        let r = slot.rate.load(Ordering::Relaxed);
+        if r == 0 || slot.paused.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        if let Some(s) = sampled.get_mut(n) {
+            *s = i;
+            n = n.wrapping_add(1);
+            rate = rate.min(r);
+        }
+    });
+    if n == 0 {
+        return;
+    }
+    let left = COUNTDOWN.with(Cell::get);
+    let left = if left == UNSET { draw(rate) } else { left };
+    let left = left.saturating_sub(size as i64);
+    if left > 0 {
+        COUNTDOWN.with(|c| c.set(left));
+        return;
+    }
+    COUNTDOWN.with(|c| c.set(draw(rate)));
+    record(addr, size, sampled.get(..n).unwrap_or_default());
+}
+
+#[inline(never)]
+fn free_slow(addr: usize, size: usize) {
+    if BUSY.with(Cell::get) {
+        return;
+    }
+    if ACTIVE.load(Ordering::Relaxed) > 0 {
+        each_slot(|_, slot| {
+            if slot.count.load(Ordering::Relaxed) {
+                slot.counters.free(size);
+            }
+        });
+    }
+    if LIVE.load(Ordering::Relaxed) == 0
+        || filter_cell(addr).is_none_or(|c| c.load(Ordering::Relaxed) == 0)
+    {
+        return;
+    }
+    with_store(|store| store.freed(addr));
+}
+
+/// Bytes until the next sampled allocation: exponential with mean `rate` (Go's
+/// `nextSample`), so that sampling is a Poisson process over allocated bytes. 0 (every
+/// allocation) at rate 1.
+fn draw(rate: u64) -> i64 {
+    if rate <= 1 {
+        return 0;
+    }
+    let mut x = RNG.with(Cell::get);
+    if x == 0 {
+        // Seeded per thread from its stack address and the time: distinct, never 0.
+        let local = 0u8;
+        x = (std::ptr::addr_of!(local) as u64) ^ now_nanos() | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    RNG.with(|r| r.set(x));
+    // Uniform in (0, 1], from the top 53 bits.
+    let u = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let bytes = -u.ln() * rate as f64;
+    if bytes >= i64::MAX as f64 {
+        i64::MAX
+    } else {
+        bytes as i64
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos().into())
+}
+
+/// Runs `f` on the store with allocations made meanwhile going straight through; not in a
+/// forked child (see [`PID`]).
+fn with_store(f: impl FnOnce(&mut Store)) {
+    if std::process::id() != PID.load(Ordering::Relaxed) {
+        return;
+    }
+    BUSY.with(|b| b.set(true));
+    if let Ok(mut store) = STORE.lock() {
+        f(&mut store);
+    }
+    BUSY.with(|b| b.set(false));
+}
+
+/// Records a sampled allocation: its stack, for each session in `slots`.
+#[inline(never)]
+fn record(addr: usize, size: usize, slots: &[usize]) {
+    BUSY.with(|b| b.set(true));
+    let mut frames = [0u64; MAX_DEPTH];
+    let depth = crate::sys::capture_stack(&mut frames);
+    let thread = crate::sys::current_thread();
+    BUSY.with(|b| b.set(false));
+    let stack = frames.get(..depth).unwrap_or_default();
+    with_store(|store| store.sampled(addr, size, thread, stack, slots));
+}
+
+/// Runs `f` on the store from a session (outside the hooks), with this thread's
+/// allocations meanwhile uncounted and unsampled: a sampled allocation would take the lock
+/// this thread holds.
+pub(crate) fn locked<R>(f: impl FnOnce(&mut Store) -> R) -> R {
+    let was = BUSY.with(|b| b.replace(true));
+    let r = f(&mut STORE.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    BUSY.with(|b| b.set(was));
+    r
+}

@@ -1,0 +1,374 @@
+//! Heap and allocation profiles (`PROFILE=heap`, `PROFILE=allocs`) and exact allocation
+//! counts ([`allocations`]), from what the [`Alloc`](crate::Alloc) wrapper sees.
+//!
+//! A session claims a slot in the hooks (src/heap/hook.rs) and tags the calling thread; a
+//! thread it spawns inherits the tag at creation (src/sys/linux/spawn.rs). The hooks count
+//! exactly for counting sessions and, for heap sessions, pick allocations as a Poisson
+//! process over bytes (Go's sampling), walk their stack and record them in the store
+//! (src/heap/store.rs) with the blocks still live, so that a free counts against the stack
+//! that allocated. At the end the buckets become a kind's [`Samples`], unbiased as Go does.
+
+#![forbid(unsafe_code)]
+
+mod hook;
+mod store;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+pub(crate) use hook::{adopt, inherited, on_alloc, on_free, Tag};
+use hook::{Slot, ACTIVE, ALL, PID, SLOT, SLOTS};
+use store::Bucket;
+
+use crate::error::Error;
+use crate::kind::{Kind, Row, Samples};
+
+/// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated, on average.
+pub const DEFAULT_HEAP_RATE: u64 = 512 * 1024;
+
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// Claims a free slot for a new session: `(index, sid)`, the slot's index in the sid's low
+/// byte so that `pause(sid)` finds it.
+fn claim(rate: u64, count: bool, all: bool) -> Result<(usize, u64), Error> {
+    for (i, slot) in SLOT.iter().enumerate() {
+        let sid = (NEXT.fetch_add(1, Ordering::Relaxed) << 8) | i as u64;
+        if slot
+            .sid
+            .compare_exchange(0, sid, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            continue;
+        }
+        slot.rate.store(rate, Ordering::Relaxed);
+        slot.count.store(count, Ordering::Relaxed);
+        slot.paused.store(0, Ordering::Relaxed);
+        slot.counters.clear();
+        if rate > 0 {
+            hook::locked(|s| s.open(sid));
+        }
+        let _ = PID.compare_exchange(0, std::process::id(), Ordering::Relaxed, Ordering::Relaxed);
+        if all {
+            slot.all_threads.store(true, Ordering::Release);
+            ALL.fetch_add(1, Ordering::Relaxed);
+        }
+        ACTIVE.fetch_add(1, Ordering::Release);
+        return Ok((i, sid));
+    }
+    Err(Error::Unsupported {
+        what: format!("more than {SLOTS} heap profiles and allocation counts at once"),
+    })
+}
+
+fn release(i: usize, sid: u64) {
+    let Some(slot) = SLOT.get(i) else { return };
+    if slot.sid.load(Ordering::Acquire) != sid {
+        return;
+    }
+    if slot.all_threads.swap(false, Ordering::AcqRel) {
+        ALL.fetch_sub(1, Ordering::Relaxed);
+    }
+    slot.sid.store(0, Ordering::Release);
+    ACTIVE.fetch_sub(1, Ordering::Release);
+}
+
+/// The slot of a live session `sid`.
+fn slot_of(sid: u64) -> Option<&'static Slot> {
+    SLOT.get((sid & 0xff) as usize)
+        .filter(|s| sid != 0 && s.sid.load(Ordering::Acquire) == sid)
+}
+
+/// Pauses heap session `sid` (nested pauses count).
+pub(crate) fn pause(sid: u64) {
+    if let Some(s) = slot_of(sid) {
+        s.paused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Ends one [`pause`].
+pub(crate) fn resume(sid: u64) {
+    if let Some(s) = slot_of(sid) {
+        let _ = s
+            .paused
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1));
+    }
+}
+
+/// Drops what heap session `sid` recorded so far.
+pub(crate) fn reset(sid: u64) {
+    if let Some(s) = slot_of(sid) {
+        s.counters.clear();
+        hook::locked(|store| store.clear(sid));
+    }
+}
+
+/// Whether `profiled::Alloc` is this program's global allocator: a probe allocation is
+/// counted by the hooks or not.
+pub(crate) fn installed() -> bool {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let Ok((i, sid)) = claim(0, true, false) else {
+            return false;
+        };
+        hook::join(Tag { slot: i as u8, sid });
+        drop(std::hint::black_box(Box::new(0u64)));
+        hook::leave(sid);
+        let seen = SLOT
+            .get(i)
+            .is_some_and(|s| s.counters.allocs.load(Ordering::Relaxed) > 0);
+        release(i, sid);
+        seen
+    })
+}
+
+/// What `PROFILE=heap` without the wrapper fails with.
+pub(crate) fn not_installed() -> Error {
+    Error::Unsupported {
+        what: "heap and allocation profiles need profiled's allocator wrapper as this test \
+               binary's global allocator; add these two lines to the test file (or wrap your \
+               own allocator: `profiled::Alloc::new(mimalloc::MiMalloc)`):\n    \
+               #[global_allocator]\n    \
+               static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();"
+            .into(),
+    }
+}
+
+/// A heap profile being recorded.
+pub(crate) struct Session {
+    slot: usize,
+    sid: u64,
+    rate: u64,
+    start: SystemTime,
+    started: Instant,
+}
+
+/// What a finished heap session hands the encoder's caller.
+pub(crate) struct Recorded {
+    pub buckets: Vec<Bucket>,
+    pub rate: u64,
+    pub start: SystemTime,
+    pub duration: Duration,
+}
+
+impl Session {
+    /// Starts sampling the allocations of the calling thread and the threads it spawns from
+    /// now on (`all`: every thread), one per `rate` bytes on average.
+    pub(crate) fn start(rate: u64, all: bool) -> Result<Session, Error> {
+        if !installed() {
+            return Err(not_installed());
+        }
+        crate::sys::prepare_stacks();
+        let (slot, sid) = claim(rate.max(1), false, all)?;
+        if !all {
+            hook::join(Tag {
+                slot: slot as u8,
+                sid,
+            });
+        }
+        Ok(Session {
+            slot,
+            sid,
+            rate: rate.max(1),
+            start: SystemTime::now(),
+            started: Instant::now(),
+        })
+    }
+
+    pub(crate) fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    /// Stops recording and takes what was recorded.
+    pub(crate) fn finish(self) -> Recorded {
+        let duration = self.started.elapsed();
+        hook::leave(self.sid);
+        release(self.slot, self.sid);
+        let recording = hook::locked(|s| s.close(self.sid));
+        let recorded = Recorded {
+            buckets: recording.buckets,
+            rate: self.rate,
+            start: self.start,
+            duration,
+        };
+        std::mem::forget(self);
+        recorded
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        hook::leave(self.sid);
+        release(self.slot, self.sid);
+        hook::locked(|s| drop(s.close(self.sid)));
+    }
+}
+
+/// Go's unbiasing of a sampled bucket (runtime/pprof `scaleHeapSample`): `count` blocks
+/// of `size` bytes each were sampled with probability `1 - exp(-size/rate)` each.
+fn scale(count: u64, size: u64, rate: u64) -> (i64, i64) {
+    if count == 0 || size == 0 {
+        return (0, 0);
+    }
+    let bytes = count.saturating_mul(size);
+    if rate <= 1 {
+        return (count as i64, bytes as i64);
+    }
+    let s = 1.0 / (1.0 - (-(size as f64) / rate as f64).exp());
+    ((count as f64 * s) as i64, (bytes as f64 * s) as i64)
+}
+
+impl Recorded {
+    /// The recording as `kind`'s samples (heap and allocs carry the same four values).
+    pub(crate) fn samples(&self, kind: &'static Kind) -> Samples<'_> {
+        let rows = self
+            .buckets
+            .iter()
+            .map(|b| {
+                let (alloc_objects, alloc_space) = scale(b.allocs, b.size as u64, self.rate);
+                let live = b.allocs.saturating_sub(b.frees);
+                let (inuse_objects, inuse_space) = scale(live, b.size as u64, self.rate);
+                Row {
+                    thread: Some(&b.thread),
+                    stack: &b.stack,
+                    values: vec![alloc_objects, alloc_space, inuse_objects, inuse_space],
+                    num_labels: vec![("bytes", b.size as i64)],
+                }
+            })
+            .collect();
+        Samples {
+            kind,
+            rows,
+            placeholders: Vec::new(),
+            period: self.rate as i64,
+            start: self.start,
+            duration: self.duration,
+        }
+    }
+}
+
+/// Exact allocation counts of a piece of code: see [`allocations`].
+///
+/// ```
+/// let a = profiled::Allocations::default();
+/// assert_eq!(a.allocs, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Allocations {
+    /// Blocks allocated (a `realloc` counts as one allocation and one free).
+    pub allocs: u64,
+    /// Bytes allocated.
+    pub alloc_bytes: u64,
+    /// Blocks freed, including blocks allocated before the call.
+    pub frees: u64,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+    /// The most bytes allocated and not yet freed at any moment of the call, counting from
+    /// zero at its start (frees of older blocks can take the running total below zero; the
+    /// peak is never below zero).
+    pub peak_live_bytes: u64,
+}
+
+/// Counts exactly what `f` allocates and frees, on the calling thread and on every thread
+/// spawned during the call, however many other threads allocate meanwhile (parallel tests
+/// don't disturb it). `f`'s return value is dropped after counting stops.
+///
+/// Needs [`Alloc`](crate::Alloc) as the global allocator; panics with the two lines to add
+/// when it is not. Works without `PROFILE`; costs nothing to code outside such calls beyond
+/// the wrapper's one load per allocation.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();
+///
+/// let a = profiled::allocations(|| vec![0u8; 1000]);
+/// assert_eq!((a.allocs, a.alloc_bytes), (1, 1000));
+/// let none = profiled::allocations(|| 2 + 2);
+/// assert_eq!(none.allocs, 0);
+/// ```
+#[track_caller]
+pub fn allocations<R>(f: impl FnOnce() -> R) -> Allocations {
+    let (counts, result) = counted(f);
+    drop(result);
+    counts
+}
+
+/// Runs `f` under a counting session.
+#[track_caller]
+fn counted<R>(f: impl FnOnce() -> R) -> (Allocations, R) {
+    if !installed() {
+        panic!("profiled::allocations: {}", not_installed());
+    }
+    let (i, sid) = match claim(0, true, false) {
+        Ok(claimed) => claimed,
+        Err(e) => panic!("profiled::allocations: {e}"),
+    };
+    hook::join(Tag { slot: i as u8, sid });
+    /// Leaves the session even when `f` panics.
+    struct Leave(usize, u64);
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            hook::leave(self.1);
+            release(self.0, self.1);
+        }
+    }
+    let leave = Leave(i, sid);
+    let result = f();
+    hook::leave(sid);
+    let c = &SLOT[i].counters;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let counts = Allocations {
+        allocs: load(&c.allocs),
+        alloc_bytes: load(&c.alloc_bytes),
+        frees: load(&c.frees),
+        freed_bytes: load(&c.freed_bytes),
+        peak_live_bytes: c.peak.load(Ordering::Relaxed).max(0) as u64,
+    };
+    drop(leave);
+    (counts, result)
+}
+
+/// The average number of allocations per call of `f` over `runs` calls, after one warm-up
+/// call (Go's `testing.AllocsPerRun`; like Go's, a whole number: the average rounded down).
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();
+///
+/// let mut cache = std::collections::HashMap::new();
+/// let per_call = profiled::allocs_per_run(100, || {
+///     cache.entry(7).or_insert_with(|| vec![1, 2, 3]).len()
+/// });
+/// assert_eq!(per_call, 0.0, "the warm-up call filled the cache");
+/// ```
+#[track_caller]
+pub fn allocs_per_run<R>(runs: u32, mut f: impl FnMut() -> R) -> f64 {
+    drop(f());
+    let counts = allocations(|| {
+        for _ in 0..runs {
+            drop(std::hint::black_box(f()));
+        }
+    });
+    if runs == 0 {
+        return 0.0;
+    }
+    (counts.allocs / u64::from(runs)) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unbiasing_is_gos() {
+        // Go: scale = 1 / (1 - exp(-avg/rate)); at rate 1 the counts are exact.
+        assert_eq!(scale(3, 100, 1), (3, 300));
+        let (n, b) = scale(1, 512 * 1024, 512 * 1024);
+        let s = 1.0 / (1.0 - (-1.0f64).exp());
+        assert_eq!((n, b), (s as i64, (512.0 * 1024.0 * s) as i64));
+        // Large blocks are sampled almost surely: scale near 1.
+        assert_eq!(scale(2, 64 << 20, 512 * 1024).0, 2);
+        assert_eq!(scale(0, 10, 10), (0, 0));
+    }
+}

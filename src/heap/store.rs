@@ -1,0 +1,165 @@
+//! Where sampled allocations go: per session, counts by (thread, stack, size), and the
+//! sampled blocks still live, so that a free is counted against the stack that allocated.
+//!
+//! Reached from the allocation hooks (under their lint fence: no panics) and from sessions,
+//! always through [`super::hook`], which keeps this thread's own allocations out while the
+//! lock is held.
+
+#![deny(
+    clippy::arithmetic_side_effects,
+    clippy::indexing_slicing,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use rustc_hash::FxBuildHasher;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use super::hook::{filter_add, filter_remove, LIVE, SLOT};
+use crate::aggregate::Thread;
+
+pub(crate) static STORE: Mutex<Store> = Mutex::new(Store::new());
+
+/// One (thread, stack, size) of one session: how many sampled blocks it allocated and how
+/// many of those were freed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bucket {
+    pub thread: Thread,
+    pub stack: Box<[u64]>,
+    pub size: usize,
+    pub allocs: u64,
+    pub frees: u64,
+}
+
+/// A heap session's sampled allocations.
+#[derive(Default)]
+pub(crate) struct Recording {
+    pub buckets: Vec<Bucket>,
+    index: HashMap<(Thread, Box<[u64]>, usize), u32, FxBuildHasher>,
+}
+
+/// A sampled block still allocated: its bucket in each session that recorded it.
+struct Live {
+    buckets: [(u64, u32); 2],
+}
+
+pub(crate) struct Store {
+    sessions: HashMap<u64, Recording, FxBuildHasher>,
+    live: HashMap<usize, Live, FxBuildHasher>,
+}
+
+impl Store {
+    const fn new() -> Store {
+        Store {
+            sessions: HashMap::with_hasher(FxBuildHasher),
+            live: HashMap::with_hasher(FxBuildHasher),
+        }
+    }
+
+    /// A session starts recording.
+    pub(crate) fn open(&mut self, sid: u64) {
+        self.sessions.insert(sid, Recording::default());
+    }
+
+    /// A session ends: what it recorded, its live blocks forgotten.
+    pub(crate) fn close(&mut self, sid: u64) -> Recording {
+        self.forget_live(sid);
+        self.sessions.remove(&sid).unwrap_or_default()
+    }
+
+    /// `reset()`: what the session recorded so far is dropped, frees of it included.
+    pub(crate) fn clear(&mut self, sid: u64) {
+        self.forget_live(sid);
+        if let Some(r) = self.sessions.get_mut(&sid) {
+            *r = Recording::default();
+        }
+    }
+
+    fn forget_live(&mut self, sid: u64) {
+        self.live.retain(|&addr, live| {
+            for b in live.buckets.iter_mut().filter(|b| b.0 == sid) {
+                *b = (0, 0);
+            }
+            let keep = live.buckets.iter().any(|b| b.0 != 0);
+            if !keep {
+                filter_remove(addr);
+                LIVE.fetch_sub(1, Ordering::Relaxed);
+            }
+            keep
+        });
+    }
+
+    /// A sampled allocation, for the sessions in `slots`.
+    pub(crate) fn sampled(
+        &mut self,
+        addr: usize,
+        size: usize,
+        thread: Thread,
+        stack: &[u64],
+        slots: &[usize],
+    ) {
+        let mut live = Live {
+            buckets: [(0, 0); 2],
+        };
+        let mut n = 0usize;
+        for &i in slots {
+            let Some(sid) = SLOT.get(i).map(|s| s.sid.load(Ordering::Acquire)) else {
+                continue;
+            };
+            let Some(rec) = self.sessions.get_mut(&sid) else {
+                continue;
+            };
+            let key = (thread, Box::<[u64]>::from(stack), size);
+            let b = match rec.index.get(&key) {
+                Some(&b) => b,
+                None => {
+                    let b = rec.buckets.len() as u32;
+                    rec.buckets.push(Bucket {
+                        thread,
+                        stack: key.1.clone(),
+                        size,
+                        allocs: 0,
+                        frees: 0,
+                    });
+                    rec.index.insert(key, b);
+                    b
+                }
+            };
+            if let Some(bucket) = rec.buckets.get_mut(b as usize) {
+                bucket.allocs = bucket.allocs.saturating_add(1);
+            }
+            if let Some(cell) = live.buckets.get_mut(n) {
+                *cell = (sid, b);
+                n = n.saturating_add(1);
+            }
+        }
+        if n == 0 {
+            return;
+        }
+        if self.live.insert(addr, live).is_none() {
+            filter_add(addr);
+            LIVE.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A block was freed: if it was sampled, its buckets count the free.
+    pub(crate) fn freed(&mut self, addr: usize) {
+        let Some(live) = self.live.remove(&addr) else {
+            return;
+        };
+        filter_remove(addr);
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+        for (sid, b) in live.buckets {
+            if let Some(bucket) = self
+                .sessions
+                .get_mut(&sid)
+                .and_then(|r| r.buckets.get_mut(b as usize))
+            {
+                bucket.frees = bucket.frees.saturating_add(1);
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `profiled::allocations` and `allocs_per_run`: exact, per call, under parallel tests, with
+//! threads the call spawns included and other threads' allocations left out.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[global_allocator]
+static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();
+
+#[inline(never)]
+fn hand_counted() -> Vec<Box<[u8]>> {
+    // 10 boxes of 100 bytes, plus the Vec's own buffer of 10 pointers (16 bytes each).
+    let mut v = Vec::with_capacity(10);
+    for _ in 0..10 {
+        v.push(vec![1u8; 100].into_boxed_slice());
+    }
+    v
+}
+
+#[test]
+fn counts_are_exact() {
+    let a = profiled::allocations(hand_counted);
+    assert_eq!(a.allocs, 11, "{a:?}");
+    assert_eq!(a.alloc_bytes, 10 * 100 + 10 * 16, "{a:?}");
+    assert_eq!((a.frees, a.freed_bytes), (0, 0), "the result is dropped after counting");
+    assert_eq!(a.peak_live_bytes, 1160);
+
+    let b = profiled::allocations(|| drop(hand_counted()));
+    assert_eq!((b.allocs, b.frees), (11, 11), "{b:?}");
+    assert_eq!(b.alloc_bytes, b.freed_bytes);
+    assert_eq!(b.peak_live_bytes, 1160);
+}
+
+#[test]
+fn a_realloc_is_an_allocation_and_a_free() {
+    let a = profiled::allocations(|| {
+        let mut v: Vec<u8> = Vec::with_capacity(8);
+        v.extend_from_slice(&[0; 8]);
+        v.reserve_exact(24); // 8 -> 32: one realloc
+        std::hint::black_box(&v);
+    });
+    assert_eq!((a.allocs, a.frees), (2, 2), "{a:?}");
+    assert_eq!((a.alloc_bytes, a.freed_bytes), (8 + 32, 8 + 32), "{a:?}");
+    assert_eq!(a.peak_live_bytes, 32);
+}
+
+#[test]
+fn spawned_threads_count_and_neighbours_do_not() {
+    // A neighbour allocating all along, as a parallel test would.
+    let stop = Arc::new(AtomicBool::new(false));
+    let neighbour = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box(vec![0u8; 64]);
+            }
+        })
+    };
+    for _ in 0..20 {
+        let a = profiled::allocations(|| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    std::thread::spawn(|| {
+                        for _ in 0..1000 {
+                            std::hint::black_box(vec![0u8; 1000]);
+                        }
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().unwrap();
+            }
+        });
+        // 4 x 1000 blocks of 1000 bytes from the workers, plus std's own per-thread
+        // bookkeeping (thread handles, names, result packets): small, bounded.
+        assert!(
+            (4000..4000 + 64).contains(&a.allocs),
+            "{} allocations: {a:?}",
+            a.allocs
+        );
+        assert!(
+            (4_000_000..4_000_000 + 16_384).contains(&a.alloc_bytes),
+            "{a:?}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    neighbour.join().unwrap();
+}
+
+#[test]
+fn allocs_per_run_is_gos() {
+    let mut cache = std::collections::HashMap::new();
+    assert_eq!(
+        profiled::allocs_per_run(50, || {
+            cache.entry(1).or_insert_with(|| vec![0u8; 10]);
+        }),
+        0.0
+    );
+    assert_eq!(profiled::allocs_per_run(50, || vec![1u8; 3]), 1.0);
+    assert_eq!(profiled::allocs_per_run(10, || (vec![1u8], vec![2u8])), 2.0);
+}
+
+#[test]
+fn nested_counts_each_see_their_own() {
+    let mut inner = profiled::Allocations::default();
+    let outer = profiled::allocations(|| {
+        let _a = vec![0u8; 10];
+        inner = profiled::allocations(|| vec![0u8; 20]);
+    });
+    assert_eq!((inner.allocs, inner.alloc_bytes), (1, 20));
+    assert_eq!((outer.allocs, outer.alloc_bytes), (2, 30), "{outer:?}");
+}
