@@ -7,6 +7,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
+use crate::heap::DEFAULT_HEAP_RATE;
+use crate::kind::Kind;
 
 /// The environment variable that turns profiling on: `PROFILE=cpu cargo test`.
 ///
@@ -46,7 +48,8 @@ pub const DEFAULT_FREQUENCY: u32 = 1000;
 /// ```
 pub const MAX_FREQUENCY: u32 = 10_000;
 
-const ACCEPTED: &str = "kinds: cpu; options: freq=<1..=10000 Hz, default 1000>, dir=<path>, \
+const ACCEPTED: &str = "kinds: cpu, heap, allocs; options: freq=<1..=10000 Hz, default 1000>, \
+                        heap_rate=<bytes, default 524288>, dir=<path>, \
                         engine=<auto|perf|timer>, threads=<test|all>, svg";
 
 /// Kinds profiled knows, implemented (`kind::KINDS`) or not: a `PROFILE` naming one of them
@@ -55,7 +58,7 @@ const KINDS: &[&str] = &["cpu", "heap", "allocs", "block", "mutex", "wall"];
 /// Options without a value.
 const FLAGS: &[&str] = &["svg"];
 /// Options with a value (`key=value`).
-const KEYS: &[&str] = &["freq", "dir", "engine", "threads"];
+const KEYS: &[&str] = &["freq", "heap_rate", "dir", "engine", "threads"];
 
 /// Which sampling source the CPU profiler uses.
 ///
@@ -112,6 +115,10 @@ pub enum Threads {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
+    /// The kinds of profile, in the order asked for, each once.
+    pub(crate) kinds: Vec<&'static Kind>,
+    /// Heap profiles: one sampled allocation per this many bytes, on average.
+    pub(crate) heap_rate: u64,
     /// Requested samples per CPU-second of each thread.
     pub(crate) frequency: u32,
     /// Base directory for profile files; `None` means `<cargo target dir>/profiles`.
@@ -134,6 +141,8 @@ impl Default for Config {
     /// ```
     fn default() -> Self {
         Config {
+            kinds: vec![&crate::kind::CPU],
+            heap_rate: DEFAULT_HEAP_RATE,
             frequency: DEFAULT_FREQUENCY,
             dir: None,
             engine: Engine::Auto,
@@ -144,6 +153,89 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The kinds of profile asked for, in order: `cpu`, `heap`, `allocs`.
+    ///
+    /// ```
+    /// let c = profiled::Config::parse("heap,cpu").unwrap().unwrap();
+    /// assert_eq!(c.kinds().collect::<Vec<_>>(), ["heap", "cpu"]);
+    /// ```
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.iter().map(|k| k.name)
+    }
+
+    /// Sets the kinds of profile; an error names a kind profiled does not know.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_kinds(["cpu", "heap"]).unwrap();
+    /// assert_eq!(c.to_string(), "cpu,heap");
+    /// assert!(profiled::Config::default().with_kinds(["heep"]).is_err());
+    /// assert!(profiled::Config::default().with_kinds([""; 0]).is_err());
+    /// ```
+    pub fn with_kinds<'a>(
+        mut self,
+        kinds: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Config, Error> {
+        let mut chosen = Vec::new();
+        for name in kinds {
+            let Some(kind) = crate::kind::find(name.trim()) else {
+                return Err(Error::Config {
+                    var: ENV_VAR,
+                    item: name.to_string(),
+                    reason: "is not a kind of profile profiled takes".into(),
+                    accepted: ACCEPTED,
+                });
+            };
+            if !chosen.contains(&kind) {
+                chosen.push(kind);
+            }
+        }
+        if chosen.is_empty() {
+            return Err(Error::Config {
+                var: ENV_VAR,
+                item: String::new(),
+                reason: "names no profile kind".into(),
+                accepted: ACCEPTED,
+            });
+        }
+        self.kinds = chosen;
+        Ok(self)
+    }
+
+    /// Heap profiles sample one allocation per this many bytes allocated, on average (Go's
+    /// `runtime.MemProfileRate`); 1 records every allocation.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().heap_rate(), profiled::DEFAULT_HEAP_RATE);
+    /// ```
+    pub fn heap_rate(&self) -> u64 {
+        self.heap_rate
+    }
+
+    /// Sets the heap sampling rate in bytes, at least 1.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_heap_rate(1).unwrap();
+    /// assert_eq!(c.heap_rate(), 1);
+    /// assert!(profiled::Config::default().with_heap_rate(0).is_err());
+    /// ```
+    pub fn with_heap_rate(mut self, bytes: u64) -> Result<Config, Error> {
+        if bytes == 0 {
+            return Err(Error::Config {
+                var: ENV_VAR,
+                item: "heap_rate=0".into(),
+                reason: "is out of range (1 records every allocation)".into(),
+                accepted: ACCEPTED,
+            });
+        }
+        self.heap_rate = bytes;
+        Ok(self)
+    }
+
+    /// Whether a kind is asked for.
+    pub(crate) fn wants(&self, kind: &Kind) -> bool {
+        self.kinds.iter().any(|k| k.name == kind.name)
+    }
+
     /// Requested samples per second of each thread's CPU time.
     ///
     /// ```
@@ -422,11 +514,15 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
         bad(item, &format!("is not a known {what}{hint}"))
     };
     let mut config = Config::default();
-    let mut kind = false;
+    config.kinds.clear();
     for &item in &items {
         match item.split_once('=') {
             None => match item {
-                _ if crate::kind::find(item).is_some() => kind = true,
+                _ if crate::kind::find(item).is_some() => {
+                    if let Some(k) = crate::kind::find(item).filter(|k| !config.kinds.contains(k)) {
+                        config.kinds.push(k);
+                    }
+                }
                 "svg" if cfg!(feature = "flamegraph") => config.svg = true,
                 "svg" => {
                     return Err(bad(item, "needs profiled's `flamegraph` cargo feature"));
@@ -457,6 +553,16 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                     }
                     config.frequency = hz;
                 }
+                "heap_rate" => {
+                    let bytes: u64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(item, "is not a whole number of bytes"))?;
+                    if bytes == 0 {
+                        return Err(bad(item, "is out of range (1 records every allocation)"));
+                    }
+                    config.heap_rate = bytes;
+                }
                 "dir" => {
                     if value.trim().is_empty() {
                         return Err(bad(item, "names no directory"));
@@ -482,7 +588,7 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
             },
         }
     }
-    if !kind {
+    if config.kinds.is_empty() {
         return Err(bad(text.trim(), "names no profile kind"));
     }
     Ok(Some(config))
@@ -496,9 +602,13 @@ impl fmt::Display for Config {
     /// assert_eq!(c.to_string(), "cpu,freq=250");
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("cpu")?;
+        let kinds: Vec<&str> = self.kinds().collect();
+        f.write_str(&kinds.join(","))?;
         if self.frequency != DEFAULT_FREQUENCY {
             write!(f, ",freq={}", self.frequency)?;
+        }
+        if self.heap_rate != DEFAULT_HEAP_RATE {
+            write!(f, ",heap_rate={}", self.heap_rate)?;
         }
         if let Some(dir) = &self.dir {
             write!(f, ",dir={}", dir.display())?;

@@ -342,7 +342,14 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
             ids.push(id);
         }
         if !kind.trim.is_empty() {
-            ids = trim(ids, kind.trim, &mut profile, &strings, &mut location_module, &mut trimmed);
+            ids = trim(
+                ids,
+                kind.trim,
+                &mut profile,
+                &strings,
+                &mut location_module,
+                &mut trimmed,
+            );
         }
         *folded_weights
             .entry(fold(&ids, &profile, &strings))
@@ -490,7 +497,13 @@ fn trim(
             .get(function_id as usize - 1)
             .and_then(|f| strings.table.get(f.name as usize))
             .map_or("", String::as_str);
-        prefixes.iter().any(|p| name.starts_with(p))
+        let by_trait = name
+            .strip_prefix('<')
+            .and_then(|n| n.split_once(" as "))
+            .map(|(_, t)| t);
+        prefixes
+            .iter()
+            .any(|p| name.starts_with(p) || by_trait.is_some_and(|t| t.starts_with(p)))
     };
     for (depth, &id) in ids.iter().enumerate() {
         let lines = &profile.location[id as usize - 1].line;

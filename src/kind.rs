@@ -106,7 +106,8 @@ const HEAP_TYPES: &[ValueType] = &[
 
 /// The frames an allocation passes through before it reaches the allocator: the wrapper,
 /// the `__rust_alloc` shims, and std's `alloc` crate (`RawVec` growth, `Box::new`,
-/// collections' node allocation). `<` opens trait impls (`<alloc::vec::Vec<T> as ..>`).
+/// collections' node allocation). `<` opens trait impls: `<alloc::vec::Vec<T> as ..>` is
+/// matched by its type, `<u8 as alloc::vec::SpecFromElem>` by its trait.
 const ALLOCATOR_FRAMES: &[&str] = &[
     "profiled::",
     "<profiled::",
@@ -116,6 +117,7 @@ const ALLOCATOR_FRAMES: &[&str] = &[
     "<core::alloc::",
     "std::alloc::",
     "<std::alloc::",
+    "__rustc::",
     "__rust_alloc",
     "__rust_dealloc",
     "__rust_realloc",

@@ -158,7 +158,6 @@ pub use config::{
 };
 pub use error::Error;
 pub use heap::{allocations, allocs_per_run, Allocations, DEFAULT_HEAP_RATE};
-pub use sys::Alloc;
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
 ///
 /// Inert when `PROFILE` is unset: no thread, no signal handler, no file. Stacks with `#[test]`
@@ -176,6 +175,7 @@ pub use sys::Alloc;
 /// }
 /// ```
 pub use profiled_macros::profiled;
+pub use sys::Alloc;
 
 /// Registers a test with profiled's harness (`harness = false` targets that end in
 /// [`main!`]). Takes `#[ignore]` and `#[should_panic(expected = "..")]` below it, and fns
@@ -200,12 +200,55 @@ pub mod pprof {
 }
 
 thread_local! {
-    /// Session id of the profile this thread started, 0 for none.
-    static CURRENT: Cell<u64> = const { Cell::new(0) };
+    /// Session ids of the profile this thread started (CPU, heap), 0 for none.
+    static CURRENT: Cell<Sids> = const { Cell::new(Sids { cpu: 0, heap: 0 }) };
 }
 
-/// A CPU profile being collected: the calling thread and, where perf events are available,
-/// every thread it spawns from now on.
+/// The sessions of one profile, one per source: what `reset()`, `pause()` and a
+/// [`Remote`] reach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Sids {
+    cpu: u64,
+    heap: u64,
+}
+
+impl Sids {
+    fn is_none(self) -> bool {
+        self == Sids::default()
+    }
+    fn is_live(self) -> bool {
+        (self.cpu != 0 && sampler::is_live(self.cpu))
+            || (self.heap != 0 && heap::is_live(self.heap))
+    }
+    fn reset(self) {
+        if self.cpu != 0 {
+            sampler::reset(self.cpu);
+        }
+        if self.heap != 0 {
+            heap::reset(self.heap);
+        }
+    }
+    fn pause(self) {
+        if self.cpu != 0 {
+            sampler::pause(self.cpu);
+        }
+        if self.heap != 0 {
+            heap::pause(self.heap);
+        }
+    }
+    fn resume(self) {
+        if self.cpu != 0 {
+            sampler::resume(self.cpu);
+        }
+        if self.heap != 0 {
+            heap::resume(self.heap);
+        }
+    }
+}
+
+/// A profile being collected, of each kind its [`Config`] asks for (CPU by default): the
+/// calling thread and, where perf events (CPU) or the allocator wrapper (heap) can follow
+/// them, every thread it spawns from now on.
 ///
 /// ```
 /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
@@ -221,7 +264,8 @@ thread_local! {
 pub struct Profile {
     name: String,
     config: Config,
-    session: sampler::Session,
+    cpu: Option<sampler::Session>,
+    heap: Option<heap::Session>,
     detached: bool,
 }
 
@@ -243,22 +287,27 @@ impl Profile {
         // A Profile dropped without `finish` releases its slot (sampler::Session's Drop) but
         // leaves CURRENT set; a stale id is harmless (reset/pause check it) and is replaced
         // here.
-        if CURRENT.with(Cell::get) != 0 && !sampler::is_live(CURRENT.with(Cell::get)) {
-            CURRENT.with(|c| c.set(0));
+        let current = CURRENT.with(Cell::get);
+        if !current.is_none() && !current.is_live() {
+            CURRENT.with(|c| c.set(Sids::default()));
         }
-        if CURRENT.with(Cell::get) != 0 {
+        if !CURRENT.with(Cell::get).is_none() {
             return Err(Error::AlreadyProfiling);
         }
-        sampler::on_drain_start(symbolize::prewarm);
-        let session =
-            sampler::Session::start(config.frequency, config.engine, config.threads, true)?;
-        CURRENT.with(|c| c.set(session.sid()));
+        let profile = Profile::start_detached(name, config)?;
+        CURRENT.with(|c| c.set(profile.sids()));
         Ok(Profile {
-            name: name.into(),
-            config: config.clone(),
-            session,
             detached: false,
+            ..profile
         })
+    }
+
+    /// The sessions' ids.
+    fn sids(&self) -> Sids {
+        Sids {
+            cpu: self.cpu.as_ref().map_or(0, sampler::Session::sid),
+            heap: self.heap.as_ref().map_or(0, heap::Session::sid),
+        }
     }
 
     /// Discards everything sampled so far (Go's `b.ResetTimer`, for the profile).
@@ -271,7 +320,7 @@ impl Profile {
     /// # }
     /// ```
     pub fn reset(&self) {
-        sampler::reset(self.session.sid());
+        self.sids().reset();
     }
 
     /// Pauses sampling for this profile until the guard drops.
@@ -287,7 +336,7 @@ impl Profile {
     /// # }
     /// ```
     pub fn pause(&self) -> Paused {
-        Paused::new(self.session.sid())
+        Paused::new(self.sids())
     }
 
     /// The name given at start.
@@ -310,13 +359,31 @@ impl Profile {
         name: impl Into<String>,
         config: &Config,
     ) -> Result<Profile, Error> {
-        sampler::on_drain_start(symbolize::prewarm);
-        let session =
-            sampler::Session::start(config.frequency, config.engine, config.threads, true)?;
+        // The heap session first: one that cannot start (no wrapper) leaves nothing behind.
+        let heap = if config.wants(&kind::HEAP) || config.wants(&kind::ALLOCS) {
+            Some(heap::Session::start(
+                config.heap_rate,
+                config.threads == Threads::All,
+            )?)
+        } else {
+            None
+        };
+        let cpu = if config.wants(&kind::CPU) {
+            sampler::on_drain_start(symbolize::prewarm);
+            Some(sampler::Session::start(
+                config.frequency,
+                config.engine,
+                config.threads,
+                true,
+            )?)
+        } else {
+            None
+        };
         Ok(Profile {
             name: name.into(),
             config: config.clone(),
-            session,
+            cpu,
+            heap,
             detached: true,
         })
     }
@@ -332,7 +399,8 @@ impl Profile {
         Ok(Profile {
             name: name.into(),
             config: config.clone(),
-            session,
+            cpu: Some(session),
+            heap: None,
             detached: true,
         })
     }
@@ -341,10 +409,11 @@ impl Profile {
     /// brackets the timed routine with it, far from the `Profile`).
     #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
     pub(crate) fn remote(&self) -> Remote {
-        Remote(self.session.sid())
+        Remote(self.sids())
     }
 
-    /// Stops sampling, symbolizes and encodes the profile.
+    /// Stops sampling, symbolizes and encodes the profile of its config's first kind (see
+    /// [`Profile::finish_all`] for every kind).
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
@@ -354,10 +423,31 @@ impl Profile {
     /// # }
     /// ```
     pub fn finish(self) -> Result<Report, Error> {
+        let mut reports = self.finish_all()?;
+        Ok(reports.remove(0))
+    }
+
+    /// Stops every kind's session and gives one report per kind, in the config's order.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// #[global_allocator]
+    /// static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();
+    ///
+    /// let config = profiled::Config::parse("cpu,heap").unwrap().unwrap();
+    /// let p = profiled::Profile::start("both", &config).unwrap();
+    /// let kept: Vec<Vec<u8>> = (0..100).map(|_| vec![0; 100_000]).collect();
+    /// let reports = p.finish_all().unwrap();
+    /// assert_eq!(reports.iter().map(|r| r.kind()).collect::<Vec<_>>(), ["cpu", "heap"]);
+    /// assert!(reports[1].total("inuse_space").unwrap() > 5_000_000);
+    /// # drop(kept);
+    /// # }
+    /// ```
+    pub fn finish_all(self) -> Result<Vec<Report>, Error> {
         if !self.detached {
-            CURRENT.with(|c| c.set(0));
+            CURRENT.with(|c| c.set(Sids::default()));
         }
-        if sampler::forked() {
+        if sampler::forked() || heap::forked() {
             // The drain lock may have been held at the fork, by a thread that does not exist
             // here: finishing could hang, and would steal the parent's samples anyway.
             drop(self);
@@ -370,76 +460,136 @@ impl Profile {
         let Profile {
             name,
             config,
-            session,
+            cpu,
+            heap,
             ..
         } = self;
-        let mut collected = session.finish();
-        let calibration = aggregate::calibrate(&mut collected);
-        let mut comments = vec![
-            format!("profiled: {name}"),
-            format!(
-                "sampler: {} at {} Hz requested; each sample weighs the CPU time since the \
+        // The heap session stops first: building the CPU report allocates.
+        let recorded = heap.map(heap::Session::finish);
+        let mut cpu = cpu.map(|session| finish_cpu(&name, &config, session));
+        let mut reports = Vec::with_capacity(config.kinds.len());
+        for kind in &config.kinds {
+            match (kind.name, &recorded) {
+                ("cpu", _) => reports.extend(cpu.take()),
+                (_, Some(recorded)) => reports.push(heap_report(&name, kind, recorded)),
+                _ => {}
+            }
+        }
+        Ok(reports)
+    }
+}
+
+/// A finished CPU session's report.
+fn finish_cpu(name: &str, config: &Config, session: sampler::Session) -> Report {
+    let mut collected = session.finish();
+    let calibration = aggregate::calibrate(&mut collected);
+    let mut comments = vec![
+        format!("profiled: {name}"),
+        format!(
+            "sampler: {} at {} Hz requested; each sample weighs the CPU time since the \
                  thread's previous sample",
-                collected.source.name(),
-                config.frequency
-            ),
-        ];
-        if collected.lost > 0 {
-            comments.push(format!(
-                "{} samples ({:.3}s CPU) lost: the sample buffer was full; they are under {}",
-                collected.lost,
-                collected.lost_ns as f64 / 1e9,
-                encode::LOST_FUNCTION
-            ));
-        }
-        comments.extend(calibration);
-        if collected.truncated > 0 {
-            comments.push(format!(
-                "{} samples kept with their leaf frame only",
-                collected.truncated
-            ));
-        }
-        if collected.cut > 0 {
-            comments.push(format!(
-                "{} samples had stacks deeper than {} frames: their middle frames are left \
+            collected.source.name(),
+            config.frequency
+        ),
+    ];
+    if collected.lost > 0 {
+        comments.push(format!(
+            "{} samples ({:.3}s CPU) lost: the sample buffer was full; they are under {}",
+            collected.lost,
+            collected.lost_ns as f64 / 1e9,
+            encode::LOST_FUNCTION
+        ));
+    }
+    comments.extend(calibration);
+    if collected.truncated > 0 {
+        comments.push(format!(
+            "{} samples kept with their leaf frame only",
+            collected.truncated
+        ));
+    }
+    if collected.cut > 0 {
+        comments.push(format!(
+            "{} samples had stacks deeper than {} frames: their middle frames are left \
                  out, marked by {}",
-                collected.cut,
-                sampler::MAX_DEPTH,
-                encode::TRUNCATED_FUNCTION
-            ));
-        }
-        let (encoded, unreadable) = symbolize::with(|sym| {
-            let encoded = encode::encode(&collected.samples(), &comments, sym);
-            (encoded, sym.take_notices())
-        });
-        // The CPU kind's values: [samples, CPU ns].
-        let total = |i: usize| u64::try_from(encoded.totals[i]).unwrap_or(0);
-        let (samples, cpu_ns) = (total(0), total(1));
-        let mut notices = aggregate::notices(&name, &collected, config.frequency, samples, cpu_ns);
-        notices.extend(
-            unreadable
-                .into_iter()
-                .map(|text| aggregate::Notice { once: None, text }),
-        );
-        Ok(Report {
-            name,
-            gz: encoded.gz,
-            samples,
-            cpu: Duration::from_nanos(cpu_ns),
-            top: encoded.top,
-            folded: encoded.folded,
-            lost: collected.lost,
-            start: collected.start,
-            wall: collected.duration,
-            note: aggregate::where_cpu_went(
-                collected.duration,
-                cpu_ns,
-                collected.process_cpu_ns,
-                config.threads,
-                collected.source,
-            ),
-            notices,
-        })
+            collected.cut,
+            sampler::MAX_DEPTH,
+            encode::TRUNCATED_FUNCTION
+        ));
+    }
+    let (encoded, unreadable) = symbolize::with(|sym| {
+        let encoded = encode::encode(&collected.samples(), &comments, sym);
+        (encoded, sym.take_notices())
+    });
+    // The CPU kind's values: [samples, CPU ns].
+    let total = |i: usize| u64::try_from(encoded.totals[i]).unwrap_or(0);
+    let (samples, cpu_ns) = (total(0), total(1));
+    let mut notices = aggregate::notices(name, &collected, config.frequency, samples, cpu_ns);
+    notices.extend(
+        unreadable
+            .into_iter()
+            .map(|text| aggregate::Notice { once: None, text }),
+    );
+    Report {
+        name: name.to_string(),
+        kind: &kind::CPU,
+        totals: encoded.totals,
+        gz: encoded.gz,
+        samples,
+        cpu: Duration::from_nanos(cpu_ns),
+        top: encoded.top,
+        folded: encoded.folded,
+        lost: collected.lost,
+        start: collected.start,
+        wall: collected.duration,
+        note: aggregate::where_cpu_went(
+            collected.duration,
+            cpu_ns,
+            collected.process_cpu_ns,
+            config.threads,
+            collected.source,
+        ),
+        notices,
+        exact: true,
+    }
+}
+
+/// A finished heap session's report as `kind` (heap or allocs: the same data).
+fn heap_report(name: &str, kind: &'static kind::Kind, recorded: &heap::Recorded) -> Report {
+    let comments = [
+        format!("profiled: {name}"),
+        if recorded.rate <= 1 {
+            "heap: every allocation recorded (heap_rate=1)".to_string()
+        } else {
+            format!(
+                "heap: allocations sampled once per {} bytes on average (a Poisson process \
+                 over bytes, as Go's), values unbiased as Go's",
+                recorded.rate
+            )
+        },
+    ];
+    let samples = recorded.samples(kind);
+    let (encoded, unreadable) = symbolize::with(|sym| {
+        let encoded = encode::encode(&samples, &comments, sym);
+        (encoded, sym.take_notices())
+    });
+    Report {
+        name: name.to_string(),
+        kind,
+        samples: recorded.buckets.iter().map(|b| b.allocs).sum(),
+        cpu: Duration::ZERO,
+        gz: encoded.gz,
+        top: encoded.top,
+        folded: encoded.folded,
+        totals: encoded.totals,
+        lost: 0,
+        start: recorded.start,
+        wall: recorded.duration,
+        note: None,
+        notices: unreadable
+            .into_iter()
+            .map(|text| aggregate::Notice { once: None, text })
+            .collect(),
+        exact: recorded.rate <= 1,
     }
 }
 
@@ -465,6 +615,11 @@ impl fmt::Debug for Profile {
 #[derive(Clone)]
 pub struct Report {
     name: String,
+    kind: &'static kind::Kind,
+    /// Each sample type's total, in the kind's order.
+    totals: Vec<i64>,
+    /// Heap kinds: every allocation recorded, no estimate.
+    exact: bool,
     gz: Vec<u8>,
     samples: u64,
     cpu: Duration,
@@ -492,6 +647,39 @@ impl Report {
         &self.name
     }
 
+    /// The kind of profile: `cpu`, `heap` or `allocs`.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("k", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert_eq!(r.kind(), "cpu");
+    /// # }
+    /// ```
+    pub fn kind(&self) -> &'static str {
+        self.kind.name
+    }
+
+    /// The total of one of the kind's sample types over the whole profile (`cpu`,
+    /// `samples`; `alloc_space`, `alloc_objects`, `inuse_space`, `inuse_objects`), `None`
+    /// for a type the kind does not have. Heap values are Go's unbiased estimates unless
+    /// `heap_rate=1`.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let r = profiled::Profile::start("t", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// assert_eq!(r.total("cpu"), Some(r.cpu_time().as_nanos() as i64));
+    /// assert_eq!(r.total("inuse_space"), None);
+    /// # }
+    /// ```
+    pub fn total(&self, sample_type: &str) -> Option<i64> {
+        let i = self
+            .kind
+            .sample_types
+            .iter()
+            .position(|t| t.kind == sample_type)?;
+        self.totals.get(i).copied()
+    }
+
     /// The gzipped pprof protobuf.
     ///
     /// ```
@@ -504,7 +692,8 @@ impl Report {
         &self.gz
     }
 
-    /// Number of samples in the profile (lost ones included).
+    /// Number of samples in the profile (lost ones included); for heap kinds, of sampled
+    /// allocations.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
@@ -516,7 +705,7 @@ impl Report {
         self.samples
     }
 
-    /// Total CPU time in the profile.
+    /// Total CPU time in the profile (zero for other kinds).
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
@@ -671,12 +860,25 @@ impl Report {
     /// # }
     /// ```
     pub fn summary_line(&self, path: Option<&Path>) -> String {
-        let mut line = format!(
-            "profiled: {}  cpu {:.2}s  {} samples",
-            self.name,
-            self.cpu.as_secs_f64(),
-            self.samples
-        );
+        let mut line = if self.kind.name == "cpu" {
+            format!(
+                "profiled: {}  cpu {:.2}s  {} samples",
+                self.name,
+                self.cpu.as_secs_f64(),
+                self.samples
+            )
+        } else {
+            let about = if self.exact { "" } else { "~" };
+            let total = |t| self.total(t).unwrap_or(0);
+            format!(
+                "profiled: {}  {} {about}{} allocated in {about}{} allocations, {about}{} in use",
+                self.name,
+                self.kind.name,
+                output::bytes(total("alloc_space")),
+                total("alloc_objects"),
+                output::bytes(total("inuse_space")),
+            )
+        };
         match &self.top {
             Some((name, share)) => line += &format!("  top: {name} ({:.0}%)", share * 100.0),
             None => line += "  top: -",
@@ -717,18 +919,18 @@ fn first_time(kind: &'static str) -> bool {
 /// hold the [`Profile`] (criterion's measurement).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
-pub(crate) struct Remote(u64);
+pub(crate) struct Remote(Sids);
 
 #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
 impl Remote {
     /// Stops recording samples until the matching [`Remote::resume`].
     pub(crate) fn pause(self) {
-        sampler::pause(self.0);
+        self.0.pause();
     }
 
     /// Ends one [`Remote::pause`].
     pub(crate) fn resume(self) {
-        sampler::resume(self.0);
+        self.0.resume();
     }
 }
 
@@ -740,10 +942,7 @@ impl Remote {
 /// profiled::reset(); // not profiling: nothing happens
 /// ```
 pub fn reset() {
-    let sid = CURRENT.with(Cell::get);
-    if sid != 0 {
-        sampler::reset(sid);
-    }
+    CURRENT.with(Cell::get).reset();
 }
 
 /// Leaves what runs while the returned guard lives out of the current thread's profile
@@ -776,18 +975,16 @@ pub fn unprofiled<R>(f: impl FnOnce() -> R) -> R {
 /// ```
 #[must_use = "sampling resumes as soon as the guard is dropped"]
 pub struct Paused {
-    sid: u64,
+    sids: Sids,
     // Not Send: pausing and resuming belong to one thread's view of its profile.
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Paused {
-    fn new(sid: u64) -> Paused {
-        if sid != 0 {
-            sampler::pause(sid);
-        }
+    fn new(sids: Sids) -> Paused {
+        sids.pause();
         Paused {
-            sid,
+            sids,
             _not_send: std::marker::PhantomData,
         }
     }
@@ -795,16 +992,14 @@ impl Paused {
 
 impl Drop for Paused {
     fn drop(&mut self) {
-        if self.sid != 0 {
-            sampler::resume(self.sid);
-        }
+        self.sids.resume();
     }
 }
 
 impl fmt::Debug for Paused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Paused")
-            .field("active", &(self.sid != 0))
+            .field("active", &!self.sids.is_none())
             .finish()
     }
 }

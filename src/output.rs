@@ -195,6 +195,22 @@ pub(crate) fn notice(text: &str) {
     line(&format!("{mark}profiled: {text}"));
 }
 
+/// A byte count as people read it: `512 B`, `1.5 KiB`, `12.3 MiB`, `2.0 GiB`.
+pub(crate) fn bytes(n: i64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v.abs() >= 1024.0 && unit + 1 < units.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[unit])
+    }
+}
+
 /// A path as the user should read it: absolute, because the test runs in its package's
 /// directory, which is often not the directory the user typed `cargo test` in.
 pub(crate) fn display_path(path: &Path) -> String {
@@ -221,6 +237,15 @@ mod tests {
         );
         assert_eq!(binary_name(Path::new("/t/debug/deps/my-tool")), "my-tool");
         assert_eq!(file_stem("a::b::c"), "a.b.c");
+    }
+
+    #[test]
+    fn byte_counts_read_as_people_write_them() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(12 << 20), "12.0 MiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
     }
 
     #[test]

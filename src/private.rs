@@ -68,7 +68,8 @@ pub struct TestGuard {
 
 struct Active {
     profile: Profile,
-    path: PathBuf,
+    /// One file per kind, in the config's order.
+    paths: Vec<PathBuf>,
     /// The process that started the profile: a child forked by the test must leave it alone.
     pid: u32,
     caller: &'static Location<'static>,
@@ -95,15 +96,19 @@ impl TestGuard {
             panic!("profiled: {message}");
         }
         let name = output::test_name(module_path, fn_name);
-        let path = unique_path(
-            output::profile_path(config.dir.as_deref(), package, &name, &crate::kind::CPU),
-            &name,
-        );
+        let paths = config
+            .kinds
+            .iter()
+            .map(|kind| {
+                let path = output::profile_path(config.dir.as_deref(), package, &name, kind);
+                unique_path(path, &name)
+            })
+            .collect();
         match Profile::start(name.clone(), config) {
             Ok(profile) => TestGuard {
                 active: Some(Active {
                     profile,
-                    path,
+                    paths,
                     pid: std::process::id(),
                     caller: Location::caller(),
                 }),
@@ -118,7 +123,7 @@ impl TestGuard {
     }
 }
 
-/// `path`, or `<stem>.<n>.cpu.pb.gz` when this process already profiled under that name:
+/// `path`, or `<stem>.<n>.<kind>.pb.gz` when this process already profiled under that name:
 /// `#[profiled]` on a helper that several tests call (or a test calling another) must not
 /// overwrite its earlier profiles silently.
 fn unique_path(path: PathBuf, name: &str) -> PathBuf {
@@ -155,14 +160,18 @@ impl Drop for TestGuard {
         }
         let Active {
             profile,
-            path,
+            paths,
             caller,
             ..
         } = active;
-        let svg = profile.config.svg.then(|| output::svg_path(&path));
-        let result = profile
-            .finish()
-            .and_then(|report| report.publish(&path, svg.as_deref()));
+        let svg = profile.config.svg;
+        let result = profile.finish_all().and_then(|reports| {
+            for (report, path) in reports.iter().zip(&paths) {
+                let svg = svg.then(|| output::svg_path(path));
+                report.publish(path, svg.as_deref())?;
+            }
+            Ok(())
+        });
         if let Err(e) = result {
             report_failure(e, caller);
         }

@@ -22,7 +22,11 @@ fn counts_are_exact() {
     let a = profiled::allocations(hand_counted);
     assert_eq!(a.allocs, 11, "{a:?}");
     assert_eq!(a.alloc_bytes, 10 * 100 + 10 * 16, "{a:?}");
-    assert_eq!((a.frees, a.freed_bytes), (0, 0), "the result is dropped after counting");
+    assert_eq!(
+        (a.frees, a.freed_bytes),
+        (0, 0),
+        "the result is dropped after counting"
+    );
     assert_eq!(a.peak_live_bytes, 1160);
 
     let b = profiled::allocations(|| drop(hand_counted()));

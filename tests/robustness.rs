@@ -352,13 +352,12 @@ fn deep_stacks_keep_their_root_and_say_where_frames_were_left_out() {
 fn allocation_counts_without_the_wrapper_say_how_to_install_it() {
     let err = std::panic::catch_unwind(|| profiled::allocations(|| vec![0u8; 10]))
         .expect_err("no wrapper: must panic");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(
         msg.contains("#[global_allocator]")
-            && msg.contains("static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();"),
+            && msg.contains(
+                "static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();"
+            ),
         "{msg}"
     );
 }

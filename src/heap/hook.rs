@@ -16,7 +16,9 @@
 )]
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 
 use super::store::{Store, STORE};
 use crate::sampler::MAX_DEPTH;
@@ -66,7 +68,12 @@ impl Counters {
     }
 
     pub(crate) fn clear(&self) {
-        for c in [&self.allocs, &self.alloc_bytes, &self.frees, &self.freed_bytes] {
+        for c in [
+            &self.allocs,
+            &self.alloc_bytes,
+            &self.frees,
+            &self.freed_bytes,
+        ] {
             c.store(0, Ordering::Relaxed);
         }
         self.live.store(0, Ordering::Relaxed);
@@ -195,8 +202,7 @@ pub(crate) fn leave(sid: u64) {
 
 /// Whether the tag's session still holds its slot.
 fn is_current(tag: Tag) -> bool {
-    SLOT
-        .get(usize::from(tag.slot))
+    SLOT.get(usize::from(tag.slot))
         .is_some_and(|s| s.sid.load(Ordering::Acquire) == tag.sid)
 }
 
@@ -225,7 +231,9 @@ fn each_slot(mut f: impl FnMut(usize, &'static Slot)) {
     for t in tags.iter().filter(|t| t.sid != 0) {
         let i = usize::from(t.slot);
         if let Some(slot) = SLOT.get(i) {
-            if slot.sid.load(Ordering::Acquire) == t.sid && !slot.all_threads.load(Ordering::Relaxed) {
+            if slot.sid.load(Ordering::Acquire) == t.sid
+                && !slot.all_threads.load(Ordering::Relaxed)
+            {
                 f(i, slot);
             }
         }
@@ -372,12 +380,20 @@ fn record(addr: usize, size: usize, slots: &[usize]) {
     with_store(|store| store.sampled(addr, size, thread, stack, slots));
 }
 
+/// Marks the calling thread as profiled's own (the drain thread, the endpoint's server):
+/// its allocations are never counted or sampled, whatever it inherited.
+pub(crate) fn own_thread() {
+    BUSY.with(|b| b.set(true));
+}
+
 /// Runs `f` on the store from a session (outside the hooks), with this thread's
 /// allocations meanwhile uncounted and unsampled: a sampled allocation would take the lock
 /// this thread holds.
 pub(crate) fn locked<R>(f: impl FnOnce(&mut Store) -> R) -> R {
     let was = BUSY.with(|b| b.replace(true));
-    let r = f(&mut STORE.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+    let r = f(&mut STORE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner));
     BUSY.with(|b| b.set(was));
     r
 }

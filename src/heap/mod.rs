@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-pub(crate) use hook::{adopt, inherited, on_alloc, on_free, Tag};
+pub(crate) use hook::{adopt, inherited, on_alloc, on_free, own_thread, Tag};
 use hook::{Slot, ACTIVE, ALL, PID, SLOT, SLOTS};
 use store::Bucket;
 
@@ -77,6 +77,17 @@ fn release(i: usize, sid: u64) {
 fn slot_of(sid: u64) -> Option<&'static Slot> {
     SLOT.get((sid & 0xff) as usize)
         .filter(|s| sid != 0 && s.sid.load(Ordering::Acquire) == sid)
+}
+
+/// Whether heap session `sid` is running.
+pub(crate) fn is_live(sid: u64) -> bool {
+    slot_of(sid).is_some()
+}
+
+/// Whether this is a child forked after a heap session started here.
+pub(crate) fn forked() -> bool {
+    let pid = PID.load(Ordering::Relaxed);
+    pid != 0 && pid != std::process::id()
 }
 
 /// Pauses heap session `sid` (nested pauses count).

@@ -740,6 +740,7 @@ pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Err
     let thread = std::thread::Builder::new()
         .name("profiled-http".into())
         .spawn(move || {
+            crate::heap::own_thread();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

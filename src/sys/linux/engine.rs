@@ -156,7 +156,10 @@ fn ensure_drain_thread() -> Result<(), Error> {
         .get_or_init(|| {
             std::thread::Builder::new()
                 .name("profiled-drain".into())
-                .spawn(drain_loop)
+                .spawn(|| {
+                    crate::heap::own_thread();
+                    drain_loop()
+                })
                 .map(|_| DRAIN_RUNNING.store(true, Ordering::Release))
                 .map_err(|e| format!("cannot start the drain thread: {e}"))
         })
