@@ -657,6 +657,34 @@ mod tests {
     }
 
     #[test]
+    fn kinds_in_order_once_each_and_the_heap_rate() {
+        let c = Config::parse("heap,cpu,heap,allocs,heap_rate=1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.kinds().collect::<Vec<_>>(), ["heap", "cpu", "allocs"]);
+        assert_eq!(c.heap_rate, 1);
+        assert!(c.wants(&crate::kind::ALLOCS));
+        assert_eq!(c.to_string(), "heap,cpu,allocs,heap_rate=1");
+        assert_eq!(Config::parse(&c.to_string()).unwrap().unwrap(), c);
+        let only_heap = Config::parse("heap").unwrap().unwrap();
+        assert!(!only_heap.wants(&crate::kind::CPU));
+        assert_eq!(only_heap.heap_rate, DEFAULT_HEAP_RATE);
+        for (text, reason) in [
+            (
+                "heap,heap_rate=0",
+                "is out of range (1 records every allocation)",
+            ),
+            ("heap,heap_rate=1k", "is not a whole number of bytes"),
+            ("heap_rate=4096", "names no profile kind"),
+        ] {
+            let msg = err(text);
+            assert!(msg.contains(reason), "{text}: {msg}");
+            assert!(msg.contains("heap_rate=<bytes, default 524288>"), "{msg}");
+        }
+        assert!(err("block").contains("`block` is not implemented yet"));
+    }
+
+    #[test]
     fn bad_items_are_named() {
         for (text, item, reason) in [
             ("cpu,freq=0", "`freq=0`", "out of range"),

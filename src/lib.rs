@@ -192,6 +192,61 @@ pub use sys::Alloc;
 #[cfg(feature = "harness")]
 pub use profiled_macros::test;
 
+/// Fails the test when a closure allocates more than allowed, exactly counted (the calling
+/// thread and threads spawned during the call; parallel tests don't disturb it). On failure
+/// it writes a profile of exactly the offending allocations, and the panic message names the
+/// stack that allocated the most and the profile's path. Limits: `at_most = <allocations>`,
+/// `bytes_at_most = <bytes>`, or both. Needs [`Alloc`] as the global allocator; works
+/// without `PROFILE`.
+///
+/// ```
+/// #[global_allocator]
+/// static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();
+///
+/// let words = ["a", "b"];
+/// profiled::assert_allocations!(at_most = 0, || words.iter().map(|w| w.len()).sum::<usize>());
+/// profiled::assert_allocations!(at_most = 1, bytes_at_most = 64, || words.join(","));
+///
+/// let failed = std::panic::catch_unwind(|| {
+///     profiled::assert_allocations!(at_most = 0, || words.concat());
+/// });
+/// let message = failed.unwrap_err().downcast::<String>().unwrap();
+/// assert!(message.contains("1 allocations where at most 0 are allowed"), "{message}");
+/// ```
+#[macro_export]
+macro_rules! assert_allocations {
+    (at_most = $n:expr, bytes_at_most = $b:expr, $f:expr $(,)?) => {
+        $crate::__private::assert_allocations(
+            $crate::__private::Limits {
+                allocs: ::core::option::Option::Some($n),
+                bytes: ::core::option::Option::Some($b),
+            },
+            ::core::option_env!("CARGO_PKG_NAME"),
+            $f,
+        )
+    };
+    (at_most = $n:expr, $f:expr $(,)?) => {
+        $crate::__private::assert_allocations(
+            $crate::__private::Limits {
+                allocs: ::core::option::Option::Some($n),
+                bytes: ::core::option::Option::None,
+            },
+            ::core::option_env!("CARGO_PKG_NAME"),
+            $f,
+        )
+    };
+    (bytes_at_most = $b:expr, $f:expr $(,)?) => {
+        $crate::__private::assert_allocations(
+            $crate::__private::Limits {
+                allocs: ::core::option::Option::None,
+                bytes: ::core::option::Option::Some($b),
+            },
+            ::core::option_env!("CARGO_PKG_NAME"),
+            $f,
+        )
+    };
+}
+
 /// What profiled writes: pprof `profile.proto` files, gzipped.
 pub mod pprof {
     #[cfg(feature = "decode")]
@@ -554,7 +609,11 @@ fn finish_cpu(name: &str, config: &Config, session: sampler::Session) -> Report 
 }
 
 /// A finished heap session's report as `kind` (heap or allocs: the same data).
-fn heap_report(name: &str, kind: &'static kind::Kind, recorded: &heap::Recorded) -> Report {
+pub(crate) fn heap_report(
+    name: &str,
+    kind: &'static kind::Kind,
+    recorded: &heap::Recorded,
+) -> Report {
     let comments = [
         format!("profiled: {name}"),
         if recorded.rate <= 1 {

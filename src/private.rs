@@ -13,6 +13,8 @@ use crate::config::FromEnv;
 use crate::error::Error;
 use crate::{output, Config, Profile};
 
+pub use crate::heap::{assert_allocations, Limits};
+
 /// What `#[profiled::test]` and `profiled::main!()` expand to.
 #[cfg(feature = "harness")]
 pub mod harness {

@@ -1,6 +1,8 @@
 //! `profiled::allocations` and `allocs_per_run`: exact, per call, under parallel tests, with
 //! threads the call spawns included and other threads' allocations left out.
 
+mod support;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -113,4 +115,59 @@ fn nested_counts_each_see_their_own() {
     });
     assert_eq!((inner.allocs, inner.alloc_bytes), (1, 20));
     assert_eq!((outer.allocs, outer.alloc_bytes), (2, 30), "{outer:?}");
+}
+
+#[inline(never)]
+fn allocates_for_the_assertion() -> Vec<u8> {
+    vec![0u8; 4096]
+}
+
+#[test]
+fn assertions_pass_within_their_limits() {
+    let words = ["a", "b"];
+    profiled::assert_allocations!(at_most = 0, || words.iter().map(|w| w.len()).sum::<usize>());
+    profiled::assert_allocations!(at_most = 5, bytes_at_most = 5 * 4096, || {
+        (0..4)
+            .map(|_| allocates_for_the_assertion())
+            .collect::<Vec<_>>()
+    });
+}
+
+#[test]
+fn a_failed_assertion_names_the_stack_and_writes_the_offending_allocations() {
+    let failed = std::panic::catch_unwind(|| {
+        profiled::assert_allocations!(at_most = 2, || {
+            (0..5)
+                .map(|_| allocates_for_the_assertion())
+                .collect::<Vec<_>>()
+        })
+    });
+    let message = *failed.unwrap_err().downcast::<String>().unwrap();
+    // Five blocks of 4 KiB, and the Vec that holds them.
+    assert!(
+        message.contains("6 allocations where at most 2 are allowed"),
+        "{message}"
+    );
+    assert!(
+        message.contains("most bytes allocated at: allocations::allocates_for_the_assertion"),
+        "{message}"
+    );
+    let path = message
+        .split("profile of them: ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no profile path in: {message}"));
+    let top = support::go_tool_pprof(
+        &["-sample_index=alloc_space", "-top"],
+        std::path::Path::new(path),
+    );
+    let first = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or("");
+    assert!(
+        first.contains("20kB") && first.ends_with("allocations::allocates_for_the_assertion"),
+        "{top}"
+    );
 }

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use profiled::http::{serve, Config};
 
+mod support;
+use support::go;
+
 /// The endpoint profiles the whole process and allows one CPU profile at a time, so the
 /// tests that take one take turns.
 static ONE_PROFILE: Mutex<()> = Mutex::new(());
@@ -85,19 +88,6 @@ fn assert_go_error(reply: &Reply, status: u16, text: &str) {
     );
     assert_eq!(reply.header("content-disposition"), None);
     assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
-}
-
-fn go() -> PathBuf {
-    for go in ["/usr/lib/go-1.19/bin/go", "go"] {
-        if Command::new(go)
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return PathBuf::from(go);
-        }
-    }
-    panic!("these tests run the real go tool pprof: apt-get install -y golang-1.19-go");
 }
 
 /// `go tool pprof ARGS URL`, with its downloads kept out of $HOME.

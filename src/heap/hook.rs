@@ -270,8 +270,8 @@ fn alloc_slow(addr: usize, size: usize) {
     if BUSY.with(Cell::get) {
         return;
     }
-    // Sampling slots this allocation goes to, and the smallest rate among them.
-    let mut sampled = [usize::MAX; TAGS];
+    // Sampling slots this allocation goes to (with their rates), and the smallest rate.
+    let mut sampled = [(usize::MAX, 0u64); TAGS];
     let mut n = 0usize;
     let mut rate = u64::MAX;
     each_slot(|i, slot| {
@@ -283,7 +283,7 @@ fn alloc_slow(addr: usize, size: usize) {
             return;
         }
         if let Some(s) = sampled.get_mut(n) {
-            *s = i;
+            *s = (i, r);
             n = n.wrapping_add(1);
             rate = rate.min(r);
         }
@@ -299,7 +299,30 @@ fn alloc_slow(addr: usize, size: usize) {
         return;
     }
     COUNTDOWN.with(|c| c.set(draw(rate)));
-    record(addr, size, sampled.get(..n).unwrap_or_default());
+    // The thread samples at the smallest rate among its sessions; a session with a larger
+    // one keeps the sample with probability p(its rate) / p(smallest), which thins the
+    // Poisson process to its own rate, so its unbiasing stays right.
+    let mut keep = [usize::MAX; TAGS];
+    let mut k = 0usize;
+    for &(i, r) in sampled.get(..n).unwrap_or_default() {
+        if r == rate || uniform() < inclusion(size, r) / inclusion(size, rate) {
+            if let Some(cell) = keep.get_mut(k) {
+                *cell = i;
+                k = k.wrapping_add(1);
+            }
+        }
+    }
+    if k > 0 {
+        record(addr, size, keep.get(..k).unwrap_or_default());
+    }
+}
+
+/// The probability that a block of `size` bytes is sampled at `rate`.
+fn inclusion(size: usize, rate: u64) -> f64 {
+    if rate <= 1 {
+        return 1.0;
+    }
+    1.0 - (-(size as f64) / rate as f64).exp()
 }
 
 #[inline(never)]
@@ -329,6 +352,16 @@ fn draw(rate: u64) -> i64 {
     if rate <= 1 {
         return 0;
     }
+    let bytes = -uniform().ln() * rate as f64;
+    if bytes >= i64::MAX as f64 {
+        i64::MAX
+    } else {
+        bytes as i64
+    }
+}
+
+/// Uniform in (0, 1], from this thread's xorshift generator.
+fn uniform() -> f64 {
     let mut x = RNG.with(Cell::get);
     if x == 0 {
         // Seeded per thread from its stack address and the time: distinct, never 0.
@@ -339,14 +372,8 @@ fn draw(rate: u64) -> i64 {
     x ^= x >> 7;
     x ^= x << 17;
     RNG.with(|r| r.set(x));
-    // Uniform in (0, 1], from the top 53 bits.
-    let u = ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    let bytes = -u.ln() * rate as f64;
-    if bytes >= i64::MAX as f64 {
-        i64::MAX
-    } else {
-        bytes as i64
-    }
+    // The top 53 bits.
+    ((x >> 11) as f64 + 1.0) / (1u64 << 53) as f64
 }
 
 fn now_nanos() -> u64 {

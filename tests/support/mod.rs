@@ -8,6 +8,44 @@ use std::process::{Command, Output};
 
 use profiled::pprof::proto::Profile;
 
+/// The real go tool: Debian's golang-1.19-go, or `go` on the PATH.
+pub fn go() -> PathBuf {
+    for go in ["/usr/lib/go-1.19/bin/go", "go"] {
+        if Command::new(go)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return PathBuf::from(go);
+        }
+    }
+    panic!("these tests run the real go tool pprof: apt-get install -y golang-1.19-go");
+}
+
+/// `go tool pprof ARGS FILE`: its stdout, after checking it exited 0 with nothing on stderr
+/// (where it prints its warnings).
+pub fn go_tool_pprof(args: &[&str], file: &Path) -> String {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(go())
+        .args(["tool", "pprof"])
+        .args(args)
+        .arg(file)
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "go tool pprof {args:?} {}: {}\n{stderr}",
+        file.display(),
+        out.status
+    );
+    stdout
+}
+
 /// All fixture builds share one target dir beside ours, so each is compiled once per run.
 pub fn fixture_target() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR"))

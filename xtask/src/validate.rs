@@ -1,7 +1,9 @@
 //! `cargo xtask validate`: real profiles, read by the real consumer.
 //!
-//! Runs the example's and the fixtures' tests with `PROFILE=cpu` into `target/validate/`, then
-//! for every profile file runs `go tool pprof -top`, `-traces` and `-list <hot function>`.
+//! Runs the example's and the fixtures' tests with `PROFILE=cpu` (and the heap fixture with
+//! `cpu,heap,allocs`) into `target/validate/`, then for every profile file runs `go tool
+//! pprof -top`, `-traces` and `-list <hot function>`, and for heap profiles `-top` by
+//! `alloc_space` and by `inuse_space`.
 //! Each must exit 0 with nothing on stderr (pprof prints its warnings there), and `-top` must
 //! list the function the test spends its time in.
 
@@ -12,6 +14,8 @@ use std::process::Command;
 enum Run {
     /// `cargo test --test TARGET` in CRATE with `PROFILE=cpu,dir=<out>`.
     Test(&'static str, &'static str),
+    /// `cargo test --test TARGET` in CRATE with `PROFILE=KINDS,dir=<out>`.
+    Kinds(&'static str, &'static str, &'static str),
     /// `cargo bench --bench TARGET -- --profile-time 1` in CRATE (criterion integration);
     /// profiles land in the criterion directory.
     Bench(&'static str, &'static str),
@@ -33,6 +37,7 @@ const RUNS: &[Run] = &[
     Run::Test(FIXTURES, "threads"),
     Run::Test(FIXTURES, "asyncs"),
     Run::Test(FIXTURES, "deep"),
+    Run::Kinds(FIXTURES, "heap", "cpu,heap,allocs"),
     Run::ReleaseLines(FIXTURES, "attribution"),
     Run::Bench(FIXTURES, "setup"),
     Run::Harness(
@@ -56,8 +61,12 @@ enum Expect {
     Hot(&'static str),
     /// The function is the first row of `-top` (release-built benchmarks, no line info).
     Top(&'static str),
+    /// A heap profile: `-sample_index=alloc_space -top` and `-sample_index=inuse_space -top`
+    /// both read it, and the function is the first row of the first (the most bytes
+    /// allocated) and, when given, of the second (the most bytes still in use).
+    Heap(&'static str, Option<&'static str>),
 }
-use Expect::{Hot, Top, Valid};
+use Expect::{Heap, Hot, Top, Valid};
 
 /// Profile files, relative to target/, and what each must show.
 const EXPECTED: &[(&str, Expect)] = &[
@@ -150,6 +159,37 @@ const EXPECTED: &[(&str, Expect)] = &[
         Valid,
     ),
     ("validate/harness-all.cpu.pb.gz", Valid),
+    (
+        "validate/workloads/heap/three_to_one_bytes.heap.pb.gz",
+        Heap("heap::allocates_three", None),
+    ),
+    (
+        "validate/workloads/heap/three_to_one_bytes.allocs.pb.gz",
+        Heap("heap::allocates_three", None),
+    ),
+    (
+        "validate/workloads/heap/three_to_one_bytes.cpu.pb.gz",
+        Valid,
+    ),
+    (
+        "validate/workloads/heap/leak_beside_freed.heap.pb.gz",
+        Heap(
+            "heap::allocates_and_frees::{{closure}}",
+            Some("heap::leaks"),
+        ),
+    ),
+    (
+        "validate/workloads/heap/parallel_left.heap.pb.gz",
+        Heap("heap::left_worker", None),
+    ),
+    (
+        "validate/workloads/heap/parallel_right.allocs.pb.gz",
+        Heap("heap::right_worker", None),
+    ),
+    (
+        "validate/workloads/heap/setup_is_reset_away.heap.pb.gz",
+        Heap("heap::allocates_one", None),
+    ),
 ];
 
 pub fn run() -> Result<(), String> {
@@ -172,6 +212,13 @@ pub fn run() -> Result<(), String> {
                 test,
                 vec![],
                 Some(format!("cpu,dir={out_dir}")),
+            ),
+            Run::Kinds(krate, test, kinds) => (
+                krate,
+                "test",
+                test,
+                vec![],
+                Some(format!("{kinds},dir={out_dir}")),
             ),
             Run::Bench(krate, bench) => (
                 krate,
@@ -229,8 +276,38 @@ pub fn run() -> Result<(), String> {
             .skip(1)
             .collect();
         let first = rows.first().map_or("", |r| r.trim());
+        let first_row = |index: &str| -> Result<String, String> {
+            let top = pprof(&go, &[&format!("-sample_index={index}"), "-top"], &file)?;
+            Ok(top
+                .lines()
+                .skip_while(|l| !l.trim_start().starts_with("flat"))
+                .nth(1)
+                .unwrap_or("")
+                .trim()
+                .to_string())
+        };
         match *expect {
             Valid => {}
+            Heap(allocated, in_use) => {
+                let by_alloc = first_row("alloc_space")?;
+                let by_inuse = first_row("inuse_space")?;
+                if !by_alloc.ends_with(allocated) {
+                    return Err(format!(
+                        "{}: {allocated} is not the top entry by alloc_space: {by_alloc}",
+                        file.display()
+                    ));
+                }
+                if let Some(in_use) = in_use.filter(|f| !by_inuse.ends_with(f)) {
+                    return Err(format!(
+                        "{}: {in_use} is not the top entry by inuse_space: {by_inuse}",
+                        file.display()
+                    ));
+                }
+                return Ok(format!(
+                    "ok  {}  alloc_space: {by_alloc}  inuse_space: {by_inuse}",
+                    display(&file, &root)
+                ));
+            }
             Top(hot) => {
                 if !first.ends_with(hot) {
                     return Err(format!(
