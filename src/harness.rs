@@ -5,13 +5,15 @@
 //! and `cargo nextest run` work unchanged. On top of it:
 //!
 //! - `--cpuprofile FILE`: one CPU profile of the whole run (Go's `-cpuprofile`);
+//! - `--memprofile FILE`: one heap profile of the whole run (Go's `-memprofile`; needs
+//!   `profiled::Alloc`), sampled every `--memprofilerate N` bytes (Go's flag; 1 = all);
 //! - `--profile DIR`: one profile per test, under `DIR/<package>/<test binary>/`;
-//! - `--profile-freq HZ`: the sampling rate for both.
+//! - `--profile-freq HZ`: the CPU sampling rate for both.
 //!
 //! `PROFILE` keeps working (one profile per test); the flags win over it. Profiled tests run
-//! one at a time; a table at the end lists each test's CPU time, samples, top function and
-//! file. Each test runs in a child process of the binary (unless `--nocapture` or
-//! `--cpuprofile`), which is how what it prints is captured on stable Rust.
+//! one at a time; a table at the end lists each profile's total, samples, top function and
+//! file. Each test runs in a child process of the binary (unless `--nocapture`,
+//! `--cpuprofile` or `--memprofile`), which is how what it prints is captured on stable Rust.
 
 #![forbid(unsafe_code)]
 
@@ -67,17 +69,30 @@ pub fn outcome<T: Outcome>(value: T) -> Result<(), String> {
 
 const USAGE: &str = "\
 Profiling options (profiled):
-    --cpuprofile FILE   write one CPU profile of the whole run to FILE
-    --profile DIR       write one CPU profile per test under DIR/<package>/<test binary>/
-    --profile-freq HZ   sampling rate, 1..=10000 (default 1000)
+    --cpuprofile FILE      write one CPU profile of the whole run to FILE
+    --memprofile FILE      write one heap profile of the whole run to FILE (needs profiled::Alloc)
+    --memprofilerate N     heap profiles sample one allocation per N bytes (default 524288; 1 = all)
+    --profile DIR          write one profile per test under DIR/<package>/<test binary>/
+    --profile-freq HZ      CPU sampling rate, 1..=10000 (default 1000)
 
-PROFILE=cpu[,freq=HZ][,dir=DIR] also profiles each test; the flags win over it.
+PROFILE=cpu[,heap][,freq=HZ][,dir=DIR] also profiles each test; the flags win over it.
 ";
+
+/// The options with a value that are ours, not libtest's.
+const OURS: [&str; 5] = [
+    "--cpuprofile",
+    "--memprofile",
+    "--memprofilerate",
+    "--profile",
+    "--profile-freq",
+];
 
 /// Our flags, taken out of the command line before libtest-mimic parses the rest.
 #[derive(Default, Debug)]
 struct Flags {
     cpuprofile: Option<PathBuf>,
+    memprofile: Option<PathBuf>,
+    memprofilerate: Option<u64>,
     profile_dir: Option<PathBuf>,
     frequency: Option<u32>,
 }
@@ -95,8 +110,7 @@ fn split(argv: Vec<OsString>) -> Result<(Flags, Vec<OsString>), String> {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
             _ => (text.clone(), None),
         };
-        let known = ["--cpuprofile", "--profile", "--profile-freq"];
-        if !known.contains(&name.as_str()) {
+        if !OURS.contains(&name.as_str()) {
             rest.push(arg);
             continue;
         }
@@ -112,7 +126,22 @@ fn split(argv: Vec<OsString>) -> Result<(Flags, Vec<OsString>), String> {
         }
         match name.as_str() {
             "--cpuprofile" => flags.cpuprofile = Some(PathBuf::from(value)),
+            "--memprofile" => flags.memprofile = Some(PathBuf::from(value)),
             "--profile" => flags.profile_dir = Some(PathBuf::from(value)),
+            "--memprofilerate" => {
+                let bytes: u64 = value.parse().map_err(|_| {
+                    format!(
+                        "invalid value '{value}' for '--memprofilerate': not a whole number of bytes"
+                    )
+                })?;
+                if bytes == 0 {
+                    return Err(format!(
+                        "invalid value '{value}' for '--memprofilerate': accepted 1 (every \
+                         allocation) and up"
+                    ));
+                }
+                flags.memprofilerate = Some(bytes);
+            }
             _ => {
                 let hz: u32 = value.parse().map_err(|_| {
                     format!(
@@ -140,7 +169,8 @@ fn usage_error(message: &str) -> ! {
 
 struct Row {
     test: String,
-    cpu: f64,
+    /// The profile's headline amount: `1.82s cpu`, `12.3 MiB heap`.
+    total: String,
     samples: u64,
     top: String,
     file: String,
@@ -153,7 +183,13 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn record(report: &crate::Report, path: &std::path::Path) {
     let row = Row {
         test: report.name().to_string(),
-        cpu: report.cpu_time().as_secs_f64(),
+        total: match report.kind() {
+            "cpu" => format!("{:.2}s cpu", report.cpu_time().as_secs_f64()),
+            kind => format!(
+                "{} {kind}",
+                output::bytes(report.total("alloc_space").unwrap_or(0))
+            ),
+        },
         samples: report.samples(),
         top: report
             .top_function()
@@ -185,9 +221,13 @@ pub fn main(package: Option<&'static str>) -> ! {
         Err(e) => usage_error(e),
     };
     let frequency = flags.frequency.or(env.as_ref().map(|c| c.frequency));
+    let heap_rate = flags.memprofilerate.or(env.as_ref().map(|c| c.heap_rate));
     let with_frequency = |mut c: Config| {
         if let Some(hz) = frequency {
             c.frequency = hz;
+        }
+        if let Some(bytes) = heap_rate {
+            c.heap_rate = bytes;
         }
         c
     };
@@ -210,17 +250,31 @@ pub fn main(package: Option<&'static str>) -> ! {
     // failures section: stable Rust has no in-process output capture. Not with
     // --nocapture (nextest passes it: it runs a process per test itself) nor with
     // --cpuprofile, whose one profile must see the tests run in this process.
-    let isolate = !args.nocapture && flags.cpuprofile.is_none() && !args.list;
+    let whole_run = flags.cpuprofile.is_some() || flags.memprofile.is_some();
+    let isolate = !args.nocapture && !whole_run && !args.list;
     let child_args = flags.to_args();
     if !isolate {
         capture_panics(args.nocapture);
     }
 
-    let whole = match (&flags.cpuprofile, args.list) {
-        (Some(path), false) => {
-            let config = with_frequency(Config::default());
-            match Profile::start_detached("all tests", &config) {
-                Ok(p) => Some((p, path.clone())),
+    // The whole run's files, one per kind asked for, in the order the profile gives them.
+    let whole_paths: Vec<PathBuf> = flags
+        .cpuprofile
+        .iter()
+        .chain(&flags.memprofile)
+        .cloned()
+        .collect();
+    let whole = match (whole_run, args.list) {
+        (true, false) => {
+            let kinds = [
+                flags.cpuprofile.as_ref().map(|_| "cpu"),
+                flags.memprofile.as_ref().map(|_| "heap"),
+            ];
+            let config = Config::default()
+                .with_kinds(kinds.into_iter().flatten())
+                .map(with_frequency);
+            match config.and_then(|c| Profile::start_detached("all tests", &c)) {
+                Ok(p) => Some(p),
                 Err(e) => usage_error(&format!("cannot profile the run: {e}")),
             }
         }
@@ -245,10 +299,12 @@ pub fn main(package: Option<&'static str>) -> ! {
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
 
-    if let Some((profile, path)) = whole {
-        match profile.finish().and_then(|r| {
-            r.publish(&path, None)?;
-            record(&r, &path);
+    if let Some(profile) = whole {
+        match profile.finish_all().and_then(|reports| {
+            for (r, path) in reports.iter().zip(&whole_paths) {
+                r.publish(path, None)?;
+                record(r, path);
+            }
             Ok(())
         }) {
             Ok(()) => {}
@@ -278,6 +334,9 @@ impl Flags {
         if let Some(hz) = self.frequency {
             args.push(format!("--profile-freq={hz}").into());
         }
+        if let Some(bytes) = self.memprofilerate {
+            args.push(format!("--memprofilerate={bytes}").into());
+        }
         args
     }
 }
@@ -301,7 +360,7 @@ fn run_as_child(
     for r in ROWS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         println!(
             "{ROW_MARK}{}\t{}\t{}\t{}\t{}",
-            r.test, r.cpu, r.samples, r.top, r.file
+            r.test, r.total, r.samples, r.top, r.file
         );
     }
     match result {
@@ -372,7 +431,7 @@ fn parse_row(text: &str) -> Option<Row> {
     let mut f = text.split('\t');
     Some(Row {
         test: f.next()?.to_string(),
-        cpu: f.next()?.parse().ok()?,
+        total: f.next()?.to_string(),
         samples: f.next()?.parse().ok()?,
         top: f.next()?.to_string(),
         file: f.next()?.to_string(),
@@ -387,7 +446,8 @@ fn unknown_option(args: &[OsString]) -> Option<String> {
         .get_arguments()
         .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
         .collect();
-    known.extend(["--help", "--cpuprofile", "--profile", "--profile-freq"].map(String::from));
+    known.extend(OURS.map(String::from));
+    known.push("--help".into());
     for arg in args.iter().skip(1) {
         let text = arg.to_string_lossy();
         if text == "--" {
@@ -493,11 +553,13 @@ fn run_here(
         }
     };
     if let (Some(profile), Some(config)) = (profile, config) {
-        let path = output::profile_path(config.dir.as_deref(), package, name, &crate::kind::CPU);
-        let svg = config.svg.then(|| output::svg_path(&path));
-        let written = profile.finish().and_then(|r| {
-            r.publish(&path, svg.as_deref())?;
-            record(&r, &path);
+        let written = profile.finish_all().and_then(|reports| {
+            for (r, kind) in reports.iter().zip(&config.kinds) {
+                let path = output::profile_path(config.dir.as_deref(), package, name, kind);
+                let svg = config.svg.then(|| output::svg_path(&path));
+                r.publish(&path, svg.as_deref())?;
+                record(r, &path);
+            }
             Ok(())
         });
         if let Err(e) = written {
@@ -536,19 +598,23 @@ fn print_table() {
         return;
     }
     let w = |f: &dyn Fn(&Row) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
-    let (wt, wp) = (w(&|r| r.test.len(), 4), w(&|r| r.top.len(), 12));
+    let (wt, wa, wp) = (
+        w(&|r| r.test.len(), 4),
+        w(&|r| r.total.len(), 5),
+        w(&|r| r.top.len(), 12),
+    );
     let mut out = format!(
-        "\nprofiled: {} profiles\n{:<wt$}  {:>8}  {:>8}  {:<wp$}  file\n",
+        "\nprofiled: {} profiles\n{:<wt$}  {:>wa$}  {:>8}  {:<wp$}  file\n",
         rows.len(),
         "test",
-        "cpu",
+        "total",
         "samples",
         "top function"
     );
     for r in rows.iter() {
         out += &format!(
-            "{:<wt$}  {:>7.2}s  {:>8}  {:<wp$}  {}\n",
-            r.test, r.cpu, r.samples, r.top, r.file
+            "{:<wt$}  {:>wa$}  {:>8}  {:<wp$}  {}\n",
+            r.test, r.total, r.samples, r.top, r.file
         );
     }
     output::line(out.trim_end());

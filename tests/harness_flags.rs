@@ -91,6 +91,74 @@ fn cpuprofile_writes_one_profile_of_the_whole_run() {
     assert!(stderr(&out).contains("profiled: 1 profiles"));
 }
 
+/// Sums `alloc_space` over samples whose leaf (allocator frames trimmed) ends with `leaf`.
+fn allocated_at(p: &Read, leaf: &str) -> i64 {
+    p.profile
+        .sample
+        .iter()
+        .filter(|s| p.stack(s).first().is_some_and(|f| f.ends_with(leaf)))
+        .map(|s| s.value[1])
+        .sum()
+}
+
+#[test]
+fn memprofile_writes_one_heap_profile_of_the_whole_run_and_per_test_ones_beside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mem.pb.gz");
+    let cpu = dir.path().join("cpu.pb.gz");
+    let out = cargo_test(
+        "harness",
+        &[
+            "--memprofile",
+            path.to_str().unwrap(),
+            "--memprofilerate=1",
+            "--cpuprofile",
+            cpu.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let p = read(&path);
+    assert_eq!(p.value_types()[1], ("alloc_space", "bytes"));
+    // Exact at rate 1: alpha's 64 x 64 KiB, and both workers' 100 x 10 000 bytes (threads
+    // the test spawned).
+    assert_eq!(allocated_at(&p, "harness::alpha_allocates"), 64 * 64 * 1024);
+    assert_eq!(
+        allocated_at(&p, "harness::worker_allocates"),
+        2 * 100 * 10_000
+    );
+    assert!(read(&cpu).share("workloads::alpha_hot") > 0.1);
+    let err = stderr(&out);
+    assert!(err.contains("profiled: 2 profiles"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("all tests ") && l.contains(" heap ")),
+        "a table row for the heap profile: {err}"
+    );
+
+    // PROFILE's kinds per test, with --profile's directory.
+    let per_test = tempfile::tempdir().unwrap();
+    let out = cargo_test(
+        "harness",
+        &["--profile", per_test.path().to_str().unwrap(), "alpha_work"],
+        &[("PROFILE", "cpu,heap,heap_rate=1")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let heap = read(
+        &per_test
+            .path()
+            .join("workloads/harness/alpha_work.heap.pb.gz"),
+    );
+    assert_eq!(
+        allocated_at(&heap, "harness::alpha_allocates"),
+        64 * 64 * 1024
+    );
+    assert!(per_test
+        .path()
+        .join("workloads/harness/alpha_work.cpu.pb.gz")
+        .is_file());
+}
+
 #[test]
 fn profile_env_works_and_flags_win_over_it() {
     let env_dir = tempfile::tempdir().unwrap();
@@ -254,6 +322,10 @@ fn bad_flags_give_usage_and_exit_101() {
             "invalid value '0' for '--profile-freq': accepted 1..=10000",
         ),
         (vec!["--bogus", "--profile", d], "'--bogus'"),
+        (
+            vec!["--memprofilerate", "0", "--profile", d],
+            "invalid value '0' for '--memprofilerate': accepted 1 (every allocation) and up",
+        ),
     ] {
         let out = cargo_test("harness", &args, &[]);
         assert_eq!(out.status.code(), Some(101), "{args:?}");
