@@ -1,5 +1,6 @@
-//! criterion integration: one CPU profile per benchmark under `cargo bench -- --profile-time N`,
-//! with setup left out and no change to benchmark bodies.
+//! criterion integration: one profile per benchmark and kind (CPU by default; `heap` and
+//! `allocs` when `PROFILE` asks) under `cargo bench -- --profile-time N`, with setup left out
+//! and no change to benchmark bodies.
 //!
 //! criterion calls its [`Measurement`]'s `start` and `end` exactly around the timed routine;
 //! setup (the code before `b.iter`, the setup closure of `iter_batched`, dropping outputs)
@@ -30,9 +31,12 @@ fn set_active(remote: Option<Remote>) {
 
 /// A criterion [`Criterion::with_profiler`] profiler that writes
 /// `<criterion dir>/<benchmark id>/profile/cpu.pb.gz` for each benchmark run with
-/// `--profile-time`, and prints one summary line per benchmark.
+/// `--profile-time`, and prints one summary line per benchmark; with `PROFILE=cpu,heap` also
+/// `heap.pb.gz` (and `allocs.pb.gz` for `allocs`), the routine's allocations only (needs
+/// [`crate::Alloc`]).
 ///
-/// Settings come from `PROFILE` when set (`freq=`, `engine=`, `svg`), else the defaults.
+/// Settings come from `PROFILE` when set (kinds, `freq=`, `heap_rate=`, `engine=`, `svg`),
+/// else the defaults.
 ///
 /// ```
 /// let profiler = profiled::criterion::Profiler::new().svg(false);
@@ -115,14 +119,20 @@ impl criterion::profiler::Profiler for Profiler {
         let Some(profile) = self.current.take() else {
             return;
         };
-        let path = benchmark_dir.join("cpu.pb.gz");
-        let svg = self
-            .config
-            .svg
-            .then(|| benchmark_dir.join("flamegraph.svg"));
-        let result = profile
-            .finish()
-            .and_then(|report| report.publish(&path, svg.as_deref()));
+        let svg = self.config.svg;
+        let result = profile.finish_all().and_then(|reports| {
+            for report in reports {
+                let kind = report.kind();
+                let path = benchmark_dir.join(format!("{kind}.pb.gz"));
+                // The CPU flamegraph keeps the name criterion users know.
+                let svg = svg.then(|| match kind {
+                    "cpu" => benchmark_dir.join("flamegraph.svg"),
+                    _ => benchmark_dir.join(format!("{kind}-flamegraph.svg")),
+                });
+                report.publish(&path, svg.as_deref())?;
+            }
+            Ok(())
+        });
         if let Err(e) = result {
             output::notice(&format!("{benchmark_id}: {e}"));
         }

@@ -9,8 +9,35 @@ use support::*;
 fn profile_time_writes_one_profile_per_benchmark_without_setup() {
     let criterion = fixture_target().join("criterion");
     let _ = std::fs::remove_dir_all(&criterion);
-    let out = cargo_bench("setup", &["--profile-time", "1"], &[("PROFILE", "cpu,svg")]);
+    let out = cargo_bench(
+        "setup",
+        &["--profile-time", "1"],
+        &[("PROFILE", "cpu,heap,heap_rate=1,svg")],
+    );
     assert!(out.status.success());
+    // The heap profile: the routine's 4 KiB blocks, none of the setup's (its fixture
+    // vector, allocated before every iteration, outside the timed routine).
+    let heap = read(
+        &criterion
+            .join("iter_batched_setup/profile")
+            .join("heap.pb.gz"),
+    );
+    let at = |leaf: &str| -> i64 {
+        heap.profile
+            .sample
+            .iter()
+            .filter(|s| heap.stack(s).iter().any(|f| f.ends_with(leaf)))
+            .map(|s| s.value[1])
+            .sum()
+    };
+    let routine = at("setup::routine_allocates");
+    assert!(routine > 0 && routine % 4096 == 0, "{routine}");
+    assert_eq!(
+        at("workloads::expensive_setup"),
+        0,
+        "setup is not in the heap profile"
+    );
+    assert!(stderr(&out).contains("profiled: iter_batched_setup  heap "));
     for (bench, hot) in [
         ("setup_before_iter", "workloads::heavy_a"),
         ("iter_batched_setup", "workloads::heavy_b"),
