@@ -344,7 +344,7 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
         if !kind.trim.is_empty() {
             ids = trim(
                 ids,
-                kind.trim,
+                kind,
                 &mut profile,
                 &strings,
                 &mut location_module,
@@ -479,13 +479,13 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
     }
 }
 
-/// `ids` (leaf first) without the leading frames whose function names start with one of
-/// `prefixes`: whole locations, and the leading inlined frames of the first location kept,
+/// `ids` (leaf first) without the leading frames `kind` trims (`Kind::trims`): whole
+/// locations, and the leading inlined frames of the first location kept,
 /// which becomes a location of its own (made once, remembered in `trimmed`). A stack made
 /// of nothing else is kept whole.
 fn trim(
     ids: Vec<u64>,
-    prefixes: &[&str],
+    kind: &crate::kind::Kind,
     profile: &mut proto::Profile,
     strings: &Strings,
     location_module: &mut Vec<Option<usize>>,
@@ -497,13 +497,7 @@ fn trim(
             .get(function_id as usize - 1)
             .and_then(|f| strings.table.get(f.name as usize))
             .map_or("", String::as_str);
-        let by_trait = name
-            .strip_prefix('<')
-            .and_then(|n| n.split_once(" as "))
-            .map(|(_, t)| t);
-        prefixes
-            .iter()
-            .any(|p| name.starts_with(p) || by_trait.is_some_and(|t| t.starts_with(p)))
+        kind.trims(name)
     };
     for (depth, &id) in ids.iter().enumerate() {
         let lines = &profile.location[id as usize - 1].line;

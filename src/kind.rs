@@ -149,6 +149,20 @@ pub(crate) const ALLOCS: Kind = Kind {
     ..HEAP
 };
 
+impl Kind {
+    /// Whether a frame of function `name` is one this kind trims from the top of stacks:
+    /// its name, or for a trait impl `<T as Trait>` the trait's, starts with one of `trim`.
+    pub(crate) fn trims(&self, name: &str) -> bool {
+        let by_trait = name
+            .strip_prefix('<')
+            .and_then(|n| n.split_once(" as "))
+            .map(|(_, t)| t);
+        self.trim
+            .iter()
+            .any(|p| name.starts_with(p) || by_trait.is_some_and(|t| t.starts_with(p)))
+    }
+}
+
 /// Every kind profiled takes. `PROFILE`'s grammar and the file names are checked against it.
 pub(crate) const KINDS: &[&Kind] = &[&CPU, &HEAP, &ALLOCS];
 
@@ -198,5 +212,28 @@ mod tests {
             );
         }
         assert_eq!(find("nope"), None);
+    }
+
+    #[test]
+    fn allocator_frames_are_trimmed_by_path_or_by_trait() {
+        for name in [
+            "__rustc::__rust_alloc",
+            "alloc::raw_vec::finish_grow",
+            "<alloc::vec::Vec<T> as core::clone::Clone>::clone",
+            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
+            "<profiled::sys::alloc::Alloc<A> as core::alloc::global::GlobalAlloc>::alloc",
+            "profiled::heap::hook::record",
+        ] {
+            assert!(HEAP.trims(name), "{name}");
+        }
+        for name in [
+            "app::parse",
+            "<app::Doc as core::clone::Clone>::clone",
+            "std::collections::hash::map::HashMap<K,V,S>::insert",
+            "allocator_api2::boxed::Box::new",
+        ] {
+            assert!(!HEAP.trims(name), "{name}");
+        }
+        assert!(!CPU.trims("alloc::raw_vec::finish_grow"));
     }
 }

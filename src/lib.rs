@@ -634,7 +634,11 @@ pub(crate) fn heap_report(
     Report {
         name: name.to_string(),
         kind,
-        samples: recorded.buckets.iter().map(|b| b.allocs).sum(),
+        samples: recorded
+            .buckets
+            .iter()
+            .map(|b| b.allocs.max(0) as u64)
+            .sum(),
         cpu: Duration::ZERO,
         gz: encoded.gz,
         top: encoded.top,

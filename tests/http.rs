@@ -3,7 +3,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +12,10 @@ use profiled::http::{serve, Config};
 
 mod support;
 use support::go;
+
+// The service's allocator: `heap` and `allocs` read it.
+#[global_allocator]
+static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();
 
 /// The endpoint profiles the whole process and allows one CPU profile at a time, so the
 /// tests that take one take turns.
@@ -141,6 +144,93 @@ impl Drop for Load {
     }
 }
 
+/// 64 KiB blocks, kept by the caller.
+#[inline(never)]
+fn service_keeps(blocks: usize) -> Vec<Vec<u8>> {
+    (0..blocks).map(|_| vec![1u8; 64 * 1024]).collect()
+}
+
+/// 64 KiB blocks, freed at once.
+#[inline(never)]
+fn allocates_in_the_window(blocks: usize) {
+    for _ in 0..blocks {
+        std::hint::black_box(vec![2u8; 64 * 1024]);
+    }
+}
+
+/// The first row of `go tool pprof ARGS -top URL` (flat flat% sum% cum cum% name).
+fn top_row(args: &[&str], url: &str) -> String {
+    let mut all = args.to_vec();
+    all.push("-top");
+    let out = pprof(&all, url);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{args:?} {url}: {stderr}\n{stdout}");
+    stdout
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{args:?} {url}: no rows\n{stdout}\n{stderr}"))
+        .to_string()
+}
+
+#[test]
+fn go_tool_pprof_reads_the_heap_and_allocs_profiles() {
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let base = format!("http://{}/debug/pprof", server.local_addr());
+    // 256 MiB kept, allocated on a thread the server never saw: the profile has every thread.
+    let kept = std::thread::spawn(|| service_keeps(4096)).join().unwrap();
+    let heap = format!("{base}/heap");
+    let row = top_row(&["-sample_index=inuse_space"], &heap);
+    assert!(row.ends_with("http::service_keeps::{{closure}}"), "{row}");
+    // About 256 MiB: 4096 blocks sampled with probability 1 - e^-1/8 each (~480 samples).
+    let mb: f64 = row
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .trim_end_matches("MB")
+        .parse()
+        .unwrap();
+    assert!((200.0..330.0).contains(&mb), "{row}");
+    // allocs: the same data, by bytes allocated.
+    let row = top_row(&[], &format!("{base}/allocs"));
+    assert!(row.ends_with("http::service_keeps::{{closure}}"), "{row}");
+    // Go's legacy text (debug=1), unbiased by go tool pprof with the rate in its header.
+    let text = get(server.local_addr(), "/debug/pprof/heap?debug=1").text();
+    assert!(text.starts_with("heap profile: "), "{text:.200}");
+    assert!(text.contains("@ heap/1048576\n"), "{text:.200}");
+    assert!(
+        text.contains("http::service_keeps"),
+        "frames named in the text"
+    );
+    let row = top_row(&["-sample_index=inuse_space"], &format!("{heap}?debug=1"));
+    assert!(row.ends_with("http::service_keeps::{{closure}}"), "{row}");
+    drop(kept);
+
+    // A delta: only what was allocated during the 2 seconds.
+    let window = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        allocates_in_the_window(2048);
+    });
+    let row = top_row(
+        &["-sample_index=alloc_space"],
+        &format!("{base}/allocs?seconds=2"),
+    );
+    window.join().unwrap();
+    assert!(row.ends_with("http::allocates_in_the_window"), "{row}");
+    let out = pprof(
+        &["-sample_index=alloc_space", "-top"],
+        &format!("{base}/allocs?seconds=1"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("service_keeps"),
+        "before the window: {stdout}"
+    );
+}
+
 /// The cum% `go tool pprof -top` shows for the first row naming `function`.
 fn cum_share(top: &str, function: &str) -> Option<f64> {
     let row = top.lines().find(|l| l.contains(function))?;
@@ -189,8 +279,21 @@ fn errors_follow_gos_protocol() {
     let server = serve("127.0.0.1:0", config).unwrap();
     let addr = server.local_addr();
     assert_go_error(&get(addr, "/debug/pprof/nope"), 404, "Unknown profile");
-    assert_go_error(&get(addr, "/debug/pprof/heap"), 404, "Unknown profile");
+    assert_go_error(&get(addr, "/debug/pprof/goroutine"), 404, "Unknown profile");
+    for bad in ["abc", "-1", "0", "1.5"] {
+        assert_go_error(
+            &get(addr, &format!("/debug/pprof/heap?seconds={bad}")),
+            400,
+            "invalid value for \"seconds\" - must be a positive integer",
+        );
+    }
+    assert_go_error(
+        &get(addr, "/debug/pprof/allocs?seconds=1&debug=1"),
+        400,
+        "seconds and debug params are incompatible",
+    );
     let too_long = "profile duration exceeds server's WriteTimeout";
+    assert_go_error(&get(addr, "/debug/pprof/allocs?seconds=6"), 400, too_long);
     assert_go_error(
         &get(addr, "/debug/pprof/profile?seconds=100000"),
         400,
@@ -756,7 +859,7 @@ mod fuzz {
             let app = profiled::http::router(&Config::default().with_max_seconds(0));
             let statuses = runtime.block_on(async {
                 let mut statuses = Vec::new();
-                for path in ["profile", "symbol", "", "cmdline", "heap"] {
+                for path in ["profile", "symbol", "", "cmdline", "goroutine"] {
                     let request = Request::get(format!("/debug/pprof/{path}?{query}"))
                         .body(Body::empty())
                         .unwrap();

@@ -113,8 +113,9 @@ impl Slot {
 pub(crate) static SLOT: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
 /// Slots claimed: 0 means every hook returns at once.
 pub(crate) static ACTIVE: AtomicUsize = AtomicUsize::new(0);
-/// Claimed slots with `all_threads` set.
-pub(crate) static ALL: AtomicUsize = AtomicUsize::new(0);
+/// The claimed slots with `all_threads` set, one bit per slot: a service's always-on heap
+/// profile costs its allocations one load, not a scan of every slot.
+pub(crate) static ALL: AtomicU64 = AtomicU64::new(0);
 /// Sampled blocks in the store's live table.
 pub(crate) static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// The process that claimed the first slot: a forked child never takes the store's lock,
@@ -238,9 +239,12 @@ fn each_slot(mut f: impl FnMut(usize, &'static Slot)) {
             }
         }
     }
-    if ALL.load(Ordering::Relaxed) > 0 {
-        for (i, slot) in SLOT.iter().enumerate() {
-            if slot.sid.load(Ordering::Acquire) != 0 && slot.all_threads.load(Ordering::Relaxed) {
+    let mut all = ALL.load(Ordering::Acquire);
+    while all != 0 {
+        let i = all.trailing_zeros() as usize;
+        all &= all.wrapping_sub(1);
+        if let Some(slot) = SLOT.get(i) {
+            if slot.sid.load(Ordering::Acquire) != 0 {
                 f(i, slot);
             }
         }

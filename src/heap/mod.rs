@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 pub(crate) use hook::{adopt, inherited, on_alloc, on_free, own_thread, Tag};
 use hook::{Slot, ACTIVE, ALL, PID, SLOT, SLOTS};
-use store::Bucket;
+pub(crate) use store::Bucket;
 
 use crate::error::Error;
 use crate::kind::{Kind, Row, Samples};
@@ -51,7 +51,7 @@ fn claim(rate: u64, count: bool, all: bool) -> Result<(usize, u64), Error> {
         let _ = PID.compare_exchange(0, std::process::id(), Ordering::Relaxed, Ordering::Relaxed);
         if all {
             slot.all_threads.store(true, Ordering::Release);
-            ALL.fetch_add(1, Ordering::Relaxed);
+            ALL.fetch_or(1 << i, Ordering::AcqRel);
         }
         ACTIVE.fetch_add(1, Ordering::Release);
         return Ok((i, sid));
@@ -67,7 +67,7 @@ fn release(i: usize, sid: u64) {
         return;
     }
     if slot.all_threads.swap(false, Ordering::AcqRel) {
-        ALL.fetch_sub(1, Ordering::Relaxed);
+        ALL.fetch_and(!(1 << i), Ordering::AcqRel);
     }
     slot.sid.store(0, Ordering::Release);
     ACTIVE.fetch_sub(1, Ordering::Release);
@@ -190,6 +190,17 @@ impl Session {
         self.sid
     }
 
+    /// What was recorded so far, recording going on (the endpoint's always-on profile).
+    pub(crate) fn snapshot(&self) -> Recorded {
+        let buckets = hook::locked(|s| s.buckets(self.sid));
+        Recorded {
+            buckets,
+            rate: self.rate,
+            start: self.start,
+            duration: self.started.elapsed(),
+        }
+    }
+
     /// Stops recording and takes what was recorded.
     pub(crate) fn finish(self) -> Recorded {
         let duration = self.started.elapsed();
@@ -216,20 +227,41 @@ impl Drop for Session {
 }
 
 /// Go's unbiasing of a sampled bucket (runtime/pprof `scaleHeapSample`): `count` blocks
-/// of `size` bytes each were sampled with probability `1 - exp(-size/rate)` each.
-fn scale(count: u64, size: u64, rate: u64) -> (i64, i64) {
+/// of `size` bytes each were sampled with probability `1 - exp(-size/rate)` each. `count`
+/// is negative in a delta where more were freed than allocated.
+fn scale(count: i64, size: u64, rate: u64) -> (i64, i64) {
     if count == 0 || size == 0 {
         return (0, 0);
     }
-    let bytes = count.saturating_mul(size);
+    let bytes = count.saturating_mul(size as i64);
     if rate <= 1 {
-        return (count as i64, bytes as i64);
+        return (count, bytes);
     }
     let s = 1.0 / (1.0 - (-(size as f64) / rate as f64).exp());
     ((count as f64 * s) as i64, (bytes as f64 * s) as i64)
 }
 
 impl Recorded {
+    /// What was recorded after `earlier` (a snapshot of the same session): Go's
+    /// `?seconds=N` delta profiles.
+    pub(crate) fn since(mut self, earlier: &Recorded) -> Recorded {
+        let before: std::collections::HashMap<(&crate::aggregate::Thread, &[u64], usize), &Bucket> =
+            earlier
+                .buckets
+                .iter()
+                .map(|b| ((&b.thread, &*b.stack, b.size), b))
+                .collect();
+        for b in &mut self.buckets {
+            if let Some(old) = before.get(&(&b.thread, &*b.stack, b.size)) {
+                b.allocs = b.allocs.saturating_sub(old.allocs);
+                b.frees = b.frees.saturating_sub(old.frees);
+            }
+        }
+        self.buckets.retain(|b| b.allocs != 0 || b.frees != 0);
+        self.duration = self.duration.saturating_sub(earlier.duration);
+        self
+    }
+
     /// The recording as `kind`'s samples (heap and allocs carry the same four values).
     pub(crate) fn samples(&self, kind: &'static Kind) -> Samples<'_> {
         let rows = self
@@ -240,7 +272,8 @@ impl Recorded {
                 let live = b.allocs.saturating_sub(b.frees);
                 let (inuse_objects, inuse_space) = scale(live, b.size as u64, self.rate);
                 Row {
-                    thread: Some(&b.thread),
+                    // No thread in a process-wide profile (see `Store::sampled`).
+                    thread: (b.thread.tid != 0).then_some(&b.thread),
                     stack: &b.stack,
                     values: vec![alloc_objects, alloc_space, inuse_objects, inuse_space],
                     num_labels: vec![("bytes", b.size as i64)],
@@ -451,6 +484,7 @@ mod tests {
     fn unbiasing_is_gos() {
         // Go: scale = 1 / (1 - exp(-avg/rate)); at rate 1 the counts are exact.
         assert_eq!(scale(3, 100, 1), (3, 300));
+        assert_eq!(scale(-3, 100, 1), (-3, -300));
         let (n, b) = scale(1, 512 * 1024, 512 * 1024);
         let s = 1.0 / (1.0 - (-1.0f64).exp());
         assert_eq!((n, b), (s as i64, (512.0 * 1024.0 * s) as i64));

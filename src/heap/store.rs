@@ -30,8 +30,10 @@ pub(crate) struct Bucket {
     pub thread: Thread,
     pub stack: Box<[u64]>,
     pub size: usize,
-    pub allocs: u64,
-    pub frees: u64,
+    /// Sampled blocks allocated (signed: a delta of two snapshots subtracts).
+    pub allocs: i64,
+    /// Of those, freed since.
+    pub frees: i64,
 }
 
 /// A heap session's sampled allocations.
@@ -57,6 +59,14 @@ impl Store {
             sessions: HashMap::with_hasher(FxBuildHasher),
             live: HashMap::with_hasher(FxBuildHasher),
         }
+    }
+
+    /// A copy of what session `sid` recorded so far.
+    pub(crate) fn buckets(&self, sid: u64) -> Vec<Bucket> {
+        self.sessions
+            .get(&sid)
+            .map(|r| r.buckets.clone())
+            .unwrap_or_default()
     }
 
     /// A session starts recording.
@@ -111,6 +121,16 @@ impl Store {
             };
             let Some(rec) = self.sessions.get_mut(&sid) else {
                 continue;
+            };
+            // A process-wide profile keys by stack and size alone, as Go's: per thread, a
+            // service whose threads come and go would grow it without bound.
+            let whole_process = SLOT
+                .get(i)
+                .is_some_and(|s| s.all_threads.load(Ordering::Relaxed));
+            let thread = if whole_process {
+                Thread::default()
+            } else {
+                thread
             };
             let key = (thread, Box::<[u64]>::from(stack), size);
             let b = match rec.index.get(&key) {

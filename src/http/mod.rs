@@ -12,6 +12,8 @@
 //! | `/debug/pprof/symbol` | function names for `+`-separated addresses (GET query or POST body) |
 //! | `/debug/pprof/cmdline` | the command line, arguments separated by NUL bytes |
 //! | `/debug/pprof/threads` | every thread's current stack: a profile, or text with `debug=1` |
+//! | `/debug/pprof/heap` | sampled allocations since the router was made, `inuse_space` by default; `?seconds=N` for what changed over N seconds, `debug=1` for Go's text (needs [`crate::Alloc`]) |
+//! | `/debug/pprof/allocs` | the same, `alloc_space` by default |
 //! | anything else under `/debug/pprof/` | 404 `Unknown profile`, as Go answers |
 //!
 //! Errors are `text/plain` with `X-Go-Pprof: 1`, which is what makes `go tool pprof` print
@@ -231,6 +233,7 @@ impl Config {
 /// # drop(app);
 /// ```
 pub fn router(config: &Config) -> Router {
+    let _ = service_heap(config.profile.heap_rate);
     let state = Arc::new(config.clone());
     Router::new()
         .route(
@@ -242,6 +245,14 @@ pub fn router(config: &Config) -> Router {
         .route("/debug/pprof/symbol", get(symbol).post(symbol))
         .route("/debug/pprof/cmdline", get(cmdline))
         .route("/debug/pprof/threads", get(threads))
+        .route(
+            "/debug/pprof/heap",
+            get(|state, query| heap(state, query, &crate::kind::HEAP)),
+        )
+        .route(
+            "/debug/pprof/allocs",
+            get(|state, query| heap(state, query, &crate::kind::ALLOCS)),
+        )
         .route("/debug/pprof/{*name}", get(unknown))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SYMBOL_BODY))
         .layer(axum::middleware::map_response(nosniff))
@@ -526,6 +537,146 @@ fn threads_text(stacks: &[crate::sampler::ThreadStack]) -> String {
     out
 }
 
+/// The process's heap profile behind `heap` and `allocs`: every thread, from the first
+/// router on, for the life of the process (Go's is always on). An error when the program's
+/// global allocator is not `profiled::Alloc`.
+fn service_heap(rate: u64) -> &'static Result<crate::heap::Session, String> {
+    static HEAP: std::sync::OnceLock<Result<crate::heap::Session, String>> =
+        std::sync::OnceLock::new();
+    HEAP.get_or_init(|| crate::heap::Session::start(rate, true).map_err(|e| e.to_string()))
+}
+
+/// Go's `heap` and `allocs` handlers: the profile so far, or with `seconds` what changed
+/// over that many seconds; `debug=1` for the legacy text format.
+async fn heap(
+    State(config): State<Arc<Config>>,
+    RawQuery(query): RawQuery,
+    kind: &'static crate::kind::Kind,
+) -> Response {
+    let debug = param(query.as_deref(), "debug")
+        .and_then(|d| d.parse::<i64>().ok())
+        .unwrap_or(0);
+    let seconds = match param(query.as_deref(), "seconds") {
+        None => None,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n as u64),
+            _ => {
+                return go_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid value for \"seconds\" - must be a positive integer",
+                )
+            }
+        },
+    };
+    if seconds.is_some() && debug != 0 {
+        return go_error(
+            StatusCode::BAD_REQUEST,
+            "seconds and debug params are incompatible",
+        );
+    }
+    if seconds.is_some_and(|s| s > config.max_seconds) {
+        return go_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "profile duration exceeds server's WriteTimeout (profiled's maximum is {} seconds)",
+                config.max_seconds
+            ),
+        );
+    }
+    let session = match service_heap(config.profile.heap_rate) {
+        Ok(session) => session,
+        Err(e) => return go_error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let before = match seconds {
+        Some(s) => {
+            let before = session.snapshot();
+            tokio::time::sleep(Duration::from_secs(s)).await;
+            Some(before)
+        }
+        None => None,
+    };
+    let name = kind.name;
+    let made = tokio::task::spawn_blocking(move || {
+        let now = session.snapshot();
+        let recorded = match &before {
+            Some(before) => now.since(before),
+            None => now,
+        };
+        Ok(if debug > 0 {
+            text(heap_text(&recorded, kind))
+        } else {
+            let label = match seconds {
+                Some(s) => format!("{name}: what changed over {s} seconds"),
+                None => format!("{name} of process {}", std::process::id()),
+            };
+            attachment(
+                name,
+                crate::heap_report(&label, kind, &recorded)
+                    .pprof_gz()
+                    .to_vec(),
+            )
+        })
+    })
+    .await;
+    collected(made)
+}
+
+/// Go's legacy text heap profile (`debug=1`): a header with the totals and the sampling
+/// rate, then each (stack, size) with its raw sampled counts (`in use: bytes [allocated:
+/// bytes]`), its addresses, and one `#` line per frame. `go tool pprof` reads it, unbiasing
+/// with the header's rate, and names the addresses through `/debug/pprof/symbol`.
+fn heap_text(recorded: &crate::heap::Recorded, kind: &crate::kind::Kind) -> String {
+    let size = |b: &crate::heap::Bucket, n: i64| n.saturating_mul(b.size as i64);
+    let live = |b: &crate::heap::Bucket| b.allocs.saturating_sub(b.frees);
+    let (mut inuse, mut inuse_bytes, mut allocs, mut alloc_bytes) = (0i64, 0i64, 0i64, 0i64);
+    for b in &recorded.buckets {
+        inuse += live(b);
+        inuse_bytes += size(b, live(b));
+        allocs += b.allocs;
+        alloc_bytes += size(b, b.allocs);
+    }
+    let mut out = format!(
+        "heap profile: {inuse}: {inuse_bytes} [{allocs}: {alloc_bytes}] @ heap/{}\n",
+        recorded.rate.saturating_mul(2)
+    );
+    crate::symbolize::with(|sym| {
+        for b in &recorded.buckets {
+            // The allocator's own frames left out, as in the protobuf profile.
+            let mut frames = Vec::new();
+            let mut trimming = true;
+            for (depth, &addr) in b.stack.iter().enumerate() {
+                let resolved = sym.resolve(addr, depth > 0);
+                if trimming && resolved.lines.iter().all(|l| kind.trims(&l.function)) {
+                    continue;
+                }
+                trimming = false;
+                frames.push((addr, resolved));
+            }
+            out.push_str(&format!(
+                "{}: {} [{}: {}] @",
+                live(b),
+                size(b, live(b)),
+                b.allocs,
+                size(b, b.allocs)
+            ));
+            for (addr, _) in &frames {
+                out.push_str(&format!(" {addr:#x}"));
+            }
+            out.push('\n');
+            for (addr, resolved) in &frames {
+                for line in resolved.lines.iter() {
+                    out.push_str(&format!(
+                        "#\t{addr:#x}\t{}+0x0\t{}:{}\n",
+                        line.function, line.file, line.line
+                    ));
+                }
+            }
+            out.push('\n');
+        }
+    });
+    out
+}
+
 async fn cmdline() -> Response {
     text(std::env::args().collect::<Vec<_>>().join("\0"))
 }
@@ -555,6 +706,16 @@ async fn index() -> Response {
             "threads",
             "Stack traces of all current threads. Use debug=1 for text, one block per \
              thread as Go prints goroutines.",
+        ),
+        (
+            "allocs",
+            "A sampling of all past memory allocations (needs profiled::Alloc as the global \
+             allocator)",
+        ),
+        (
+            "heap",
+            "A sampling of memory allocations of live objects. You can specify the gc GET \
+             parameter to run GC before taking the heap sample (ignored: Rust has no GC).",
         ),
     ];
     let mut html = String::from(

@@ -317,7 +317,7 @@ pub fn svg_titles(path: &Path) -> Vec<String> {
             }
             quick_xml::events::Event::GeneralRef(r) if in_title => {
                 // &lt; &gt; &amp; inside names such as <T as Trait>::f
-                let s = match r.as_ref() {
+                let s = match &*r {
                     b"lt" => "<",
                     b"gt" => ">",
                     b"amp" => "&",
