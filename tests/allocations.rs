@@ -110,7 +110,7 @@ fn allocs_per_run_is_gos() {
 fn nested_counts_each_see_their_own() {
     let mut inner = profiled::Allocations::default();
     let outer = profiled::allocations(|| {
-        let _a = vec![0u8; 10];
+        let _a = std::hint::black_box(vec![0u8; 10]);
         inner = profiled::allocations(|| vec![0u8; 20]);
     });
     assert_eq!((inner.allocs, inner.alloc_bytes), (1, 20));

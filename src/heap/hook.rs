@@ -209,6 +209,10 @@ fn is_current(tag: Tag) -> bool {
 
 /// The tags a thread spawned now should start with: its creator's live ones. `None` (the
 /// spawn is not wrapped) when no session is open or the creator is in none.
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))),
+    allow(dead_code)
+)]
 pub(crate) fn inherited() -> Option<[Tag; TAGS]> {
     if ACTIVE.load(Ordering::Relaxed) == 0 {
         return None;
@@ -221,6 +225,10 @@ pub(crate) fn inherited() -> Option<[Tag; TAGS]> {
 }
 
 /// Starts the calling (newly spawned) thread with `tags`.
+#[cfg_attr(
+    not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))),
+    allow(dead_code)
+)]
 pub(crate) fn adopt(tags: [Tag; TAGS]) {
     MINE.with(|m| m.set(tags));
 }

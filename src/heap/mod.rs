@@ -17,7 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-pub(crate) use hook::{adopt, inherited, on_alloc, on_free, own_thread, Tag};
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))))]
+use hook::Tag;
+#[cfg(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported)))]
+pub(crate) use hook::{adopt, inherited, Tag};
+pub(crate) use hook::{on_alloc, on_free, own_thread};
 use hook::{Slot, ACTIVE, ALL, PID, SLOT, SLOTS};
 pub(crate) use store::Bucket;
 
@@ -166,6 +170,16 @@ impl Session {
     /// Starts sampling the allocations of the calling thread and the threads it spawns from
     /// now on (`all`: every thread), one per `rate` bytes on average.
     pub(crate) fn start(rate: u64, all: bool) -> Result<Session, Error> {
+        if !crate::sys::STACKS {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "heap profiles are not supported on this platform ({}-{}); profiled \
+                     takes stacks on Linux x86_64 (allocation counts work everywhere)",
+                    std::env::consts::OS,
+                    std::env::consts::ARCH
+                ),
+            });
+        }
         if !installed() {
             return Err(not_installed());
         }
@@ -191,6 +205,7 @@ impl Session {
     }
 
     /// What was recorded so far, recording going on (the endpoint's always-on profile).
+    #[cfg(feature = "http")]
     pub(crate) fn snapshot(&self) -> Recorded {
         let buckets = hook::locked(|s| s.buckets(self.sid));
         Recorded {
@@ -244,6 +259,7 @@ fn scale(count: i64, size: u64, rate: u64) -> (i64, i64) {
 impl Recorded {
     /// What was recorded after `earlier` (a snapshot of the same session): Go's
     /// `?seconds=N` delta profiles.
+    #[cfg(feature = "http")]
     pub(crate) fn since(mut self, earlier: &Recorded) -> Recorded {
         let before: std::collections::HashMap<(&crate::aggregate::Thread, &[u64], usize), &Bucket> =
             earlier
@@ -418,12 +434,14 @@ pub fn assert_allocations<R>(limits: Limits, package: Option<&'static str>, f: i
     if !installed() {
         panic!("profiled::assert_allocations!: {}", not_installed());
     }
+    // Where stacks cannot be taken, the counts alone.
     let recording = match Session::start(1, false) {
-        Ok(session) => session,
+        Ok(session) => Some(session),
+        Err(_) if !crate::sys::STACKS => None,
         Err(e) => panic!("profiled::assert_allocations!: {e}"),
     };
     let (counts, result) = counted(f);
-    let recorded = recording.finish();
+    let recorded = recording.map(Session::finish);
     drop(result);
     let over_count = limits.allocs.filter(|&m| counts.allocs > m);
     let over_bytes = limits.bytes.filter(|&m| counts.alloc_bytes > m);
@@ -452,6 +470,13 @@ pub fn assert_allocations<R>(limits: Limits, package: Option<&'static str>, f: i
         .trim_end_matches(".rs")
         .to_string();
     let name = format!("{test}::{file}_{}", site.line());
+    let Some(recorded) = recorded else {
+        panic!(
+            "profiled::assert_allocations! at {site}: {} (no profile: stacks cannot be taken \
+             on this platform)",
+            what.join(", and ")
+        );
+    };
     let report = crate::heap_report(&name, &crate::kind::ALLOCS, &recorded);
     let stack = report
         .folded_stacks()

@@ -62,6 +62,7 @@ impl Store {
     }
 
     /// A copy of what session `sid` recorded so far.
+    #[cfg(feature = "http")]
     pub(crate) fn buckets(&self, sid: u64) -> Vec<Bucket> {
         self.sessions
             .get(&sid)

@@ -83,6 +83,9 @@ pub(crate) fn modules_generation() -> u64 {
     0
 }
 
+/// Whether stacks can be taken here (heap profiles need them).
+pub(crate) const STACKS: bool = false;
+
 /// No unwinder here: heap profiles record no stacks.
 pub(crate) fn capture_stack(_frames: &mut [u64; crate::sampler::MAX_DEPTH]) -> usize {
     0

@@ -23,6 +23,9 @@ pub(crate) use threads::{thread_stacks, ThreadStack};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use {engine::installed, signal::in_handler};
 
+/// Whether stacks can be taken here (heap profiles need them).
+pub(crate) const STACKS: bool = true;
+
 /// The ids of this process's threads now (/proc/self/task).
 pub(crate) fn thread_ids() -> std::io::Result<Vec<libc::pid_t>> {
     Ok(std::fs::read_dir("/proc/self/task")?
