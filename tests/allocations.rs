@@ -171,3 +171,85 @@ fn a_failed_assertion_names_the_stack_and_writes_the_offending_allocations() {
         "{top}"
     );
 }
+
+thread_local! {
+    static ON_EXIT: AllocatesOnDrop = const { AllocatesOnDrop };
+}
+
+struct AllocatesOnDrop;
+
+impl Drop for AllocatesOnDrop {
+    fn drop(&mut self) {
+        std::hint::black_box(vec![0u8; 777]);
+    }
+}
+
+/// A spawned thread's thread-local destructors run as it exits, after its own code:
+/// their allocations are counted like any other, and nothing breaks.
+#[test]
+fn allocations_in_thread_local_destructors_are_counted() {
+    let a = profiled::allocations(|| {
+        std::thread::spawn(|| ON_EXIT.with(|_| ())).join().unwrap();
+    });
+    assert!(
+        a.alloc_bytes >= 777 && a.frees >= 1,
+        "the destructor's block: {a:?}"
+    );
+}
+
+/// A child forked while other threads allocate (and take the heap store's lock at every
+/// allocation, at `heap_rate=1`) must never wait on that lock: a thread that held it does
+/// not exist in the child.
+#[test]
+fn a_forked_child_never_waits_on_the_heap_store() {
+    let config = profiled::Config::default()
+        .with_kinds(["heap"])
+        .unwrap()
+        .with_heap_rate(1)
+        .unwrap();
+    let profile = profiled::Profile::start("fork", &config).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(vec![0u8; 100]);
+                }
+            })
+        })
+        .collect();
+    for _ in 0..50 {
+        // SAFETY: the child only allocates, frees and calls _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            for _ in 0..1000 {
+                std::hint::black_box(vec![0u8; 100]);
+            }
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) };
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let mut status = 0;
+            // SAFETY: waits for our own child without blocking.
+            let done = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if done == pid {
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                // SAFETY: kills the hung child we made.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                panic!("a forked child hung allocating");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for b in busy {
+        b.join().unwrap();
+    }
+    let report = profile.finish().unwrap();
+    assert!(report.total("alloc_objects").unwrap() > 0);
+}

@@ -88,6 +88,13 @@ fn every_allocation_is_recorded_exactly_at_rate_one() {
     );
     for s in &p.profile.sample {
         let stack = p.stack(s);
+        // Whole stacks, down to the test (none cut short to a leaf).
+        assert!(
+            stack
+                .iter()
+                .any(|f| f.ends_with("heap::three_to_one_bytes")),
+            "{stack:?}"
+        );
         let leaf = stack[0];
         assert!(
             !leaf.starts_with("alloc::") && !leaf.contains("__rust") && !leaf.contains("profiled"),

@@ -657,6 +657,15 @@ pub(crate) fn capture_stack(frames: &mut [u64; MAX_DEPTH]) -> usize {
             options(nomem, nostack, preserves_flags)
         );
     }
+    // Not a signal handler: when every unwind cache is taken (threads preempted mid-walk),
+    // wait for one rather than keep a leaf that would be trimmed away. The registers stay
+    // valid: this frame and its callers are not touched while we wait below them.
+    for _ in 0..1000 {
+        if let Some(w) = unwind::walk(pc, sp, bp, frames) {
+            return w.depth;
+        }
+        std::thread::yield_now();
+    }
     walk(pc, sp, bp, frames).0
 }
 
