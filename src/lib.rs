@@ -1,5 +1,5 @@
-//! Per-test CPU profiles for Rust, the way `go test -cpuprofile` gives them to Go, with setup
-//! left out.
+//! Per-test CPU and heap profiles for Rust, the way `go test -cpuprofile` and `-memprofile`
+//! give them to Go, with setup left out; and allocation assertions that say where.
 //!
 //! ```no_run
 //! use profiled::profiled;
@@ -25,7 +25,10 @@
 //!
 //! | item | meaning | default |
 //! | --- | --- | --- |
-//! | `cpu` | a CPU profile per `#[profiled]` test | required |
+//! | `cpu` | a CPU profile per `#[profiled]` test | one kind at least |
+//! | `heap` | a heap profile per test (needs [`Alloc`] as the global allocator) | |
+//! | `allocs` | the heap profile's data shown by bytes allocated | |
+//! | `heap_rate=<bytes>` | heap sampling: one allocation per this many bytes on average; 1 = all | 524288 |
 //! | `freq=<Hz>` | samples per second of CPU time per thread, 1 to 10000 | 1000 |
 //! | `dir=<path>` | base directory, relative to the test's current directory | `<target dir>/profiles` |
 //! | `engine=<auto\|perf\|timer>` | perf events where the kernel allows them, else a thread CPU timer | `auto` |
@@ -42,6 +45,10 @@
 //!
 //! - [`macro@profiled`] on a test, sync or async (next to `#[tokio::test]`), with
 //!   [`reset`], [`pause`] and [`unprofiled`] inside it.
+//! - [`Alloc`], installed once per test binary, gives heap profiles (`PROFILE=heap`) and
+//!   exact counts without `PROFILE`: [`allocations`], [`allocs_per_run`],
+//!   [`assert_allocations!`], which on failure writes a profile of the offending
+//!   allocations and names the stack that made most of them.
 //! - [`Profile`] for code that is not a test:
 //!
 //! ```

@@ -116,6 +116,10 @@ pub(crate) static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// The claimed slots with `all_threads` set, one bit per slot: a service's always-on heap
 /// profile costs its allocations one load, not a scan of every slot.
 pub(crate) static ALL: AtomicU64 = AtomicU64::new(0);
+/// Bumped after a slot is claimed, released, paused or resumed: a thread's summary of its
+/// sessions (`HOT`) holds while its epoch is the current one.
+pub(crate) static EPOCH: AtomicU64 = AtomicU64::new(1);
+
 /// Sampled blocks in the store's live table.
 pub(crate) static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// The process that claimed the first slot: a forked child never takes the store's lock,
@@ -161,6 +165,60 @@ thread_local! {
     static COUNTDOWN: Cell<i64> = const { Cell::new(UNSET) };
     /// xorshift state for the countdown's exponential draws.
     static RNG: Cell<u64> = const { Cell::new(0) };
+    /// What this thread's sessions ask of an allocation, as of `epoch`.
+    static HOT: Cell<Hot> = const { Cell::new(Hot { epoch: 0, counting: false, rate: 0 }) };
+}
+
+/// A thread's sessions, summed up for the allocation path: whether any counts, and the
+/// smallest rate of those that sample now (0: none).
+#[derive(Clone, Copy)]
+struct Hot {
+    epoch: u64,
+    counting: bool,
+    rate: u64,
+}
+
+/// The calling thread's summary, recomputed when a slot changed since (or its tags did).
+fn hot() -> Hot {
+    let epoch = EPOCH.load(Ordering::Acquire);
+    let cached = HOT.with(Cell::get);
+    if cached.epoch == epoch {
+        return cached;
+    }
+    let mut fresh = Hot {
+        epoch,
+        counting: false,
+        rate: 0,
+    };
+    each_slot(|_, slot| {
+        fresh.counting |= slot.count.load(Ordering::Relaxed);
+        let r = slot.rate.load(Ordering::Relaxed);
+        if r != 0 && slot.paused.load(Ordering::Relaxed) == 0 {
+            fresh.rate = if fresh.rate == 0 {
+                r
+            } else {
+                fresh.rate.min(r)
+            };
+        }
+    });
+    HOT.with(|h| h.set(fresh));
+    fresh
+}
+
+/// A slot changed: every thread recomputes its summary at its next allocation.
+pub(crate) fn changed() {
+    EPOCH.fetch_add(1, Ordering::AcqRel);
+}
+
+/// This thread's tags changed.
+fn retag() {
+    HOT.with(|h| {
+        h.set(Hot {
+            epoch: 0,
+            counting: false,
+            rate: 0,
+        })
+    });
 }
 
 const UNSET: i64 = i64::MIN;
@@ -188,6 +246,7 @@ pub(crate) fn join(tag: Tag) {
         m.set(tags);
     });
     COUNTDOWN.with(|c| c.set(UNSET));
+    retag();
 }
 
 /// Removes the calling thread from session `sid`.
@@ -199,6 +258,7 @@ pub(crate) fn leave(sid: u64) {
         }
         m.set(tags);
     });
+    retag();
 }
 
 /// Whether the tag's session still holds its slot.
@@ -231,6 +291,7 @@ pub(crate) fn inherited() -> Option<[Tag; TAGS]> {
 )]
 pub(crate) fn adopt(tags: [Tag; TAGS]) {
     MINE.with(|m| m.set(tags));
+    retag();
 }
 
 /// The slots that record the calling thread's allocations now, at most `TAGS` plus the
@@ -282,25 +343,16 @@ fn alloc_slow(addr: usize, size: usize) {
     if BUSY.with(Cell::get) {
         return;
     }
-    // Sampling slots this allocation goes to (with their rates), and the smallest rate.
-    let mut sampled = [(usize::MAX, 0u64); TAGS];
-    let mut n = 0usize;
-    let mut rate = u64::MAX;
-    each_slot(|i, slot| {
-        if slot.count.load(Ordering::Relaxed) {
-            slot.counters.alloc(size);
-        }
-        let r = slot.rate.load(Ordering::Relaxed);
-        if r == 0 || slot.paused.load(Ordering::Relaxed) > 0 {
-            return;
-        }
-        if let Some(s) = sampled.get_mut(n) {
-            *s = (i, r);
-            n = n.wrapping_add(1);
-            rate = rate.min(r);
-        }
-    });
-    if n == 0 {
+    let hot = hot();
+    if hot.counting {
+        each_slot(|_, slot| {
+            if slot.count.load(Ordering::Relaxed) {
+                slot.counters.alloc(size);
+            }
+        });
+    }
+    let rate = hot.rate;
+    if rate == 0 {
         return;
     }
     let left = COUNTDOWN.with(Cell::get);
@@ -316,14 +368,18 @@ fn alloc_slow(addr: usize, size: usize) {
     // Poisson process to its own rate, so its unbiasing stays right.
     let mut keep = [usize::MAX; TAGS];
     let mut k = 0usize;
-    for &(i, r) in sampled.get(..n).unwrap_or_default() {
-        if r == rate || uniform() < inclusion(size, r) / inclusion(size, rate) {
+    each_slot(|i, slot| {
+        let r = slot.rate.load(Ordering::Relaxed);
+        if r == 0 || slot.paused.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        if r <= rate || uniform() < inclusion(size, r) / inclusion(size, rate) {
             if let Some(cell) = keep.get_mut(k) {
                 *cell = i;
                 k = k.wrapping_add(1);
             }
         }
-    }
+    });
     if k > 0 {
         record(addr, size, keep.get(..k).unwrap_or_default());
     }
@@ -342,7 +398,7 @@ fn free_slow(addr: usize, size: usize) {
     if BUSY.with(Cell::get) {
         return;
     }
-    if ACTIVE.load(Ordering::Relaxed) > 0 {
+    if ACTIVE.load(Ordering::Relaxed) > 0 && hot().counting {
         each_slot(|_, slot| {
             if slot.count.load(Ordering::Relaxed) {
                 slot.counters.free(size);

@@ -58,6 +58,7 @@ fn claim(rate: u64, count: bool, all: bool) -> Result<(usize, u64), Error> {
             ALL.fetch_or(1 << i, Ordering::AcqRel);
         }
         ACTIVE.fetch_add(1, Ordering::Release);
+        hook::changed();
         return Ok((i, sid));
     }
     Err(Error::Unsupported {
@@ -75,6 +76,7 @@ fn release(i: usize, sid: u64) {
     }
     slot.sid.store(0, Ordering::Release);
     ACTIVE.fetch_sub(1, Ordering::Release);
+    hook::changed();
 }
 
 /// The slot of a live session `sid`.
@@ -98,6 +100,7 @@ pub(crate) fn forked() -> bool {
 pub(crate) fn pause(sid: u64) {
     if let Some(s) = slot_of(sid) {
         s.paused.fetch_add(1, Ordering::Relaxed);
+        hook::changed();
     }
 }
 
@@ -107,6 +110,7 @@ pub(crate) fn resume(sid: u64) {
         let _ = s
             .paused
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1));
+        hook::changed();
     }
 }
 

@@ -117,6 +117,20 @@ impl Config {
         Ok(self)
     }
 
+    /// Sets the sampling rate of the process's heap profile (`heap`, `allocs`): one
+    /// allocation per `bytes` allocated on average, 512 KiB by default, 1 for every one.
+    /// The process has one such profile, started by the first [`router`] or [`serve`]: that
+    /// one's rate holds.
+    ///
+    /// ```
+    /// let config = profiled::http::Config::default().with_heap_rate(64 * 1024).unwrap();
+    /// assert!(profiled::http::Config::default().with_heap_rate(0).is_err());
+    /// ```
+    pub fn with_heap_rate(mut self, bytes: u64) -> Result<Self, Error> {
+        self.profile = self.profile.with_heap_rate(bytes)?;
+        Ok(self)
+    }
+
     /// Requires these credentials (HTTP basic auth) of every request [`serve`] answers.
     /// With TLS and no credentials set, [`serve`] generates them.
     ///
