@@ -43,7 +43,7 @@ fn every_allocation_is_recorded_exactly_at_rate_one() {
         &[
             (
                 "PROFILE",
-                &format!("heap,allocs,heap_rate=1,dir={}", dir.path().display()),
+                &format!("cpu,heap,allocs,heap_rate=1,dir={}", dir.path().display()),
             ),
             ("HEAP_UNITS", "1"),
             ("LEAK_BLOCKS", "64"),
@@ -100,6 +100,20 @@ fn every_allocation_is_recorded_exactly_at_rate_one() {
             !leaf.starts_with("alloc::") && !leaf.contains("__rust") && !leaf.contains("profiled"),
             "allocator frame left at the leaf: {stack:?}"
         );
+    }
+    // profiled's own work (the CPU profile's drain thread, symbolizing, encoding) is in no
+    // heap profile.
+    for test in ["three_to_one_bytes", "leak_beside_freed", "parallel_left"] {
+        let p = read(&path(test, "heap"));
+        for s in &p.profile.sample {
+            let stack = p.stack(s);
+            assert!(
+                !stack
+                    .iter()
+                    .any(|f| f.contains("drain_loop") || f.contains("profiled::symbolize")),
+                "{test}: profiled's own allocation: {stack:?}"
+            );
+        }
     }
     // Each sample carries its block size as Go's `bytes` label.
     let bytes_key = p

@@ -35,7 +35,6 @@ pub(crate) struct Counters {
     pub alloc_bytes: AtomicU64,
     pub frees: AtomicU64,
     pub freed_bytes: AtomicU64,
-    pub live: AtomicI64,
     pub peak: AtomicI64,
 }
 
@@ -46,25 +45,27 @@ impl Counters {
             alloc_bytes: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             freed_bytes: AtomicU64::new(0),
-            live: AtomicI64::new(0),
             peak: AtomicI64::new(0),
         }
     }
 
+    /// Two read-modify-writes; the peak only when it moves. Live bytes are what was
+    /// allocated (counting this block) less what was freed, read now.
     fn alloc(&self, size: usize) {
         self.allocs.fetch_add(1, Ordering::Relaxed);
-        self.alloc_bytes.fetch_add(size as u64, Ordering::Relaxed);
-        let live = self
-            .live
-            .fetch_add(size as i64, Ordering::Relaxed)
-            .wrapping_add(size as i64);
-        self.peak.fetch_max(live, Ordering::Relaxed);
+        let allocated = self
+            .alloc_bytes
+            .fetch_add(size as u64, Ordering::Relaxed)
+            .wrapping_add(size as u64);
+        let live = allocated.wrapping_sub(self.freed_bytes.load(Ordering::Relaxed)) as i64;
+        if live > self.peak.load(Ordering::Relaxed) {
+            self.peak.fetch_max(live, Ordering::Relaxed);
+        }
     }
 
     fn free(&self, size: usize) {
         self.frees.fetch_add(1, Ordering::Relaxed);
         self.freed_bytes.fetch_add(size as u64, Ordering::Relaxed);
-        self.live.fetch_sub(size as i64, Ordering::Relaxed);
     }
 
     pub(crate) fn clear(&self) {
@@ -76,7 +77,6 @@ impl Counters {
         ] {
             c.store(0, Ordering::Relaxed);
         }
-        self.live.store(0, Ordering::Relaxed);
         self.peak.store(0, Ordering::Relaxed);
     }
 }
@@ -116,6 +116,9 @@ pub(crate) static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 /// The claimed slots with `all_threads` set, one bit per slot: a service's always-on heap
 /// profile costs its allocations one load, not a scan of every slot.
 pub(crate) static ALL: AtomicU64 = AtomicU64::new(0);
+/// Claimed counting slots: 0 lets a free skip the thread's sessions altogether.
+pub(crate) static COUNTING: AtomicUsize = AtomicUsize::new(0);
+
 /// Bumped after a slot is claimed, released, paused or resumed: a thread's summary of its
 /// sessions (`HOT`) holds while its epoch is the current one.
 pub(crate) static EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -128,7 +131,9 @@ pub(crate) static PID: AtomicU32 = AtomicU32::new(0);
 
 /// Counting filter over the addresses in the live table: a free whose bucket is 0 is
 /// known unsampled without the lock.
-const FILTER_BITS: u32 = 16;
+/// 16 Ki cells (32 KiB): small enough to stay in cache beside the program's own data, which
+/// every free's lookup needs more than a lower false-positive rate.
+const FILTER_BITS: u32 = 14;
 static FILTER: [AtomicU16; 1 << FILTER_BITS] = [const { AtomicU16::new(0) }; 1 << FILTER_BITS];
 
 fn filter_cell(addr: usize) -> Option<&'static AtomicU16> {
@@ -344,7 +349,7 @@ fn alloc_slow(addr: usize, size: usize) {
         return;
     }
     let hot = hot();
-    if hot.counting {
+    if hot.counting && COUNTING.load(Ordering::Relaxed) > 0 {
         each_slot(|_, slot| {
             if slot.count.load(Ordering::Relaxed) {
                 slot.counters.alloc(size);
@@ -398,7 +403,7 @@ fn free_slow(addr: usize, size: usize) {
     if BUSY.with(Cell::get) {
         return;
     }
-    if ACTIVE.load(Ordering::Relaxed) > 0 && hot().counting {
+    if COUNTING.load(Ordering::Relaxed) > 0 && hot().counting {
         each_slot(|_, slot| {
             if slot.count.load(Ordering::Relaxed) {
                 slot.counters.free(size);

@@ -47,6 +47,9 @@ fn claim(rate: u64, count: bool, all: bool) -> Result<(usize, u64), Error> {
         }
         slot.rate.store(rate, Ordering::Relaxed);
         slot.count.store(count, Ordering::Relaxed);
+        if count {
+            hook::COUNTING.fetch_add(1, Ordering::Relaxed);
+        }
         slot.paused.store(0, Ordering::Relaxed);
         slot.counters.clear();
         if rate > 0 {
@@ -73,6 +76,9 @@ fn release(i: usize, sid: u64) {
     }
     if slot.all_threads.swap(false, Ordering::AcqRel) {
         ALL.fetch_and(!(1 << i), Ordering::AcqRel);
+    }
+    if slot.count.swap(false, Ordering::Relaxed) {
+        hook::COUNTING.fetch_sub(1, Ordering::Relaxed);
     }
     slot.sid.store(0, Ordering::Release);
     ACTIVE.fetch_sub(1, Ordering::Release);
