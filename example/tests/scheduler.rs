@@ -1,5 +1,9 @@
 use profiled::profiled;
-use scheduler_example::Cluster;
+use scheduler_example::{score_node, Cluster, Pod};
+
+// Heap profiles (`PROFILE=heap`) and allocation assertions read this.
+#[global_allocator]
+static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();
 
 #[profiled]
 #[test]
@@ -40,4 +44,24 @@ async fn schedules_on_runtime_workers() {
     for w in waves {
         assert_eq!(w.await.unwrap(), 600);
     }
+}
+
+#[profiled]
+#[test]
+fn builds_a_cluster() {
+    // With PROFILE=heap, the heap profile shows where building a cluster allocates: the
+    // nodes' label vectors, and the label index it builds and throws away.
+    let cluster = Cluster::build(2_000);
+    assert_eq!(cluster.nodes.len(), 2_000);
+}
+
+#[test]
+fn scoring_a_node_does_not_allocate() {
+    let cluster = Cluster::build(10);
+    let pod = Pod {
+        cpu: 100,
+        mem: 1 << 20,
+        affinity: 7,
+    };
+    profiled::assert_allocations!(at_most = 0, || score_node(&cluster.nodes[0], &pod));
 }
