@@ -28,17 +28,13 @@ pub(crate) const SLOTS: usize = 64;
 /// Sessions one thread belongs to at once (a heap profile and nested counting scopes).
 const TAGS: usize = 4;
 
-/// Exact totals of one counting session, over every thread tagged for it. The counts and
-/// bytes are mostly in the threads' own cells ([`CountCell`]); what is here is live bytes
-/// and their peak, which need one running total, and counts of threads that found no
-/// free cell.
+/// Exact totals of one counting session, over every thread tagged for it.
 #[derive(Default)]
 pub(crate) struct Counters {
     pub allocs: AtomicU64,
     pub alloc_bytes: AtomicU64,
     pub frees: AtomicU64,
     pub freed_bytes: AtomicU64,
-    pub live: AtomicI64,
     pub peak: AtomicI64,
 }
 
@@ -49,45 +45,27 @@ impl Counters {
             alloc_bytes: AtomicU64::new(0),
             frees: AtomicU64::new(0),
             freed_bytes: AtomicU64::new(0),
-            live: AtomicI64::new(0),
             peak: AtomicI64::new(0),
         }
     }
 
-    /// One read-modify-write (live bytes); the peak only when it moves; the counts in the
-    /// thread's own cell.
-    fn alloc(&self, sid: u64, size: usize) {
-        let live = self
-            .live
-            .fetch_add(size as i64, Ordering::Relaxed)
-            .wrapping_add(size as i64);
+    /// Two read-modify-writes; the peak only when it moves. Live bytes are what was
+    /// allocated (counting this block) less what was freed, read now.
+    fn alloc(&self, size: usize) {
+        self.allocs.fetch_add(1, Ordering::Relaxed);
+        let allocated = self
+            .alloc_bytes
+            .fetch_add(size as u64, Ordering::Relaxed)
+            .wrapping_add(size as u64);
+        let live = allocated.wrapping_sub(self.freed_bytes.load(Ordering::Relaxed)) as i64;
         if live > self.peak.load(Ordering::Relaxed) {
             self.peak.fetch_max(live, Ordering::Relaxed);
         }
-        match own_cell(sid) {
-            Some(c) => {
-                bump(&c.allocs, 1);
-                bump(&c.alloc_bytes, size as u64);
-            }
-            None => {
-                self.allocs.fetch_add(1, Ordering::Relaxed);
-                self.alloc_bytes.fetch_add(size as u64, Ordering::Relaxed);
-            }
-        }
     }
 
-    fn free(&self, sid: u64, size: usize) {
-        self.live.fetch_sub(size as i64, Ordering::Relaxed);
-        match own_cell(sid) {
-            Some(c) => {
-                bump(&c.frees, 1);
-                bump(&c.freed_bytes, size as u64);
-            }
-            None => {
-                self.frees.fetch_add(1, Ordering::Relaxed);
-                self.freed_bytes.fetch_add(size as u64, Ordering::Relaxed);
-            }
-        }
+    fn free(&self, size: usize) {
+        self.frees.fetch_add(1, Ordering::Relaxed);
+        self.freed_bytes.fetch_add(size as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn clear(&self) {
@@ -99,119 +77,7 @@ impl Counters {
         ] {
             c.store(0, Ordering::Relaxed);
         }
-        self.live.store(0, Ordering::Relaxed);
         self.peak.store(0, Ordering::Relaxed);
-    }
-}
-
-/// One thread's counts for one counting session. Only that thread writes it, with plain
-/// loads and stores rather than read-modify-writes (which cost the most per allocation);
-/// the session sums the cells when it ends, and frees them.
-pub(crate) struct CountCell {
-    sid: AtomicU64,
-    allocs: AtomicU64,
-    alloc_bytes: AtomicU64,
-    frees: AtomicU64,
-    freed_bytes: AtomicU64,
-}
-
-/// Threads counting at once, process-wide, before counts fall back to the shared atomics.
-const CELLS: usize = 1024;
-static CELL: [CountCell; CELLS] = [const {
-    CountCell {
-        sid: AtomicU64::new(0),
-        allocs: AtomicU64::new(0),
-        alloc_bytes: AtomicU64::new(0),
-        frees: AtomicU64::new(0),
-        freed_bytes: AtomicU64::new(0),
-    }
-}; CELLS];
-/// Where the next claim starts looking.
-static NEXT_CELL: AtomicUsize = AtomicUsize::new(0);
-
-/// Adds to a counter only this thread writes.
-fn bump(counter: &AtomicU64, by: u64) {
-    counter.store(
-        counter.load(Ordering::Relaxed).wrapping_add(by),
-        Ordering::Relaxed,
-    );
-}
-
-/// The calling thread's cell for counting session `sid`, claimed on first use.
-fn own_cell(sid: u64) -> Option<&'static CountCell> {
-    let mine = MY_CELLS.with(Cell::get);
-    for &(s, i) in &mine {
-        if s == sid {
-            let cell = CELL.get(usize::from(i))?;
-            if cell.sid.load(Ordering::Acquire) == sid {
-                return Some(cell);
-            }
-        }
-    }
-    let start = NEXT_CELL.fetch_add(1, Ordering::Relaxed);
-    for k in 0..CELLS {
-        let i = start.wrapping_add(k) % CELLS;
-        let Some(cell) = CELL.get(i) else { continue };
-        if cell
-            .sid
-            .compare_exchange(0, sid, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            MY_CELLS.with(|m| {
-                let mut mine = m.get();
-                // Replace an entry whose session has let its cell go, else the first.
-                let at = mine
-                    .iter()
-                    .position(|&(s, j)| {
-                        s == 0
-                            || CELL
-                                .get(usize::from(j))
-                                .is_none_or(|c| c.sid.load(Ordering::Relaxed) != s)
-                    })
-                    .unwrap_or(0);
-                if let Some(e) = mine.get_mut(at) {
-                    *e = (sid, i as u16);
-                }
-                m.set(mine);
-            });
-            return Some(cell);
-        }
-    }
-    None
-}
-
-/// What counting session `sid` counted: `(allocs, alloc_bytes, frees, freed_bytes)`, its
-/// cells' and the shared atomics'.
-pub(crate) fn counted(slot: &Slot, sid: u64) -> (u64, u64, u64, u64) {
-    let c = &slot.counters;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let mut totals = (
-        load(&c.allocs),
-        load(&c.alloc_bytes),
-        load(&c.frees),
-        load(&c.freed_bytes),
-    );
-    for cell in CELL.iter().filter(|c| c.sid.load(Ordering::Acquire) == sid) {
-        totals.0 = totals.0.wrapping_add(load(&cell.allocs));
-        totals.1 = totals.1.wrapping_add(load(&cell.alloc_bytes));
-        totals.2 = totals.2.wrapping_add(load(&cell.frees));
-        totals.3 = totals.3.wrapping_add(load(&cell.freed_bytes));
-    }
-    totals
-}
-
-/// Gives back counting session `sid`'s cells, zeroed.
-pub(crate) fn free_cells(sid: u64) {
-    for cell in CELL.iter().filter(|c| c.sid.load(Ordering::Acquire) == sid) {
-        for c in [
-            &cell.allocs,
-            &cell.alloc_bytes,
-            &cell.frees,
-            &cell.freed_bytes,
-        ] {
-            c.store(0, Ordering::Relaxed);
-        }
-        cell.sid.store(0, Ordering::Release);
     }
 }
 
@@ -304,8 +170,6 @@ thread_local! {
     static COUNTDOWN: Cell<i64> = const { Cell::new(UNSET) };
     /// xorshift state for the countdown's exponential draws.
     static RNG: Cell<u64> = const { Cell::new(0) };
-    /// This thread's counting cells: (session id, cell index).
-    static MY_CELLS: Cell<[(u64, u16); TAGS]> = const { Cell::new([(0, 0); TAGS]) };
     /// What this thread's sessions ask of an allocation, as of `epoch`.
     static HOT: Cell<Hot> = const { Cell::new(Hot { epoch: 0, counting: false, rate: 0 }) };
 }
@@ -488,7 +352,7 @@ fn alloc_slow(addr: usize, size: usize) {
     if hot.counting && COUNTING.load(Ordering::Relaxed) > 0 {
         each_slot(|_, slot| {
             if slot.count.load(Ordering::Relaxed) {
-                slot.counters.alloc(slot.sid.load(Ordering::Relaxed), size);
+                slot.counters.alloc(size);
             }
         });
     }
@@ -542,7 +406,7 @@ fn free_slow(addr: usize, size: usize) {
     if COUNTING.load(Ordering::Relaxed) > 0 && hot().counting {
         each_slot(|_, slot| {
             if slot.count.load(Ordering::Relaxed) {
-                slot.counters.free(slot.sid.load(Ordering::Relaxed), size);
+                slot.counters.free(size);
             }
         });
     }

@@ -79,7 +79,6 @@ fn release(i: usize, sid: u64) {
     }
     if slot.count.swap(false, Ordering::Relaxed) {
         hook::COUNTING.fetch_sub(1, Ordering::Relaxed);
-        hook::free_cells(sid);
     }
     slot.sid.store(0, Ordering::Release);
     ACTIVE.fetch_sub(1, Ordering::Release);
@@ -140,7 +139,9 @@ pub(crate) fn installed() -> bool {
         hook::join(Tag { slot: i as u8, sid });
         drop(std::hint::black_box(Box::new(0u64)));
         hook::leave(sid);
-        let seen = SLOT.get(i).is_some_and(|s| hook::counted(s, sid).0 > 0);
+        let seen = SLOT
+            .get(i)
+            .is_some_and(|s| s.counters.allocs.load(Ordering::Relaxed) > 0);
         release(i, sid);
         seen
     })
@@ -385,13 +386,14 @@ fn counted<R>(f: impl FnOnce() -> R) -> (Allocations, R) {
     let leave = Leave(i, sid);
     let result = f();
     hook::leave(sid);
-    let (allocs, alloc_bytes, frees, freed_bytes) = hook::counted(&SLOT[i], sid);
+    let c = &SLOT[i].counters;
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let counts = Allocations {
-        allocs,
-        alloc_bytes,
-        frees,
-        freed_bytes,
-        peak_live_bytes: SLOT[i].counters.peak.load(Ordering::Relaxed).max(0) as u64,
+        allocs: load(&c.allocs),
+        alloc_bytes: load(&c.alloc_bytes),
+        frees: load(&c.frees),
+        freed_bytes: load(&c.freed_bytes),
+        peak_live_bytes: c.peak.load(Ordering::Relaxed).max(0) as u64,
     };
     drop(leave);
     (counts, result)
