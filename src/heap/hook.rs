@@ -170,28 +170,35 @@ thread_local! {
     static COUNTDOWN: Cell<i64> = const { Cell::new(UNSET) };
     /// xorshift state for the countdown's exponential draws.
     static RNG: Cell<u64> = const { Cell::new(0) };
-    /// What this thread's sessions ask of an allocation, as of `epoch`.
-    static HOT: Cell<Hot> = const { Cell::new(Hot { epoch: 0, counting: false, rate: 0 }) };
+    /// The epoch `HOT` was computed at (0: never).
+    static HOT_EPOCH: Cell<u64> = const { Cell::new(0) };
+    /// What this thread's sessions ask of an allocation.
+    static HOT: Cell<Hot> = const { Cell::new(Hot { counting: false, rate: 0 }) };
 }
 
 /// A thread's sessions, summed up for the allocation path: whether any counts, and the
 /// smallest rate of those that sample now (0: none).
+/// Two words, so that it comes back in registers.
 #[derive(Clone, Copy)]
 struct Hot {
-    epoch: u64,
     counting: bool,
     rate: u64,
 }
 
 /// The calling thread's summary, recomputed when a slot changed since (or its tags did).
+#[inline(always)]
 fn hot() -> Hot {
     let epoch = EPOCH.load(Ordering::Acquire);
-    let cached = HOT.with(Cell::get);
-    if cached.epoch == epoch {
-        return cached;
+    if HOT_EPOCH.with(Cell::get) == epoch {
+        return HOT.with(Cell::get);
     }
+    refresh(epoch)
+}
+
+#[cold]
+#[inline(never)]
+fn refresh(epoch: u64) -> Hot {
     let mut fresh = Hot {
-        epoch,
         counting: false,
         rate: 0,
     };
@@ -207,6 +214,7 @@ fn hot() -> Hot {
         }
     });
     HOT.with(|h| h.set(fresh));
+    HOT_EPOCH.with(|e| e.set(epoch));
     fresh
 }
 
@@ -217,13 +225,7 @@ pub(crate) fn changed() {
 
 /// This thread's tags changed.
 fn retag() {
-    HOT.with(|h| {
-        h.set(Hot {
-            epoch: 0,
-            counting: false,
-            rate: 0,
-        })
-    });
+    HOT_EPOCH.with(|e| e.set(0));
 }
 
 const UNSET: i64 = i64::MIN;
