@@ -223,30 +223,19 @@ pub use profiled_macros::test;
 #[macro_export]
 macro_rules! assert_allocations {
     (at_most = $n:expr, bytes_at_most = $b:expr, $f:expr $(,)?) => {
-        $crate::__private::assert_allocations(
-            $crate::__private::Limits {
-                allocs: ::core::option::Option::Some($n),
-                bytes: ::core::option::Option::Some($b),
-            },
-            ::core::option_env!("CARGO_PKG_NAME"),
-            $f,
-        )
+        $crate::assert_allocations!(@limits ::core::option::Option::Some($n), ::core::option::Option::Some($b), $f)
     };
     (at_most = $n:expr, $f:expr $(,)?) => {
-        $crate::__private::assert_allocations(
-            $crate::__private::Limits {
-                allocs: ::core::option::Option::Some($n),
-                bytes: ::core::option::Option::None,
-            },
-            ::core::option_env!("CARGO_PKG_NAME"),
-            $f,
-        )
+        $crate::assert_allocations!(@limits ::core::option::Option::Some($n), ::core::option::Option::None, $f)
     };
     (bytes_at_most = $b:expr, $f:expr $(,)?) => {
+        $crate::assert_allocations!(@limits ::core::option::Option::None, ::core::option::Option::Some($b), $f)
+    };
+    (@limits $allocs:expr, $bytes:expr, $f:expr) => {
         $crate::__private::assert_allocations(
             $crate::__private::Limits {
-                allocs: ::core::option::Option::None,
-                bytes: ::core::option::Option::Some($b),
+                allocs: $allocs,
+                bytes: $bytes,
             },
             ::core::option_env!("CARGO_PKG_NAME"),
             $f,

@@ -26,7 +26,7 @@ use crate::sampler::MAX_DEPTH;
 /// Sessions (heap profiles and counting scopes) open at once, process-wide.
 pub(crate) const SLOTS: usize = 64;
 /// Sessions one thread belongs to at once (a heap profile and nested counting scopes).
-const TAGS: usize = 4;
+pub(crate) const TAGS: usize = 4;
 
 /// Exact totals of one counting session, over every thread tagged for it.
 #[derive(Default)]
@@ -393,7 +393,7 @@ fn alloc_slow(addr: usize, size: usize) {
 }
 
 /// The probability that a block of `size` bytes is sampled at `rate`.
-fn inclusion(size: usize, rate: u64) -> f64 {
+pub(crate) fn inclusion(size: usize, rate: u64) -> f64 {
     if rate <= 1 {
         return 1.0;
     }

@@ -229,9 +229,7 @@ impl Session {
     /// Stops recording and takes what was recorded.
     pub(crate) fn finish(self) -> Recorded {
         let duration = self.started.elapsed();
-        hook::leave(self.sid);
-        release(self.slot, self.sid);
-        let recording = hook::locked(|s| s.close(self.sid));
+        let recording = self.stop();
         let recorded = Recorded {
             buckets: recording.buckets,
             rate: self.rate,
@@ -241,19 +239,25 @@ impl Session {
         std::mem::forget(self);
         recorded
     }
+
+    /// Leaves the calling thread's tags, frees the slot and closes the recording.
+    fn stop(&self) -> store::Recording {
+        hook::leave(self.sid);
+        release(self.slot, self.sid);
+        hook::locked(|s| s.close(self.sid))
+    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        hook::leave(self.sid);
-        release(self.slot, self.sid);
-        hook::locked(|s| drop(s.close(self.sid)));
+        drop(self.stop());
     }
 }
 
 /// Go's unbiasing of a sampled bucket (runtime/pprof `scaleHeapSample`): `count` blocks
-/// of `size` bytes each were sampled with probability `1 - exp(-size/rate)` each. `count`
-/// is negative in a delta where more were freed than allocated.
+/// of `size` bytes each were sampled with probability `1 - exp(-size/rate)` each (the
+/// hooks' `inclusion`). `count` is negative in a delta where more were freed than
+/// allocated.
 fn scale(count: i64, size: u64, rate: u64) -> (i64, i64) {
     if count == 0 || size == 0 {
         return (0, 0);
@@ -262,7 +266,7 @@ fn scale(count: i64, size: u64, rate: u64) -> (i64, i64) {
     if rate <= 1 {
         return (count, bytes);
     }
-    let s = 1.0 / (1.0 - (-(size as f64) / rate as f64).exp());
+    let s = 1.0 / hook::inclusion(size as usize, rate);
     ((count as f64 * s) as i64, (bytes as f64 * s) as i64)
 }
 
@@ -514,6 +518,30 @@ pub fn assert_allocations<R>(limits: Limits, package: Option<&'static str>, f: i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A thread can belong to `TAGS` heap sessions at once (a test's profile, the harness's
+    /// whole-run one, an assertion's): freeing a block they all sampled reaches each.
+    #[test]
+    fn a_free_reaches_every_session_that_sampled_the_block() {
+        let claimed: Vec<(usize, u64)> = (0..hook::TAGS)
+            .map(|_| claim(1, false, false).unwrap())
+            .collect();
+        let slots: Vec<usize> = claimed.iter().map(|c| c.0).collect();
+        let stack = [0x10, 0x20];
+        let thread = crate::aggregate::Thread::default();
+        hook::locked(|s| s.sampled(0x1000, 64, thread, &stack, &slots));
+        hook::locked(|s| s.freed(0x1000));
+        for (i, sid) in claimed {
+            release(i, sid);
+            let recording = hook::locked(|s| s.close(sid));
+            let counts: Vec<(i64, i64)> = recording
+                .buckets
+                .iter()
+                .map(|b| (b.allocs, b.frees))
+                .collect();
+            assert_eq!(counts, [(1, 1)], "session {sid:x}");
+        }
+    }
 
     #[test]
     fn unbiasing_is_gos() {

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 
-use super::hook::{filter_add, filter_remove, LIVE, SLOT};
+use super::hook::{filter_add, filter_remove, LIVE, SLOT, TAGS};
 use crate::aggregate::Thread;
 
 pub(crate) static STORE: Mutex<Store> = Mutex::new(Store::new());
@@ -43,9 +43,10 @@ pub(crate) struct Recording {
     index: HashMap<(Thread, Box<[u64]>, usize), u32, FxBuildHasher>,
 }
 
-/// A sampled block still allocated: its bucket in each session that recorded it.
+/// A sampled block still allocated: its bucket in each session that recorded it (as many
+/// as a thread can belong to, so that none misses the free).
 struct Live {
-    buckets: [(u64, u32); 2],
+    buckets: [(u64, u32); TAGS],
 }
 
 pub(crate) struct Store {
@@ -113,22 +114,18 @@ impl Store {
         slots: &[usize],
     ) {
         let mut live = Live {
-            buckets: [(0, 0); 2],
+            buckets: [(0, 0); TAGS],
         };
         let mut n = 0usize;
         for &i in slots {
-            let Some(sid) = SLOT.get(i).map(|s| s.sid.load(Ordering::Acquire)) else {
-                continue;
-            };
+            let Some(slot) = SLOT.get(i) else { continue };
+            let sid = slot.sid.load(Ordering::Acquire);
             let Some(rec) = self.sessions.get_mut(&sid) else {
                 continue;
             };
             // A process-wide profile keys by stack and size alone, as Go's: per thread, a
             // service whose threads come and go would grow it without bound.
-            let whole_process = SLOT
-                .get(i)
-                .is_some_and(|s| s.all_threads.load(Ordering::Relaxed));
-            let thread = if whole_process {
+            let thread = if slot.all_threads.load(Ordering::Relaxed) {
                 Thread::default()
             } else {
                 thread
