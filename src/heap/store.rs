@@ -43,10 +43,55 @@ pub(crate) struct Recording {
     index: HashMap<(Thread, Box<[u64]>, usize), u32, FxBuildHasher>,
 }
 
-/// A sampled block still allocated: its bucket in each session that recorded it (as many
-/// as a thread can belong to, so that none misses the free).
+/// A sampled block still allocated: its bucket in each session that recorded it, as many as
+/// a thread can belong to, so that none misses the free. Two in place (sid 0: none); a
+/// third and fourth, rare, beside, so that the table of live blocks stays as small as with
+/// two (it holds every live block at `heap_rate=1`).
+#[derive(Default)]
 struct Live {
-    buckets: [(u64, u32); TAGS],
+    sids: [u64; 2],
+    buckets: [u32; 2],
+    more: Option<Box<[(u64, u32); TAGS - 2]>>,
+}
+
+impl Live {
+    /// Its (session, bucket) pairs, empty ones included.
+    fn entries(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        let extra = self.more.iter().flat_map(|m| m.iter().copied());
+        self.sids.into_iter().zip(self.buckets).chain(extra)
+    }
+
+    /// Adds a pair in the first empty place; false when full.
+    fn put(&mut self, sid: u64, bucket: u32) -> bool {
+        if let Some(i) = self.sids.iter().position(|&s| s == 0) {
+            if let (Some(s), Some(b)) = (self.sids.get_mut(i), self.buckets.get_mut(i)) {
+                *s = sid;
+                *b = bucket;
+                return true;
+            }
+        }
+        let more = self.more.get_or_insert_with(Default::default);
+        match more.iter_mut().find(|e| e.0 == 0) {
+            Some(e) => {
+                *e = (sid, bucket);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drops session `sid`'s pair; whether any pair is left.
+    fn forget(&mut self, sid: u64) -> bool {
+        for s in self.sids.iter_mut().filter(|s| **s == sid) {
+            *s = 0;
+        }
+        for e in self.more.iter_mut().flat_map(|m| m.iter_mut()) {
+            if e.0 == sid {
+                *e = (0, 0);
+            }
+        }
+        self.entries().any(|(s, _)| s != 0)
+    }
 }
 
 pub(crate) struct Store {
@@ -92,10 +137,7 @@ impl Store {
 
     fn forget_live(&mut self, sid: u64) {
         self.live.retain(|&addr, live| {
-            for b in live.buckets.iter_mut().filter(|b| b.0 == sid) {
-                *b = (0, 0);
-            }
-            let keep = live.buckets.iter().any(|b| b.0 != 0);
+            let keep = live.forget(sid);
             if !keep {
                 filter_remove(addr);
                 LIVE.fetch_sub(1, Ordering::Relaxed);
@@ -113,10 +155,8 @@ impl Store {
         stack: &[u64],
         slots: &[usize],
     ) {
-        let mut live = Live {
-            buckets: [(0, 0); TAGS],
-        };
-        let mut n = 0usize;
+        let mut live = Live::default();
+        let mut any = false;
         for &i in slots {
             let Some(slot) = SLOT.get(i) else { continue };
             let sid = slot.sid.load(Ordering::Acquire);
@@ -149,12 +189,9 @@ impl Store {
             if let Some(bucket) = rec.buckets.get_mut(b as usize) {
                 bucket.allocs = bucket.allocs.saturating_add(1);
             }
-            if let Some(cell) = live.buckets.get_mut(n) {
-                *cell = (sid, b);
-                n = n.saturating_add(1);
-            }
+            any |= live.put(sid, b);
         }
-        if n == 0 {
+        if !any {
             return;
         }
         if self.live.insert(addr, live).is_none() {
@@ -170,7 +207,7 @@ impl Store {
         };
         filter_remove(addr);
         LIVE.fetch_sub(1, Ordering::Relaxed);
-        for (sid, b) in live.buckets {
+        for (sid, b) in live.entries() {
             if let Some(bucket) = self
                 .sessions
                 .get_mut(&sid)
