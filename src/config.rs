@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use crate::contention::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
 use crate::error::Error;
 use crate::heap::DEFAULT_HEAP_RATE;
 use crate::kind::Kind;
@@ -48,8 +49,9 @@ pub const DEFAULT_FREQUENCY: u32 = 1000;
 /// ```
 pub const MAX_FREQUENCY: u32 = 10_000;
 
-const ACCEPTED: &str = "kinds: cpu, heap, allocs; options: freq=<1..=10000 Hz, default 1000>, \
-                        heap_rate=<bytes, default 524288>, dir=<path>, \
+const ACCEPTED: &str = "kinds: cpu, heap, allocs, block, mutex; options: \
+                        freq=<1..=10000 Hz, default 1000>, heap_rate=<bytes, default 524288>, \
+                        block_rate=<ns, default 1>, mutex_fraction=<n, default 1>, dir=<path>, \
                         engine=<auto|perf|timer>, threads=<test|all>, svg";
 
 /// Kinds profiled knows, implemented (`kind::KINDS`) or not: a `PROFILE` naming one of them
@@ -58,7 +60,15 @@ const KINDS: &[&str] = &["cpu", "heap", "allocs", "block", "mutex", "wall"];
 /// Options without a value.
 const FLAGS: &[&str] = &["svg"];
 /// Options with a value (`key=value`).
-const KEYS: &[&str] = &["freq", "heap_rate", "dir", "engine", "threads"];
+const KEYS: &[&str] = &[
+    "freq",
+    "heap_rate",
+    "block_rate",
+    "mutex_fraction",
+    "dir",
+    "engine",
+    "threads",
+];
 
 /// Which sampling source the CPU profiler uses.
 ///
@@ -119,6 +129,10 @@ pub struct Config {
     pub(crate) kinds: Vec<&'static Kind>,
     /// Heap profiles: one sampled allocation per this many bytes, on average.
     pub(crate) heap_rate: u64,
+    /// Block profiles: events this many nanoseconds long or longer are all kept.
+    pub(crate) block_rate: u64,
+    /// Mutex profiles: about one contention event in this many is kept.
+    pub(crate) mutex_fraction: u64,
     /// Requested samples per CPU-second of each thread.
     pub(crate) frequency: u32,
     /// Base directory for profile files; `None` means `<cargo target dir>/profiles`.
@@ -143,6 +157,8 @@ impl Default for Config {
         Config {
             kinds: vec![&crate::kind::CPU],
             heap_rate: DEFAULT_HEAP_RATE,
+            block_rate: DEFAULT_BLOCK_RATE,
+            mutex_fraction: DEFAULT_MUTEX_FRACTION,
             frequency: DEFAULT_FREQUENCY,
             dir: None,
             engine: Engine::Auto,
@@ -228,6 +244,57 @@ impl Config {
             });
         }
         self.heap_rate = bytes;
+        Ok(self)
+    }
+
+    /// Block profiles keep every wait of at least this many nanoseconds and shorter ones in
+    /// proportion to their length, scaled up (Go's `runtime.SetBlockProfileRate`); 1 keeps
+    /// every wait.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().block_rate(), profiled::DEFAULT_BLOCK_RATE);
+    /// ```
+    pub fn block_rate(&self) -> u64 {
+        self.block_rate
+    }
+
+    /// Sets the block profile rate in nanoseconds, at least 1.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_block_rate(10_000).unwrap();
+    /// assert_eq!(c.block_rate(), 10_000);
+    /// assert!(profiled::Config::default().with_block_rate(0).is_err());
+    /// ```
+    pub fn with_block_rate(mut self, ns: u64) -> Result<Config, Error> {
+        if ns == 0 {
+            return Err(out_of_range("block_rate=0", "1 records every wait"));
+        }
+        self.block_rate = ns;
+        Ok(self)
+    }
+
+    /// Mutex profiles keep about one contention event in this many, scaled up (Go's
+    /// `runtime.SetMutexProfileFraction`); 1 keeps every event.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().mutex_fraction(), profiled::DEFAULT_MUTEX_FRACTION);
+    /// ```
+    pub fn mutex_fraction(&self) -> u64 {
+        self.mutex_fraction
+    }
+
+    /// Sets the mutex profile fraction, at least 1.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_mutex_fraction(5).unwrap();
+    /// assert_eq!(c.mutex_fraction(), 5);
+    /// assert!(profiled::Config::default().with_mutex_fraction(0).is_err());
+    /// ```
+    pub fn with_mutex_fraction(mut self, n: u64) -> Result<Config, Error> {
+        if n == 0 {
+            return Err(out_of_range("mutex_fraction=0", "1 records every event"));
+        }
+        self.mutex_fraction = n;
         Ok(self)
     }
 
@@ -439,6 +506,15 @@ impl Config {
     }
 }
 
+fn out_of_range(item: &str, hint: &str) -> Error {
+    Error::Config {
+        var: ENV_VAR,
+        item: item.into(),
+        reason: format!("is out of range ({hint})"),
+        accepted: ACCEPTED,
+    }
+}
+
 fn ignored_notice(value: &str) -> String {
     format!(
         "{ENV_VAR}={value} names none of profiled's profile kinds or options, so it is \
@@ -563,6 +639,26 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                     }
                     config.heap_rate = bytes;
                 }
+                "block_rate" => {
+                    let ns: u64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(item, "is not a whole number of nanoseconds"))?;
+                    if ns == 0 {
+                        return Err(bad(item, "is out of range (1 records every wait)"));
+                    }
+                    config.block_rate = ns;
+                }
+                "mutex_fraction" => {
+                    let n: u64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(item, "is not a whole number"))?;
+                    if n == 0 {
+                        return Err(bad(item, "is out of range (1 records every event)"));
+                    }
+                    config.mutex_fraction = n;
+                }
                 "dir" => {
                     if value.trim().is_empty() {
                         return Err(bad(item, "names no directory"));
@@ -609,6 +705,12 @@ impl fmt::Display for Config {
         }
         if self.heap_rate != DEFAULT_HEAP_RATE {
             write!(f, ",heap_rate={}", self.heap_rate)?;
+        }
+        if self.block_rate != DEFAULT_BLOCK_RATE {
+            write!(f, ",block_rate={}", self.block_rate)?;
+        }
+        if self.mutex_fraction != DEFAULT_MUTEX_FRACTION {
+            write!(f, ",mutex_fraction={}", self.mutex_fraction)?;
         }
         if let Some(dir) = &self.dir {
             write!(f, ",dir={}", dir.display())?;
@@ -681,7 +783,39 @@ mod tests {
             assert!(msg.contains(reason), "{text}: {msg}");
             assert!(msg.contains("heap_rate=<bytes, default 524288>"), "{msg}");
         }
-        assert!(err("block").contains("`block` is not implemented yet"));
+        assert!(err("wall").contains("`wall` is not implemented yet"));
+    }
+
+    #[test]
+    fn contention_kinds_and_their_rates() {
+        let c = Config::parse("block,mutex,block_rate=10000,mutex_fraction=5")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.kinds().collect::<Vec<_>>(), ["block", "mutex"]);
+        assert_eq!((c.block_rate, c.mutex_fraction), (10_000, 5));
+        assert_eq!(Config::parse(&c.to_string()).unwrap().unwrap(), c);
+        let plain = Config::parse("block").unwrap().unwrap();
+        assert_eq!((plain.block_rate, plain.mutex_fraction), (1, 1));
+        for (text, reason) in [
+            (
+                "block,block_rate=0",
+                "is out of range (1 records every wait)",
+            ),
+            (
+                "block,block_rate=1ms",
+                "is not a whole number of nanoseconds",
+            ),
+            (
+                "mutex,mutex_fraction=0",
+                "is out of range (1 records every event)",
+            ),
+            ("mutex,mutex_fraction=-1", "is not a whole number"),
+            ("mutex,mutex_fracton=2", "(did you mean `mutex_fraction`?)"),
+        ] {
+            let msg = err(text);
+            assert!(msg.contains(reason), "{text}: {msg}");
+            assert!(msg.contains("block_rate=<ns, default 1>"), "{msg}");
+        }
     }
 
     #[test]

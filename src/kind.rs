@@ -149,6 +149,52 @@ pub(crate) const ALLOCS: Kind = Kind {
     ..HEAP
 };
 
+/// Go's block and mutex profile sample types.
+const CONTENTION_TYPES: &[ValueType] = &[
+    ValueType {
+        kind: "contentions",
+        unit: "count",
+    },
+    ValueType {
+        kind: "delay",
+        unit: "nanoseconds",
+    },
+];
+
+/// The frames between the code that locked (or unlocked) and the stack walk: profiled's
+/// locks and recorder, the std lock they wrap, and a guard's drop glue.
+const LOCK_FRAMES: &[&str] = &[
+    "profiled::",
+    "<profiled::",
+    "core::ptr::drop_in_place<profiled::",
+    "std::sync::",
+    "<std::sync::",
+    "std::sys::",
+    "core::ptr::drop_in_place<std::sync::",
+];
+
+/// Where threads waited for profiled's locks and condition variables: Go's
+/// `-blockprofile` (`contentions`, `delay` in nanoseconds, upscaled for `block_rate`).
+pub(crate) const BLOCK: Kind = Kind {
+    name: "block",
+    sample_types: CONTENTION_TYPES,
+    period_type: ValueType {
+        kind: "contentions",
+        unit: "count",
+    },
+    main: 1,
+    default: 1,
+    folded_divisor: 1000,
+    trim: LOCK_FRAMES,
+};
+
+/// The unlocks that kept others waiting, with the waiting they caused: Go's
+/// `-mutexprofile` (values scaled by `mutex_fraction`).
+pub(crate) const MUTEX: Kind = Kind {
+    name: "mutex",
+    ..BLOCK
+};
+
 impl Kind {
     /// Whether a frame of function `name` is one this kind trims from the top of stacks:
     /// its name, or for a trait impl `<T as Trait>` the trait's, starts with one of `trim`.
@@ -164,7 +210,7 @@ impl Kind {
 }
 
 /// Every kind profiled takes. `PROFILE`'s grammar and the file names are checked against it.
-pub(crate) const KINDS: &[&Kind] = &[&CPU, &HEAP, &ALLOCS];
+pub(crate) const KINDS: &[&Kind] = &[&CPU, &HEAP, &ALLOCS, &BLOCK, &MUTEX];
 
 /// The kind called `name`.
 pub(crate) fn find(name: &str) -> Option<&'static Kind> {

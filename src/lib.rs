@@ -142,6 +142,7 @@ use std::time::{Duration, SystemTime};
 pub mod __private;
 mod aggregate;
 mod config;
+mod contention;
 #[cfg(feature = "criterion")]
 pub mod criterion;
 mod encode;
@@ -158,11 +159,13 @@ mod modules;
 mod output;
 mod sampler;
 mod symbolize;
+pub mod sync;
 mod sys;
 
 pub use config::{
     Config, Engine, Threads, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY, STRICT_ENV_VAR,
 };
+pub use contention::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
 pub use error::Error;
 pub use heap::{allocations, allocs_per_run, Allocations, DEFAULT_HEAP_RATE};
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
@@ -251,8 +254,8 @@ pub mod pprof {
 }
 
 thread_local! {
-    /// Session ids of the profile this thread started (CPU, heap), 0 for none.
-    static CURRENT: Cell<Sids> = const { Cell::new(Sids { cpu: 0, heap: 0 }) };
+    /// Session ids of the profile this thread started (CPU, heap, contention), 0 for none.
+    static CURRENT: Cell<Sids> = const { Cell::new(Sids { cpu: 0, heap: 0, locks: 0 }) };
 }
 
 /// The sessions of one profile, one per source: what `reset()`, `pause()` and a
@@ -261,6 +264,8 @@ thread_local! {
 struct Sids {
     cpu: u64,
     heap: u64,
+    /// Block and mutex (one session).
+    locks: u64,
 }
 
 impl Sids {
@@ -270,6 +275,7 @@ impl Sids {
     fn is_live(self) -> bool {
         (self.cpu != 0 && sampler::is_live(self.cpu))
             || (self.heap != 0 && heap::is_live(self.heap))
+            || (self.locks != 0 && heap::is_live(self.locks))
     }
     fn reset(self) {
         if self.cpu != 0 {
@@ -278,21 +284,24 @@ impl Sids {
         if self.heap != 0 {
             heap::reset(self.heap);
         }
+        if self.locks != 0 {
+            contention::reset(self.locks);
+        }
     }
     fn pause(self) {
         if self.cpu != 0 {
             sampler::pause(self.cpu);
         }
-        if self.heap != 0 {
-            heap::pause(self.heap);
+        for sid in [self.heap, self.locks].into_iter().filter(|&s| s != 0) {
+            heap::pause(sid);
         }
     }
     fn resume(self) {
         if self.cpu != 0 {
             sampler::resume(self.cpu);
         }
-        if self.heap != 0 {
-            heap::resume(self.heap);
+        for sid in [self.heap, self.locks].into_iter().filter(|&s| s != 0) {
+            heap::resume(sid);
         }
     }
 }
@@ -317,6 +326,7 @@ pub struct Profile {
     config: Config,
     cpu: Option<sampler::Session>,
     heap: Option<heap::Session>,
+    locks: Option<contention::Session>,
     detached: bool,
 }
 
@@ -358,6 +368,7 @@ impl Profile {
         Sids {
             cpu: self.cpu.as_ref().map_or(0, sampler::Session::sid),
             heap: self.heap.as_ref().map_or(0, heap::Session::sid),
+            locks: self.locks.as_ref().map_or(0, contention::Session::sid),
         }
     }
 
@@ -419,6 +430,16 @@ impl Profile {
         } else {
             None
         };
+        let (block, mutex) = (config.wants(&kind::BLOCK), config.wants(&kind::MUTEX));
+        let locks = if block || mutex {
+            Some(contention::Session::start(
+                if block { config.block_rate } else { 0 },
+                if mutex { config.mutex_fraction } else { 0 },
+                config.threads == Threads::All,
+            )?)
+        } else {
+            None
+        };
         let cpu = if config.wants(&kind::CPU) {
             sampler::on_drain_start(symbolize::prewarm);
             Some(sampler::Session::start(
@@ -435,6 +456,7 @@ impl Profile {
             config: config.clone(),
             cpu,
             heap,
+            locks,
             detached: true,
         })
     }
@@ -452,6 +474,7 @@ impl Profile {
             config: config.clone(),
             cpu: Some(session),
             heap: None,
+            locks: None,
             detached: true,
         })
     }
@@ -513,15 +536,20 @@ impl Profile {
             config,
             cpu,
             heap,
+            locks,
             ..
         } = self;
         // The heap session stops first: building the CPU report allocates.
         let recorded = heap.map(heap::Session::finish);
+        let waits = locks.map(contention::Session::finish);
         let mut cpu = cpu.map(|session| finish_cpu(&name, &config, session));
         let mut reports = Vec::with_capacity(config.kinds.len());
         for kind in &config.kinds {
             match (kind.name, &recorded) {
                 ("cpu", _) => reports.extend(cpu.take()),
+                ("block" | "mutex", _) => {
+                    reports.extend(waits.as_ref().map(|w| contention_report(&name, kind, w)));
+                }
                 (_, Some(recorded)) => reports.push(heap_report(&name, kind, recorded)),
                 _ => {}
             }
@@ -649,6 +677,58 @@ pub(crate) fn heap_report(
             .map(|text| aggregate::Notice { once: None, text })
             .collect(),
         exact: recorded.rate <= 1,
+    }
+}
+
+/// A finished contention session's report as `kind` (block or mutex).
+pub(crate) fn contention_report(
+    name: &str,
+    kind: &'static kind::Kind,
+    recorded: &contention::Recorded,
+) -> Report {
+    let mutex = kind.name == kind::MUTEX.name;
+    let comments = [
+        format!("profiled: {name}"),
+        if mutex {
+            format!(
+                "mutex: unlocks of profiled::sync locks that kept others waiting, with the                  waiting each caused; one event in {} kept, values scaled up by as much                  (mutex_fraction)",
+                recorded.mutex_fraction
+            )
+        } else {
+            format!(
+                "block: waits for profiled::sync locks and condition variables; events                  shorter than {} ns kept in proportion and scaled up (block_rate, as Go's)",
+                recorded.block_rate
+            )
+        },
+    ];
+    let samples = recorded.samples(kind);
+    let (encoded, unreadable) = symbolize::with(|sym| {
+        let encoded = encode::encode(&samples, &comments, sym);
+        (encoded, sym.take_notices())
+    });
+    let exact = if mutex {
+        recorded.mutex_fraction <= 1
+    } else {
+        recorded.block_rate <= 1
+    };
+    Report {
+        name: name.to_string(),
+        kind,
+        samples: samples.rows.len() as u64,
+        cpu: Duration::ZERO,
+        gz: encoded.gz,
+        top: encoded.top,
+        folded: encoded.folded,
+        totals: encoded.totals,
+        lost: 0,
+        start: recorded.start,
+        wall: recorded.duration,
+        note: None,
+        notices: unreadable
+            .into_iter()
+            .map(|text| aggregate::Notice { once: None, text })
+            .collect(),
+        exact,
     }
 }
 
@@ -925,6 +1005,21 @@ impl Report {
                 self.name,
                 self.cpu.as_secs_f64(),
                 self.samples
+            )
+        } else if self.kind.name == "block" || self.kind.name == "mutex" {
+            let about = if self.exact { "" } else { "~" };
+            let total = |t| self.total(t).unwrap_or(0);
+            let what = if self.kind.name == "block" {
+                "waiting in"
+            } else {
+                "of waiting caused by"
+            };
+            format!(
+                "profiled: {}  {} {about}{:.3}s {what} {about}{} contentions",
+                self.name,
+                self.kind.name,
+                Duration::from_nanos(total("delay").max(0) as u64).as_secs_f64(),
+                total("contentions"),
             )
         } else {
             let about = if self.exact { "" } else { "~" };

@@ -231,6 +231,92 @@ fn go_tool_pprof_reads_the_heap_and_allocs_profiles() {
     );
 }
 
+/// One contention on a `profiled::sync` lock: `hold` in the holder, waited for by `wait`.
+fn contend(
+    hold: fn(&profiled::sync::Mutex<u64>, &std::sync::Barrier),
+    wait: fn(&profiled::sync::Mutex<u64>),
+) {
+    let m = Arc::new(profiled::sync::Mutex::new(0u64));
+    let held = Arc::new(std::sync::Barrier::new(2));
+    let holder = {
+        let (m, held) = (m.clone(), held.clone());
+        std::thread::spawn(move || hold(&m, &held))
+    };
+    held.wait();
+    wait(&m);
+    holder.join().unwrap();
+}
+
+#[inline(never)]
+fn service_holds(m: &profiled::sync::Mutex<u64>, held: &std::sync::Barrier) {
+    let mut g = m.lock().unwrap();
+    held.wait();
+    std::thread::sleep(Duration::from_millis(100));
+    *g += 1;
+}
+
+#[inline(never)]
+fn service_waits(m: &profiled::sync::Mutex<u64>) {
+    *m.lock().unwrap() += 1;
+}
+
+#[inline(never)]
+fn service_waits_unwatched(m: &profiled::sync::Mutex<u64>) {
+    *m.lock().unwrap() += 1;
+}
+
+#[inline(never)]
+fn service_waits_in_the_window(m: &profiled::sync::Mutex<u64>) {
+    *m.lock().unwrap() += 1;
+}
+
+#[test]
+fn go_tool_pprof_reads_the_block_and_mutex_profiles() {
+    let server = serve("127.0.0.1:0", Config::default()).unwrap();
+    let base = format!("http://{}/debug/pprof", server.local_addr());
+    // Off until switched on, as Go's: this wait is not recorded.
+    contend(service_holds, service_waits_unwatched);
+    profiled::http::set_block_profile_rate(1);
+    assert_eq!(profiled::http::set_mutex_profile_fraction(1), 0);
+    assert_eq!(profiled::http::set_mutex_profile_fraction(-1), 1);
+    // On threads the server never saw: the profiles have every thread.
+    std::thread::spawn(|| contend(service_holds, service_waits))
+        .join()
+        .unwrap();
+    let row = top_row(&["-sample_index=delay"], &format!("{base}/block"));
+    assert!(row.ends_with("http::service_waits"), "{row}");
+    let row = top_row(&["-sample_index=delay"], &format!("{base}/mutex"));
+    assert!(row.ends_with("http::service_holds"), "{row}");
+    let out = pprof(&["-top"], &format!("{base}/block"));
+    let top = String::from_utf8_lossy(&out.stdout);
+    assert!(!top.contains("unwatched"), "{top}");
+
+    // Go's legacy text, read by go tool pprof.
+    let text = get(server.local_addr(), "/debug/pprof/block?debug=1").text();
+    assert!(
+        text.starts_with("--- contention:\ncycles/second=1000000000\n"),
+        "{text:.300}"
+    );
+    assert!(text.contains("http::service_waits"), "{text:.2000}");
+    let row = top_row(&["-sample_index=delay"], &format!("{base}/block?debug=1"));
+    assert!(row.ends_with("http::service_waits"), "{row}");
+    let text = get(server.local_addr(), "/debug/pprof/mutex?debug=1").text();
+    assert!(text.starts_with("--- mutex:\n"), "{text:.300}");
+    let row = top_row(&["-sample_index=delay"], &format!("{base}/mutex?debug=1"));
+    assert!(row.ends_with("http::service_holds"), "{row}");
+
+    // A delta: only the waits of the 2 seconds.
+    let window = std::thread::spawn(|| {
+        std::thread::sleep(Duration::from_millis(300));
+        contend(service_holds, service_waits_in_the_window);
+    });
+    let row = top_row(&["-sample_index=delay"], &format!("{base}/block?seconds=2"));
+    window.join().unwrap();
+    assert!(row.ends_with("http::service_waits_in_the_window"), "{row}");
+    profiled::http::set_block_profile_rate(0);
+    assert_eq!(profiled::http::set_mutex_profile_fraction(0), 1);
+}
+
 /// The cum% `go tool pprof -top` shows for the first row naming `function`.
 fn cum_share(top: &str, function: &str) -> Option<f64> {
     let row = top.lines().find(|l| l.contains(function))?;

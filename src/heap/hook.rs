@@ -95,6 +95,10 @@ pub(crate) struct Slot {
     /// `pause()`: allocations are not recorded (frees of recorded blocks still are).
     pub paused: AtomicU32,
     pub counters: Counters,
+    /// Contention session (src/contention): block profile rate in nanoseconds, 0 for none.
+    pub block: AtomicU64,
+    /// Contention session: mutex profile fraction, 0 for none.
+    pub mutex: AtomicU64,
 }
 
 impl Slot {
@@ -106,6 +110,8 @@ impl Slot {
             all_threads: AtomicBool::new(false),
             paused: AtomicU32::new(0),
             counters: Counters::new(),
+            block: AtomicU64::new(0),
+            mutex: AtomicU64::new(0),
         }
     }
 }
@@ -118,6 +124,11 @@ pub(crate) static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 pub(crate) static ALL: AtomicU64 = AtomicU64::new(0);
 /// Claimed counting slots: 0 lets a free skip the thread's sessions altogether.
 pub(crate) static COUNTING: AtomicUsize = AtomicUsize::new(0);
+
+/// Claimed slots with a block or mutex profile: 0 lets a lock skip every check.
+pub(crate) static CONTENDED: AtomicUsize = AtomicUsize::new(0);
+/// Claimed slots with a mutex profile: 0 lets a waiter skip the blame bookkeeping.
+pub(crate) static MUTEXES: AtomicUsize = AtomicUsize::new(0);
 
 /// Bumped after a slot is claimed, released, paused or resumed: a thread's summary of its
 /// sessions (`HOT`) holds while its epoch is the current one.
@@ -301,9 +312,9 @@ pub(crate) fn adopt(tags: [Tag; TAGS]) {
     retag();
 }
 
-/// The slots that record the calling thread's allocations now, at most `TAGS` plus the
-/// all-thread ones; `f` sees each once.
-fn each_slot(mut f: impl FnMut(usize, &'static Slot)) {
+/// The slots that record the calling thread's allocations (and lock waits) now, at most
+/// `TAGS` plus the all-thread ones; `f` sees each once.
+pub(crate) fn each_slot(mut f: impl FnMut(usize, &'static Slot)) {
     let tags = tags();
     for t in tags.iter().filter(|t| t.sid != 0) {
         let i = usize::from(t.slot);
@@ -435,8 +446,8 @@ fn draw(rate: u64) -> i64 {
     }
 }
 
-/// Uniform in (0, 1], from this thread's xorshift generator.
-fn uniform() -> f64 {
+/// Uniform in (0, 1], from this thread's xorshift generator (also the locks' sampling).
+pub(crate) fn uniform() -> f64 {
     let mut x = RNG.with(Cell::get);
     if x == 0 {
         // Seeded per thread from its stack address and the time: distinct, never 0.

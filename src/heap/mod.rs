@@ -17,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-#[cfg(not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))))]
-use hook::Tag;
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported)))]
-pub(crate) use hook::{adopt, inherited, Tag};
+pub(crate) use hook::{adopt, inherited};
+pub(crate) use hook::{each_slot, join, leave, Slot, CONTENDED, MUTEXES};
 pub(crate) use hook::{on_alloc, on_free, own_thread};
-use hook::{Slot, ACTIVE, ALL, PID, SLOT, SLOTS};
+pub(crate) use hook::{uniform, Tag};
+use hook::{ACTIVE, ALL, PID, SLOT, SLOTS};
 pub(crate) use store::Bucket;
 
 use crate::error::Error;
@@ -33,9 +33,25 @@ pub const DEFAULT_HEAP_RATE: u64 = 512 * 1024;
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
+/// What a session asks of the hooks when it claims a slot.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Want {
+    /// Heap profile: sample every `rate` bytes on average; 0 for none.
+    pub rate: u64,
+    /// Exact allocation counts.
+    pub count: bool,
+    /// Every thread of the process, tagged or not.
+    pub all: bool,
+    /// Block profile rate in nanoseconds (src/contention); 0 for none.
+    pub block: u64,
+    /// Mutex profile fraction; 0 for none.
+    pub mutex: u64,
+}
+
 /// Claims a free slot for a new session: `(index, sid)`, the slot's index in the sid's low
-/// byte so that `pause(sid)` finds it.
-fn claim(rate: u64, count: bool, all: bool) -> Result<(usize, u64), Error> {
+/// byte so that `pause(sid)` finds it. The slots and the threads' tags serve every source
+/// that follows a test's threads without signals: the allocation hooks and the locks.
+pub(crate) fn claim(want: Want) -> Result<(usize, u64), Error> {
     for (i, slot) in SLOT.iter().enumerate() {
         let sid = (NEXT.fetch_add(1, Ordering::Relaxed) << 8) | i as u64;
         if slot
@@ -45,18 +61,26 @@ fn claim(rate: u64, count: bool, all: bool) -> Result<(usize, u64), Error> {
         {
             continue;
         }
-        slot.rate.store(rate, Ordering::Relaxed);
-        slot.count.store(count, Ordering::Relaxed);
-        if count {
+        slot.rate.store(want.rate, Ordering::Relaxed);
+        slot.count.store(want.count, Ordering::Relaxed);
+        if want.count {
             hook::COUNTING.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.block.store(want.block, Ordering::Relaxed);
+        slot.mutex.store(want.mutex, Ordering::Relaxed);
+        if want.mutex > 0 {
+            hook::MUTEXES.fetch_add(1, Ordering::Relaxed);
+        }
+        if want.block > 0 || want.mutex > 0 {
+            hook::CONTENDED.fetch_add(1, Ordering::Release);
         }
         slot.paused.store(0, Ordering::Relaxed);
         slot.counters.clear();
-        if rate > 0 {
+        if want.rate > 0 {
             hook::locked(|s| s.open(sid));
         }
         let _ = PID.compare_exchange(0, std::process::id(), Ordering::Relaxed, Ordering::Relaxed);
-        if all {
+        if want.all {
             slot.all_threads.store(true, Ordering::Release);
             ALL.fetch_or(1 << i, Ordering::AcqRel);
         }
@@ -65,11 +89,13 @@ fn claim(rate: u64, count: bool, all: bool) -> Result<(usize, u64), Error> {
         return Ok((i, sid));
     }
     Err(Error::Unsupported {
-        what: format!("more than {SLOTS} heap profiles and allocation counts at once"),
+        what: format!(
+            "more than {SLOTS} heap, block and mutex profiles and allocation counts at once"
+        ),
     })
 }
 
-fn release(i: usize, sid: u64) {
+pub(crate) fn release(i: usize, sid: u64) {
     let Some(slot) = SLOT.get(i) else { return };
     if slot.sid.load(Ordering::Acquire) != sid {
         return;
@@ -80,13 +106,40 @@ fn release(i: usize, sid: u64) {
     if slot.count.swap(false, Ordering::Relaxed) {
         hook::COUNTING.fetch_sub(1, Ordering::Relaxed);
     }
+    let block = slot.block.swap(0, Ordering::Relaxed);
+    let mutex = slot.mutex.swap(0, Ordering::Relaxed);
+    if mutex > 0 {
+        hook::MUTEXES.fetch_sub(1, Ordering::Relaxed);
+    }
+    if block > 0 || mutex > 0 {
+        hook::CONTENDED.fetch_sub(1, Ordering::Release);
+    }
     slot.sid.store(0, Ordering::Release);
     ACTIVE.fetch_sub(1, Ordering::Release);
     hook::changed();
 }
 
+/// Changes a live session's block rate and mutex fraction (0: off), keeping what it
+/// recorded: the endpoint's process-wide switch. Callers serialize changes of one session.
+#[cfg(feature = "http")]
+pub(crate) fn set_contention(sid: u64, block: u64, mutex: u64) {
+    let Some(slot) = slot_of(sid) else { return };
+    let old_block = slot.block.swap(block, Ordering::Relaxed);
+    let old_mutex = slot.mutex.swap(mutex, Ordering::Relaxed);
+    match (old_mutex > 0, mutex > 0) {
+        (false, true) => drop(hook::MUTEXES.fetch_add(1, Ordering::Relaxed)),
+        (true, false) => drop(hook::MUTEXES.fetch_sub(1, Ordering::Relaxed)),
+        _ => {}
+    }
+    match (old_block > 0 || old_mutex > 0, block > 0 || mutex > 0) {
+        (false, true) => drop(hook::CONTENDED.fetch_add(1, Ordering::Release)),
+        (true, false) => drop(hook::CONTENDED.fetch_sub(1, Ordering::Release)),
+        _ => {}
+    }
+}
+
 /// The slot of a live session `sid`.
-fn slot_of(sid: u64) -> Option<&'static Slot> {
+pub(crate) fn slot_of(sid: u64) -> Option<&'static Slot> {
     SLOT.get((sid & 0xff) as usize)
         .filter(|s| sid != 0 && s.sid.load(Ordering::Acquire) == sid)
 }
@@ -94,6 +147,11 @@ fn slot_of(sid: u64) -> Option<&'static Slot> {
 /// Whether heap session `sid` is running.
 pub(crate) fn is_live(sid: u64) -> bool {
     slot_of(sid).is_some()
+}
+
+/// The process that claimed the first slot (0: none yet).
+pub(crate) fn claimed_by() -> u32 {
+    PID.load(Ordering::Relaxed)
 }
 
 /// Whether this is a child forked after a heap session started here.
@@ -133,7 +191,10 @@ pub(crate) fn reset(sid: u64) {
 pub(crate) fn installed() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
-        let Ok((i, sid)) = claim(0, true, false) else {
+        let Ok((i, sid)) = claim(Want {
+            count: true,
+            ..Want::default()
+        }) else {
             return false;
         };
         hook::join(Tag { slot: i as u8, sid });
@@ -194,7 +255,11 @@ impl Session {
             return Err(not_installed());
         }
         crate::sys::prepare_stacks();
-        let (slot, sid) = claim(rate.max(1), false, all)?;
+        let (slot, sid) = claim(Want {
+            rate: rate.max(1),
+            all,
+            ..Want::default()
+        })?;
         if !all {
             hook::join(Tag {
                 slot: slot as u8,
@@ -374,7 +439,10 @@ fn counted<R>(f: impl FnOnce() -> R) -> (Allocations, R) {
     if !installed() {
         panic!("profiled::allocations: {}", not_installed());
     }
-    let (i, sid) = match claim(0, true, false) {
+    let (i, sid) = match claim(Want {
+        count: true,
+        ..Want::default()
+    }) {
         Ok(claimed) => claimed,
         Err(e) => panic!("profiled::allocations: {e}"),
     };
@@ -524,7 +592,13 @@ mod tests {
     #[test]
     fn a_free_reaches_every_session_that_sampled_the_block() {
         let claimed: Vec<(usize, u64)> = (0..hook::TAGS)
-            .map(|_| claim(1, false, false).unwrap())
+            .map(|_| {
+                claim(Want {
+                    rate: 1,
+                    ..Want::default()
+                })
+                .unwrap()
+            })
             .collect();
         let slots: Vec<usize> = claimed.iter().map(|c| c.0).collect();
         let stack = [0x10, 0x20];

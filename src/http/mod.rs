@@ -14,6 +14,8 @@
 //! | `/debug/pprof/threads` | every thread's current stack: a profile, or text with `debug=1` |
 //! | `/debug/pprof/heap` | sampled allocations since the router was made, `inuse_space` by default; `?seconds=N` for what changed over N seconds, `debug=1` for Go's text (needs [`crate::Alloc`]) |
 //! | `/debug/pprof/allocs` | the same, `alloc_space` by default |
+//! | `/debug/pprof/block` | waits for [`crate::sync`] locks and condition variables, once [`set_block_profile_rate`] turned it on; `?seconds=N`, `debug=1` as for `heap` |
+//! | `/debug/pprof/mutex` | unlocks of [`crate::sync`] locks that kept others waiting, once [`set_mutex_profile_fraction`] turned it on; `?seconds=N`, `debug=1` |
 //! | anything else under `/debug/pprof/` | 404 `Unknown profile`, as Go answers |
 //!
 //! Errors are `text/plain` with `X-Go-Pprof: 1`, which is what makes `go tool pprof` print
@@ -266,6 +268,14 @@ pub fn router(config: &Config) -> Router {
         .route(
             "/debug/pprof/allocs",
             get(|state, query| heap(state, query, &crate::kind::ALLOCS)),
+        )
+        .route(
+            "/debug/pprof/block",
+            get(|state, query| contention(state, query, &crate::kind::BLOCK)),
+        )
+        .route(
+            "/debug/pprof/mutex",
+            get(|state, query| contention(state, query, &crate::kind::MUTEX)),
         )
         .route("/debug/pprof/{*name}", get(unknown))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SYMBOL_BODY))
@@ -567,36 +577,10 @@ async fn heap(
     RawQuery(query): RawQuery,
     kind: &'static crate::kind::Kind,
 ) -> Response {
-    let debug = param(query.as_deref(), "debug")
-        .and_then(|d| d.parse::<i64>().ok())
-        .unwrap_or(0);
-    let seconds = match param(query.as_deref(), "seconds") {
-        None => None,
-        Some(s) => match s.parse::<i64>() {
-            Ok(n) if n > 0 => Some(n as u64),
-            _ => {
-                return go_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid value for \"seconds\" - must be a positive integer",
-                )
-            }
-        },
+    let (debug, seconds) = match snapshot_params(query.as_deref(), &config) {
+        Ok(params) => params,
+        Err(response) => return response,
     };
-    if seconds.is_some() && debug != 0 {
-        return go_error(
-            StatusCode::BAD_REQUEST,
-            "seconds and debug params are incompatible",
-        );
-    }
-    if seconds.is_some_and(|s| s > config.max_seconds) {
-        return go_error(
-            StatusCode::BAD_REQUEST,
-            &format!(
-                "profile duration exceeds server's WriteTimeout (profiled's maximum is {} seconds)",
-                config.max_seconds
-            ),
-        );
-    }
     let session = match service_heap(config.profile.heap_rate) {
         Ok(session) => session,
         Err(e) => return go_error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -635,6 +619,208 @@ async fn heap(
     collected(made)
 }
 
+/// The `debug` and `seconds` parameters of Go's snapshot profiles (heap, allocs, block,
+/// mutex), or the error response Go gives.
+#[allow(clippy::result_large_err)]
+fn snapshot_params(query: Option<&str>, config: &Config) -> Result<(i64, Option<u64>), Response> {
+    let debug = param(query, "debug")
+        .and_then(|d| d.parse::<i64>().ok())
+        .unwrap_or(0);
+    let seconds = match param(query, "seconds") {
+        None => None,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n > 0 => Some(n as u64),
+            _ => {
+                return Err(go_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid value for \"seconds\" - must be a positive integer",
+                ))
+            }
+        },
+    };
+    if seconds.is_some() && debug != 0 {
+        return Err(go_error(
+            StatusCode::BAD_REQUEST,
+            "seconds and debug params are incompatible",
+        ));
+    }
+    if seconds.is_some_and(|s| s > config.max_seconds) {
+        return Err(go_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "profile duration exceeds server's WriteTimeout (profiled's maximum is {} seconds)",
+                config.max_seconds
+            ),
+        ));
+    }
+    Ok((debug, seconds))
+}
+
+/// The process's block and mutex profile: every thread, created at the first switch or
+/// request, never stopped (Go's is always there, empty while its rate is 0).
+static LOCKS: std::sync::Mutex<Option<crate::contention::Session>> = std::sync::Mutex::new(None);
+
+/// Runs `f` on the process's contention session, starting it (both rates 0) if needed.
+fn service_locks<R>(f: impl FnOnce(&mut crate::contention::Session) -> R) -> Result<R, String> {
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if locks.is_none() {
+        *locks = Some(crate::contention::Session::start(0, 0, true).map_err(|e| e.to_string())?);
+    }
+    Ok(f(locks.as_mut().expect("set above")))
+}
+
+/// Turns the block profile served at `/debug/pprof/block` on or off, for every thread of
+/// the process: Go's `runtime.SetBlockProfileRate`. `ns` ≤ 0 turns it off; 1 records every
+/// wait for a [`crate::sync`] lock or condition variable; larger values keep waits at least
+/// that long and shorter ones in proportion to their length, scaled up. What was recorded
+/// is kept when the rate changes. Per-test block profiles (`PROFILE=block`) are separate.
+///
+/// ```
+/// profiled::http::set_block_profile_rate(1);
+/// let m = profiled::sync::Mutex::new(0);
+/// *m.lock().unwrap() += 1;
+/// profiled::http::set_block_profile_rate(0);
+/// ```
+pub fn set_block_profile_rate(ns: i64) {
+    let _ = service_locks(|s| {
+        let (_, mutex) = s.rates();
+        s.set_rates(ns.max(0) as u64, mutex);
+    });
+}
+
+/// Turns the mutex profile served at `/debug/pprof/mutex` on or off: Go's
+/// `runtime.SetMutexProfileFraction`. About one contention event in `n` is kept, scaled
+/// up; 0 turns it off; a negative `n` only reads. Returns the fraction in force before.
+///
+/// ```
+/// assert_eq!(profiled::http::set_mutex_profile_fraction(-1), 0);
+/// assert_eq!(profiled::http::set_mutex_profile_fraction(5), 0);
+/// assert_eq!(profiled::http::set_mutex_profile_fraction(0), 5);
+/// ```
+pub fn set_mutex_profile_fraction(n: i64) -> i64 {
+    service_locks(|s| {
+        let (block, mutex) = s.rates();
+        if n >= 0 {
+            s.set_rates(block, n as u64);
+        }
+        mutex as i64
+    })
+    .unwrap_or(0)
+}
+
+/// Go's `block` and `mutex` handlers: the profile so far, or with `seconds` what changed
+/// over that many seconds; `debug=1` for the legacy text format.
+async fn contention(
+    State(config): State<Arc<Config>>,
+    RawQuery(query): RawQuery,
+    kind: &'static crate::kind::Kind,
+) -> Response {
+    let (debug, seconds) = match snapshot_params(query.as_deref(), &config) {
+        Ok(params) => params,
+        Err(response) => return response,
+    };
+    let before = match seconds {
+        Some(s) => {
+            let before = match service_locks(|l| l.snapshot()) {
+                Ok(before) => before,
+                Err(e) => return go_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            };
+            tokio::time::sleep(Duration::from_secs(s)).await;
+            Some(before)
+        }
+        None => None,
+    };
+    let name = kind.name;
+    let made = tokio::task::spawn_blocking(move || {
+        let now = service_locks(|l| l.snapshot()).map_err(|what| Error::Unsupported { what })?;
+        let recorded = match &before {
+            Some(before) => now.since(before),
+            None => now,
+        };
+        Ok(if debug > 0 {
+            text(contention_text(&recorded, kind))
+        } else {
+            let label = match seconds {
+                Some(s) => format!("{name}: what changed over {s} seconds"),
+                None => format!("{name} of process {}", std::process::id()),
+            };
+            attachment(
+                name,
+                crate::contention_report(&label, kind, &recorded)
+                    .pprof_gz()
+                    .to_vec(),
+            )
+        })
+    })
+    .await;
+    collected(made)
+}
+
+/// Go's legacy text block and mutex profiles (`debug=1`): `--- contention:` (or
+/// `--- mutex:`), the clock rate (nanoseconds here, so a cycle is a nanosecond), then each
+/// stack's delay and count, its addresses, and one `#` line per frame.
+fn contention_text(recorded: &crate::contention::Recorded, kind: &crate::kind::Kind) -> String {
+    let mutex = kind.name == crate::kind::MUTEX.name;
+    let (buckets, header) = if mutex {
+        // The values are already scaled up: a period of 1 leaves them as they are.
+        (
+            &recorded.mutex,
+            "--- mutex:\ncycles/second=1000000000\nsampling period=1\n",
+        )
+    } else {
+        (
+            &recorded.block,
+            "--- contention:\ncycles/second=1000000000\n",
+        )
+    };
+    let mut out = header.to_string();
+    crate::symbolize::with(|sym| {
+        for b in buckets {
+            let head = format!("{} {}", b.delay, b.count.round() as i64);
+            stack_text(&mut out, sym, &head, &b.stack, kind);
+        }
+    });
+    out
+}
+
+/// One record of Go's legacy text formats: `head @ addresses`, then a `#` line per frame
+/// (the kind's own leading frames left out, as in its protobuf profile), then a blank line.
+fn stack_text(
+    out: &mut String,
+    sym: &mut crate::symbolize::Symbolizer,
+    head: &str,
+    stack: &[u64],
+    kind: &crate::kind::Kind,
+) {
+    let mut frames = Vec::new();
+    let mut trimming = true;
+    for (depth, &addr) in stack.iter().enumerate() {
+        let resolved = sym.resolve(addr, depth > 0);
+        if trimming && resolved.lines.iter().all(|l| kind.trims(&l.function)) {
+            continue;
+        }
+        trimming = false;
+        frames.push((addr, resolved));
+    }
+    out.push_str(head);
+    out.push_str(" @");
+    for (addr, _) in &frames {
+        out.push_str(&format!(" {addr:#x}"));
+    }
+    out.push('\n');
+    for (addr, resolved) in &frames {
+        for line in resolved.lines.iter() {
+            out.push_str(&format!(
+                "#\t{addr:#x}\t{}+0x0\t{}:{}\n",
+                line.function, line.file, line.line
+            ));
+        }
+    }
+    out.push('\n');
+}
+
 /// Go's legacy text heap profile (`debug=1`): a header with the totals and the sampling
 /// rate, then each (stack, size) with its raw sampled counts (`in use: bytes [allocated:
 /// bytes]`), its addresses, and one `#` line per frame. `go tool pprof` reads it, unbiasing
@@ -655,37 +841,14 @@ fn heap_text(recorded: &crate::heap::Recorded, kind: &crate::kind::Kind) -> Stri
     );
     crate::symbolize::with(|sym| {
         for b in &recorded.buckets {
-            // The allocator's own frames left out, as in the protobuf profile.
-            let mut frames = Vec::new();
-            let mut trimming = true;
-            for (depth, &addr) in b.stack.iter().enumerate() {
-                let resolved = sym.resolve(addr, depth > 0);
-                if trimming && resolved.lines.iter().all(|l| kind.trims(&l.function)) {
-                    continue;
-                }
-                trimming = false;
-                frames.push((addr, resolved));
-            }
-            out.push_str(&format!(
-                "{}: {} [{}: {}] @",
+            let head = format!(
+                "{}: {} [{}: {}]",
                 live(b),
                 size(b, live(b)),
                 b.allocs,
                 size(b, b.allocs)
-            ));
-            for (addr, _) in &frames {
-                out.push_str(&format!(" {addr:#x}"));
-            }
-            out.push('\n');
-            for (addr, resolved) in &frames {
-                for line in resolved.lines.iter() {
-                    out.push_str(&format!(
-                        "#\t{addr:#x}\t{}+0x0\t{}:{}\n",
-                        line.function, line.file, line.line
-                    ));
-                }
-            }
-            out.push('\n');
+            );
+            stack_text(&mut out, sym, &head, &b.stack, kind);
         }
     });
     out
@@ -727,9 +890,19 @@ async fn index() -> Response {
              allocator)",
         ),
         (
+            "block",
+            "Stack traces that led to blocking on profiled::sync locks and condition \
+             variables (turned on by profiled::http::set_block_profile_rate)",
+        ),
+        (
             "heap",
             "A sampling of memory allocations of live objects. You can specify the gc GET \
              parameter to run GC before taking the heap sample (ignored: Rust has no GC).",
+        ),
+        (
+            "mutex",
+            "Stack traces of holders of contended profiled::sync locks (turned on by \
+             profiled::http::set_mutex_profile_fraction)",
         ),
     ];
     let mut html = String::from(

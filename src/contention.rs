@@ -1,0 +1,424 @@
+//! Block and mutex profiles (`PROFILE=block`, `PROFILE=mutex`), from what profiled's locks
+//! (src/sync.rs) see: how long a thread waited for a lock or a condition variable, and
+//! which unlock made others wait.
+//!
+//! A session claims a slot beside the heap sessions (src/heap: the same slots and thread
+//! tags, so a thread a test spawns is in the test's contention profiles too) and a
+//! recording here. A lock that had to wait calls [`blocked`] with the wait; an unlock that
+//! kept others waiting calls [`unlocked`] with the waiting it caused. Each decides, per
+//! session of the calling thread, whether to keep the event (Go's `blockprofilerate` and
+//! `mutexprofilefraction`), walks the stack once and adds it to those sessions' buckets.
+//! At the end the buckets become the kind's [`Samples`], scaled as Go scales them.
+//!
+//! **Invariant:** nothing here runs unless a lock waited and a contention session is
+//! claimed; the uncontended lock pays one relaxed load (`on`).
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustc_hash::FxBuildHasher;
+
+use crate::aggregate::Thread;
+use crate::error::Error;
+use crate::heap::{self, Tag, Want};
+use crate::kind::{Kind, Row, Samples};
+use crate::sampler::MAX_DEPTH;
+
+/// Go's `-blockprofilerate` when `-blockprofile` is given: every blocking event.
+pub const DEFAULT_BLOCK_RATE: u64 = 1;
+/// Go's `-mutexprofilefraction` default: every contention event.
+pub const DEFAULT_MUTEX_FRACTION: u64 = 1;
+
+/// Whether any block or mutex profile runs: the one check an uncontended lock makes.
+#[inline]
+pub(crate) fn on() -> bool {
+    heap::CONTENDED.load(Ordering::Relaxed) != 0
+}
+
+/// Whether any mutex profile runs: waiters register so that the unlock can blame.
+#[inline]
+pub(crate) fn mutex_on() -> bool {
+    heap::MUTEXES.load(Ordering::Relaxed) != 0
+}
+
+/// Nanoseconds on a monotonic clock, from the first call in the process.
+pub(crate) fn now() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// One (thread, stack) of one session: events and nanoseconds, upscaled for sampling when
+/// recorded (Go scales the mutex profile when it writes it, by the fraction then in force;
+/// scaling each event by the fraction it was kept at stays right when the fraction changes).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Bucket {
+    pub thread: Thread,
+    pub stack: Box<[u64]>,
+    pub count: f64,
+    pub delay: i64,
+}
+
+type Buckets = HashMap<(Thread, Box<[u64]>), (f64, i64), FxBuildHasher>;
+
+#[derive(Default)]
+struct Recording {
+    block: Buckets,
+    mutex: Buckets,
+}
+
+static STORE: Mutex<HashMap<u64, Recording, FxBuildHasher>> =
+    Mutex::new(HashMap::with_hasher(FxBuildHasher));
+
+fn store<R>(f: impl FnOnce(&mut HashMap<u64, Recording, FxBuildHasher>) -> R) -> R {
+    f(&mut STORE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Which profile an event is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Block,
+    Mutex,
+}
+
+/// The calling thread waited `delay` nanoseconds for a lock or a condition variable.
+#[inline(never)]
+pub(crate) fn blocked(delay: u64) {
+    record(Which::Block, delay);
+}
+
+/// The calling thread's unlock ends `delay` nanoseconds of others' waiting (summed over the
+/// waiters, since the previous unlock).
+#[inline(never)]
+pub(crate) fn unlocked(delay: u64) {
+    record(Which::Mutex, delay);
+}
+
+/// Most sessions one event can reach: a thread's tags and a few process-wide sessions.
+const REACH: usize = 8;
+
+fn record(which: Which, delay: u64) {
+    if std::process::id() != heap::claimed_by() {
+        // A forked child: a thread that does not exist here may have held the store.
+        return;
+    }
+    let delay = delay.max(1);
+    let mut kept = [(0u64, 0f64, 0i64); REACH];
+    let mut n = 0;
+    heap::each_slot(|_, slot| {
+        if slot.paused.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let value = match which {
+            Which::Block => keep_block(delay, slot.block.load(Ordering::Relaxed)),
+            Which::Mutex => keep_mutex(delay, slot.mutex.load(Ordering::Relaxed)),
+        };
+        if let (Some(value), Some(cell)) = (value, kept.get_mut(n)) {
+            *cell = (slot.sid.load(Ordering::Relaxed), value.0, value.1);
+            n += 1;
+        }
+    });
+    if n == 0 {
+        return;
+    }
+    let mut frames = [0u64; MAX_DEPTH];
+    let depth = crate::sys::capture_stack(&mut frames);
+    let thread = crate::sys::current_thread();
+    let stack: Box<[u64]> = frames[..depth].into();
+    store(|sessions| {
+        for &(sid, count, delay) in &kept[..n] {
+            let Some(rec) = sessions.get_mut(&sid) else {
+                continue;
+            };
+            let buckets = match which {
+                Which::Block => &mut rec.block,
+                Which::Mutex => &mut rec.mutex,
+            };
+            let v = buckets.entry((thread, stack.clone())).or_default();
+            v.0 += count;
+            v.1 = v.1.saturating_add(delay);
+        }
+    });
+}
+
+/// Go's `blocksampled` and `saveblockevent`: events of at least `rate` ns are always kept;
+/// shorter ones with probability `delay / rate`, then counted `rate / delay` times with
+/// `rate` ns, so that the expected totals are the true ones. `None`: not kept (or no block
+/// profile in this session, rate 0).
+fn keep_block(delay: u64, rate: u64) -> Option<(f64, i64)> {
+    if rate == 0 {
+        return None;
+    }
+    if delay >= rate {
+        return Some((1.0, delay as i64));
+    }
+    if heap::uniform() * rate as f64 > delay as f64 {
+        return None;
+    }
+    Some((rate as f64 / delay as f64, rate as i64))
+}
+
+/// Go's mutex sampling: about one event in `fraction` kept, and counted `fraction` times.
+fn keep_mutex(delay: u64, fraction: u64) -> Option<(f64, i64)> {
+    if fraction == 0 {
+        return None;
+    }
+    if fraction > 1 && heap::uniform() * fraction as f64 > 1.0 {
+        return None;
+    }
+    Some((
+        fraction as f64,
+        (delay as i64).saturating_mul(fraction as i64),
+    ))
+}
+
+/// A block and/or mutex profile being recorded.
+pub(crate) struct Session {
+    slot: usize,
+    sid: u64,
+    block: u64,
+    mutex: u64,
+    start: SystemTime,
+    started: Instant,
+}
+
+/// What a finished (or snapshot) session hands the encoder's caller.
+pub(crate) struct Recorded {
+    pub block: Vec<Bucket>,
+    pub mutex: Vec<Bucket>,
+    /// `block_rate` (0: no block profile).
+    pub block_rate: u64,
+    /// `mutex_fraction` (0: no mutex profile).
+    pub mutex_fraction: u64,
+    pub start: SystemTime,
+    pub duration: Duration,
+}
+
+impl Session {
+    /// Starts recording the lock waits of the calling thread and the threads it spawns from
+    /// now on (`all`: every thread): a block profile at `block` ns (0: none) and a mutex
+    /// profile at `mutex` fraction (0: none).
+    pub(crate) fn start(block: u64, mutex: u64, all: bool) -> Result<Session, Error> {
+        if !crate::sys::STACKS {
+            return Err(Error::Unsupported {
+                what: format!(
+                    "block and mutex profiles are not supported on this platform ({}-{}); \
+                     profiled takes stacks on Linux x86_64",
+                    std::env::consts::OS,
+                    std::env::consts::ARCH
+                ),
+            });
+        }
+        crate::sys::prepare_stacks();
+        let (slot, sid) = heap::claim(Want {
+            block,
+            mutex,
+            all,
+            ..Want::default()
+        })?;
+        store(|s| s.insert(sid, Recording::default()));
+        if !all {
+            heap::join(Tag {
+                slot: slot as u8,
+                sid,
+            });
+        }
+        Ok(Session {
+            slot,
+            sid,
+            block,
+            mutex,
+            start: SystemTime::now(),
+            started: Instant::now(),
+        })
+    }
+
+    pub(crate) fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    /// What was recorded so far, recording going on (the endpoint's profiles).
+    #[cfg(feature = "http")]
+    pub(crate) fn snapshot(&self) -> Recorded {
+        let (block, mutex) = store(|s| {
+            s.get(&self.sid)
+                .map(|r| (buckets(&r.block), buckets(&r.mutex)))
+                .unwrap_or_default()
+        });
+        self.recorded(block, mutex, self.started.elapsed())
+    }
+
+    /// Changes the block rate and mutex fraction (0: off) from now on, keeping what was
+    /// recorded.
+    #[cfg(feature = "http")]
+    pub(crate) fn set_rates(&mut self, block: u64, mutex: u64) {
+        heap::set_contention(self.sid, block, mutex);
+        self.block = block;
+        self.mutex = mutex;
+    }
+
+    /// The block rate and mutex fraction in force (0: off).
+    #[cfg(feature = "http")]
+    pub(crate) fn rates(&self) -> (u64, u64) {
+        (self.block, self.mutex)
+    }
+
+    /// Stops recording and takes what was recorded.
+    pub(crate) fn finish(self) -> Recorded {
+        let duration = self.started.elapsed();
+        let rec = self.stop();
+        let recorded = self.recorded(buckets(&rec.block), buckets(&rec.mutex), duration);
+        std::mem::forget(self);
+        recorded
+    }
+
+    fn recorded(&self, block: Vec<Bucket>, mutex: Vec<Bucket>, duration: Duration) -> Recorded {
+        Recorded {
+            block,
+            mutex,
+            block_rate: self.block,
+            mutex_fraction: self.mutex,
+            start: self.start,
+            duration,
+        }
+    }
+
+    fn stop(&self) -> Recording {
+        heap::leave(self.sid);
+        heap::release(self.slot, self.sid);
+        store(|s| s.remove(&self.sid)).unwrap_or_default()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        drop(self.stop());
+    }
+}
+
+fn buckets(b: &Buckets) -> Vec<Bucket> {
+    let mut v: Vec<Bucket> = b
+        .iter()
+        .map(|((thread, stack), &(count, delay))| Bucket {
+            thread: *thread,
+            stack: stack.clone(),
+            count,
+            delay,
+        })
+        .collect();
+    // A stable order: the encoder's output is then the same for the same events.
+    v.sort_by(|a, b| b.delay.cmp(&a.delay).then_with(|| a.stack.cmp(&b.stack)));
+    v
+}
+
+/// Drops what contention session `sid` recorded so far.
+pub(crate) fn reset(sid: u64) {
+    store(|s| {
+        if let Some(r) = s.get_mut(&sid) {
+            *r = Recording::default();
+        }
+    });
+}
+
+impl Recorded {
+    /// What was recorded after `earlier` (a snapshot of the same session): Go's
+    /// `?seconds=N` delta profiles.
+    #[cfg(feature = "http")]
+    pub(crate) fn since(mut self, earlier: &Recorded) -> Recorded {
+        fn minus(now: &mut Vec<Bucket>, before: &[Bucket]) {
+            let before: HashMap<(&Thread, &[u64]), &Bucket> =
+                before.iter().map(|b| ((&b.thread, &*b.stack), b)).collect();
+            for b in now.iter_mut() {
+                if let Some(old) = before.get(&(&b.thread, &*b.stack)) {
+                    b.count -= old.count;
+                    b.delay = b.delay.saturating_sub(old.delay);
+                }
+            }
+            now.retain(|b| b.delay != 0 || b.count.abs() >= 0.5);
+        }
+        minus(&mut self.block, &earlier.block);
+        minus(&mut self.mutex, &earlier.mutex);
+        self.duration = self.duration.saturating_sub(earlier.duration);
+        self
+    }
+
+    /// The events of `kind` (block or mutex) as its samples.
+    pub(crate) fn samples(&self, kind: &'static Kind) -> Samples<'_> {
+        let buckets = if kind.name == crate::kind::MUTEX.name {
+            &self.mutex
+        } else {
+            &self.block
+        };
+        let rows = buckets
+            .iter()
+            .map(|b| Row {
+                thread: (b.thread.tid != 0).then_some(&b.thread),
+                stack: &b.stack,
+                values: vec![b.count.round() as i64, b.delay],
+                num_labels: Vec::new(),
+            })
+            .collect();
+        Samples {
+            kind,
+            rows,
+            placeholders: Vec::new(),
+            period: 1,
+            start: self.start,
+            duration: self.duration,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_sampling_is_gos_and_unbiased() {
+        // At or above the rate: kept as is.
+        assert_eq!(keep_block(5_000, 1), Some((1.0, 5_000)));
+        assert_eq!(keep_block(5_000, 5_000), Some((1.0, 5_000)));
+        assert_eq!(keep_block(5_000, 0), None);
+        // Below: kept with probability delay/rate, then worth rate/delay events of rate ns.
+        let (rate, delay, n) = (10_000u64, 1_000u64, 200_000);
+        let (mut count, mut ns, mut kept) = (0.0, 0i64, 0u32);
+        for _ in 0..n {
+            if let Some((c, d)) = keep_block(delay, rate) {
+                assert_eq!((c, d), (10.0, 10_000));
+                count += c;
+                ns += d;
+                kept += 1;
+            }
+        }
+        // Binomial: n·p = 20000 kept, σ = sqrt(n·p·(1-p)) ≈ 134; 5σ.
+        let p = delay as f64 / rate as f64;
+        let sigma = (n as f64 * p * (1.0 - p)).sqrt();
+        assert!(
+            (f64::from(kept) - n as f64 * p).abs() < 5.0 * sigma,
+            "kept {kept} of {n}"
+        );
+        let true_ns = (n as u64 * delay) as f64;
+        assert!(
+            (ns as f64 - true_ns).abs() < 5.0 * sigma * rate as f64,
+            "{ns}"
+        );
+        assert!((count - n as f64).abs() < 5.0 * sigma * 10.0, "{count}");
+    }
+
+    #[test]
+    fn mutex_sampling_keeps_one_in_fraction_and_scales_it() {
+        assert_eq!(keep_mutex(7, 1), Some((1.0, 7)));
+        assert_eq!(keep_mutex(7, 0), None);
+        let n = 100_000;
+        let kept: Vec<(f64, i64)> = (0..n).filter_map(|_| keep_mutex(7, 10)).collect();
+        assert!(kept.iter().all(|&k| k == (10.0, 70)), "{:?}", kept.first());
+        let sigma = (n as f64 * 0.1 * 0.9).sqrt();
+        let k = kept.len() as f64;
+        assert!((k - n as f64 * 0.1).abs() < 5.0 * sigma, "{k}");
+    }
+}

@@ -1,0 +1,764 @@
+//! Drop-in `Mutex`, `RwLock` and `Condvar` with std's API that block and mutex profiles see
+//! (`PROFILE=block`, `PROFILE=mutex`): switch with one line,
+//! `use profiled::sync::Mutex;` in place of `use std::sync::Mutex;`.
+//!
+//! With no block or mutex profile running, a lock costs what std's costs plus one relaxed
+//! load (BENCHMARKS.md measures it). With one running, a lock that is free is taken as
+//! std's is; one that is held is waited for with the wait timed and, when the wait ends,
+//! recorded on the waiting stack (block profile). An unlock that ends others' waiting is
+//! blamed for it on the unlocking stack (mutex profile): each unlock is charged the waiting
+//! of every waiter since the previous unlock, so the blame adds up to the waiting and goes
+//! to the holders that caused it (Go since 1.22 scales by the number of waiters the same
+//! way).
+//!
+//! ```
+//! use profiled::sync::{Condvar, Mutex};
+//! use std::sync::Arc;
+//!
+//! let queue = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+//! let q = Arc::clone(&queue);
+//! let producer = std::thread::spawn(move || {
+//!     q.0.lock().unwrap().push(42);
+//!     q.1.notify_one();
+//! });
+//! let (items, ready) = &*queue;
+//! let items = ready.wait_while(items.lock().unwrap(), |v| v.is_empty()).unwrap();
+//! assert_eq!(*items, [42]);
+//! # drop(items);
+//! producer.join().unwrap();
+//! ```
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
+use std::time::Duration;
+
+pub use std::sync::WaitTimeoutResult;
+
+use crate::contention::{self, now};
+
+/// Blame bookkeeping of one contended lock: the threads waiting for it and the sum of
+/// their waits' starts, each counted from the previous unlock at the latest.
+struct Acct {
+    key: usize,
+    waiting: u64,
+    starts: u128,
+    last_unlock: u64,
+}
+
+/// The locks being waited for while a mutex profile runs, by address, striped so that
+/// unrelated locks rarely meet. Only waiters and the unlocks that end their wait come here.
+static ACCTS: [std::sync::Mutex<Vec<Acct>>; 16] = [const { std::sync::Mutex::new(Vec::new()) }; 16];
+
+fn acct<R>(key: usize, f: impl FnOnce(&mut Acct) -> R) -> R {
+    let stripe = &ACCTS[(key >> 4) % ACCTS.len()];
+    let mut accts = stripe
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let i = match accts.iter().position(|a| a.key == key) {
+        Some(i) => i,
+        None => {
+            accts.push(Acct {
+                key,
+                waiting: 0,
+                starts: 0,
+                last_unlock: 0,
+            });
+            accts.len() - 1
+        }
+    };
+    let r = f(&mut accts[i]);
+    if accts[i].waiting == 0 {
+        accts.swap_remove(i);
+    }
+    r
+}
+
+/// A wait for a held lock, from its start.
+struct Wait<'a> {
+    waiters: &'a AtomicU32,
+    key: usize,
+    start: u64,
+    /// Registered for the unlock's blame (a mutex profile was running).
+    blamed: bool,
+}
+
+impl<'a> Wait<'a> {
+    fn begin(waiters: &'a AtomicU32) -> Wait<'a> {
+        let key = key(waiters);
+        let start = now();
+        let blamed = contention::mutex_on();
+        if blamed {
+            acct(key, |a| {
+                a.waiting += 1;
+                a.starts += u128::from(start.max(a.last_unlock));
+            });
+            waiters.fetch_add(1, Ordering::Relaxed);
+        }
+        Wait {
+            waiters,
+            key,
+            start,
+            blamed,
+        }
+    }
+
+    /// The lock is ours: the wait goes to the block profile.
+    fn end(self) {
+        if self.blamed {
+            acct(self.key, |a| {
+                a.waiting -= 1;
+                a.starts -= u128::from(self.start.max(a.last_unlock));
+            });
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
+        }
+        contention::blocked(now().saturating_sub(self.start));
+    }
+}
+
+/// An unlock with threads waiting: charges it their waiting since the previous unlock.
+#[cold]
+#[inline(never)]
+fn blame(key: usize) {
+    let delay = acct(key, |a| {
+        let t = now();
+        let owed = (u128::from(a.waiting) * u128::from(t)).saturating_sub(a.starts);
+        a.starts = u128::from(a.waiting) * u128::from(t);
+        a.last_unlock = t;
+        owed
+    });
+    if delay > 0 {
+        contention::unlocked(u64::try_from(delay).unwrap_or(u64::MAX));
+    }
+}
+
+/// A lock's key in [`ACCTS`]: the address of its waiter count.
+fn key(waiters: &AtomicU32) -> usize {
+    waiters as *const AtomicU32 as usize
+}
+
+/// Maps std's lock result onto ours: the same guard, poisoned or not, wrapped.
+fn map<G, H>(r: LockResult<G>, wrap: impl FnOnce(G) -> H) -> LockResult<H> {
+    match r {
+        Ok(g) => Ok(wrap(g)),
+        Err(p) => Err(PoisonError::new(wrap(p.into_inner()))),
+    }
+}
+
+fn map_try<G, H>(r: TryLockResult<G>, wrap: impl FnOnce(G) -> H) -> TryLockResult<H> {
+    match r {
+        Ok(g) => Ok(wrap(g)),
+        Err(TryLockError::Poisoned(p)) => Err(TryLockError::Poisoned(PoisonError::new(wrap(
+            p.into_inner(),
+        )))),
+        Err(TryLockError::WouldBlock) => Err(TryLockError::WouldBlock),
+    }
+}
+
+/// [`std::sync::Mutex`], seen by block and mutex profiles.
+///
+/// ```
+/// let counter = profiled::sync::Mutex::new(0);
+/// *counter.lock().unwrap() += 1;
+/// assert_eq!(counter.into_inner().unwrap(), 1);
+/// ```
+#[derive(Default)]
+pub struct Mutex<T: ?Sized> {
+    /// Threads waiting while a mutex profile runs: nonzero sends the unlock to [`blame`].
+    waiters: AtomicU32,
+    inner: std::sync::Mutex<T>,
+}
+
+/// The guard of a [`Mutex`], as [`std::sync::MutexGuard`].
+///
+/// ```
+/// let m = profiled::sync::Mutex::new(String::new());
+/// let mut guard: profiled::sync::MutexGuard<'_, String> = m.lock().unwrap();
+/// guard.push('x');
+/// assert_eq!(*guard, "x");
+/// ```
+#[must_use = "if unused the Mutex will immediately unlock"]
+pub struct MutexGuard<'a, T: ?Sized + 'a> {
+    lock: &'a Mutex<T>,
+    /// Always set but while a condition variable waits with it.
+    inner: Option<std::sync::MutexGuard<'a, T>>,
+}
+
+impl<T> Mutex<T> {
+    /// A new unlocked mutex.
+    ///
+    /// ```
+    /// static M: profiled::sync::Mutex<u32> = profiled::sync::Mutex::new(0);
+    /// assert_eq!(*M.lock().unwrap(), 0);
+    /// ```
+    pub const fn new(t: T) -> Mutex<T> {
+        Mutex {
+            waiters: AtomicU32::new(0),
+            inner: std::sync::Mutex::new(t),
+        }
+    }
+
+    /// Consumes the mutex, returning the data.
+    ///
+    /// ```
+    /// assert_eq!(profiled::sync::Mutex::new(5).into_inner().unwrap(), 5);
+    /// ```
+    pub fn into_inner(self) -> LockResult<T> {
+        self.inner.into_inner()
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Locks, waiting while another thread holds it; a wait is what block profiles record.
+    ///
+    /// ```
+    /// let m = profiled::sync::Mutex::new(1);
+    /// assert_eq!(*m.lock().unwrap(), 1);
+    /// ```
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        if contention::on() {
+            return self.lock_watched();
+        }
+        map(self.inner.lock(), |g| self.guard(g))
+    }
+
+    #[inline(never)]
+    fn lock_watched(&self) -> LockResult<MutexGuard<'_, T>> {
+        match self.inner.try_lock() {
+            Ok(g) => return Ok(self.guard(g)),
+            Err(TryLockError::Poisoned(p)) => {
+                return Err(PoisonError::new(self.guard(p.into_inner())))
+            }
+            Err(TryLockError::WouldBlock) => {}
+        }
+        let wait = Wait::begin(&self.waiters);
+        let r = self.inner.lock();
+        wait.end();
+        map(r, |g| self.guard(g))
+    }
+
+    fn guard<'a>(&'a self, g: std::sync::MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        MutexGuard {
+            lock: self,
+            inner: Some(g),
+        }
+    }
+
+    /// Locks if free, without waiting.
+    ///
+    /// ```
+    /// let m = profiled::sync::Mutex::new(1);
+    /// let held = m.lock().unwrap();
+    /// assert!(m.try_lock().is_err());
+    /// drop(held);
+    /// assert!(m.try_lock().is_ok());
+    /// ```
+    pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
+        map_try(self.inner.try_lock(), |g| self.guard(g))
+    }
+
+    /// Whether a thread panicked holding the lock.
+    ///
+    /// ```
+    /// assert!(!profiled::sync::Mutex::new(()).is_poisoned());
+    /// ```
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
+    /// Clears the poisoned state.
+    ///
+    /// ```
+    /// let m = profiled::sync::Mutex::new(());
+    /// m.clear_poison();
+    /// assert!(!m.is_poisoned());
+    /// ```
+    pub fn clear_poison(&self) {
+        self.inner.clear_poison();
+    }
+
+    /// The data, through a unique borrow (no locking).
+    ///
+    /// ```
+    /// let mut m = profiled::sync::Mutex::new(1);
+    /// *m.get_mut().unwrap() = 2;
+    /// assert_eq!(*m.lock().unwrap(), 2);
+    /// ```
+    pub fn get_mut(&mut self) -> LockResult<&mut T> {
+        self.inner.get_mut()
+    }
+}
+
+impl<T> From<T> for Mutex<T> {
+    fn from(t: T) -> Mutex<T> {
+        Mutex::new(t)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<T: ?Sized> MutexGuard<'_, T> {
+    fn std(&self) -> &std::sync::MutexGuard<'_, T> {
+        match &self.inner {
+            Some(g) => g,
+            None => unreachable!("a guard is only empty inside Condvar::wait"),
+        }
+    }
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.std()
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        match &mut self.inner {
+            Some(g) => g,
+            None => unreachable!("a guard is only empty inside Condvar::wait"),
+        }
+    }
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // Before the std guard (a field) unlocks: the waiting ends with this unlock.
+        unlocking(&self.lock.waiters);
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// [`std::sync::RwLock`], seen by block and mutex profiles: waits for a read or a write
+/// lock are recorded on the waiting stack, and the unlock (read or write) that ends them is
+/// blamed.
+///
+/// ```
+/// let lock = profiled::sync::RwLock::new(vec![1]);
+/// assert_eq!(lock.read().unwrap().len(), 1);
+/// lock.write().unwrap().push(2);
+/// assert_eq!(*lock.read().unwrap(), [1, 2]);
+/// ```
+#[derive(Default)]
+pub struct RwLock<T: ?Sized> {
+    waiters: AtomicU32,
+    inner: std::sync::RwLock<T>,
+}
+
+/// A shared guard of a [`RwLock`], as [`std::sync::RwLockReadGuard`].
+///
+/// ```
+/// let lock = profiled::sync::RwLock::new(1);
+/// let r: profiled::sync::RwLockReadGuard<'_, i32> = lock.read().unwrap();
+/// assert_eq!(*r, 1);
+/// ```
+#[must_use = "if unused the RwLock will immediately unlock"]
+pub struct RwLockReadGuard<'a, T: ?Sized + 'a> {
+    waiters: &'a AtomicU32,
+    inner: std::sync::RwLockReadGuard<'a, T>,
+}
+
+/// The exclusive guard of a [`RwLock`], as [`std::sync::RwLockWriteGuard`].
+///
+/// ```
+/// let lock = profiled::sync::RwLock::new(1);
+/// let mut w: profiled::sync::RwLockWriteGuard<'_, i32> = lock.write().unwrap();
+/// *w += 1;
+/// assert_eq!(*w, 2);
+/// ```
+#[must_use = "if unused the RwLock will immediately unlock"]
+pub struct RwLockWriteGuard<'a, T: ?Sized + 'a> {
+    waiters: &'a AtomicU32,
+    inner: std::sync::RwLockWriteGuard<'a, T>,
+}
+
+impl<T> RwLock<T> {
+    /// A new unlocked lock.
+    ///
+    /// ```
+    /// static L: profiled::sync::RwLock<u32> = profiled::sync::RwLock::new(0);
+    /// assert_eq!(*L.read().unwrap(), 0);
+    /// ```
+    pub const fn new(t: T) -> RwLock<T> {
+        RwLock {
+            waiters: AtomicU32::new(0),
+            inner: std::sync::RwLock::new(t),
+        }
+    }
+
+    /// Consumes the lock, returning the data.
+    ///
+    /// ```
+    /// assert_eq!(profiled::sync::RwLock::new(3).into_inner().unwrap(), 3);
+    /// ```
+    pub fn into_inner(self) -> LockResult<T> {
+        self.inner.into_inner()
+    }
+}
+
+impl<T: ?Sized> RwLock<T> {
+    /// Locks for reading, waiting while a writer holds it.
+    ///
+    /// ```
+    /// let lock = profiled::sync::RwLock::new(1);
+    /// let (a, b) = (lock.read().unwrap(), lock.read().unwrap());
+    /// assert_eq!(*a + *b, 2);
+    /// ```
+    pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        if contention::on() {
+            if let Some(r) = self.uncontended(self.inner.try_read(), |g| self.read_guard(g)) {
+                return r;
+            }
+            let wait = Wait::begin(&self.waiters);
+            let r = self.inner.read();
+            wait.end();
+            return map(r, |g| self.read_guard(g));
+        }
+        map(self.inner.read(), |g| self.read_guard(g))
+    }
+
+    /// Locks for writing, waiting while anyone holds it.
+    ///
+    /// ```
+    /// let lock = profiled::sync::RwLock::new(1);
+    /// *lock.write().unwrap() = 2;
+    /// assert_eq!(*lock.read().unwrap(), 2);
+    /// ```
+    pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        if contention::on() {
+            if let Some(r) = self.uncontended(self.inner.try_write(), |g| self.write_guard(g)) {
+                return r;
+            }
+            let wait = Wait::begin(&self.waiters);
+            let r = self.inner.write();
+            wait.end();
+            return map(r, |g| self.write_guard(g));
+        }
+        map(self.inner.write(), |g| self.write_guard(g))
+    }
+
+    /// A try's result, unless it would have to wait (`None`).
+    fn uncontended<G, H>(
+        &self,
+        r: TryLockResult<G>,
+        wrap: impl FnOnce(G) -> H,
+    ) -> Option<LockResult<H>> {
+        match r {
+            Ok(g) => Some(Ok(wrap(g))),
+            Err(TryLockError::Poisoned(p)) => Some(Err(PoisonError::new(wrap(p.into_inner())))),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    fn read_guard<'a>(&'a self, g: std::sync::RwLockReadGuard<'a, T>) -> RwLockReadGuard<'a, T> {
+        RwLockReadGuard {
+            waiters: &self.waiters,
+            inner: g,
+        }
+    }
+
+    fn write_guard<'a>(&'a self, g: std::sync::RwLockWriteGuard<'a, T>) -> RwLockWriteGuard<'a, T> {
+        RwLockWriteGuard {
+            waiters: &self.waiters,
+            inner: g,
+        }
+    }
+
+    /// Locks for reading if no writer holds it, without waiting.
+    ///
+    /// ```
+    /// let lock = profiled::sync::RwLock::new(1);
+    /// let w = lock.write().unwrap();
+    /// assert!(lock.try_read().is_err());
+    /// # drop(w);
+    /// ```
+    pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
+        map_try(self.inner.try_read(), |g| self.read_guard(g))
+    }
+
+    /// Locks for writing if free, without waiting.
+    ///
+    /// ```
+    /// let lock = profiled::sync::RwLock::new(1);
+    /// let r = lock.read().unwrap();
+    /// assert!(lock.try_write().is_err());
+    /// # drop(r);
+    /// ```
+    pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
+        map_try(self.inner.try_write(), |g| self.write_guard(g))
+    }
+
+    /// Whether a thread panicked holding the write lock.
+    ///
+    /// ```
+    /// assert!(!profiled::sync::RwLock::new(()).is_poisoned());
+    /// ```
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.is_poisoned()
+    }
+
+    /// Clears the poisoned state.
+    ///
+    /// ```
+    /// let l = profiled::sync::RwLock::new(());
+    /// l.clear_poison();
+    /// assert!(!l.is_poisoned());
+    /// ```
+    pub fn clear_poison(&self) {
+        self.inner.clear_poison();
+    }
+
+    /// The data, through a unique borrow (no locking).
+    ///
+    /// ```
+    /// let mut l = profiled::sync::RwLock::new(1);
+    /// *l.get_mut().unwrap() = 2;
+    /// assert_eq!(*l.read().unwrap(), 2);
+    /// ```
+    pub fn get_mut(&mut self) -> LockResult<&mut T> {
+        self.inner.get_mut()
+    }
+}
+
+impl<T> From<T> for RwLock<T> {
+    fn from(t: T) -> RwLock<T> {
+        RwLock::new(t)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+/// The unlock of a lock at `waiters`: blamed when threads wait.
+#[inline]
+fn unlocking(waiters: &AtomicU32) {
+    if waiters.load(Ordering::Relaxed) != 0 {
+        blame(key(waiters));
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        unlocking(self.waiters);
+    }
+}
+
+impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        unlocking(self.waiters);
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockReadGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: ?Sized> Deref for RwLockWriteGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: ?Sized> DerefMut for RwLockWriteGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for RwLockReadGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+impl<T: ?Sized + fmt::Display> fmt::Display for RwLockWriteGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+/// [`std::sync::Condvar`] for profiled's [`Mutex`]: a wait on it is recorded by block
+/// profiles (as Go records `sync.Cond.Wait`), and releasing the mutex to wait ends others'
+/// waiting like an unlock.
+///
+/// ```
+/// use profiled::sync::{Condvar, Mutex};
+/// use std::time::Duration;
+/// let (m, cv) = (Mutex::new(false), Condvar::new());
+/// let (guard, timeout) = cv.wait_timeout(m.lock().unwrap(), Duration::from_millis(1)).unwrap();
+/// assert!(timeout.timed_out() && !*guard);
+/// ```
+#[derive(Debug, Default)]
+pub struct Condvar {
+    inner: std::sync::Condvar,
+}
+
+impl Condvar {
+    /// A new condition variable.
+    ///
+    /// ```
+    /// static READY: profiled::sync::Condvar = profiled::sync::Condvar::new();
+    /// READY.notify_all();
+    /// ```
+    pub const fn new() -> Condvar {
+        Condvar {
+            inner: std::sync::Condvar::new(),
+        }
+    }
+
+    /// Runs a std wait on the guard's mutex and records it.
+    fn waiting<'a, T, R>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        wait: impl FnOnce(
+            &std::sync::Condvar,
+            std::sync::MutexGuard<'a, T>,
+        ) -> LockResult<(std::sync::MutexGuard<'a, T>, R)>,
+    ) -> LockResult<(MutexGuard<'a, T>, R)> {
+        let lock = guard.lock;
+        let Some(inner) = guard.inner.take() else {
+            unreachable!("a guard is only empty inside Condvar::wait")
+        };
+        // Our Drop runs now: waiting for the mutex ends as this wait releases it.
+        drop(guard);
+        let start = contention::on().then(now);
+        let r = wait(&self.inner, inner);
+        if let Some(start) = start {
+            contention::blocked(now().saturating_sub(start));
+        }
+        map(r, |(g, extra)| (lock.guard(g), extra))
+    }
+
+    /// Releases the guard's mutex and waits for a notification, then locks it again.
+    ///
+    /// ```
+    /// use profiled::sync::{Condvar, Mutex};
+    /// use std::sync::Arc;
+    /// let pair = Arc::new((Mutex::new(false), Condvar::new()));
+    /// let p = Arc::clone(&pair);
+    /// std::thread::spawn(move || { *p.0.lock().unwrap() = true; p.1.notify_one(); });
+    /// let mut done = pair.0.lock().unwrap();
+    /// while !*done { done = pair.1.wait(done).unwrap(); }
+    /// ```
+    pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
+        let r = self.waiting(guard, |cv, g| map(cv.wait(g), |g| (g, ())));
+        map(r, |(g, ())| g)
+    }
+
+    /// Waits while `condition` holds.
+    ///
+    /// ```
+    /// use profiled::sync::{Condvar, Mutex};
+    /// let (m, cv) = (Mutex::new(3), Condvar::new());
+    /// let g = cv.wait_while(m.lock().unwrap(), |n| *n == 0).unwrap();
+    /// assert_eq!(*g, 3);
+    /// ```
+    pub fn wait_while<'a, T, F>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        condition: F,
+    ) -> LockResult<MutexGuard<'a, T>>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        let r = self.waiting(guard, |cv, g| map(cv.wait_while(g, condition), |g| (g, ())));
+        map(r, |(g, ())| g)
+    }
+
+    /// Waits for a notification or until `dur` has passed.
+    ///
+    /// ```
+    /// use profiled::sync::{Condvar, Mutex};
+    /// let (m, cv) = (Mutex::new(()), Condvar::new());
+    /// let (_g, t) = cv.wait_timeout(m.lock().unwrap(), std::time::Duration::ZERO).unwrap();
+    /// assert!(t.timed_out());
+    /// ```
+    pub fn wait_timeout<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        dur: Duration,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
+        self.waiting(guard, |cv, g| cv.wait_timeout(g, dur))
+    }
+
+    /// Waits while `condition` holds, at most `dur`.
+    ///
+    /// ```
+    /// use profiled::sync::{Condvar, Mutex};
+    /// let (m, cv) = (Mutex::new(0), Condvar::new());
+    /// let (g, t) = cv
+    ///     .wait_timeout_while(m.lock().unwrap(), std::time::Duration::from_millis(1), |n| *n == 0)
+    ///     .unwrap();
+    /// assert!(t.timed_out() && *g == 0);
+    /// ```
+    pub fn wait_timeout_while<'a, T, F>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        dur: Duration,
+        condition: F,
+    ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)>
+    where
+        F: FnMut(&mut T) -> bool,
+    {
+        self.waiting(guard, |cv, g| cv.wait_timeout_while(g, dur, condition))
+    }
+
+    /// Wakes one waiting thread.
+    ///
+    /// ```
+    /// profiled::sync::Condvar::new().notify_one();
+    /// ```
+    pub fn notify_one(&self) {
+        self.inner.notify_one();
+    }
+
+    /// Wakes every waiting thread.
+    ///
+    /// ```
+    /// profiled::sync::Condvar::new().notify_all();
+    /// ```
+    pub fn notify_all(&self) {
+        self.inner.notify_all();
+    }
+}

@@ -1,0 +1,350 @@
+//! Block and mutex profiles from `profiled::sync` locks: the waits' totals, the stacks they
+//! are charged to, Go's sampling and upscaling, and go tool pprof reading the files.
+
+mod support;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use profiled::sync::{Condvar, Mutex, RwLock};
+use profiled::{Config, Profile, Report};
+
+fn config(text: &str) -> Config {
+    Config::parse(text).unwrap().unwrap()
+}
+
+/// The report of `kind` among a profile's reports.
+fn of<'a>(reports: &'a [Report], kind: &str) -> &'a Report {
+    reports.iter().find(|r| r.kind() == kind).unwrap()
+}
+
+/// The folded stack with the most weight, and its share of the total.
+fn heaviest(report: &Report) -> (String, f64) {
+    let stacks: Vec<(&str, u64)> = report.folded_stacks().collect();
+    let total: u64 = stacks.iter().map(|s| s.1).sum();
+    let top = stacks.iter().max_by_key(|s| s.1).unwrap();
+    (top.0.to_string(), top.1 as f64 / total as f64)
+}
+
+#[inline(never)]
+fn holds_the_lock(m: &Mutex<u64>, held: &Barrier, hold: Duration) {
+    let mut g = m.lock().unwrap();
+    held.wait();
+    std::thread::sleep(hold);
+    *g += 1;
+}
+
+#[inline(never)]
+fn waits_for_the_lock(m: &Mutex<u64>) -> Duration {
+    let t = Instant::now();
+    let g = m.lock().unwrap();
+    let waited = t.elapsed();
+    drop(g);
+    waited
+}
+
+/// Two threads contend for a known time: the block profile has the waiter's wait on the
+/// waiter's stack; the mutex profile blames the holder's unlock with it.
+#[test]
+fn a_wait_is_charged_to_the_waiter_and_blamed_on_the_unlocker() {
+    let profile = Profile::start("contend", &config("block,mutex")).unwrap();
+    let m = Arc::new(Mutex::new(0u64));
+    let held = Arc::new(Barrier::new(2));
+    let mut waited = Duration::ZERO;
+    for _ in 0..3 {
+        let holder = {
+            let (m, held) = (m.clone(), held.clone());
+            std::thread::spawn(move || holds_the_lock(&m, &held, Duration::from_millis(100)))
+        };
+        held.wait();
+        waited += waits_for_the_lock(&m);
+        holder.join().unwrap();
+    }
+    let reports = profile.finish_all().unwrap();
+    assert_eq!(
+        reports.iter().map(Report::kind).collect::<Vec<_>>(),
+        ["block", "mutex"]
+    );
+    let block = of(&reports, "block");
+    let delay = block.total("delay").unwrap() as f64;
+    let measured = waited.as_nanos() as f64;
+    // The lock times its wait inside the test's own measurement of it.
+    assert!(
+        delay <= measured && delay >= 0.9 * measured,
+        "block delay {delay} ns, measured {measured} ns"
+    );
+    assert_eq!(block.total("contentions"), Some(3));
+    let (stack, share) = heaviest(block);
+    assert!(stack.contains("waits_for_the_lock"), "{stack}");
+    assert!(!stack.contains("holds_the_lock"), "{stack}");
+    assert!(share > 0.99, "{share}: {stack}");
+    assert!(
+        !stack.rsplit(';').next().unwrap().contains("profiled::"),
+        "profiled's own frames are trimmed from the leaf: {stack}"
+    );
+
+    let mutex = of(&reports, "mutex");
+    let blamed = mutex.total("delay").unwrap() as f64;
+    // Blame runs from the wait's start to the unlock: the waiter's wake-up is not the
+    // holder's doing.
+    assert!(
+        blamed <= measured && blamed >= 0.5 * measured,
+        "mutex delay {blamed} ns, measured {measured} ns"
+    );
+    let (stack, _) = heaviest(mutex);
+    assert!(stack.contains("holds_the_lock"), "{stack}");
+    assert!(!stack.contains("waits_for_the_lock"), "{stack}");
+    assert!(
+        block.summary_line(None).contains("block 0.")
+            && block
+                .summary_line(None)
+                .contains("s waiting in 3 contentions"),
+        "{}",
+        block.summary_line(None)
+    );
+}
+
+/// One handoff after another: `holder` takes the lock, lets `waiter` try it, holds a
+/// little and unlocks. Each side runs in its own thread with its own exact profile
+/// (`own`), inside the test's sampled one.
+fn handoffs(
+    n: u32,
+    own_holder: &'static str,
+    own_waiter: &'static str,
+) -> (Vec<Report>, Vec<Report>) {
+    let m = Arc::new(Mutex::new(()));
+    let ready = Arc::new(AtomicU32::new(0));
+    let taken = Arc::new(AtomicU32::new(0));
+    let holder = {
+        let (m, ready, taken) = (m.clone(), ready.clone(), taken.clone());
+        std::thread::spawn(move || {
+            let p = Profile::start("holder", &config(own_holder)).unwrap();
+            for i in 1..=n {
+                let g = m.lock().unwrap();
+                ready.store(i, Ordering::Release);
+                std::thread::sleep(Duration::from_micros(200));
+                drop(g);
+                while taken.load(Ordering::Acquire) < i {
+                    std::thread::yield_now();
+                }
+            }
+            p.finish_all().unwrap()
+        })
+    };
+    let waiter = std::thread::spawn(move || {
+        let p = Profile::start("waiter", &config(own_waiter)).unwrap();
+        for i in 1..=n {
+            while ready.load(Ordering::Acquire) < i {
+                std::thread::yield_now();
+            }
+            drop(m.lock().unwrap());
+            taken.store(i, Ordering::Release);
+        }
+        p.finish_all().unwrap()
+    });
+    (holder.join().unwrap(), waiter.join().unwrap())
+}
+
+/// `block_rate` and `mutex_fraction` above 1 keep a sample of the events and scale it up:
+/// over the same events, the totals match the exact ones within 20 %.
+#[test]
+fn sampled_totals_are_unbiased() {
+    // Waits of ~200 µs at block_rate=1 ms: about one in five kept. With n = 2000 the
+    // estimate's relative standard deviation is sqrt((rate - d) / (n d)) ≈ 4.5 %; one event
+    // in four kept by the mutex fraction: sqrt(3 / n) ≈ 3.9 %. 20 % is over 4 σ.
+    let sampled = Profile::start(
+        "sampled",
+        &config("block,mutex,block_rate=1000000,mutex_fraction=4"),
+    )
+    .unwrap();
+    let (holder, waiter) = handoffs(2000, "mutex", "block");
+    let sampled = sampled.finish_all().unwrap();
+    for (kind, exact) in [
+        ("block", of(&waiter, "block")),
+        ("mutex", of(&holder, "mutex")),
+    ] {
+        let exact_delay = exact.total("delay").unwrap() as f64;
+        let exact_count = exact.total("contentions").unwrap() as f64;
+        assert!(
+            exact_count > 500.0,
+            "{kind}: only {exact_count} contentions"
+        );
+        let estimate = of(&sampled, kind);
+        for (what, truth) in [("delay", exact_delay), ("contentions", exact_count)] {
+            let est = estimate.total(what).unwrap() as f64;
+            assert!(
+                (est - truth).abs() <= 0.2 * truth,
+                "{kind} {what}: estimated {est}, exact {truth}"
+            );
+        }
+    }
+}
+
+#[inline(never)]
+fn waits_on_the_condvar(pair: &(Mutex<bool>, Condvar)) {
+    let mut ready = pair.0.lock().unwrap();
+    while !*ready {
+        ready = pair.1.wait(ready).unwrap();
+    }
+}
+
+#[inline(never)]
+fn reads_behind_a_writer(lock: &RwLock<u64>) -> u64 {
+    *lock.read().unwrap()
+}
+
+/// A condition variable's wait and a read lock's wait behind a writer are block events.
+#[test]
+fn condvar_and_rwlock_waits_are_recorded() {
+    let profile = Profile::start("others", &config("block")).unwrap();
+    let pair = Arc::new((Mutex::new(false), Condvar::new()));
+    let notifier = {
+        let pair = pair.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            *pair.0.lock().unwrap() = true;
+            pair.1.notify_all();
+        })
+    };
+    let t = Instant::now();
+    waits_on_the_condvar(&pair);
+    let condvar_wait = t.elapsed();
+    notifier.join().unwrap();
+
+    let lock = Arc::new(RwLock::new(1u64));
+    let held = Arc::new(Barrier::new(2));
+    let writer = {
+        let (lock, held) = (lock.clone(), held.clone());
+        std::thread::spawn(move || {
+            let mut w = lock.write().unwrap();
+            held.wait();
+            std::thread::sleep(Duration::from_millis(30));
+            *w = 2;
+        })
+    };
+    held.wait();
+    let t = Instant::now();
+    assert_eq!(reads_behind_a_writer(&lock), 2);
+    let read_wait = t.elapsed();
+    writer.join().unwrap();
+
+    let report = profile.finish().unwrap();
+    let stacks: Vec<(String, u64)> = report
+        .folded_stacks()
+        .map(|(s, w)| (s.to_string(), w))
+        .collect();
+    for (f, measured) in [
+        ("waits_on_the_condvar", condvar_wait),
+        ("reads_behind_a_writer", read_wait),
+    ] {
+        // Folded weights are microseconds: the lock's timing of its wait lies inside ours.
+        let us: u64 = stacks
+            .iter()
+            .filter(|(s, _)| s.contains(f))
+            .map(|s| s.1)
+            .sum();
+        let measured = measured.as_micros() as u64;
+        assert!(
+            us <= measured && us + 1 + measured / 10 >= measured,
+            "{f}: {us} µs recorded, {measured} µs measured; {stacks:?}"
+        );
+    }
+}
+
+/// Locks outside any profile, and profiles of other threads, see nothing of each other.
+#[test]
+fn a_profile_sees_only_its_own_threads() {
+    let m = Arc::new(Mutex::new(()));
+    let held = Arc::new(Barrier::new(2));
+    // A neighbour contends on its own, unprofiled.
+    let neighbour = {
+        let (m, held) = (m.clone(), held.clone());
+        std::thread::spawn(move || {
+            let g = m.lock().unwrap();
+            held.wait();
+            std::thread::sleep(Duration::from_millis(200));
+            drop(g);
+        })
+    };
+    let profile = Profile::start("quiet", &config("block,mutex")).unwrap();
+    let other = {
+        let (m, held) = (m.clone(), held.clone());
+        // Spawned before the neighbour lets go but by a thread outside the profile: not in it.
+        std::thread::spawn(move || {
+            held.wait();
+            drop(m.lock().unwrap());
+        })
+    };
+    neighbour.join().unwrap();
+    other.join().unwrap();
+    // `other` was spawned by this thread, so it is the profile's: its wait is in.
+    let reports = profile.finish_all().unwrap();
+    assert_eq!(of(&reports, "block").total("contentions"), Some(1));
+    // The unlock was the neighbour's, outside the profile: no blame here.
+    assert_eq!(of(&reports, "mutex").total("contentions"), Some(0));
+}
+
+/// `reset()` drops what was recorded; `pause()` records nothing while it lasts.
+#[test]
+fn reset_and_pause_reach_contention_profiles() {
+    let contend = |m: &Arc<Mutex<()>>| {
+        let held = Arc::new(Barrier::new(2));
+        let h = {
+            let (m, held) = (m.clone(), held.clone());
+            std::thread::spawn(move || {
+                let g = m.lock().unwrap();
+                held.wait();
+                std::thread::sleep(Duration::from_millis(50));
+                drop(g);
+            })
+        };
+        held.wait();
+        drop(m.lock().unwrap());
+        h.join().unwrap();
+    };
+    let m = Arc::new(Mutex::new(()));
+    let profile = Profile::start("reset", &config("block")).unwrap();
+    contend(&m);
+    profiled::reset();
+    contend(&m);
+    {
+        let _paused = profiled::pause();
+        contend(&m);
+    }
+    let report = profile.finish().unwrap();
+    assert_eq!(report.total("contentions"), Some(1));
+}
+
+/// go tool pprof reads both files without a warning and sees Go's sample types.
+#[test]
+fn go_tool_pprof_reads_block_and_mutex_profiles() {
+    let profile = Profile::start("pprof", &config("block,mutex")).unwrap();
+    let m = Arc::new(Mutex::new(0u64));
+    let held = Arc::new(Barrier::new(2));
+    let holder = {
+        let (m, held) = (m.clone(), held.clone());
+        std::thread::spawn(move || holds_the_lock(&m, &held, Duration::from_millis(20)))
+    };
+    held.wait();
+    waits_for_the_lock(&m);
+    holder.join().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for report in profile.finish_all().unwrap() {
+        let path = dir.path().join(format!("t.{}.pb.gz", report.kind()));
+        report.write(&path).unwrap();
+        let raw = support::go_tool_pprof(&["-raw"], &path);
+        assert!(
+            raw.contains("contentions/count delay/nanoseconds"),
+            "{}: {raw}",
+            report.kind()
+        );
+        let top = support::go_tool_pprof(&["-top", "-sample_index=delay"], &path);
+        let expect = if report.kind() == "block" {
+            "waits_for_the_lock"
+        } else {
+            "holds_the_lock"
+        };
+        assert!(top.contains(expect), "{}: {top}", report.kind());
+    }
+}
