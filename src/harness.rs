@@ -7,13 +7,17 @@
 //! - `--cpuprofile FILE`: one CPU profile of the whole run (Go's `-cpuprofile`);
 //! - `--memprofile FILE`: one heap profile of the whole run (Go's `-memprofile`; needs
 //!   `profiled::Alloc`), sampled every `--memprofilerate N` bytes (Go's flag; 1 = all);
+//! - `--blockprofile FILE`, `--mutexprofile FILE`: one block or mutex profile of the whole
+//!   run (Go's flags; they see [`crate::sync`] locks), with `--blockprofilerate N`
+//!   (nanoseconds, default 1: every wait) and `--mutexprofilefraction N` (default 1: every
+//!   event);
 //! - `--profile DIR`: one profile per test, under `DIR/<package>/<test binary>/`;
 //! - `--profile-freq HZ`: the CPU sampling rate for both.
 //!
 //! `PROFILE` keeps working (one profile per test); the flags win over it. Profiled tests run
 //! one at a time; a table at the end lists each profile's total, samples, top function and
 //! file. Each test runs in a child process of the binary (unless `--nocapture`,
-//! `--cpuprofile` or `--memprofile`), which is how what it prints is captured on stable Rust.
+//! a whole-run profile is asked for), which is how what it prints is captured on stable Rust.
 
 #![forbid(unsafe_code)]
 
@@ -72,17 +76,26 @@ Profiling options (profiled):
     --cpuprofile FILE      write one CPU profile of the whole run to FILE
     --memprofile FILE      write one heap profile of the whole run to FILE (needs profiled::Alloc)
     --memprofilerate N     heap profiles sample one allocation per N bytes (default 524288; 1 = all)
+    --blockprofile FILE    write one block profile (waits for profiled::sync locks) of the whole run
+    --blockprofilerate N   block profiles keep waits of N ns and more, shorter ones in proportion (default 1 = all)
+    --mutexprofile FILE    write one mutex profile (unlocks that kept others waiting) of the whole run
+    --mutexprofilefraction N  mutex profiles keep one contention event in N (default 1 = all)
     --profile DIR          write one profile per test under DIR/<package>/<test binary>/
     --profile-freq HZ      CPU sampling rate, 1..=10000 (default 1000)
 
-PROFILE=cpu[,heap][,freq=HZ][,dir=DIR] also profiles each test; the flags win over it.
+PROFILE=cpu[,heap][,block][,mutex][,freq=HZ][,dir=DIR] also profiles each test; the flags
+win over it.
 ";
 
 /// The options with a value that are ours, not libtest's.
-const OURS: [&str; 5] = [
+const OURS: [&str; 9] = [
     "--cpuprofile",
     "--memprofile",
     "--memprofilerate",
+    "--blockprofile",
+    "--blockprofilerate",
+    "--mutexprofile",
+    "--mutexprofilefraction",
     "--profile",
     "--profile-freq",
 ];
@@ -93,6 +106,10 @@ struct Flags {
     cpuprofile: Option<PathBuf>,
     memprofile: Option<PathBuf>,
     memprofilerate: Option<u64>,
+    blockprofile: Option<PathBuf>,
+    blockprofilerate: Option<u64>,
+    mutexprofile: Option<PathBuf>,
+    mutexprofilefraction: Option<u64>,
     profile_dir: Option<PathBuf>,
     frequency: Option<u32>,
 }
@@ -128,19 +145,16 @@ fn split(argv: Vec<OsString>) -> Result<(Flags, Vec<OsString>), String> {
             "--cpuprofile" => flags.cpuprofile = Some(PathBuf::from(value)),
             "--memprofile" => flags.memprofile = Some(PathBuf::from(value)),
             "--profile" => flags.profile_dir = Some(PathBuf::from(value)),
+            "--blockprofile" => flags.blockprofile = Some(PathBuf::from(value)),
+            "--mutexprofile" => flags.mutexprofile = Some(PathBuf::from(value)),
             "--memprofilerate" => {
-                let bytes: u64 = value.parse().map_err(|_| {
-                    format!(
-                        "invalid value '{value}' for '--memprofilerate': not a whole number of bytes"
-                    )
-                })?;
-                if bytes == 0 {
-                    return Err(format!(
-                        "invalid value '{value}' for '--memprofilerate': accepted 1 (every \
-                         allocation) and up"
-                    ));
-                }
-                flags.memprofilerate = Some(bytes);
+                flags.memprofilerate = Some(positive(&name, &value, "bytes", "allocation")?);
+            }
+            "--blockprofilerate" => {
+                flags.blockprofilerate = Some(positive(&name, &value, "nanoseconds", "wait")?);
+            }
+            "--mutexprofilefraction" => {
+                flags.mutexprofilefraction = Some(positive(&name, &value, "events", "event")?);
             }
             _ => {
                 let hz: u32 = value.parse().map_err(|_| {
@@ -159,6 +173,19 @@ fn split(argv: Vec<OsString>) -> Result<(Flags, Vec<OsString>), String> {
         }
     }
     Ok((flags, rest))
+}
+
+/// A rate flag's value: a whole number, 1 (every `one`) and up.
+fn positive(name: &str, value: &str, unit: &str, one: &str) -> Result<u64, String> {
+    match value.parse::<u64>() {
+        Ok(0) => Err(format!(
+            "invalid value '{value}' for '{name}': accepted 1 (every {one}) and up"
+        )),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "invalid value '{value}' for '{name}': not a whole number of {unit}"
+        )),
+    }
 }
 
 /// libtest's way out: the message, the usage, exit code 101, nothing written.
@@ -185,6 +212,10 @@ fn record(report: &crate::Report, path: &std::path::Path) {
         test: report.name().to_string(),
         total: match report.kind() {
             "cpu" => format!("{:.2}s cpu", report.cpu_time().as_secs_f64()),
+            kind @ ("block" | "mutex") => format!(
+                "{:.3}s {kind}",
+                report.total("delay").unwrap_or(0) as f64 / 1e9
+            ),
             kind => format!(
                 "{} {kind}",
                 output::bytes(report.total("alloc_space").unwrap_or(0))
@@ -222,12 +253,24 @@ pub fn main(package: Option<&'static str>) -> ! {
     };
     let frequency = flags.frequency.or(env.as_ref().map(|c| c.frequency));
     let heap_rate = flags.memprofilerate.or(env.as_ref().map(|c| c.heap_rate));
+    let block_rate = flags
+        .blockprofilerate
+        .or(env.as_ref().map(|c| c.block_rate));
+    let mutex_fraction = flags
+        .mutexprofilefraction
+        .or(env.as_ref().map(|c| c.mutex_fraction));
     let with_frequency = |mut c: Config| {
         if let Some(hz) = frequency {
             c.frequency = hz;
         }
         if let Some(bytes) = heap_rate {
             c.heap_rate = bytes;
+        }
+        if let Some(ns) = block_rate {
+            c.block_rate = ns;
+        }
+        if let Some(n) = mutex_fraction {
+            c.mutex_fraction = n;
         }
         c
     };
@@ -250,7 +293,10 @@ pub fn main(package: Option<&'static str>) -> ! {
     // failures section: stable Rust has no in-process output capture. Not with
     // --nocapture (nextest passes it: it runs a process per test itself) nor with
     // --cpuprofile, whose one profile must see the tests run in this process.
-    let whole_run = flags.cpuprofile.is_some() || flags.memprofile.is_some();
+    let whole_run = flags.cpuprofile.is_some()
+        || flags.memprofile.is_some()
+        || flags.blockprofile.is_some()
+        || flags.mutexprofile.is_some();
     let isolate = !args.nocapture && !whole_run && !args.list;
     let child_args = flags.to_args();
     if !isolate {
@@ -262,6 +308,8 @@ pub fn main(package: Option<&'static str>) -> ! {
         .cpuprofile
         .iter()
         .chain(&flags.memprofile)
+        .chain(&flags.blockprofile)
+        .chain(&flags.mutexprofile)
         .cloned()
         .collect();
     let whole = match (whole_run, args.list) {
@@ -269,6 +317,8 @@ pub fn main(package: Option<&'static str>) -> ! {
             let kinds = [
                 flags.cpuprofile.as_ref().map(|_| "cpu"),
                 flags.memprofile.as_ref().map(|_| "heap"),
+                flags.blockprofile.as_ref().map(|_| "block"),
+                flags.mutexprofile.as_ref().map(|_| "mutex"),
             ];
             let config = Config::default()
                 .with_kinds(kinds.into_iter().flatten())
@@ -336,6 +386,12 @@ impl Flags {
         }
         if let Some(bytes) = self.memprofilerate {
             args.push(format!("--memprofilerate={bytes}").into());
+        }
+        if let Some(ns) = self.blockprofilerate {
+            args.push(format!("--blockprofilerate={ns}").into());
+        }
+        if let Some(n) = self.mutexprofilefraction {
+            args.push(format!("--mutexprofilefraction={n}").into());
         }
         args
     }

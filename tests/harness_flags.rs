@@ -159,6 +159,88 @@ fn memprofile_writes_one_heap_profile_of_the_whole_run_and_per_test_ones_beside(
         .is_file());
 }
 
+/// Sums `delay` over samples whose leaf (lock frames trimmed) ends with `leaf`.
+fn waited_at(p: &Read, leaf: &str) -> i64 {
+    p.profile
+        .sample
+        .iter()
+        .filter(|s| p.stack(s).first().is_some_and(|f| f.ends_with(leaf)))
+        .map(|s| s.value[1])
+        .sum()
+}
+
+#[test]
+fn blockprofile_and_mutexprofile_write_whole_run_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let block = dir.path().join("block.pb.gz");
+    let mutex = dir.path().join("mutex.pb.gz");
+    let out = cargo_test(
+        "harness",
+        &[
+            "--blockprofile",
+            block.to_str().unwrap(),
+            "--blockprofilerate=1",
+            "--mutexprofile",
+            mutex.to_str().unwrap(),
+            "--mutexprofilefraction",
+            "1",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for path in [&block, &mutex] {
+        let p = read(path);
+        assert_eq!(
+            p.value_types(),
+            [("contentions", "count"), ("delay", "nanoseconds")]
+        );
+        // Two workers take 5 turns each of 10 ms on one lock: until one is through, the
+        // other waits: 50 ms at least (threads the test spawned).
+        let waited = waited_at(&p, "harness::worker_takes_turns");
+        assert!(waited > 45_000_000, "{}: {waited} ns", path.display());
+    }
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("all tests ") && l.contains("s block ")),
+        "a table row for the block profile: {err}"
+    );
+
+    // Per test with PROFILE, and the rate flags checked.
+    let per_test = tempfile::tempdir().unwrap();
+    let out = cargo_test(
+        "harness",
+        &[
+            "--profile",
+            per_test.path().to_str().unwrap(),
+            "worker_threads",
+        ],
+        &[("PROFILE", "block")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = per_test.path().join("workloads/harness");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("worker_threads.block.pb.gz"))
+        .unwrap_or_else(|| panic!("no block profile in {}", dir.display()));
+    assert!(waited_at(&read(&file), "harness::worker_takes_turns") > 45_000_000);
+    for (flag, message) in [
+        (
+            "--blockprofilerate=0",
+            "invalid value '0' for '--blockprofilerate': accepted 1 (every wait) and up",
+        ),
+        (
+            "--mutexprofilefraction=x",
+            "invalid value 'x' for '--mutexprofilefraction': not a whole number of events",
+        ),
+    ] {
+        let out = cargo_test("harness", &[flag], &[]);
+        assert_eq!(out.status.code(), Some(101), "{flag}");
+        assert!(stderr(&out).contains(message), "{flag}: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn profile_env_works_and_flags_win_over_it() {
     let env_dir = tempfile::tempdir().unwrap();

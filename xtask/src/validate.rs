@@ -38,6 +38,7 @@ const RUNS: &[Run] = &[
     Run::Test(FIXTURES, "asyncs"),
     Run::Test(FIXTURES, "deep"),
     Run::Kinds(FIXTURES, "heap", "cpu,heap,allocs"),
+    Run::Kinds(FIXTURES, "contention", "block,mutex"),
     Run::ReleaseLines(FIXTURES, "attribution"),
     Run::Bench(FIXTURES, "setup"),
     Run::Harness(
@@ -48,6 +49,10 @@ const RUNS: &[Run] = &[
             "{out}",
             "--cpuprofile",
             "{out}/harness-all.cpu.pb.gz",
+            "--blockprofile",
+            "{out}/harness-all.block.pb.gz",
+            "--mutexprofile",
+            "{out}/harness-all.mutex.pb.gz",
         ],
     ),
 ];
@@ -159,6 +164,22 @@ const EXPECTED: &[(&str, Expect)] = &[
         Valid,
     ),
     ("validate/harness-all.cpu.pb.gz", Valid),
+    (
+        "validate/harness-all.block.pb.gz",
+        Top("harness::worker_takes_turns"),
+    ),
+    (
+        "validate/harness-all.mutex.pb.gz",
+        Top("harness::worker_takes_turns"),
+    ),
+    (
+        "validate/workloads/contention/consumer_waits_for_the_producer.block.pb.gz",
+        Top("contention::consumer_pops"),
+    ),
+    (
+        "validate/workloads/contention/consumer_waits_for_the_producer.mutex.pb.gz",
+        Top("contention::producer_holds"),
+    ),
     (
         "validate/workloads/heap/three_to_one_bytes.heap.pb.gz",
         Heap("heap::allocates_three", None),
