@@ -12,9 +12,27 @@ fn profile_time_writes_one_profile_per_benchmark_without_setup() {
     let out = cargo_bench(
         "setup",
         &["--profile-time", "1"],
-        &[("PROFILE", "cpu,heap,heap_rate=1,svg")],
+        &[("PROFILE", "cpu,heap,block,heap_rate=1,svg")],
     );
     assert!(out.status.success());
+    // The block profile: the routine's waits for the lock, none of the setup's.
+    let block = read(
+        &criterion
+            .join("waits_for_a_holder/profile")
+            .join("block.pb.gz"),
+    );
+    let waited = |leaf: &str| -> i64 {
+        block
+            .profile
+            .sample
+            .iter()
+            .filter(|s| block.stack(s).iter().any(|f| f.ends_with(leaf)))
+            .map(|s| s.value[1])
+            .sum()
+    };
+    assert!(waited("setup::routine_waits") > 0, "the routine's waits");
+    assert_eq!(waited("setup::setup_waits"), 0, "setup is not in the block profile");
+    assert!(stderr(&out).contains("profiled: waits_for_a_holder  block "));
     // The heap profile: the routine's 4 KiB blocks, none of the setup's (its fixture
     // vector, allocated before every iteration, outside the timed routine).
     let heap = read(
