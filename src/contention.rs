@@ -36,7 +36,7 @@ pub const DEFAULT_MUTEX_FRACTION: u64 = 1;
 /// Whether any block or mutex profile runs: the one check an uncontended lock makes.
 #[inline]
 pub(crate) fn on() -> bool {
-    heap::CONTENDED.load(Ordering::Relaxed) != 0
+    heap::CONTENDED.0.load(Ordering::Relaxed) != 0
 }
 
 /// Whether any mutex profile runs: waiters register so that the unlock can blame.

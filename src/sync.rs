@@ -32,13 +32,14 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::time::Duration;
 
 pub use std::sync::WaitTimeoutResult;
 
 use crate::contention::{self, now};
+use crate::heap::Padded;
 
 /// Blame bookkeeping of one contended lock: the threads waiting for it and the sum of
 /// their waits' starts, each counted from the previous unlock at the latest.
@@ -49,18 +50,26 @@ struct Acct {
     last_unlock: u64,
 }
 
-/// The locks being waited for while a mutex profile runs, by address, striped so that
+/// The locks being waited for while a mutex profile runs, by key, striped so that
 /// unrelated locks rarely meet. Only waiters and the unlocks that end their wait come here.
 static ACCTS: [std::sync::Mutex<Vec<Acct>>; 16] = [const { std::sync::Mutex::new(Vec::new()) }; 16];
 
-fn acct<R>(key: usize, f: impl FnOnce(&mut Acct) -> R) -> R {
+/// Waiters registered in [`ACCTS`], over every lock: 0 lets an unlock skip the table. A
+/// count per lock would need the guard to point back at its lock, and a guard one word
+/// larger than std's makes every lock and unlock several times slower (BENCHMARKS.md).
+/// On a cache line of its own: read on every unlock, it cost contended locks 15 % when a
+/// neighbour written often made each read a miss.
+static WAITING: Padded<AtomicU32> = Padded(AtomicU32::new(0));
+
+/// Runs `f` on lock `key`'s bookkeeping; `create`: start one if there is none.
+fn acct<R>(key: usize, create: bool, f: impl FnOnce(&mut Acct) -> R) -> Option<R> {
     let stripe = &ACCTS[(key >> 4) % ACCTS.len()];
     let mut accts = stripe
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let i = match accts.iter().position(|a| a.key == key) {
         Some(i) => i,
-        None => {
+        None if create => {
             accts.push(Acct {
                 key,
                 waiting: 0,
@@ -69,75 +78,91 @@ fn acct<R>(key: usize, f: impl FnOnce(&mut Acct) -> R) -> R {
             });
             accts.len() - 1
         }
+        None => return None,
     };
     let r = f(&mut accts[i]);
     if accts[i].waiting == 0 {
         accts.swap_remove(i);
     }
-    r
+    Some(r)
+}
+
+/// A lock's key: the address of its data, which the guard knows without pointing back at
+/// the lock, and the lock learns (`hint`) each time it is taken while a profile runs.
+fn key<T: ?Sized>(data: &T) -> usize {
+    (data as *const T).cast::<()>() as usize
+}
+
+/// Remembers the key of the lock whose data is `data` for its next waiters.
+fn learn<T: ?Sized>(hint: &AtomicUsize, data: &T) {
+    let k = key(data);
+    if hint.load(Ordering::Relaxed) != k {
+        hint.store(k, Ordering::Relaxed);
+    }
 }
 
 /// A wait for a held lock, from its start.
-struct Wait<'a> {
-    waiters: &'a AtomicU32,
+struct Wait {
+    /// The lock's key when registered for the unlock's blame (a mutex profile was running
+    /// and the lock's key known); 0 otherwise.
     key: usize,
     start: u64,
-    /// Registered for the unlock's blame (a mutex profile was running).
-    blamed: bool,
 }
 
-impl<'a> Wait<'a> {
-    fn begin(waiters: &'a AtomicU32) -> Wait<'a> {
-        let key = key(waiters);
+impl Wait {
+    fn begin(hint: &AtomicUsize) -> Wait {
         let start = now();
-        let blamed = contention::mutex_on();
-        if blamed {
-            acct(key, |a| {
+        let key = if contention::mutex_on() {
+            hint.load(Ordering::Relaxed)
+        } else {
+            0
+        };
+        if key != 0 {
+            acct(key, true, |a| {
                 a.waiting += 1;
                 a.starts += u128::from(start.max(a.last_unlock));
             });
-            waiters.fetch_add(1, Ordering::Relaxed);
+            WAITING.0.fetch_add(1, Ordering::Relaxed);
         }
-        Wait {
-            waiters,
-            key,
-            start,
-            blamed,
-        }
+        Wait { key, start }
     }
 
     /// The lock is ours: the wait goes to the block profile.
     fn end(self) {
-        if self.blamed {
-            acct(self.key, |a| {
+        if self.key != 0 {
+            acct(self.key, false, |a| {
                 a.waiting -= 1;
                 a.starts -= u128::from(self.start.max(a.last_unlock));
             });
-            self.waiters.fetch_sub(1, Ordering::Relaxed);
+            WAITING.0.fetch_sub(1, Ordering::Relaxed);
         }
         contention::blocked(now().saturating_sub(self.start));
     }
 }
 
-/// An unlock with threads waiting: charges it their waiting since the previous unlock.
+/// The unlock of the lock whose data is `data`: blamed when threads wait for it.
+#[inline]
+fn unlocking<T: ?Sized>(data: &T) {
+    if WAITING.0.load(Ordering::Relaxed) != 0 {
+        blame(key(data));
+    }
+}
+
+/// An unlock while some lock has waiters: if they wait for this one, charges it their
+/// waiting since its previous unlock.
 #[cold]
 #[inline(never)]
 fn blame(key: usize) {
-    let delay = acct(key, |a| {
+    let delay = acct(key, false, |a| {
         let t = now();
         let owed = (u128::from(a.waiting) * u128::from(t)).saturating_sub(a.starts);
         a.starts = u128::from(a.waiting) * u128::from(t);
         a.last_unlock = t;
         owed
     });
-    if delay > 0 {
+    if let Some(delay) = delay.filter(|&d| d > 0) {
         contention::unlocked(u64::try_from(delay).unwrap_or(u64::MAX));
     }
-}
-
-/// A lock's key in [`ACCTS`]: the address of its waiter count.
-fn key(waiters: &AtomicU32) -> usize {
-    waiters as *const AtomicU32 as usize
 }
 
 /// Maps std's lock result onto ours: the same guard, poisoned or not, wrapped.
@@ -167,8 +192,8 @@ fn map_try<G, H>(r: TryLockResult<G>, wrap: impl FnOnce(G) -> H) -> TryLockResul
 /// ```
 #[derive(Default)]
 pub struct Mutex<T: ?Sized> {
-    /// Threads waiting while a mutex profile runs: nonzero sends the unlock to [`blame`].
-    waiters: AtomicU32,
+    /// The lock's key, learnt when taken while a profile runs (see [`key`]).
+    hint: AtomicUsize,
     inner: std::sync::Mutex<T>,
 }
 
@@ -182,8 +207,8 @@ pub struct Mutex<T: ?Sized> {
 /// ```
 #[must_use = "if unused the Mutex will immediately unlock"]
 pub struct MutexGuard<'a, T: ?Sized + 'a> {
-    lock: &'a Mutex<T>,
-    /// Always set but while a condition variable waits with it.
+    /// Always set but while a condition variable waits with it. Nothing else: a guard the
+    /// size of std's is returned in registers.
     inner: Option<std::sync::MutexGuard<'a, T>>,
 }
 
@@ -196,7 +221,7 @@ impl<T> Mutex<T> {
     /// ```
     pub const fn new(t: T) -> Mutex<T> {
         Mutex {
-            waiters: AtomicU32::new(0),
+            hint: AtomicUsize::new(0),
             inner: std::sync::Mutex::new(t),
         }
     }
@@ -218,33 +243,30 @@ impl<T: ?Sized> Mutex<T> {
     /// let m = profiled::sync::Mutex::new(1);
     /// assert_eq!(*m.lock().unwrap(), 1);
     /// ```
+    #[inline]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         if contention::on() {
             return self.lock_watched();
         }
-        map(self.inner.lock(), |g| self.guard(g))
+        map(self.inner.lock(), guard)
     }
 
     #[inline(never)]
     fn lock_watched(&self) -> LockResult<MutexGuard<'_, T>> {
-        match self.inner.try_lock() {
-            Ok(g) => return Ok(self.guard(g)),
-            Err(TryLockError::Poisoned(p)) => {
-                return Err(PoisonError::new(self.guard(p.into_inner())))
+        let r = match uncontended(self.inner.try_lock()) {
+            Some(r) => r,
+            None => {
+                let wait = Wait::begin(&self.hint);
+                let r = self.inner.lock();
+                wait.end();
+                r
             }
-            Err(TryLockError::WouldBlock) => {}
+        };
+        match &r {
+            Ok(g) => learn(&self.hint, &**g),
+            Err(p) => learn(&self.hint, &**p.get_ref()),
         }
-        let wait = Wait::begin(&self.waiters);
-        let r = self.inner.lock();
-        wait.end();
-        map(r, |g| self.guard(g))
-    }
-
-    fn guard<'a>(&'a self, g: std::sync::MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-        MutexGuard {
-            lock: self,
-            inner: Some(g),
-        }
+        map(r, guard)
     }
 
     /// Locks if free, without waiting.
@@ -257,7 +279,7 @@ impl<T: ?Sized> Mutex<T> {
     /// assert!(m.try_lock().is_ok());
     /// ```
     pub fn try_lock(&self) -> TryLockResult<MutexGuard<'_, T>> {
-        map_try(self.inner.try_lock(), |g| self.guard(g))
+        map_try(self.inner.try_lock(), guard)
     }
 
     /// Whether a thread panicked holding the lock.
@@ -289,6 +311,20 @@ impl<T: ?Sized> Mutex<T> {
     /// ```
     pub fn get_mut(&mut self) -> LockResult<&mut T> {
         self.inner.get_mut()
+    }
+}
+
+#[inline]
+fn guard<T: ?Sized>(g: std::sync::MutexGuard<'_, T>) -> MutexGuard<'_, T> {
+    MutexGuard { inner: Some(g) }
+}
+
+/// A try's result as a lock's, unless it would have to wait (`None`).
+fn uncontended<G>(r: TryLockResult<G>) -> Option<LockResult<G>> {
+    match r {
+        Ok(g) => Some(Ok(g)),
+        Err(TryLockError::Poisoned(p)) => Some(Err(p)),
+        Err(TryLockError::WouldBlock) => None,
     }
 }
 
@@ -333,7 +369,9 @@ impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
         // Before the std guard (a field) unlocks: the waiting ends with this unlock.
-        unlocking(&self.lock.waiters);
+        if let Some(g) = &self.inner {
+            unlocking(&**g);
+        }
     }
 }
 
@@ -361,7 +399,7 @@ impl<T: ?Sized + fmt::Display> fmt::Display for MutexGuard<'_, T> {
 /// ```
 #[derive(Default)]
 pub struct RwLock<T: ?Sized> {
-    waiters: AtomicU32,
+    hint: AtomicUsize,
     inner: std::sync::RwLock<T>,
 }
 
@@ -374,7 +412,6 @@ pub struct RwLock<T: ?Sized> {
 /// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockReadGuard<'a, T: ?Sized + 'a> {
-    waiters: &'a AtomicU32,
     inner: std::sync::RwLockReadGuard<'a, T>,
 }
 
@@ -388,7 +425,6 @@ pub struct RwLockReadGuard<'a, T: ?Sized + 'a> {
 /// ```
 #[must_use = "if unused the RwLock will immediately unlock"]
 pub struct RwLockWriteGuard<'a, T: ?Sized + 'a> {
-    waiters: &'a AtomicU32,
     inner: std::sync::RwLockWriteGuard<'a, T>,
 }
 
@@ -401,7 +437,7 @@ impl<T> RwLock<T> {
     /// ```
     pub const fn new(t: T) -> RwLock<T> {
         RwLock {
-            waiters: AtomicU32::new(0),
+            hint: AtomicUsize::new(0),
             inner: std::sync::RwLock::new(t),
         }
     }
@@ -424,17 +460,30 @@ impl<T: ?Sized> RwLock<T> {
     /// let (a, b) = (lock.read().unwrap(), lock.read().unwrap());
     /// assert_eq!(*a + *b, 2);
     /// ```
+    #[inline]
     pub fn read(&self) -> LockResult<RwLockReadGuard<'_, T>> {
         if contention::on() {
-            if let Some(r) = self.uncontended(self.inner.try_read(), |g| self.read_guard(g)) {
-                return r;
-            }
-            let wait = Wait::begin(&self.waiters);
-            let r = self.inner.read();
-            wait.end();
-            return map(r, |g| self.read_guard(g));
+            return self.read_watched();
         }
-        map(self.inner.read(), |g| self.read_guard(g))
+        map(self.inner.read(), |inner| RwLockReadGuard { inner })
+    }
+
+    #[inline(never)]
+    fn read_watched(&self) -> LockResult<RwLockReadGuard<'_, T>> {
+        let r = match uncontended(self.inner.try_read()) {
+            Some(r) => r,
+            None => {
+                let wait = Wait::begin(&self.hint);
+                let r = self.inner.read();
+                wait.end();
+                r
+            }
+        };
+        match &r {
+            Ok(g) => learn(&self.hint, &**g),
+            Err(p) => learn(&self.hint, &**p.get_ref()),
+        }
+        map(r, |inner| RwLockReadGuard { inner })
     }
 
     /// Locks for writing, waiting while anyone holds it.
@@ -444,44 +493,30 @@ impl<T: ?Sized> RwLock<T> {
     /// *lock.write().unwrap() = 2;
     /// assert_eq!(*lock.read().unwrap(), 2);
     /// ```
+    #[inline]
     pub fn write(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
         if contention::on() {
-            if let Some(r) = self.uncontended(self.inner.try_write(), |g| self.write_guard(g)) {
-                return r;
+            return self.write_watched();
+        }
+        map(self.inner.write(), |inner| RwLockWriteGuard { inner })
+    }
+
+    #[inline(never)]
+    fn write_watched(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
+        let r = match uncontended(self.inner.try_write()) {
+            Some(r) => r,
+            None => {
+                let wait = Wait::begin(&self.hint);
+                let r = self.inner.write();
+                wait.end();
+                r
             }
-            let wait = Wait::begin(&self.waiters);
-            let r = self.inner.write();
-            wait.end();
-            return map(r, |g| self.write_guard(g));
+        };
+        match &r {
+            Ok(g) => learn(&self.hint, &**g),
+            Err(p) => learn(&self.hint, &**p.get_ref()),
         }
-        map(self.inner.write(), |g| self.write_guard(g))
-    }
-
-    /// A try's result, unless it would have to wait (`None`).
-    fn uncontended<G, H>(
-        &self,
-        r: TryLockResult<G>,
-        wrap: impl FnOnce(G) -> H,
-    ) -> Option<LockResult<H>> {
-        match r {
-            Ok(g) => Some(Ok(wrap(g))),
-            Err(TryLockError::Poisoned(p)) => Some(Err(PoisonError::new(wrap(p.into_inner())))),
-            Err(TryLockError::WouldBlock) => None,
-        }
-    }
-
-    fn read_guard<'a>(&'a self, g: std::sync::RwLockReadGuard<'a, T>) -> RwLockReadGuard<'a, T> {
-        RwLockReadGuard {
-            waiters: &self.waiters,
-            inner: g,
-        }
-    }
-
-    fn write_guard<'a>(&'a self, g: std::sync::RwLockWriteGuard<'a, T>) -> RwLockWriteGuard<'a, T> {
-        RwLockWriteGuard {
-            waiters: &self.waiters,
-            inner: g,
-        }
+        map(r, |inner| RwLockWriteGuard { inner })
     }
 
     /// Locks for reading if no writer holds it, without waiting.
@@ -493,7 +528,7 @@ impl<T: ?Sized> RwLock<T> {
     /// # drop(w);
     /// ```
     pub fn try_read(&self) -> TryLockResult<RwLockReadGuard<'_, T>> {
-        map_try(self.inner.try_read(), |g| self.read_guard(g))
+        map_try(self.inner.try_read(), |inner| RwLockReadGuard { inner })
     }
 
     /// Locks for writing if free, without waiting.
@@ -505,7 +540,7 @@ impl<T: ?Sized> RwLock<T> {
     /// # drop(r);
     /// ```
     pub fn try_write(&self) -> TryLockResult<RwLockWriteGuard<'_, T>> {
-        map_try(self.inner.try_write(), |g| self.write_guard(g))
+        map_try(self.inner.try_write(), |inner| RwLockWriteGuard { inner })
     }
 
     /// Whether a thread panicked holding the write lock.
@@ -552,25 +587,17 @@ impl<T: ?Sized + fmt::Debug> fmt::Debug for RwLock<T> {
     }
 }
 
-/// The unlock of a lock at `waiters`: blamed when threads wait.
-#[inline]
-fn unlocking(waiters: &AtomicU32) {
-    if waiters.load(Ordering::Relaxed) != 0 {
-        blame(key(waiters));
-    }
-}
-
 impl<T: ?Sized> Drop for RwLockReadGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        unlocking(self.waiters);
+        unlocking(&*self.inner);
     }
 }
 
 impl<T: ?Sized> Drop for RwLockWriteGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        unlocking(self.waiters);
+        unlocking(&*self.inner);
     }
 }
 
@@ -656,18 +683,17 @@ impl Condvar {
             std::sync::MutexGuard<'a, T>,
         ) -> LockResult<(std::sync::MutexGuard<'a, T>, R)>,
     ) -> LockResult<(MutexGuard<'a, T>, R)> {
-        let lock = guard.lock;
         let Some(inner) = guard.inner.take() else {
             unreachable!("a guard is only empty inside Condvar::wait")
         };
-        // Our Drop runs now: waiting for the mutex ends as this wait releases it.
-        drop(guard);
+        // Waiting for the mutex ends as this wait releases it.
+        unlocking(&*inner);
         let start = contention::on().then(now);
         let r = wait(&self.inner, inner);
         if let Some(start) = start {
             contention::blocked(now().saturating_sub(start));
         }
-        map(r, |(g, extra)| (lock.guard(g), extra))
+        map(r, |(g, extra)| (self::guard(g), extra))
     }
 
     /// Releases the guard's mutex and waits for a notification, then locks it again.

@@ -31,7 +31,11 @@ fn profile_time_writes_one_profile_per_benchmark_without_setup() {
             .sum()
     };
     assert!(waited("setup::routine_waits") > 0, "the routine's waits");
-    assert_eq!(waited("setup::setup_waits"), 0, "setup is not in the block profile");
+    assert_eq!(
+        waited("setup::setup_waits"),
+        0,
+        "setup is not in the block profile"
+    );
     assert!(stderr(&out).contains("profiled: waits_for_a_holder  block "));
     // The heap profile: the routine's 4 KiB blocks, none of the setup's (its fixture
     // vector, allocated before every iteration, outside the timed routine).

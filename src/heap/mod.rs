@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported)))]
 pub(crate) use hook::{adopt, inherited};
-pub(crate) use hook::{each_slot, join, leave, Slot, CONTENDED, MUTEXES};
+pub(crate) use hook::{each_slot, join, leave, Padded, Slot, CONTENDED, MUTEXES};
 pub(crate) use hook::{on_alloc, on_free, own_thread};
 pub(crate) use hook::{uniform, Tag};
 use hook::{ACTIVE, ALL, PID, SLOT, SLOTS};
@@ -72,7 +72,7 @@ pub(crate) fn claim(want: Want) -> Result<(usize, u64), Error> {
             hook::MUTEXES.fetch_add(1, Ordering::Relaxed);
         }
         if want.block > 0 || want.mutex > 0 {
-            hook::CONTENDED.fetch_add(1, Ordering::Release);
+            hook::CONTENDED.0.fetch_add(1, Ordering::Release);
         }
         slot.paused.store(0, Ordering::Relaxed);
         slot.counters.clear();
@@ -112,7 +112,7 @@ pub(crate) fn release(i: usize, sid: u64) {
         hook::MUTEXES.fetch_sub(1, Ordering::Relaxed);
     }
     if block > 0 || mutex > 0 {
-        hook::CONTENDED.fetch_sub(1, Ordering::Release);
+        hook::CONTENDED.0.fetch_sub(1, Ordering::Release);
     }
     slot.sid.store(0, Ordering::Release);
     ACTIVE.fetch_sub(1, Ordering::Release);
@@ -132,8 +132,8 @@ pub(crate) fn set_contention(sid: u64, block: u64, mutex: u64) {
         _ => {}
     }
     match (old_block > 0 || old_mutex > 0, block > 0 || mutex > 0) {
-        (false, true) => drop(hook::CONTENDED.fetch_add(1, Ordering::Release)),
-        (true, false) => drop(hook::CONTENDED.fetch_sub(1, Ordering::Release)),
+        (false, true) => drop(hook::CONTENDED.0.fetch_add(1, Ordering::Release)),
+        (true, false) => drop(hook::CONTENDED.0.fetch_sub(1, Ordering::Release)),
         _ => {}
     }
 }
