@@ -29,6 +29,10 @@
 //! | `heap` | a heap profile per test (needs [`Alloc`] as the global allocator) | |
 //! | `allocs` | the heap profile's data shown by bytes allocated | |
 //! | `heap_rate=<bytes>` | heap sampling: one allocation per this many bytes on average; 1 = all | 524288 |
+//! | `block` | where the test's threads waited for [`sync`] locks and condition variables | |
+//! | `mutex` | the [`sync`] unlocks that kept the test's threads waiting | |
+//! | `block_rate=<ns>` | waits this long or longer all kept, shorter ones in proportion, scaled up (Go's) | 1 |
+//! | `mutex_fraction=<n>` | about one contention event in n kept, scaled up (Go's) | 1 |
 //! | `freq=<Hz>` | samples per second of CPU time per thread, 1 to 10000 | 1000 |
 //! | `dir=<path>` | base directory, relative to the test's current directory | `<target dir>/profiles` |
 //! | `engine=<auto\|perf\|timer>` | perf events where the kernel allows them, else a thread CPU timer | `auto` |
@@ -45,6 +49,8 @@
 //!
 //! - [`macro@profiled`] on a test, sync or async (next to `#[tokio::test]`), with
 //!   [`reset`], [`pause`] and [`unprofiled`] inside it.
+//! - [`sync`]'s `Mutex`, `RwLock` and `Condvar` (one `use` line in place of std's) give
+//!   block and mutex profiles (`PROFILE=block,mutex`).
 //! - [`Alloc`], installed once per test binary, gives heap profiles (`PROFILE=heap`) and
 //!   exact counts without `PROFILE`: [`allocations`], [`allocs_per_run`],
 //!   [`assert_allocations!`], which on failure writes a profile of the offending
