@@ -82,6 +82,7 @@ impl Collected {
                     stack,
                     values: vec![as_i64(count), as_i64(weight)],
                     num_labels: vec![],
+                    str_labels: Vec::new(),
                 })
             })
             .collect();

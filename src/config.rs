@@ -10,6 +10,7 @@ use crate::contention::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
 use crate::error::Error;
 use crate::heap::DEFAULT_HEAP_RATE;
 use crate::kind::Kind;
+use crate::wall::DEFAULT_WALL_FREQUENCY;
 
 /// The environment variable that turns profiling on: `PROFILE=cpu cargo test`.
 ///
@@ -41,6 +42,14 @@ pub const STRICT_ENV_VAR: &str = "PROFILED";
 /// ```
 pub const DEFAULT_FREQUENCY: u32 = 1000;
 
+/// Highest accepted wall-clock sampling rate, in Hz: each tick reads /proc for every
+/// thread sampled.
+///
+/// ```
+/// assert!(profiled::Config::parse("wall,wall_freq=1001").is_err());
+/// ```
+pub const MAX_WALL_FREQUENCY: u32 = 1000;
+
 /// Highest accepted sampling rate, in Hz.
 ///
 /// ```
@@ -49,9 +58,10 @@ pub const DEFAULT_FREQUENCY: u32 = 1000;
 /// ```
 pub const MAX_FREQUENCY: u32 = 10_000;
 
-const ACCEPTED: &str = "kinds: cpu, heap, allocs, block, mutex; options: \
+const ACCEPTED: &str = "kinds: cpu, heap, allocs, block, mutex, wall; options: \
                         freq=<1..=10000 Hz, default 1000>, heap_rate=<bytes, default 524288>, \
-                        block_rate=<ns, default 1>, mutex_fraction=<n, default 1>, dir=<path>, \
+                        block_rate=<ns, default 1>, mutex_fraction=<n, default 1>, \
+                        wall_freq=<1..=1000 Hz, default 100>, dir=<path>, \
                         engine=<auto|perf|timer>, threads=<test|all>, svg";
 
 /// Kinds profiled knows, implemented (`kind::KINDS`) or not: a `PROFILE` naming one of them
@@ -65,6 +75,7 @@ const KEYS: &[&str] = &[
     "heap_rate",
     "block_rate",
     "mutex_fraction",
+    "wall_freq",
     "dir",
     "engine",
     "threads",
@@ -133,6 +144,8 @@ pub struct Config {
     pub(crate) block_rate: u64,
     /// Mutex profiles: about one contention event in this many is kept.
     pub(crate) mutex_fraction: u64,
+    /// Wall-clock profiles: samples per second of wall time per thread.
+    pub(crate) wall_frequency: u32,
     /// Requested samples per CPU-second of each thread.
     pub(crate) frequency: u32,
     /// Base directory for profile files; `None` means `<cargo target dir>/profiles`.
@@ -159,6 +172,7 @@ impl Default for Config {
             heap_rate: DEFAULT_HEAP_RATE,
             block_rate: DEFAULT_BLOCK_RATE,
             mutex_fraction: DEFAULT_MUTEX_FRACTION,
+            wall_frequency: DEFAULT_WALL_FREQUENCY,
             frequency: DEFAULT_FREQUENCY,
             dir: None,
             engine: Engine::Auto,
@@ -295,6 +309,31 @@ impl Config {
             return Err(out_of_range("mutex_fraction=0", "1 records every event"));
         }
         self.mutex_fraction = n;
+        Ok(self)
+    }
+
+    /// Wall-clock profiles sample every thread of a test this many times per second of wall
+    /// time.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().wall_frequency(), profiled::DEFAULT_WALL_FREQUENCY);
+    /// ```
+    pub fn wall_frequency(&self) -> u32 {
+        self.wall_frequency
+    }
+
+    /// Sets the wall-clock sampling rate, 1 to [`MAX_WALL_FREQUENCY`] Hz.
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_wall_frequency(500).unwrap();
+    /// assert_eq!(c.wall_frequency(), 500);
+    /// assert!(profiled::Config::default().with_wall_frequency(0).is_err());
+    /// ```
+    pub fn with_wall_frequency(mut self, hz: u32) -> Result<Config, Error> {
+        if !(1..=MAX_WALL_FREQUENCY).contains(&hz) {
+            return Err(out_of_range(&format!("wall_freq={hz}"), "1 to 1000 Hz"));
+        }
+        self.wall_frequency = hz;
         Ok(self)
     }
 
@@ -639,6 +678,16 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                     }
                     config.heap_rate = bytes;
                 }
+                "wall_freq" => {
+                    let hz: u32 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(item, "is not a whole number of Hz"))?;
+                    if !(1..=MAX_WALL_FREQUENCY).contains(&hz) {
+                        return Err(bad(item, "is out of range"));
+                    }
+                    config.wall_frequency = hz;
+                }
                 "block_rate" => {
                     let ns: u64 = value
                         .trim()
@@ -712,6 +761,9 @@ impl fmt::Display for Config {
         if self.mutex_fraction != DEFAULT_MUTEX_FRACTION {
             write!(f, ",mutex_fraction={}", self.mutex_fraction)?;
         }
+        if self.wall_frequency != DEFAULT_WALL_FREQUENCY {
+            write!(f, ",wall_freq={}", self.wall_frequency)?;
+        }
         if let Some(dir) = &self.dir {
             write!(f, ",dir={}", dir.display())?;
         }
@@ -783,7 +835,13 @@ mod tests {
             assert!(msg.contains(reason), "{text}: {msg}");
             assert!(msg.contains("heap_rate=<bytes, default 524288>"), "{msg}");
         }
-        assert!(err("wall").contains("`wall` is not implemented yet"));
+        let wall = Config::parse("wall,wall_freq=250").unwrap().unwrap();
+        assert_eq!(
+            (wall.kinds().next(), wall.wall_frequency),
+            (Some("wall"), 250)
+        );
+        assert_eq!(Config::parse(&wall.to_string()).unwrap().unwrap(), wall);
+        assert!(err("wall,wall_freq=0").contains("`wall_freq=0` is out of range"));
     }
 
     #[test]

@@ -361,6 +361,7 @@ impl Recorded {
                 stack: &b.stack,
                 values: vec![b.count.round() as i64, b.delay],
                 num_labels: Vec::new(),
+                str_labels: Vec::new(),
             })
             .collect();
         Samples {

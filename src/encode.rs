@@ -390,6 +390,13 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
                 ..Default::default()
             });
         }
+        for &(key, text) in &row.str_labels {
+            label.push(Label {
+                key: strings.get(key),
+                str: strings.get(text),
+                ..Default::default()
+            });
+        }
         profile.sample.push(Sample {
             location_id: ids,
             value: row.values.clone(),
@@ -744,12 +751,14 @@ mod tests {
                     stack: &a,
                     values: vec![1, 100],
                     num_labels: vec![],
+                    str_labels: Vec::new(),
                 },
                 Row {
                     thread: None,
                     stack: &b,
                     values: vec![3, 300],
                     num_labels: vec![],
+                    str_labels: Vec::new(),
                 },
             ],
             placeholders: vec![("[elsewhere]", vec![1, 600])],
@@ -806,6 +815,7 @@ mod tests {
             stack,
             values: vec![1, 1000],
             num_labels: vec![],
+            str_labels: Vec::new(),
         };
         let input = Samples {
             kind: &crate::kind::CPU,

@@ -216,6 +216,10 @@ fn record(report: &crate::Report, path: &std::path::Path) {
                 "{:.3}s {kind}",
                 report.total("delay").unwrap_or(0) as f64 / 1e9
             ),
+            "wall" => format!(
+                "{:.2}s wall",
+                report.total("wall").unwrap_or(0) as f64 / 1e9
+            ),
             kind => format!(
                 "{} {kind}",
                 output::bytes(report.total("alloc_space").unwrap_or(0))

@@ -195,6 +195,30 @@ pub(crate) const MUTEX: Kind = Kind {
     ..BLOCK
 };
 
+/// Every thread of a test on wall time, running or waiting (fgprof's profile for Go):
+/// `samples/count`, `wall/nanoseconds`, with a `state` label.
+pub(crate) const WALL: Kind = Kind {
+    name: "wall",
+    sample_types: &[
+        ValueType {
+            kind: "samples",
+            unit: "count",
+        },
+        ValueType {
+            kind: "wall",
+            unit: "nanoseconds",
+        },
+    ],
+    period_type: ValueType {
+        kind: "wall",
+        unit: "nanoseconds",
+    },
+    main: 1,
+    default: 1,
+    folded_divisor: 1000,
+    trim: &[],
+};
+
 impl Kind {
     /// Whether a frame of function `name` is one this kind trims from the top of stacks:
     /// its name, or for a trait impl `<T as Trait>` the trait's, starts with one of `trim`.
@@ -210,7 +234,7 @@ impl Kind {
 }
 
 /// Every kind profiled takes. `PROFILE`'s grammar and the file names are checked against it.
-pub(crate) const KINDS: &[&Kind] = &[&CPU, &HEAP, &ALLOCS, &BLOCK, &MUTEX];
+pub(crate) const KINDS: &[&Kind] = &[&CPU, &HEAP, &ALLOCS, &BLOCK, &MUTEX, &WALL];
 
 /// The kind called `name`.
 pub(crate) fn find(name: &str) -> Option<&'static Kind> {
@@ -238,6 +262,8 @@ pub(crate) struct Row<'a> {
     pub values: Vec<i64>,
     /// Numeric labels (a heap sample's `bytes`: the size of each block).
     pub num_labels: Vec<(&'static str, i64)>,
+    /// Text labels (a wall sample's `state`: `running` or `waiting`).
+    pub str_labels: Vec<(&'static str, &'static str)>,
 }
 
 #[cfg(test)]

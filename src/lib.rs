@@ -33,6 +33,8 @@
 //! | `mutex` | the [`sync`] unlocks that kept the test's threads waiting | |
 //! | `block_rate=<ns>` | waits this long or longer all kept, shorter ones in proportion, scaled up (Go's) | 1 |
 //! | `mutex_fraction=<n>` | about one contention event in n kept, scaled up (Go's) | 1 |
+//! | `wall` | every thread of the test on wall time, running or waiting, labelled `state` | |
+//! | `wall_freq=<Hz>` | wall samples per second per thread, 1 to 1000 | 100 |
 //! | `freq=<Hz>` | samples per second of CPU time per thread, 1 to 10000 | 1000 |
 //! | `dir=<path>` | base directory, relative to the test's current directory | `<target dir>/profiles` |
 //! | `engine=<auto\|perf\|timer>` | perf events where the kernel allows them, else a thread CPU timer | `auto` |
@@ -167,9 +169,11 @@ mod sampler;
 mod symbolize;
 pub mod sync;
 mod sys;
+mod wall;
 
 pub use config::{
-    Config, Engine, Threads, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY, STRICT_ENV_VAR,
+    Config, Engine, Threads, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY, MAX_WALL_FREQUENCY,
+    STRICT_ENV_VAR,
 };
 pub use contention::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
 pub use error::Error;
@@ -192,6 +196,7 @@ pub use heap::{allocations, allocs_per_run, Allocations, DEFAULT_HEAP_RATE};
 /// ```
 pub use profiled_macros::profiled;
 pub use sys::Alloc;
+pub use wall::DEFAULT_WALL_FREQUENCY;
 
 /// Registers a test with profiled's harness (`harness = false` targets that end in
 /// [`main!`]). Takes `#[ignore]` and `#[should_panic(expected = "..")]` below it, and fns
@@ -261,7 +266,7 @@ pub mod pprof {
 
 thread_local! {
     /// Session ids of the profile this thread started (CPU, heap, contention), 0 for none.
-    static CURRENT: Cell<Sids> = const { Cell::new(Sids { cpu: 0, heap: 0, locks: 0 }) };
+    static CURRENT: Cell<Sids> = const { Cell::new(Sids { cpu: 0, heap: 0, locks: 0, wall: 0 }) };
 }
 
 /// The sessions of one profile, one per source: what `reset()`, `pause()` and a
@@ -272,6 +277,7 @@ struct Sids {
     heap: u64,
     /// Block and mutex (one session).
     locks: u64,
+    wall: u64,
 }
 
 impl Sids {
@@ -282,6 +288,7 @@ impl Sids {
         (self.cpu != 0 && sampler::is_live(self.cpu))
             || (self.heap != 0 && heap::is_live(self.heap))
             || (self.locks != 0 && heap::is_live(self.locks))
+            || (self.wall != 0 && wall::is_live(self.wall))
     }
     fn reset(self) {
         if self.cpu != 0 {
@@ -293,6 +300,9 @@ impl Sids {
         if self.locks != 0 {
             contention::reset(self.locks);
         }
+        if self.wall != 0 {
+            wall::reset(self.wall);
+        }
     }
     fn pause(self) {
         if self.cpu != 0 {
@@ -301,6 +311,9 @@ impl Sids {
         for sid in [self.heap, self.locks].into_iter().filter(|&s| s != 0) {
             heap::pause(sid);
         }
+        if self.wall != 0 {
+            wall::pause(self.wall);
+        }
     }
     fn resume(self) {
         if self.cpu != 0 {
@@ -308,6 +321,9 @@ impl Sids {
         }
         for sid in [self.heap, self.locks].into_iter().filter(|&s| s != 0) {
             heap::resume(sid);
+        }
+        if self.wall != 0 {
+            wall::resume(self.wall);
         }
     }
 }
@@ -333,6 +349,7 @@ pub struct Profile {
     cpu: Option<sampler::Session>,
     heap: Option<heap::Session>,
     locks: Option<contention::Session>,
+    wall: Option<wall::Session>,
     detached: bool,
 }
 
@@ -375,6 +392,7 @@ impl Profile {
             cpu: self.cpu.as_ref().map_or(0, sampler::Session::sid),
             heap: self.heap.as_ref().map_or(0, heap::Session::sid),
             locks: self.locks.as_ref().map_or(0, contention::Session::sid),
+            wall: self.wall.as_ref().map_or(0, wall::Session::sid),
         }
     }
 
@@ -446,6 +464,14 @@ impl Profile {
         } else {
             None
         };
+        let wall = if config.wants(&kind::WALL) {
+            Some(wall::Session::start(
+                config.wall_frequency,
+                config.threads == Threads::All,
+            )?)
+        } else {
+            None
+        };
         let cpu = if config.wants(&kind::CPU) {
             sampler::on_drain_start(symbolize::prewarm);
             Some(sampler::Session::start(
@@ -463,6 +489,7 @@ impl Profile {
             cpu,
             heap,
             locks,
+            wall,
             detached: true,
         })
     }
@@ -481,6 +508,7 @@ impl Profile {
             cpu: Some(session),
             heap: None,
             locks: None,
+            wall: None,
             detached: true,
         })
     }
@@ -543,16 +571,21 @@ impl Profile {
             cpu,
             heap,
             locks,
+            wall,
             ..
         } = self;
         // The heap session stops first: building the CPU report allocates.
         let recorded = heap.map(heap::Session::finish);
         let waits = locks.map(contention::Session::finish);
+        let walled = wall.map(wall::Session::finish);
         let mut cpu = cpu.map(|session| finish_cpu(&name, &config, session));
         let mut reports = Vec::with_capacity(config.kinds.len());
         for kind in &config.kinds {
             match (kind.name, &recorded) {
                 ("cpu", _) => reports.extend(cpu.take()),
+                ("wall", _) => {
+                    reports.extend(walled.as_ref().map(|w| wall_report(&name, w)));
+                }
                 ("block" | "mutex", _) => {
                     reports.extend(waits.as_ref().map(|w| contention_report(&name, kind, w)));
                 }
@@ -683,6 +716,48 @@ pub(crate) fn heap_report(
             .map(|text| aggregate::Notice { once: None, text })
             .collect(),
         exact: recorded.rate <= 1,
+    }
+}
+
+/// A finished wall-clock session's report.
+fn wall_report(name: &str, recorded: &wall::Recorded) -> Report {
+    let comments = [
+        format!("profiled: {name}"),
+        format!(
+            "wall: every thread of the test sampled {} times a second of wall time, running \
+             or not; label state=running|waiting (go tool pprof -tagfocus=state=waiting)",
+            recorded.frequency
+        ),
+    ];
+    let samples = recorded.samples(&kind::WALL);
+    let (encoded, unreadable) = symbolize::with(|sym| {
+        let encoded = encode::encode(&samples, &comments, sym);
+        (encoded, sym.take_notices())
+    });
+    let (waiting, total) = recorded.waiting_and_total();
+    Report {
+        name: name.to_string(),
+        kind: &kind::WALL,
+        samples: u64::try_from(encoded.totals[0]).unwrap_or(0),
+        cpu: Duration::ZERO,
+        gz: encoded.gz,
+        top: encoded.top,
+        folded: encoded.folded,
+        totals: encoded.totals,
+        lost: 0,
+        start: recorded.start,
+        wall: recorded.duration,
+        note: (total > 0).then(|| {
+            format!(
+                "{:.0}% of the sampled threads' wall time was spent waiting (state=waiting)",
+                100.0 * waiting as f64 / total as f64
+            )
+        }),
+        notices: unreadable
+            .into_iter()
+            .map(|text| aggregate::Notice { once: None, text })
+            .collect(),
+        exact: false,
     }
 }
 
@@ -1010,6 +1085,13 @@ impl Report {
                 "profiled: {}  cpu {:.2}s  {} samples",
                 self.name,
                 self.cpu.as_secs_f64(),
+                self.samples
+            )
+        } else if self.kind.name == "wall" {
+            format!(
+                "profiled: {}  wall {:.2}s over {} samples",
+                self.name,
+                Duration::from_nanos(self.total("wall").unwrap_or(0).max(0) as u64).as_secs_f64(),
                 self.samples
             )
         } else if self.kind.name == "block" || self.kind.name == "mutex" {

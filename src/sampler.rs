@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) use crate::sys::{current_tid, stacks_of, thread_state};
 pub(crate) use crate::sys::{forked, is_live, on_drain_start, pause, reset, resume, Session};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use crate::sys::{in_handler, installed};

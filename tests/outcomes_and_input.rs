@@ -74,9 +74,10 @@ fn bad_profile_values_fail_with_the_item_and_what_is_accepted() {
         assert_eq!(out.status.code(), Some(101), "{value}");
         let text = stdout(&out);
         let expected = format!(
-            "profiled: PROFILE: {item} {reason}; accepted: kinds: cpu, heap, allocs, block, mutex; \
+            "profiled: PROFILE: {item} {reason}; accepted: kinds: cpu, heap, allocs, block, mutex, wall; \
              options: freq=<1..=10000 Hz, default 1000>, heap_rate=<bytes, default 524288>, \
-             block_rate=<ns, default 1>, mutex_fraction=<n, default 1>, dir=<path>, engine=<auto|perf|timer>, threads=<test|all>, svg"
+             block_rate=<ns, default 1>, mutex_fraction=<n, default 1>, \
+             wall_freq=<1..=1000 Hz, default 100>, dir=<path>, engine=<auto|perf|timer>, threads=<test|all>, svg"
         );
         assert!(
             text.contains(&expected),

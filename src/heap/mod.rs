@@ -372,6 +372,7 @@ impl Recorded {
                     stack: &b.stack,
                     values: vec![alloc_objects, alloc_space, inuse_objects, inuse_space],
                     num_labels: vec![("bytes", b.size as i64)],
+                    str_labels: Vec::new(),
                 }
             })
             .collect();

@@ -506,6 +506,7 @@ fn threads_profile(
                 stack: stack.as_deref()?,
                 values: vec![1],
                 num_labels: vec![],
+                str_labels: Vec::new(),
             })
         })
         .collect();

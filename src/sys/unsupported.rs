@@ -63,13 +63,30 @@ pub(crate) fn in_handler() -> bool {
 }
 
 /// A thread and its stack, as the Linux module gives them.
-#[cfg(feature = "http")]
 pub(crate) type ThreadStack = (crate::aggregate::Thread, Option<Vec<u64>>);
 
 /// No signal handler to ask threads with here.
 #[cfg(feature = "http")]
 pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
     Err(unsupported())
+}
+
+/// No signal handler to ask threads with here.
+pub(crate) fn stacks_of(
+    _tids: &[i32],
+    _patience: std::time::Duration,
+) -> Result<Vec<ThreadStack>, Error> {
+    Err(unsupported())
+}
+
+/// Nothing to read it from here.
+pub(crate) fn thread_state(_tid: i32) -> Option<(bool, String)> {
+    None
+}
+
+/// No thread ids here.
+pub(crate) fn current_tid() -> i32 {
+    0
 }
 
 #[cfg_attr(not(feature = "http"), allow(dead_code))]

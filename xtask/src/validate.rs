@@ -38,7 +38,7 @@ const RUNS: &[Run] = &[
     Run::Test(FIXTURES, "asyncs"),
     Run::Test(FIXTURES, "deep"),
     Run::Kinds(FIXTURES, "heap", "cpu,heap,allocs"),
-    Run::Kinds(FIXTURES, "contention", "block,mutex"),
+    Run::Kinds(FIXTURES, "contention", "block,mutex,wall"),
     Run::ReleaseLines(FIXTURES, "attribution"),
     Run::Bench(FIXTURES, "setup"),
     Run::Harness(
@@ -179,6 +179,10 @@ const EXPECTED: &[(&str, Expect)] = &[
     (
         "validate/workloads/contention/consumer_waits_for_the_producer.mutex.pb.gz",
         Top("contention::producer_holds"),
+    ),
+    (
+        "validate/workloads/contention/consumer_waits_for_the_producer.wall.pb.gz",
+        Valid,
     ),
     (
         "validate/workloads/heap/three_to_one_bytes.heap.pb.gz",

@@ -113,7 +113,6 @@ fn engine() -> Result<&'static Engine_, Error> {
 }
 
 /// The handlers installed and the unwinder ready, without a session (thread dumps).
-#[cfg(feature = "http")]
 pub(crate) fn ready() -> Result<(), Error> {
     engine()?;
     prepare_unwinder();

@@ -7,7 +7,6 @@ mod modules;
 mod perf;
 mod signal;
 mod spawn;
-#[cfg(feature = "http")]
 mod threads;
 mod timer;
 
@@ -18,6 +17,7 @@ pub(crate) use engine::{
 pub(crate) use map::{map_file, release};
 pub(crate) use modules::{generation as modules_generation, known as known_modules};
 pub(crate) use signal::{capture_stack, who as current_thread};
+pub(crate) use threads::{current_tid, stacks_of, thread_state};
 #[cfg(feature = "http")]
 pub(crate) use threads::{thread_stacks, ThreadStack};
 #[cfg(feature = "__test-hooks")]

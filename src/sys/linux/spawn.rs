@@ -37,6 +37,7 @@ unsafe extern "C-unwind" fn trampoline(hand_over: *mut c_void) -> *mut c_void {
     let (start, arg, tags) = (t.start, t.arg, t.tags);
     drop(t);
     adopt(tags);
+    crate::wall::adopted(&tags);
     // SAFETY: the routine and argument the program passed to `pthread_create`.
     unsafe { start(arg) }
 }

@@ -1,5 +1,7 @@
-//! Every thread's current stack, for `/debug/pprof/threads`: each thread is sent a dump
-//! request (src/sys/linux/signal/dump.rs) and its handler answers with its own stack.
+//! Threads' current stacks, for `/debug/pprof/threads` (every thread) and wall-clock
+//! profiles (a session's threads, src/wall.rs): each thread is sent a dump request
+//! (src/sys/linux/signal/dump.rs) and its handler answers with its own stack. Also what
+//! /proc says a thread is doing, which needs no signal.
 
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -11,6 +13,7 @@ use crate::aggregate::Thread;
 use crate::error::Error;
 
 /// A thread that has not answered within this long blocks `SIGPROF` or is stopped.
+#[cfg(any(feature = "http", test))]
 const PATIENCE: Duration = Duration::from_secs(1);
 
 /// One dump at a time: the board has one set of cells.
@@ -20,14 +23,21 @@ static DUMPING: Mutex<()> = Mutex::new(());
 pub(crate) type ThreadStack = (Thread, Option<Vec<u64>>);
 
 /// The stacks of every thread of the process, in thread id order.
+#[cfg(feature = "http")]
 pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
-    super::engine::ready()?;
-    let _one = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
     let mut tids = super::thread_ids().map_err(|e| Error::Sampler {
         what: "listing the process's threads (/proc/self/task)",
         source: e,
     })?;
     tids.sort_unstable();
+    stacks_of(&tids, PATIENCE)
+}
+
+/// The stacks of threads `tids` of this process, in that order; a thread that has not
+/// answered within `patience` (gone, blocking `SIGPROF`, stopped) is `None`.
+pub(crate) fn stacks_of(tids: &[i32], patience: Duration) -> Result<Vec<ThreadStack>, Error> {
+    super::engine::ready()?;
+    let _one = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::with_capacity(tids.len());
     for batch in tids.chunks(CELLS) {
         for (i, (&tid, cell)) in batch.iter().zip(&BOARD).enumerate() {
@@ -36,7 +46,7 @@ pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
             cell.state.store(ASKED, Ordering::Release);
             ask(tid, DUMP_TAG | i as u64);
         }
-        let deadline = Instant::now() + PATIENCE;
+        let deadline = Instant::now() + patience;
         let cells = &BOARD[..batch.len()];
         while Instant::now() < deadline
             && !cells
@@ -100,6 +110,25 @@ fn ask(tid: i32, value: u64) {
     }
 }
 
+/// What thread `tid` of this process is doing, from /proc (no signal): whether it is
+/// running or runnable (`R`), and the line of `/proc/self/task/<tid>/syscall` (the system
+/// call it is blocked in, with its stack pointer and program counter: the same line again
+/// means it has not moved). `None`: the thread is gone.
+pub(crate) fn thread_state(tid: i32) -> Option<(bool, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The state follows the command name, which is in parentheses and may hold any byte.
+    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+    let syscall =
+        std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
+    Some((state == 'R', syscall))
+}
+
+/// The calling thread's id.
+pub(crate) fn current_tid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::gettid() }
+}
+
 /// A thread's name from /proc, for threads that did not answer.
 fn thread_name(tid: i32) -> [u8; 16] {
     let mut name = [0u8; 16];
@@ -133,7 +162,9 @@ mod tests {
             .spawn(move || parked_in_a_known_function(ready_tx, stop_rx))
             .unwrap();
         ready_rx.recv().unwrap();
-        let stacks = thread_stacks().unwrap();
+        let mut tids = crate::sys::thread_ids().unwrap();
+        tids.sort_unstable();
+        let stacks = stacks_of(&tids, PATIENCE).unwrap();
         stop_tx.send(()).unwrap();
         parked.join().unwrap();
         // SAFETY: gettid has no preconditions.

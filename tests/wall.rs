@@ -1,0 +1,192 @@
+//! Wall-clock profiles: every thread of a test, running or waiting, on wall time; waiting
+//! threads not disturbed.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Barrier, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use profiled::{Config, Profile, Report};
+
+fn config(text: &str) -> Config {
+    Config::parse(text).unwrap().unwrap()
+}
+
+fn of<'a>(reports: &'a [Report], kind: &str) -> &'a Report {
+    reports.iter().find(|r| r.kind() == kind).unwrap()
+}
+
+/// The share of a report's main value in stacks that contain `function`.
+fn share(report: &Report, function: &str) -> f64 {
+    let stacks: Vec<(&str, u64)> = report.folded_stacks().collect();
+    let total: u64 = stacks.iter().map(|s| s.1).sum();
+    let with: u64 = stacks
+        .iter()
+        .filter(|(s, _)| s.contains(function))
+        .map(|s| s.1)
+        .sum();
+    with as f64 / total.max(1) as f64
+}
+
+#[inline(never)]
+fn sleeps(d: Duration) {
+    std::thread::sleep(d);
+}
+
+#[inline(never)]
+fn burns(cpu: Duration) {
+    support::spin(cpu);
+}
+
+/// 300 ms asleep and 100 ms of CPU: the wall profile splits them as the wall clock did,
+/// the CPU profile sees only the burn.
+#[test]
+fn wall_time_splits_between_sleeping_and_burning() {
+    let profile = Profile::start("split", &config("cpu,wall,wall_freq=1000")).unwrap();
+    let t = Instant::now();
+    sleeps(Duration::from_millis(300));
+    let slept = t.elapsed();
+    let t = Instant::now();
+    burns(Duration::from_millis(100));
+    // On a loaded machine the burn takes longer than its CPU time: what the wall clock
+    // saw is what the profile must show.
+    let burned = t.elapsed();
+    let reports = profile.finish_all().unwrap();
+    let wall = of(&reports, "wall");
+    let expected = slept.as_secs_f64() / (slept + burned).as_secs_f64();
+    let got = share(wall, "wall::sleeps");
+    assert!(
+        (got - expected).abs() < 0.05,
+        "sleep's share of wall time {got:.3}, the clock's {expected:.3}"
+    );
+    assert!(
+        (share(wall, "wall::burns") - (1.0 - expected)).abs() < 0.05,
+        "burn's share {:.3}",
+        share(wall, "wall::burns")
+    );
+    let total = wall.total("wall").unwrap() as f64 / 1e9;
+    let measured = (slept + burned).as_secs_f64();
+    assert!(
+        (total - measured).abs() < 0.1 * measured,
+        "wall total {total:.3}s, measured {measured:.3}s"
+    );
+    let cpu = of(&reports, "cpu");
+    assert!(
+        share(cpu, "wall::sleeps") < 0.02,
+        "{}",
+        share(cpu, "wall::sleeps")
+    );
+    assert!(
+        share(cpu, "wall::burns") > 0.9,
+        "{}",
+        share(cpu, "wall::burns")
+    );
+    assert!(
+        wall.summary_line(None).contains("  wall 0."),
+        "{}",
+        wall.summary_line(None)
+    );
+
+    // The state label: go tool pprof keeps the sleep when asked for waiting samples.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("split.wall.pb.gz");
+    wall.write(&path).unwrap();
+    let waiting = support::go_tool_pprof(&["-top", "-tagfocus=state=waiting"], &path);
+    assert!(waiting.contains("wall::sleeps"), "{waiting}");
+    assert!(!waiting.contains("wall::burns"), "{waiting}");
+    let running = support::go_tool_pprof(&["-top", "-tagfocus=state=running"], &path);
+    assert!(running.contains("wall::burns"), "{running}");
+}
+
+#[inline(never)]
+fn parked_worker(start: &Barrier, d: Duration) {
+    start.wait();
+    std::thread::sleep(d);
+}
+
+/// Threads the test spawns are sampled too, while they sleep.
+#[test]
+fn spawned_threads_are_sampled_waiting() {
+    let profile = Profile::start("spawned", &config("wall,wall_freq=200")).unwrap();
+    let start = Arc::new(Barrier::new(3));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let start = start.clone();
+            std::thread::spawn(move || parked_worker(&start, Duration::from_millis(200)))
+        })
+        .collect();
+    start.wait();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let report = profile.finish().unwrap();
+    // Two workers asleep 200 ms each, and this thread waiting for them as long.
+    let worker_ns: u64 = report
+        .folded_stacks()
+        .filter(|(s, _)| s.contains("wall::parked_worker"))
+        .map(|(_, us)| us * 1000)
+        .sum();
+    assert!(
+        worker_ns > 300_000_000,
+        "the workers' 400 ms asleep: {worker_ns} ns"
+    );
+}
+
+/// A thread blocked in a read, an accept, a sleep, a lock or a condition variable while a
+/// wall profile samples it at 1 kHz sees its call finish normally, never `Interrupted`.
+#[test]
+fn waiting_threads_see_no_eintr() {
+    let profile = Profile::start("eintr", &config("wall,wall_freq=1000")).unwrap();
+    let (mut tx, mut rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4];
+        rx.read_exact(&mut buf).map(|()| buf)
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = std::thread::spawn(move || listener.accept().map(|_| ()));
+    let sleeper = std::thread::spawn(|| {
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        t.elapsed()
+    });
+    let lock = Arc::new(Mutex::new(()));
+    let pair = Arc::new((Mutex::new(false), Condvar::new()));
+    let held = lock.lock().unwrap();
+    let locker = {
+        let lock = lock.clone();
+        std::thread::spawn(move || lock.lock().map(|_| ()).is_ok())
+    };
+    let waiter = {
+        let pair = pair.clone();
+        std::thread::spawn(move || {
+            let mut ready = pair.0.lock().unwrap();
+            while !*ready {
+                ready = pair.1.wait(ready).unwrap();
+            }
+        })
+    };
+    // A raw read(2) as a C library would make it: restarted by the kernel (SA_RESTART).
+    let (raw_tx, mut raw_rx) = std::os::unix::net::UnixStream::pair().unwrap();
+    let raw_reader = std::thread::spawn(move || {
+        let mut b = [0u8; 1];
+        raw_rx.read(&mut b)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    tx.write_all(b"ping").unwrap();
+    drop(std::net::TcpStream::connect(addr).unwrap());
+    drop(held);
+    *pair.0.lock().unwrap() = true;
+    pair.1.notify_all();
+    (&raw_tx).write_all(b"x").unwrap();
+    assert_eq!(reader.join().unwrap().unwrap(), *b"ping");
+    acceptor.join().unwrap().unwrap();
+    assert!(sleeper.join().unwrap() >= Duration::from_millis(300));
+    assert!(locker.join().unwrap());
+    waiter.join().unwrap();
+    assert_eq!(raw_reader.join().unwrap().unwrap(), 1);
+    let report = profile.finish().unwrap();
+    // They were sampled: the profile holds seven threads' waiting.
+    assert!(report.samples() > 300, "{} samples", report.samples());
+}
