@@ -577,8 +577,10 @@ fn gzip(raw: &[u8]) -> Vec<u8> {
 
 /// A stack as one folded line, outermost frame first, inlined frames expanded. The frames
 /// that only run the test (thread start, libtest, profiled's harness, criterion, the C
-/// runtime) are left out at the root, so a flamegraph starts at the test's own code; a
-/// stack with nothing else (a sample as the test thread starts or ends) keeps its leaf.
+/// runtime) are left out at the root, so a flamegraph starts at the test's own code. A
+/// stack with nothing else keeps what the runners were doing, from the first runner frame
+/// on (an idle tokio worker parked in the runtime, in a wall profile), or else its leaf (a
+/// sample as a thread starts or ends).
 fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
     let frames: Vec<(&str, &str)> = ids
         .iter()
@@ -595,6 +597,13 @@ fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
     let start = frames
         .iter()
         .position(|&(name, file)| !runs_the_test(name, file))
+        .or_else(|| {
+            frames.iter().position(|&(name, _)| {
+                RUNNERS
+                    .iter()
+                    .any(|r| name.trim_start_matches('<').starts_with(r))
+            })
+        })
         .unwrap_or(frames.len().saturating_sub(1));
     let mut out = String::new();
     for (name, _) in &frames[start..] {
@@ -609,8 +618,10 @@ fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
 
 /// Frames between a thread's start and the test's code: std and libtest (sources under
 /// `/rustc/`), the C runtime (no source), and the harnesses that call tests.
+/// Crates whose frames run tests (and tasks) rather than being the test's code.
+const RUNNERS: &[&str] = &["profiled::", "libtest_mimic::", "criterion::", "tokio::"];
+
 fn runs_the_test(name: &str, file: &str) -> bool {
-    const RUNNERS: &[&str] = &["profiled::", "libtest_mimic::", "criterion::", "tokio::"];
     let name = name.trim_start_matches('<');
     file.is_empty() || file.starts_with("/rustc/") || RUNNERS.iter().any(|r| name.starts_with(r))
 }

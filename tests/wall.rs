@@ -190,3 +190,36 @@ fn waiting_threads_see_no_eintr() {
     // They were sampled: the profile holds seven threads' waiting.
     assert!(report.samples() > 300, "{} samples", report.samples());
 }
+
+#[inline(never)]
+async fn user_async_work() {
+    // Blocks the thread that runs it (this test's): the workers have nothing to do.
+    std::thread::sleep(Duration::from_millis(200));
+}
+
+/// A tokio runtime's idle workers show as the runtime parked, not as the user's code.
+#[test]
+fn idle_tokio_workers_show_as_parked() {
+    let profile = Profile::start("tokio", &config("wall,wall_freq=200")).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    rt.block_on(user_async_work());
+    drop(rt);
+    let report = profile.finish().unwrap();
+    // The workers' stacks (folded: what the runtime was doing, user code absent).
+    let parked_us: u64 = report
+        .folded_stacks()
+        .filter(|(s, _)| {
+            s.contains("multi_thread::park::Parker::park") && !s.contains("user_async_work")
+        })
+        .map(|(_, us)| us)
+        .sum();
+    // Two workers parked ~200 ms each.
+    assert!(
+        parked_us > 250_000,
+        "parked {parked_us} µs: {:?}",
+        report.folded_stacks().collect::<Vec<_>>()
+    );
+}
