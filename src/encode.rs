@@ -578,9 +578,9 @@ fn gzip(raw: &[u8]) -> Vec<u8> {
 /// A stack as one folded line, outermost frame first, inlined frames expanded. The frames
 /// that only run the test (thread start, libtest, profiled's harness, criterion, the C
 /// runtime) are left out at the root, so a flamegraph starts at the test's own code. A
-/// stack with nothing else keeps what the runners were doing, from the first runner frame
-/// on (an idle tokio worker parked in the runtime, in a wall profile), or else its leaf (a
-/// sample as a thread starts or ends).
+/// stack with nothing else keeps what an async runtime was doing, from its first frame on
+/// (an idle tokio worker parked, in a wall profile), or else its leaf (a sample as a
+/// thread starts or ends, or inside profiled).
 fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
     let frames: Vec<(&str, &str)> = ids
         .iter()
@@ -598,11 +598,9 @@ fn fold(ids: &[u64], profile: &proto::Profile, strings: &Strings) -> String {
         .iter()
         .position(|&(name, file)| !runs_the_test(name, file))
         .or_else(|| {
-            frames.iter().position(|&(name, _)| {
-                RUNNERS
-                    .iter()
-                    .any(|r| name.trim_start_matches('<').starts_with(r))
-            })
+            frames
+                .iter()
+                .position(|&(name, _)| name.trim_start_matches('<').starts_with("tokio::"))
         })
         .unwrap_or(frames.len().saturating_sub(1));
     let mut out = String::new();

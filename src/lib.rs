@@ -689,33 +689,53 @@ pub(crate) fn heap_report(
             )
         },
     ];
-    let samples = recorded.samples(kind);
+    let count = recorded
+        .buckets
+        .iter()
+        .map(|b| b.allocs.max(0) as u64)
+        .sum();
+    report_of(
+        name,
+        &recorded.samples(kind),
+        &comments,
+        count,
+        None,
+        recorded.rate <= 1,
+    )
+}
+
+/// The report of a finished session of any kind but CPU: its samples symbolized and
+/// encoded; `count` is what [`Report::samples`] says.
+fn report_of(
+    name: &str,
+    samples: &kind::Samples<'_>,
+    comments: &[String],
+    count: u64,
+    note: Option<String>,
+    exact: bool,
+) -> Report {
     let (encoded, unreadable) = symbolize::with(|sym| {
-        let encoded = encode::encode(&samples, &comments, sym);
+        let encoded = encode::encode(samples, comments, sym);
         (encoded, sym.take_notices())
     });
     Report {
         name: name.to_string(),
-        kind,
-        samples: recorded
-            .buckets
-            .iter()
-            .map(|b| b.allocs.max(0) as u64)
-            .sum(),
+        kind: samples.kind,
+        samples: count,
         cpu: Duration::ZERO,
         gz: encoded.gz,
         top: encoded.top,
         folded: encoded.folded,
         totals: encoded.totals,
         lost: 0,
-        start: recorded.start,
-        wall: recorded.duration,
-        note: None,
+        start: samples.start,
+        wall: samples.duration,
+        note,
         notices: unreadable
             .into_iter()
             .map(|text| aggregate::Notice { once: None, text })
             .collect(),
-        exact: recorded.rate <= 1,
+        exact,
     }
 }
 
@@ -729,36 +749,22 @@ fn wall_report(name: &str, recorded: &wall::Recorded) -> Report {
             recorded.frequency
         ),
     ];
-    let samples = recorded.samples(&kind::WALL);
-    let (encoded, unreadable) = symbolize::with(|sym| {
-        let encoded = encode::encode(&samples, &comments, sym);
-        (encoded, sym.take_notices())
-    });
     let (waiting, total) = recorded.waiting_and_total();
-    Report {
-        name: name.to_string(),
-        kind: &kind::WALL,
-        samples: u64::try_from(encoded.totals[0]).unwrap_or(0),
-        cpu: Duration::ZERO,
-        gz: encoded.gz,
-        top: encoded.top,
-        folded: encoded.folded,
-        totals: encoded.totals,
-        lost: 0,
-        start: recorded.start,
-        wall: recorded.duration,
-        note: (total > 0).then(|| {
-            format!(
-                "{:.0}% of the sampled threads' wall time was spent waiting (state=waiting)",
-                100.0 * waiting as f64 / total as f64
-            )
-        }),
-        notices: unreadable
-            .into_iter()
-            .map(|text| aggregate::Notice { once: None, text })
-            .collect(),
-        exact: false,
-    }
+    let note = (total > 0).then(|| {
+        format!(
+            "{:.0}% of the sampled threads' wall time was spent waiting (state=waiting)",
+            100.0 * waiting as f64 / total as f64
+        )
+    });
+    let count = recorded.rows.iter().map(|r| r.3.max(0) as u64).sum();
+    report_of(
+        name,
+        &recorded.samples(&kind::WALL),
+        &comments,
+        count,
+        note,
+        false,
+    )
 }
 
 /// A finished contention session's report as `kind` (block or mutex).
@@ -783,34 +789,13 @@ pub(crate) fn contention_report(
         },
     ];
     let samples = recorded.samples(kind);
-    let (encoded, unreadable) = symbolize::with(|sym| {
-        let encoded = encode::encode(&samples, &comments, sym);
-        (encoded, sym.take_notices())
-    });
     let exact = if mutex {
         recorded.mutex_fraction <= 1
     } else {
         recorded.block_rate <= 1
     };
-    Report {
-        name: name.to_string(),
-        kind,
-        samples: samples.rows.len() as u64,
-        cpu: Duration::ZERO,
-        gz: encoded.gz,
-        top: encoded.top,
-        folded: encoded.folded,
-        totals: encoded.totals,
-        lost: 0,
-        start: recorded.start,
-        wall: recorded.duration,
-        note: None,
-        notices: unreadable
-            .into_iter()
-            .map(|text| aggregate::Notice { once: None, text })
-            .collect(),
-        exact,
-    }
+    let count = samples.rows.len() as u64;
+    report_of(name, &samples, &comments, count, None, exact)
 }
 
 impl fmt::Debug for Profile {

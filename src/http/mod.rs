@@ -578,17 +578,67 @@ async fn heap(
     RawQuery(query): RawQuery,
     kind: &'static crate::kind::Kind,
 ) -> Response {
-    let (debug, seconds) = match snapshot_params(query.as_deref(), &config) {
+    let rate = config.profile.heap_rate;
+    snapshot_endpoint(&config, query, kind, move || match service_heap(rate) {
+        Ok(session) => Ok(session.snapshot()),
+        Err(e) => Err(e.clone()),
+    })
+    .await
+}
+
+/// A process-wide recording that Go's snapshot endpoints serve (heap, allocs, block,
+/// mutex): whole, as what changed over `?seconds=N`, or as Go's legacy text (`debug=1`).
+trait Snapshot: Send + 'static {
+    /// What was recorded after `earlier`, a snapshot of the same recording.
+    fn since(self, earlier: &Self) -> Self;
+    /// Go's legacy text for `kind`.
+    fn text(&self, kind: &crate::kind::Kind) -> String;
+    /// The profile of `kind`.
+    fn report(&self, label: &str, kind: &'static crate::kind::Kind) -> crate::Report;
+}
+
+impl Snapshot for crate::heap::Recorded {
+    fn since(self, earlier: &Self) -> Self {
+        crate::heap::Recorded::since(self, earlier)
+    }
+    fn text(&self, kind: &crate::kind::Kind) -> String {
+        heap_text(self, kind)
+    }
+    fn report(&self, label: &str, kind: &'static crate::kind::Kind) -> crate::Report {
+        crate::heap_report(label, kind, self)
+    }
+}
+
+impl Snapshot for crate::contention::Recorded {
+    fn since(self, earlier: &Self) -> Self {
+        crate::contention::Recorded::since(self, earlier)
+    }
+    fn text(&self, kind: &crate::kind::Kind) -> String {
+        contention_text(self, kind)
+    }
+    fn report(&self, label: &str, kind: &'static crate::kind::Kind) -> crate::Report {
+        crate::contention_report(label, kind, self)
+    }
+}
+
+/// Serves a snapshot endpoint from `take`, which snapshots the recording (or says why
+/// there is none: a 500 with its text).
+async fn snapshot_endpoint<R: Snapshot>(
+    config: &Config,
+    query: Option<String>,
+    kind: &'static crate::kind::Kind,
+    take: impl Fn() -> Result<R, String> + Send + 'static,
+) -> Response {
+    let (debug, seconds) = match snapshot_params(query.as_deref(), config) {
         Ok(params) => params,
         Err(response) => return response,
     };
-    let session = match service_heap(config.profile.heap_rate) {
-        Ok(session) => session,
-        Err(e) => return go_error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    };
     let before = match seconds {
         Some(s) => {
-            let before = session.snapshot();
+            let before = match take() {
+                Ok(before) => before,
+                Err(e) => return go_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            };
             tokio::time::sleep(Duration::from_secs(s)).await;
             Some(before)
         }
@@ -596,24 +646,22 @@ async fn heap(
     };
     let name = kind.name;
     let made = tokio::task::spawn_blocking(move || {
-        let now = session.snapshot();
+        let now = match take() {
+            Ok(now) => now,
+            Err(e) => return Ok(go_error(StatusCode::INTERNAL_SERVER_ERROR, &e)),
+        };
         let recorded = match &before {
             Some(before) => now.since(before),
             None => now,
         };
         Ok(if debug > 0 {
-            text(heap_text(&recorded, kind))
+            text(recorded.text(kind))
         } else {
             let label = match seconds {
                 Some(s) => format!("{name}: what changed over {s} seconds"),
                 None => format!("{name} of process {}", std::process::id()),
             };
-            attachment(
-                name,
-                crate::heap_report(&label, kind, &recorded)
-                    .pprof_gz()
-                    .to_vec(),
-            )
+            attachment(name, recorded.report(&label, kind).pprof_gz().to_vec())
         })
     })
     .await;
@@ -718,45 +766,7 @@ async fn contention(
     RawQuery(query): RawQuery,
     kind: &'static crate::kind::Kind,
 ) -> Response {
-    let (debug, seconds) = match snapshot_params(query.as_deref(), &config) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    let before = match seconds {
-        Some(s) => {
-            let before = match service_locks(|l| l.snapshot()) {
-                Ok(before) => before,
-                Err(e) => return go_error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-            };
-            tokio::time::sleep(Duration::from_secs(s)).await;
-            Some(before)
-        }
-        None => None,
-    };
-    let name = kind.name;
-    let made = tokio::task::spawn_blocking(move || {
-        let now = service_locks(|l| l.snapshot()).map_err(|what| Error::Unsupported { what })?;
-        let recorded = match &before {
-            Some(before) => now.since(before),
-            None => now,
-        };
-        Ok(if debug > 0 {
-            text(contention_text(&recorded, kind))
-        } else {
-            let label = match seconds {
-                Some(s) => format!("{name}: what changed over {s} seconds"),
-                None => format!("{name} of process {}", std::process::id()),
-            };
-            attachment(
-                name,
-                crate::contention_report(&label, kind, &recorded)
-                    .pprof_gz()
-                    .to_vec(),
-            )
-        })
-    })
-    .await;
-    collected(made)
+    snapshot_endpoint(&config, query, kind, || service_locks(|l| l.snapshot())).await
 }
 
 /// Go's legacy text block and mutex profiles (`debug=1`): `--- contention:` (or
