@@ -30,6 +30,9 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "tokio")]
+pub mod tokio;
+
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -143,8 +146,14 @@ impl Wait {
 /// The unlock of the lock whose data is `data`: blamed when threads wait for it.
 #[inline]
 fn unlocking<T: ?Sized>(data: &T) {
+    unlocked(key(data));
+}
+
+/// The unlock (or release) of the lock with key `key`: blamed when threads wait for it.
+#[inline]
+fn unlocked(key: usize) {
     if WAITING.0.load(Ordering::Relaxed) != 0 {
-        blame(key(data));
+        blame(key);
     }
 }
 

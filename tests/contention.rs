@@ -371,3 +371,52 @@ fn go_tool_pprof_reads_block_and_mutex_profiles() {
         assert!(top.contains(expect), "{}: {top}", report.kind());
     }
 }
+
+#[cfg(feature = "tokio")]
+mod tokio_locks {
+    use super::*;
+    use profiled::sync::tokio as locks;
+
+    async fn holds_async(m: &locks::Mutex<u64>, held: &locks::Semaphore) {
+        let mut g = m.lock().await;
+        held.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        *g += 1;
+    }
+
+    async fn waits_async(m: &locks::Mutex<u64>, held: &locks::Semaphore) -> Duration {
+        let _go = held.acquire().await.unwrap();
+        let t = Instant::now();
+        let g = m.lock().await;
+        let waited = t.elapsed();
+        drop(g);
+        waited
+    }
+
+    /// A task waiting for a tokio lock held across an await: the wait on the waiting
+    /// task's stack, the blame on the holder's.
+    #[test]
+    fn tokio_lock_waits_are_recorded() {
+        let profile = Profile::start("tokio", &config("block,mutex")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let m = locks::Mutex::new(0u64);
+        let held = locks::Semaphore::new(0);
+        let (_, waited) =
+            rt.block_on(async { tokio::join!(holds_async(&m, &held), waits_async(&m, &held)) });
+        let reports = profile.finish_all().unwrap();
+        let block = of(&reports, "block");
+        let delay = block.total("delay").unwrap() as f64;
+        let measured = waited.as_nanos() as f64;
+        assert!(
+            delay >= 0.9 * measured && delay <= 1.5 * measured,
+            "block delay {delay} ns, the task measured {measured} ns"
+        );
+        let (stack, _) = heaviest(block);
+        assert!(stack.contains("waits_async"), "{stack}");
+        let (stack, _) = heaviest(of(&reports, "mutex"));
+        assert!(stack.contains("holds_async"), "{stack}");
+    }
+}
