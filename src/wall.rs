@@ -30,8 +30,9 @@ use crate::kind::{Kind, Row, Samples};
 pub const DEFAULT_WALL_FREQUENCY: u32 = 100;
 
 /// How long the sampler waits for a thread's answer: one that does not answer (it blocks
-/// the signal, or is stopped) is left out of that tick.
-const PATIENCE: Duration = Duration::from_millis(50);
+/// the signal, is stopped, or is exiting) is left out of that tick, and its time goes to
+/// its next sample; short, since every thread of the tick waits with it.
+const PATIENCE: Duration = Duration::from_millis(5);
 
 /// Sessions running: 0 lets a spawned thread skip the lookup.
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
@@ -41,6 +42,9 @@ struct Member {
     tid: i32,
     /// `/proc/self/task/<tid>/syscall` at its last stack, and that stack.
     last: Option<(String, Thread, Box<[u64]>)>,
+    /// When its last sample was taken: the next one weighs the time since, so that a tick
+    /// it missed is not lost.
+    at: Option<Instant>,
 }
 
 type Buckets = HashMap<(Thread, Box<[u64]>, bool), (i64, i64), FxBuildHasher>;
@@ -87,7 +91,11 @@ pub(crate) fn adopted(tags: &[Tag]) {
     let mut sessions = sessions();
     for tag in tags.iter().filter(|t| t.sid != 0) {
         if let Some(rec) = sessions.get_mut(&tag.sid) {
-            rec.members.push(Member { tid, last: None });
+            rec.members.push(Member {
+                tid,
+                last: None,
+                at: None,
+            });
         }
     }
 }
@@ -148,6 +156,7 @@ impl Session {
                     vec![Member {
                         tid: me,
                         last: None,
+                        at: None,
                     }]
                 },
                 all,
@@ -306,6 +315,7 @@ fn tick(elapsed: Duration) {
     tids.dedup();
     // State and system call of each; a thread still in the same blocking call keeps its
     // previous stack (looked up below), the others are asked.
+    let looked = Instant::now();
     let mut states: HashMap<i32, (bool, String), FxBuildHasher> = HashMap::default();
     for &tid in &tids {
         if let Some(state) = crate::sampler::thread_state(tid) {
@@ -344,14 +354,16 @@ fn tick(elapsed: Duration) {
             .into_iter()
             .filter_map(|(thread, stack)| Some((thread.tid as i32, (thread, stack?))))
             .collect();
-    let ns = elapsed.as_nanos().min(i64::MAX as u128) as i64;
+    let ns = |d: Duration| d.as_nanos().min(i64::MAX as u128) as i64;
     let mut s = sessions();
     for rec in s.values_mut().filter(|r| r.paused == 0) {
         // Threads found gone leave (not those that joined since the list was made);
         // `all` sessions sample whoever is there.
         rec.members
             .retain(|m| states.contains_key(&m.tid) || tids.binary_search(&m.tid).is_err());
-        let mut sample = |tid: i32, last: &mut Option<(String, Thread, Box<[u64]>)>| {
+        let mut sample = |tid: i32,
+                          last: &mut Option<(String, Thread, Box<[u64]>)>,
+                          at: &mut Option<Instant>| {
             let Some((running, syscall)) = states.get(&tid) else {
                 return;
             };
@@ -368,18 +380,19 @@ fn tick(elapsed: Duration) {
                     _ => return,
                 },
             };
+            let weight = at.map_or(elapsed, |t| looked.saturating_duration_since(t));
+            *at = Some(looked);
             let v = rec.buckets.entry((thread, stack, !running)).or_default();
             v.0 += 1;
-            v.1 = v.1.saturating_add(ns);
+            v.1 = v.1.saturating_add(ns(weight));
         };
         if rec.all {
             for &tid in &tids {
-                let mut none = None;
-                sample(tid, &mut none);
+                sample(tid, &mut None, &mut None);
             }
         } else {
             for m in rec.members.iter_mut() {
-                sample(m.tid, &mut m.last);
+                sample(m.tid, &mut m.last, &mut m.at);
             }
         }
     }

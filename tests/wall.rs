@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 use profiled::{Config, Profile, Report};
 
+/// One wall test at a time: their threads starting and ending would disturb each other's
+/// shares (they share one sampler).
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn config(text: &str) -> Config {
     Config::parse(text).unwrap().unwrap()
 }
@@ -43,6 +50,7 @@ fn burns(cpu: Duration) {
 /// the CPU profile sees only the burn.
 #[test]
 fn wall_time_splits_between_sleeping_and_burning() {
+    let _turn = turn();
     let profile = Profile::start("split", &config("cpu,wall,wall_freq=1000")).unwrap();
     let t = Instant::now();
     sleeps(Duration::from_millis(300));
@@ -108,6 +116,7 @@ fn parked_worker(start: &Barrier, d: Duration) {
 /// Threads the test spawns are sampled too, while they sleep.
 #[test]
 fn spawned_threads_are_sampled_waiting() {
+    let _turn = turn();
     let profile = Profile::start("spawned", &config("wall,wall_freq=200")).unwrap();
     let start = Arc::new(Barrier::new(3));
     let workers: Vec<_> = (0..2)
@@ -137,6 +146,7 @@ fn spawned_threads_are_sampled_waiting() {
 /// wall profile samples it at 1 kHz sees its call finish normally, never `Interrupted`.
 #[test]
 fn waiting_threads_see_no_eintr() {
+    let _turn = turn();
     let profile = Profile::start("eintr", &config("wall,wall_freq=1000")).unwrap();
     let (mut tx, mut rx) = std::os::unix::net::UnixStream::pair().unwrap();
     let reader = std::thread::spawn(move || {
@@ -200,6 +210,7 @@ async fn user_async_work() {
 /// A tokio runtime's idle workers show as the runtime parked, not as the user's code.
 #[test]
 fn idle_tokio_workers_show_as_parked() {
+    let _turn = turn();
     let profile = Profile::start("tokio", &config("wall,wall_freq=200")).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -113,11 +113,14 @@ fn ask(tid: i32, value: u64) {
 /// What thread `tid` of this process is doing, from /proc (no signal): whether it is
 /// running or runnable (`R`), and the line of `/proc/self/task/<tid>/syscall` (the system
 /// call it is blocked in, with its stack pointer and program counter: the same line again
-/// means it has not moved). `None`: the thread is gone.
+/// means it has not moved). `None`: the thread is gone or exiting (it would not answer).
 pub(crate) fn thread_state(tid: i32) -> Option<(bool, String)> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
     // The state follows the command name, which is in parentheses and may hold any byte.
     let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+    if matches!(state, 'Z' | 'X' | 'x') {
+        return None;
+    }
     let syscall =
         std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")).unwrap_or_default();
     Some((state == 'R', syscall))
