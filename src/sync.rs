@@ -262,20 +262,10 @@ impl<T: ?Sized> Mutex<T> {
 
     #[inline(never)]
     fn lock_watched(&self) -> LockResult<MutexGuard<'_, T>> {
-        let r = match uncontended(self.inner.try_lock()) {
-            Some(r) => r,
-            None => {
-                let wait = Wait::begin(&self.hint);
-                let r = self.inner.lock();
-                wait.end();
-                r
-            }
-        };
-        match &r {
-            Ok(g) => learn(&self.hint, &**g),
-            Err(p) => learn(&self.hint, &**p.get_ref()),
-        }
-        map(r, guard)
+        map(
+            watched(&self.hint, self.inner.try_lock(), || self.inner.lock()),
+            guard,
+        )
     }
 
     /// Locks if free, without waiting.
@@ -328,13 +318,29 @@ fn guard<T: ?Sized>(g: std::sync::MutexGuard<'_, T>) -> MutexGuard<'_, T> {
     MutexGuard { inner: Some(g) }
 }
 
-/// A try's result as a lock's, unless it would have to wait (`None`).
-fn uncontended<G>(r: TryLockResult<G>) -> Option<LockResult<G>> {
-    match r {
-        Ok(g) => Some(Ok(g)),
-        Err(TryLockError::Poisoned(p)) => Some(Err(p)),
-        Err(TryLockError::WouldBlock) => None,
+/// A lock's path while a contention profile runs: `attempt`'s guard if it did not have to
+/// wait, else `wait()`'s, the wait timed; either way the lock's key is learnt for its next
+/// waiters.
+fn watched<G: Deref>(
+    hint: &AtomicUsize,
+    attempt: TryLockResult<G>,
+    wait: impl FnOnce() -> LockResult<G>,
+) -> LockResult<G> {
+    let r = match attempt {
+        Ok(g) => Ok(g),
+        Err(TryLockError::Poisoned(p)) => Err(p),
+        Err(TryLockError::WouldBlock) => {
+            let timed = Wait::begin(hint);
+            let r = wait();
+            timed.end();
+            r
+        }
+    };
+    match &r {
+        Ok(g) => learn(hint, &**g),
+        Err(p) => learn(hint, &**p.get_ref()),
     }
+    r
 }
 
 impl<T> From<T> for Mutex<T> {
@@ -479,20 +485,10 @@ impl<T: ?Sized> RwLock<T> {
 
     #[inline(never)]
     fn read_watched(&self) -> LockResult<RwLockReadGuard<'_, T>> {
-        let r = match uncontended(self.inner.try_read()) {
-            Some(r) => r,
-            None => {
-                let wait = Wait::begin(&self.hint);
-                let r = self.inner.read();
-                wait.end();
-                r
-            }
-        };
-        match &r {
-            Ok(g) => learn(&self.hint, &**g),
-            Err(p) => learn(&self.hint, &**p.get_ref()),
-        }
-        map(r, |inner| RwLockReadGuard { inner })
+        map(
+            watched(&self.hint, self.inner.try_read(), || self.inner.read()),
+            |inner| RwLockReadGuard { inner },
+        )
     }
 
     /// Locks for writing, waiting while anyone holds it.
@@ -512,20 +508,10 @@ impl<T: ?Sized> RwLock<T> {
 
     #[inline(never)]
     fn write_watched(&self) -> LockResult<RwLockWriteGuard<'_, T>> {
-        let r = match uncontended(self.inner.try_write()) {
-            Some(r) => r,
-            None => {
-                let wait = Wait::begin(&self.hint);
-                let r = self.inner.write();
-                wait.end();
-                r
-            }
-        };
-        match &r {
-            Ok(g) => learn(&self.hint, &**g),
-            Err(p) => learn(&self.hint, &**p.get_ref()),
-        }
-        map(r, |inner| RwLockWriteGuard { inner })
+        map(
+            watched(&self.hint, self.inner.try_write(), || self.inner.write()),
+            |inner| RwLockWriteGuard { inner },
+        )
     }
 
     /// Locks for reading if no writer holds it, without waiting.

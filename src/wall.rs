@@ -373,12 +373,12 @@ fn tick(elapsed: Duration) {
                     *last = Some((syscall.clone(), *thread, stack.clone()));
                     (*thread, stack)
                 }
-                None => match last {
-                    Some((s, thread, stack)) if !running && s == syscall => {
-                        (*thread, stack.clone())
-                    }
-                    _ => return,
+                // Still blocked where it was: its last stack, as `to_ask` decided.
+                None if unchanged(tid, last) => match last {
+                    Some((_, thread, stack)) => (*thread, stack.clone()),
+                    None => return,
                 },
+                None => return,
             };
             let weight = at.map_or(elapsed, |t| looked.saturating_duration_since(t));
             *at = Some(looked);

@@ -91,8 +91,9 @@ fn cpuprofile_writes_one_profile_of_the_whole_run() {
     assert!(stderr(&out).contains("profiled: 1 profiles"));
 }
 
-/// Sums `alloc_space` over samples whose leaf (allocator frames trimmed) ends with `leaf`.
-fn allocated_at(p: &Read, leaf: &str) -> i64 {
+/// Sums the second value (`alloc_space` in heap profiles, `delay` in block and mutex ones)
+/// over samples whose leaf (the kind's own frames trimmed) ends with `leaf`.
+fn at_leaf(p: &Read, leaf: &str) -> i64 {
     p.profile
         .sample
         .iter()
@@ -122,11 +123,8 @@ fn memprofile_writes_one_heap_profile_of_the_whole_run_and_per_test_ones_beside(
     assert_eq!(p.value_types()[1], ("alloc_space", "bytes"));
     // Exact at rate 1: alpha's 64 x 64 KiB, and both workers' 100 x 10 000 bytes (threads
     // the test spawned).
-    assert_eq!(allocated_at(&p, "harness::alpha_allocates"), 64 * 64 * 1024);
-    assert_eq!(
-        allocated_at(&p, "harness::worker_allocates"),
-        2 * 100 * 10_000
-    );
+    assert_eq!(at_leaf(&p, "harness::alpha_allocates"), 64 * 64 * 1024);
+    assert_eq!(at_leaf(&p, "harness::worker_allocates"), 2 * 100 * 10_000);
     assert!(read(&cpu).share("workloads::alpha_hot") > 0.1);
     let err = stderr(&out);
     assert!(err.contains("profiled: 2 profiles"), "{err}");
@@ -149,24 +147,11 @@ fn memprofile_writes_one_heap_profile_of_the_whole_run_and_per_test_ones_beside(
             .path()
             .join("workloads/harness/alpha_work.heap.pb.gz"),
     );
-    assert_eq!(
-        allocated_at(&heap, "harness::alpha_allocates"),
-        64 * 64 * 1024
-    );
+    assert_eq!(at_leaf(&heap, "harness::alpha_allocates"), 64 * 64 * 1024);
     assert!(per_test
         .path()
         .join("workloads/harness/alpha_work.cpu.pb.gz")
         .is_file());
-}
-
-/// Sums `delay` over samples whose leaf (lock frames trimmed) ends with `leaf`.
-fn waited_at(p: &Read, leaf: &str) -> i64 {
-    p.profile
-        .sample
-        .iter()
-        .filter(|s| p.stack(s).first().is_some_and(|f| f.ends_with(leaf)))
-        .map(|s| s.value[1])
-        .sum()
 }
 
 #[test]
@@ -196,7 +181,7 @@ fn blockprofile_and_mutexprofile_write_whole_run_profiles() {
         );
         // Two workers take 5 turns each of 10 ms on one lock: until one is through, the
         // other waits: 50 ms at least (threads the test spawned).
-        let waited = waited_at(&p, "harness::worker_takes_turns");
+        let waited = at_leaf(&p, "harness::worker_takes_turns");
         assert!(waited > 45_000_000, "{}: {waited} ns", path.display());
     }
     let err = stderr(&out);
@@ -224,7 +209,7 @@ fn blockprofile_and_mutexprofile_write_whole_run_profiles() {
         .map(|e| e.unwrap().path())
         .find(|p| p.to_string_lossy().ends_with("worker_threads.block.pb.gz"))
         .unwrap_or_else(|| panic!("no block profile in {}", dir.display()));
-    assert!(waited_at(&read(&file), "harness::worker_takes_turns") > 45_000_000);
+    assert!(at_leaf(&read(&file), "harness::worker_takes_turns") > 45_000_000);
     for (flag, message) in [
         (
             "--blockprofilerate=0",
