@@ -71,7 +71,7 @@ fn a_wait_is_charged_to_the_waiter_and_blamed_on_the_unlocker() {
     let measured = waited.as_nanos() as f64;
     // The lock times its wait inside the test's own measurement of it.
     assert!(
-        delay <= measured && delay >= 0.9 * measured,
+        delay <= measured && delay >= 0.75 * measured,
         "block delay {delay} ns, measured {measured} ns"
     );
     assert_eq!(block.total("contentions"), Some(3));
@@ -262,6 +262,9 @@ fn condvar_and_rwlock_waits_are_recorded() {
         ("reads_behind_a_writer", read_wait),
     ] {
         // Folded weights are microseconds: the lock's timing of its wait lies inside ours.
+        // Between our clock and the lock's, a loaded machine may preempt this thread for
+        // any time (a CI run lost 3 ms of 30), so the floor is half: what it rules out,
+        // a wait not recorded or only its mutex's reacquisition, is microseconds.
         let us: u64 = stacks
             .iter()
             .filter(|(s, _)| s.contains(f))
@@ -269,7 +272,7 @@ fn condvar_and_rwlock_waits_are_recorded() {
             .sum();
         let measured = measured.as_micros() as u64;
         assert!(
-            us <= measured && us + 1 + measured / 10 >= measured,
+            us <= measured && 2 * us >= measured,
             "{f}: {us} µs recorded, {measured} µs measured; {stacks:?}"
         );
     }
@@ -410,8 +413,9 @@ mod tokio_locks {
         let block = of(&reports, "block");
         let delay = block.total("delay").unwrap() as f64;
         let measured = waited.as_nanos() as f64;
+        // The floor is half, not nearer, for the reason the condvar test gives.
         assert!(
-            delay >= 0.9 * measured && delay <= 1.5 * measured,
+            delay >= 0.5 * measured && delay <= 1.5 * measured,
             "block delay {delay} ns, the task measured {measured} ns"
         );
         let (stack, _) = heaviest(block);
