@@ -71,7 +71,7 @@ fn a_wait_is_charged_to_the_waiter_and_blamed_on_the_unlocker() {
     let measured = waited.as_nanos() as f64;
     // The lock times its wait inside the test's own measurement of it.
     assert!(
-        delay <= measured && delay >= 0.75 * measured,
+        delay <= measured && delay >= 0.9 * measured,
         "block delay {delay} ns, measured {measured} ns"
     );
     assert_eq!(block.total("contentions"), Some(3));
@@ -262,9 +262,10 @@ fn condvar_and_rwlock_waits_are_recorded() {
         ("reads_behind_a_writer", read_wait),
     ] {
         // Folded weights are microseconds: the lock's timing of its wait lies inside ours.
-        // Between our clock and the lock's, a loaded machine may preempt this thread for
-        // any time (a CI run lost 3 ms of 30), so the floor is half: what it rules out,
-        // a wait not recorded or only its mutex's reacquisition, is microseconds.
+        // Our clock also holds the event's recording (its stack walk, the first one in a
+        // module reads unwind tables) and any preemption on a loaded machine: a CI run
+        // lost 3 ms of 30. So the floor is half; what it rules out, a wait not recorded
+        // or only its mutex's reacquisition, is microseconds.
         let us: u64 = stacks
             .iter()
             .filter(|(s, _)| s.contains(f))
