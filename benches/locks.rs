@@ -1,12 +1,14 @@
-//! `profiled::sync::Mutex` measured side by side with the `std::sync::Mutex` it wraps, in
-//! one process, interleaved: `cargo bench --bench locks` (or `cargo xtask bench`).
+//! profiled's locks measured side by side with the locks they wrap, in one process,
+//! interleaved: `cargo bench --bench locks` (std's), `--features parking_lot` adds
+//! parking_lot's.
 //!
 //! Two workloads: one thread locking and unlocking a lock nobody else wants, and four
-//! threads incrementing one shared counter under the lock. Each runs with std's lock, with
-//! profiled's while no block or mutex profile runs (what a program pays for the `use`
-//! line), and with profiled's while one does. Rounds alternate the locks so that the
-//! machine's drift falls on all of them; the table prints medians and the median of each
-//! round's ratio to std's.
+//! threads incrementing one shared counter under the lock. Each runs with the wrapped lock,
+//! with profiled's while no block or mutex profile runs (what a program pays for the `use`
+//! line), and with profiled's while one does; and, to show the machine's noise, the
+//! wrapped lock against itself. Rounds alternate the locks so that the machine's drift
+//! falls on all of them; the table prints medians and the median of each round's ratio to
+//! the wrapped lock's.
 //! `LOCK_BENCH_ROUNDS` sets the number of rounds (default 15).
 
 use std::hint::black_box;
@@ -38,6 +40,28 @@ impl Lock for profiled::sync::Mutex<u64> {
     }
 }
 
+#[cfg(feature = "parking_lot")]
+impl Lock for parking_lot::Mutex<u64> {
+    fn new() -> Self {
+        parking_lot::Mutex::new(0)
+    }
+    #[inline]
+    fn bump(&self) {
+        *self.lock() += 1;
+    }
+}
+
+#[cfg(feature = "parking_lot")]
+impl Lock for profiled::sync::parking_lot::Mutex<u64> {
+    fn new() -> Self {
+        profiled::sync::parking_lot::Mutex::new(0)
+    }
+    #[inline]
+    fn bump(&self) {
+        *self.lock() += 1;
+    }
+}
+
 const UNCONTENDED: u32 = 5_000_000;
 const THREADS: usize = 4;
 const PER_THREAD: u32 = 1_000_000;
@@ -53,10 +77,17 @@ fn uncontended<L: Lock>() -> f64 {
     t.elapsed().as_nanos() as f64 / f64::from(UNCONTENDED)
 }
 
+/// A lock at the start of a cache line. Where a lock falls against line boundaries decides
+/// how fast threads hand it over (its lock word and data on one line or on two), so every
+/// lock is measured in the same place; over random places profiled's and std's straddle a
+/// line equally often (one in eight 8-byte-aligned offsets for a `Mutex<u64>`).
+#[repr(align(64))]
+struct Aligned<L>(L);
+
 /// Wall nanoseconds per lock-and-unlock with four threads on one lock.
 #[inline(never)]
 fn contended<L: Lock>() -> f64 {
-    let lock = Arc::new(L::new());
+    let lock = Arc::new(Aligned(L::new()));
     let start = Arc::new(Barrier::new(THREADS + 1));
     let threads: Vec<_> = (0..THREADS)
         .map(|_| {
@@ -64,7 +95,7 @@ fn contended<L: Lock>() -> f64 {
             std::thread::spawn(move || {
                 start.wait();
                 for _ in 0..PER_THREAD {
-                    black_box(&*lock).bump();
+                    black_box(&lock.0).bump();
                 }
             })
         })
@@ -91,6 +122,64 @@ fn profiled_on(f: impl FnOnce() -> f64) -> f64 {
     r
 }
 
+/// One workload of one family: the wrapped lock against itself, against profiled's with no
+/// profile running, and against profiled's with one running.
+fn compare(rounds: usize, workload: &str, base: fn() -> f64, ours: fn() -> f64) {
+    // Warm-up.
+    base();
+    ours();
+    let (mut base_ns, mut off_ns, mut on_ns) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut aa_ratio, mut off_ratio, mut on_ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        // Alternate which goes first.
+        let (b, again, off) = if round % 2 == 0 {
+            let b = base();
+            let off = ours();
+            (b, base(), off)
+        } else {
+            let off = ours();
+            let b = base();
+            (b, base(), off)
+        };
+        let on = profiled_on(ours);
+        aa_ratio.push(again / b);
+        off_ratio.push(off / b);
+        on_ratio.push(on / b);
+        base_ns.push(b);
+        off_ns.push(off);
+        on_ns.push(on);
+    }
+    let b = median(base_ns);
+    let rows = [
+        (
+            workload,
+            b,
+            median(aa_ratio),
+            "the wrapped lock again (noise)",
+        ),
+        ("", median(off_ns), median(off_ratio), "no profile running"),
+        (
+            "",
+            median(on_ns),
+            median(on_ratio),
+            "block,mutex profile running",
+        ),
+    ];
+    for (i, (label, ns, ratio, what)) in rows.into_iter().enumerate() {
+        let base = if i == 0 {
+            format!("{b:.2}")
+        } else {
+            String::new()
+        };
+        let ours = if i == 0 {
+            String::new()
+        } else {
+            format!("{ns:.2}")
+        };
+        println!("{label:<34} {base:>10} {ours:>12} {ratio:>15.3}x   {what}");
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         println!("locks: benchmark");
@@ -102,58 +191,40 @@ fn main() {
         .unwrap_or(15);
     type Std = std::sync::Mutex<u64>;
     type Ours = profiled::sync::Mutex<u64>;
-    println!("profiled::sync::Mutex against std::sync::Mutex, {rounds} interleaved rounds");
+    println!("profiled's locks against the locks they wrap, {rounds} interleaved rounds");
     println!(
         "{:<34} {:>10} {:>12} {:>16}",
-        "workload", "std ns/op", "profiled", "ratio (median)"
+        "workload", "wrapped ns", "profiled ns", "ratio (median)"
     );
-    for (workload, run_std, run_ours) in [
-        (
+    println!("std::sync::Mutex");
+    compare(
+        rounds,
+        "uncontended, 1 thread",
+        uncontended::<Std>,
+        uncontended::<Ours>,
+    );
+    compare(
+        rounds,
+        "contended, 4 threads, 1 lock",
+        contended::<Std>,
+        contended::<Ours>,
+    );
+    #[cfg(feature = "parking_lot")]
+    {
+        type Parked = parking_lot::Mutex<u64>;
+        type OursParked = profiled::sync::parking_lot::Mutex<u64>;
+        println!("parking_lot::Mutex");
+        compare(
+            rounds,
             "uncontended, 1 thread",
-            uncontended::<Std> as fn() -> f64,
-            uncontended::<Ours> as fn() -> f64,
-        ),
-        (
-            "contended, 4 threads, 1 lock",
-            contended::<Std>,
-            contended::<Ours>,
-        ),
-    ] {
-        // Warm-up.
-        run_std();
-        run_ours();
-        let (mut std_ns, mut off_ns, mut on_ns) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut off_ratio, mut on_ratio) = (Vec::new(), Vec::new());
-        for round in 0..rounds {
-            // Alternate which goes first.
-            let (s, off) = if round % 2 == 0 {
-                let s = run_std();
-                (s, run_ours())
-            } else {
-                let off = run_ours();
-                (run_std(), off)
-            };
-            let on = profiled_on(run_ours);
-            off_ratio.push(off / s);
-            on_ratio.push(on / s);
-            std_ns.push(s);
-            off_ns.push(off);
-            on_ns.push(on);
-        }
-        let s = median(std_ns);
-        println!(
-            "{:<34} {:>10.2} {:>12.2} {:>15.3}x   no profile running",
-            workload,
-            s,
-            median(off_ns),
-            median(off_ratio)
+            uncontended::<Parked>,
+            uncontended::<OursParked>,
         );
-        println!(
-            "{:<34} {:>10} {:>12.2} {:>15.3}x   block,mutex profile running",
-            "",
-            "",
-            median(on_ns),
-            median(on_ratio)
+        compare(
+            rounds,
+            "contended, 4 threads, 1 lock",
+            contended::<Parked>,
+            contended::<OursParked>,
         );
     }
 }

@@ -171,6 +171,13 @@ const LOCK_FRAMES: &[&str] = &[
     "<std::sync::",
     "std::sys::",
     "core::ptr::drop_in_place<std::sync::",
+    // profiled::sync::parking_lot's locks are lock_api's over parking_lot's.
+    "lock_api::",
+    "<lock_api::",
+    "core::ptr::drop_in_place<lock_api::",
+    "parking_lot::",
+    "<parking_lot::",
+    "parking_lot_core::",
 ];
 
 /// Where threads waited for profiled's locks and condition variables: Go's

@@ -30,6 +30,8 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "parking_lot")]
+pub mod parking_lot;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
@@ -105,7 +107,7 @@ fn learn<T: ?Sized>(hint: &AtomicUsize, data: &T) {
 }
 
 /// A wait for a held lock, from its start.
-struct Wait {
+pub(crate) struct Wait {
     /// The lock's key when registered for the unlock's blame (a mutex profile was running
     /// and the lock's key known); 0 otherwise.
     key: usize,
@@ -114,12 +116,13 @@ struct Wait {
 
 impl Wait {
     fn begin(hint: &AtomicUsize) -> Wait {
+        Wait::at(hint.load(Ordering::Relaxed))
+    }
+
+    /// A wait for the lock with key `key` (0: not known).
+    pub(crate) fn at(key: usize) -> Wait {
         let start = now();
-        let key = if contention::mutex_on() {
-            hint.load(Ordering::Relaxed)
-        } else {
-            0
-        };
+        let key = if contention::mutex_on() { key } else { 0 };
         if key != 0 {
             acct(key, true, |a| {
                 a.waiting += 1;
@@ -131,7 +134,7 @@ impl Wait {
     }
 
     /// The lock is ours: the wait goes to the block profile.
-    fn end(self) {
+    pub(crate) fn end(self) {
         if self.key != 0 {
             acct(self.key, false, |a| {
                 a.waiting -= 1;
@@ -151,7 +154,7 @@ fn unlocking<T: ?Sized>(data: &T) {
 
 /// The unlock (or release) of the lock with key `key`: blamed when threads wait for it.
 #[inline]
-fn unlocked(key: usize) {
+pub(crate) fn unlocked(key: usize) {
     if WAITING.0.load(Ordering::Relaxed) != 0 {
         blame(key);
     }

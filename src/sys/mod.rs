@@ -11,8 +11,10 @@
 //!   `prepare_stacks`; on Linux, spawned threads join their creator's heap sessions
 //!   (linux/spawn.rs).
 //!
-//! alloc.rs, the allocator wrapper, is shared by all platforms: `GlobalAlloc` is an unsafe
-//! trait, so it lives here, with the rest of the crate's `unsafe`.
+//! alloc.rs, the allocator wrapper, and raw_lock.rs, the watched raw lock under
+//! `profiled::sync::parking_lot`, are shared by all platforms: `GlobalAlloc` and lock_api's
+//! raw lock traits are unsafe traits, so they live here, with the rest of the crate's
+//! `unsafe`.
 //!
 //! `linux` is Linux x86_64, where profiles are taken. `unsupported` is every other target:
 //! it compiles everywhere, sessions refuse to start with a clear error, and `#[profiled]`
@@ -20,6 +22,12 @@
 
 mod alloc;
 pub use alloc::Alloc;
+
+// lock_api's raw lock traits are unsafe to implement, so the watched raw lock is here too.
+#[cfg(feature = "parking_lot")]
+mod raw_lock;
+#[cfg(feature = "parking_lot")]
+pub use raw_lock::Watched;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported)))]
 mod linux;
@@ -81,8 +89,9 @@ mod tests {
         rust_files(&root.join("src"), &mut files);
         rust_files(&root.join("macros/src"), &mut files);
         let platform = root.join("src/sys/linux");
-        // The allocator wrapper may say `unsafe` (an unsafe trait), nothing else.
-        let wrapper = root.join("src/sys/alloc.rs");
+        // The allocator wrapper and the watched raw lock may say `unsafe` (unsafe traits),
+        // nothing else.
+        let wrappers = [root.join("src/sys/alloc.rs"), root.join("src/sys/raw_lock.rs")];
         let mut found = Vec::new();
         let mut checked = 0;
         for file in files.iter().filter(|f| !f.starts_with(&platform)) {
@@ -91,7 +100,7 @@ mod tests {
             checked += 1;
             for (n, line) in code.lines().enumerate() {
                 let code = line.split("//").next().unwrap_or_default();
-                let allowed = |api: &str| *file == wrapper && api.starts_with("unsafe");
+                let allowed = |api: &str| wrappers.contains(file) && api.starts_with("unsafe");
                 for api in PLATFORM_ONLY
                     .iter()
                     .filter(|api| code.contains(*api) && !allowed(api))
