@@ -19,6 +19,28 @@ fn of<'a>(reports: &'a [Report], kind: &str) -> &'a Report {
     reports.iter().find(|r| r.kind() == kind).unwrap()
 }
 
+/// Asserts that each function's waits were recorded on stacks through it, for about as long
+/// as the test measured around them. Folded weights are microseconds: the lock's timing of
+/// a wait lies inside ours. Our clock also holds the event's recording (its stack walk, the
+/// first one in a module reads unwind tables) and any preemption on a loaded machine: a CI
+/// run lost 3 ms of 30. So the floor is half; what it rules out, a wait not recorded or
+/// only its mutex's reacquisition, is microseconds.
+fn assert_waits_recorded(report: &Report, waits: &[(&str, Duration)]) {
+    for &(f, measured) in waits {
+        let us: u64 = report
+            .folded_stacks()
+            .filter(|(s, _)| s.contains(f))
+            .map(|s| s.1)
+            .sum();
+        let measured = measured.as_micros() as u64;
+        assert!(
+            us <= measured && 2 * us >= measured,
+            "{f}: {us} µs recorded, {measured} µs measured; {:?}",
+            report.folded_stacks().collect::<Vec<_>>()
+        );
+    }
+}
+
 /// The folded stack with the most weight, and its share of the total.
 fn heaviest(report: &Report) -> (String, f64) {
     let stacks: Vec<(&str, u64)> = report.folded_stacks().collect();
@@ -253,30 +275,13 @@ fn condvar_and_rwlock_waits_are_recorded() {
     writer.join().unwrap();
 
     let report = profile.finish().unwrap();
-    let stacks: Vec<(String, u64)> = report
-        .folded_stacks()
-        .map(|(s, w)| (s.to_string(), w))
-        .collect();
-    for (f, measured) in [
-        ("waits_on_the_condvar", condvar_wait),
-        ("reads_behind_a_writer", read_wait),
-    ] {
-        // Folded weights are microseconds: the lock's timing of its wait lies inside ours.
-        // Our clock also holds the event's recording (its stack walk, the first one in a
-        // module reads unwind tables) and any preemption on a loaded machine: a CI run
-        // lost 3 ms of 30. So the floor is half; what it rules out, a wait not recorded
-        // or only its mutex's reacquisition, is microseconds.
-        let us: u64 = stacks
-            .iter()
-            .filter(|(s, _)| s.contains(f))
-            .map(|s| s.1)
-            .sum();
-        let measured = measured.as_micros() as u64;
-        assert!(
-            us <= measured && 2 * us >= measured,
-            "{f}: {us} µs recorded, {measured} µs measured; {stacks:?}"
-        );
-    }
+    assert_waits_recorded(
+        &report,
+        &[
+            ("waits_on_the_condvar", condvar_wait),
+            ("reads_behind_a_writer", read_wait),
+        ],
+    );
 }
 
 /// Locks outside any profile, and profiles of other threads, see nothing of each other.
@@ -431,15 +436,6 @@ mod parking_lot_locks {
     use super::*;
     use profiled::sync::parking_lot as locks;
 
-    /// The weight, in µs, of `report`'s folded stacks that pass through `f`.
-    fn through(report: &Report, f: &str) -> u64 {
-        report
-            .folded_stacks()
-            .filter(|(s, _)| s.contains(f))
-            .map(|s| s.1)
-            .sum()
-    }
-
     #[inline(never)]
     fn holds_parked(m: &locks::Mutex<u64>, held: &Barrier) {
         let mut g = m.lock();
@@ -572,19 +568,14 @@ mod parking_lot_locks {
         notifier.join().unwrap();
 
         let report = profile.finish().unwrap();
-        for (f, measured) in [
-            ("reads_parked", read_wait),
-            ("upgrades_parked", upgrade_wait),
-            ("waits_on_the_parked_condvar", condvar_wait),
-        ] {
-            // Half, for the reason `condvar_and_rwlock_waits_are_recorded` gives.
-            let us = through(&report, f);
-            let measured = measured.as_micros() as u64;
-            assert!(
-                us <= measured && 2 * us >= measured,
-                "{f}: {us} µs recorded, {measured} µs measured"
-            );
-        }
+        assert_waits_recorded(
+            &report,
+            &[
+                ("reads_parked", read_wait),
+                ("upgrades_parked", upgrade_wait),
+                ("waits_on_the_parked_condvar", condvar_wait),
+            ],
+        );
     }
 
     /// Two threads take turns through the condition variable many times: a notification

@@ -91,7 +91,10 @@ mod tests {
         let platform = root.join("src/sys/linux");
         // The allocator wrapper and the watched raw lock may say `unsafe` (unsafe traits),
         // nothing else.
-        let wrappers = [root.join("src/sys/alloc.rs"), root.join("src/sys/raw_lock.rs")];
+        let wrappers = [
+            root.join("src/sys/alloc.rs"),
+            root.join("src/sys/raw_lock.rs"),
+        ];
         let mut found = Vec::new();
         let mut checked = 0;
         for file in files.iter().filter(|f| !f.starts_with(&platform)) {
