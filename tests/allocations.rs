@@ -93,6 +93,38 @@ fn spawned_threads_count_and_neighbours_do_not() {
     neighbour.join().unwrap();
 }
 
+/// The calling thread and the threads it spawns keep their counts apart (the caller's
+/// without read-modify-writes), but the peak is of their sum, seen from either side.
+#[test]
+fn the_peak_adds_the_callers_and_spawned_threads_live_bytes() {
+    const MB: u64 = 1 << 20;
+    // std's own per-thread bookkeeping comes on top.
+    let about = |a: profiled::Allocations, mb: u64| {
+        assert!(
+            (mb * MB..mb * MB + 16_384).contains(&a.peak_live_bytes),
+            "peak of {mb} MB expected: {a:?}"
+        );
+    };
+    // A spawned thread's allocation on top of the caller's live megabyte.
+    let a = profiled::allocations(|| {
+        let mine = std::hint::black_box(vec![1u8; MB as usize]);
+        std::thread::spawn(|| drop(std::hint::black_box(vec![2u8; 3 * MB as usize])))
+            .join()
+            .unwrap();
+        drop(mine);
+    });
+    about(a, 4);
+    // The caller's allocation on top of what a spawned thread allocated and handed over.
+    let a = profiled::allocations(|| {
+        let kept = std::thread::spawn(|| std::hint::black_box(vec![3u8; 2 * MB as usize]))
+            .join()
+            .unwrap();
+        let mine = std::hint::black_box(vec![4u8; 3 * MB as usize]);
+        drop((mine, kept));
+    });
+    about(a, 5);
+}
+
 #[test]
 fn allocs_per_run_is_gos() {
     let mut cache = std::collections::HashMap::new();

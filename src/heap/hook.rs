@@ -28,19 +28,19 @@ pub(crate) const SLOTS: usize = 64;
 /// Sessions one thread belongs to at once (a heap profile and nested counting scopes).
 pub(crate) const TAGS: usize = 4;
 
-/// Exact totals of one counting session, over every thread tagged for it.
+/// One side of a counting session's totals.
 #[derive(Default)]
-pub(crate) struct Counters {
-    pub allocs: AtomicU64,
-    pub alloc_bytes: AtomicU64,
-    pub frees: AtomicU64,
-    pub freed_bytes: AtomicU64,
-    pub peak: AtomicI64,
+pub(crate) struct Tally {
+    allocs: AtomicU64,
+    alloc_bytes: AtomicU64,
+    frees: AtomicU64,
+    freed_bytes: AtomicU64,
+    peak: AtomicI64,
 }
 
-impl Counters {
-    const fn new() -> Counters {
-        Counters {
+impl Tally {
+    const fn new() -> Tally {
+        Tally {
             allocs: AtomicU64::new(0),
             alloc_bytes: AtomicU64::new(0),
             frees: AtomicU64::new(0),
@@ -49,26 +49,7 @@ impl Counters {
         }
     }
 
-    /// Two read-modify-writes; the peak only when it moves. Live bytes are what was
-    /// allocated (counting this block) less what was freed, read now.
-    fn alloc(&self, size: usize) {
-        self.allocs.fetch_add(1, Ordering::Relaxed);
-        let allocated = self
-            .alloc_bytes
-            .fetch_add(size as u64, Ordering::Relaxed)
-            .wrapping_add(size as u64);
-        let live = allocated.wrapping_sub(self.freed_bytes.load(Ordering::Relaxed)) as i64;
-        if live > self.peak.load(Ordering::Relaxed) {
-            self.peak.fetch_max(live, Ordering::Relaxed);
-        }
-    }
-
-    fn free(&self, size: usize) {
-        self.frees.fetch_add(1, Ordering::Relaxed);
-        self.freed_bytes.fetch_add(size as u64, Ordering::Relaxed);
-    }
-
-    pub(crate) fn clear(&self) {
+    fn clear(&self) {
         for c in [
             &self.allocs,
             &self.alloc_bytes,
@@ -79,6 +60,135 @@ impl Counters {
         }
         self.peak.store(0, Ordering::Relaxed);
     }
+}
+
+/// Exact totals of one counting session, over every thread tagged for it. The thread that
+/// started it (`allocations(..)`'s caller, which makes most of its allocations) writes
+/// its own tally with plain loads and stores; the threads it spawns share the other with
+/// read-modify-writes. Four locked read-modify-writes per allocation-and-free pair cost
+/// more than the rest of the hook together (BENCHMARKS.md).
+pub(crate) struct Counters {
+    /// Written by the owner only.
+    owned: Tally,
+    shared: Tally,
+    /// The owner's [`me`], 0 for none.
+    pub owner: AtomicUsize,
+}
+
+/// The session's totals: (allocs, alloc bytes, frees, freed bytes, peak live bytes).
+pub(crate) type Totals = (u64, u64, u64, u64, u64);
+
+impl Counters {
+    const fn new() -> Counters {
+        Counters {
+            owned: Tally::new(),
+            shared: Tally::new(),
+            owner: AtomicUsize::new(0),
+        }
+    }
+
+    /// Live bytes now, with `allocated` bytes allocated on the caller's side.
+    fn live(&self, allocated: u64, other_side: &Tally) -> i64 {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        allocated
+            .wrapping_add(load(&other_side.alloc_bytes))
+            .wrapping_sub(load(&self.owned.freed_bytes))
+            .wrapping_sub(load(&self.shared.freed_bytes)) as i64
+    }
+
+    /// The owner's allocation: no read-modify-write, since nobody else writes its tally.
+    #[inline]
+    fn alloc_owned(&self, size: usize) {
+        let t = &self.owned;
+        let bump = |a: &AtomicU64, by: u64| {
+            let v = a.load(Ordering::Relaxed).wrapping_add(by);
+            a.store(v, Ordering::Relaxed);
+            v
+        };
+        bump(&t.allocs, 1);
+        let allocated = bump(&t.alloc_bytes, size as u64);
+        let live = self.live(allocated, &self.shared);
+        if live > t.peak.load(Ordering::Relaxed) {
+            t.peak.store(live, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn free_owned(&self, size: usize) {
+        let t = &self.owned;
+        let frees = t.frees.load(Ordering::Relaxed);
+        t.frees.store(frees.wrapping_add(1), Ordering::Relaxed);
+        let freed = t.freed_bytes.load(Ordering::Relaxed);
+        t.freed_bytes
+            .store(freed.wrapping_add(size as u64), Ordering::Relaxed);
+    }
+
+    /// Any other thread's allocation: two read-modify-writes; the peak only when it moves.
+    fn alloc_shared(&self, size: usize) {
+        let t = &self.shared;
+        t.allocs.fetch_add(1, Ordering::Relaxed);
+        let allocated = t
+            .alloc_bytes
+            .fetch_add(size as u64, Ordering::Relaxed)
+            .wrapping_add(size as u64);
+        let live = self.live(allocated, &self.owned);
+        if live > t.peak.load(Ordering::Relaxed) {
+            t.peak.fetch_max(live, Ordering::Relaxed);
+        }
+    }
+
+    fn free_shared(&self, size: usize) {
+        self.shared.frees.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .freed_bytes
+            .fetch_add(size as u64, Ordering::Relaxed);
+    }
+
+    fn alloc(&self, size: usize) {
+        if self.owner.load(Ordering::Relaxed) == me() {
+            self.alloc_owned(size);
+        } else {
+            self.alloc_shared(size);
+        }
+    }
+
+    fn free(&self, size: usize) {
+        if self.owner.load(Ordering::Relaxed) == me() {
+            self.free_owned(size);
+        } else {
+            self.free_shared(size);
+        }
+    }
+
+    pub(crate) fn totals(&self) -> Totals {
+        let sum = |f: fn(&Tally) -> &AtomicU64| {
+            f(&self.owned)
+                .load(Ordering::Relaxed)
+                .wrapping_add(f(&self.shared).load(Ordering::Relaxed))
+        };
+        let peak = self.owned.peak.load(Ordering::Relaxed);
+        let peak = peak.max(self.shared.peak.load(Ordering::Relaxed));
+        (
+            sum(|t| &t.allocs),
+            sum(|t| &t.alloc_bytes),
+            sum(|t| &t.frees),
+            sum(|t| &t.freed_bytes),
+            peak.max(0) as u64,
+        )
+    }
+
+    /// Zeroes the totals; `owner`: the thread that writes the owned tally from now on.
+    pub(crate) fn clear(&self, owner: usize) {
+        self.owned.clear();
+        self.shared.clear();
+        self.owner.store(owner, Ordering::Relaxed);
+    }
+}
+
+/// The calling thread's identity for [`Counters::owner`]: the address of one of its
+/// thread-locals, distinct among live threads and never 0.
+pub(crate) fn me() -> usize {
+    BUSY.with(|b| std::ptr::from_ref(b) as usize)
 }
 
 /// One session's place in the hooks.
@@ -190,15 +300,17 @@ thread_local! {
     /// The epoch `HOT` was computed at (0: never).
     static HOT_EPOCH: Cell<u64> = const { Cell::new(0) };
     /// What this thread's sessions ask of an allocation.
-    static HOT: Cell<Hot> = const { Cell::new(Hot { counting: false, rate: 0 }) };
+    static HOT: Cell<Hot> = const { Cell::new(Hot { counting: false, own: 0, rate: 0 }) };
 }
 
-/// A thread's sessions, summed up for the allocation path: whether any counts, and the
+/// A thread's sessions, summed up for the allocation path: whether any counts, the slot
+/// (+1) of the one counting session when this thread owns it (0 otherwise), and the
 /// smallest rate of those that sample now (0: none).
 /// Two words, so that it comes back in registers.
 #[derive(Clone, Copy)]
 struct Hot {
     counting: bool,
+    own: u8,
     rate: u64,
 }
 
@@ -217,10 +329,17 @@ fn hot() -> Hot {
 fn refresh(epoch: u64) -> Hot {
     let mut fresh = Hot {
         counting: false,
+        own: 0,
         rate: 0,
     };
-    each_slot(|_, slot| {
-        fresh.counting |= slot.count.load(Ordering::Relaxed);
+    let (me, mut counting) = (me(), 0_u32);
+    each_slot(|i, slot| {
+        if slot.count.load(Ordering::Relaxed) {
+            counting = counting.saturating_add(1);
+            if slot.counters.owner.load(Ordering::Relaxed) == me {
+                fresh.own = u8::try_from(i.saturating_add(1)).unwrap_or(0);
+            }
+        }
         let r = slot.rate.load(Ordering::Relaxed);
         if r != 0 && slot.paused.load(Ordering::Relaxed) == 0 {
             fresh.rate = if fresh.rate == 0 {
@@ -230,6 +349,10 @@ fn refresh(epoch: u64) -> Hot {
             };
         }
     });
+    fresh.counting = counting > 0;
+    if counting != 1 {
+        fresh.own = 0;
+    }
     HOT.with(|h| h.set(fresh));
     HOT_EPOCH.with(|e| e.set(epoch));
     fresh
@@ -369,11 +492,14 @@ fn alloc_slow(addr: usize, size: usize) {
     }
     let hot = hot();
     if hot.counting && COUNTING.load(Ordering::Relaxed) > 0 {
-        each_slot(|_, slot| {
-            if slot.count.load(Ordering::Relaxed) {
-                slot.counters.alloc(size);
-            }
-        });
+        match owned(hot) {
+            Some(slot) => slot.counters.alloc_owned(size),
+            None => each_slot(|_, slot| {
+                if slot.count.load(Ordering::Relaxed) {
+                    slot.counters.alloc(size);
+                }
+            }),
+        }
     }
     let rate = hot.rate;
     if rate == 0 {
@@ -409,6 +535,13 @@ fn alloc_slow(addr: usize, size: usize) {
     }
 }
 
+/// The thread's one counting session when it owns it: its hook writes the owned tally
+/// directly, without the walk over its sessions.
+#[inline(always)]
+fn owned(hot: Hot) -> Option<&'static Slot> {
+    SLOT.get(usize::from(hot.own).checked_sub(1)?)
+}
+
 /// The probability that a block of `size` bytes is sampled at `rate`.
 pub(crate) fn inclusion(size: usize, rate: u64) -> f64 {
     if rate <= 1 {
@@ -422,12 +555,18 @@ fn free_slow(addr: usize, size: usize) {
     if BUSY.with(Cell::get) {
         return;
     }
-    if COUNTING.load(Ordering::Relaxed) > 0 && hot().counting {
-        each_slot(|_, slot| {
-            if slot.count.load(Ordering::Relaxed) {
-                slot.counters.free(size);
+    if COUNTING.load(Ordering::Relaxed) > 0 {
+        let hot = hot();
+        if hot.counting {
+            match owned(hot) {
+                Some(slot) => slot.counters.free_owned(size),
+                None => each_slot(|_, slot| {
+                    if slot.count.load(Ordering::Relaxed) {
+                        slot.counters.free(size);
+                    }
+                }),
             }
-        });
+        }
     }
     if LIVE.load(Ordering::Relaxed) == 0
         || filter_cell(addr).is_none_or(|c| c.load(Ordering::Relaxed) == 0)

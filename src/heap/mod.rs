@@ -75,7 +75,8 @@ pub(crate) fn claim(want: Want) -> Result<(usize, u64), Error> {
             hook::CONTENDED.0.fetch_add(1, Ordering::Release);
         }
         slot.paused.store(0, Ordering::Relaxed);
-        slot.counters.clear();
+        // A counting session's owned tally is its claimer's (see `hook::Counters`).
+        slot.counters.clear(if want.count { hook::me() } else { 0 });
         if want.rate > 0 {
             hook::locked(|s| s.open(sid));
         }
@@ -181,7 +182,7 @@ pub(crate) fn resume(sid: u64) {
 /// Drops what heap session `sid` recorded so far.
 pub(crate) fn reset(sid: u64) {
     if let Some(s) = slot_of(sid) {
-        s.counters.clear();
+        s.counters.clear(s.counters.owner.load(Ordering::Relaxed));
         hook::locked(|store| store.clear(sid));
     }
 }
@@ -200,9 +201,7 @@ pub(crate) fn installed() -> bool {
         hook::join(Tag { slot: i as u8, sid });
         drop(std::hint::black_box(Box::new(0u64)));
         hook::leave(sid);
-        let seen = SLOT
-            .get(i)
-            .is_some_and(|s| s.counters.allocs.load(Ordering::Relaxed) > 0);
+        let seen = SLOT.get(i).is_some_and(|s| s.counters.totals().0 > 0);
         release(i, sid);
         seen
     })
@@ -459,14 +458,13 @@ fn counted<R>(f: impl FnOnce() -> R) -> (Allocations, R) {
     let leave = Leave(i, sid);
     let result = f();
     hook::leave(sid);
-    let c = &SLOT[i].counters;
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (allocs, alloc_bytes, frees, freed_bytes, peak_live_bytes) = SLOT[i].counters.totals();
     let counts = Allocations {
-        allocs: load(&c.allocs),
-        alloc_bytes: load(&c.alloc_bytes),
-        frees: load(&c.frees),
-        freed_bytes: load(&c.freed_bytes),
-        peak_live_bytes: c.peak.load(Ordering::Relaxed).max(0) as u64,
+        allocs,
+        alloc_bytes,
+        frees,
+        freed_bytes,
+        peak_live_bytes,
     };
     drop(leave);
     (counts, result)
