@@ -24,9 +24,11 @@ static WRAPPED: profiled::Alloc<System> = profiled::Alloc::system();
 
 struct Dispatch;
 
-// SAFETY: forwards every call, unchanged, to the allocator the mode names; the mode is set
-// once, before the first allocation the measured code makes, and a block is always freed
-// by the allocator that made it (modes never change after start).
+// SAFETY: forwards every call, unchanged, to the allocator the mode names. A block is
+// freed by the allocator that made it or by one over the same `System`: the mode is set
+// before the first allocation the measured code makes, and the in-process comparison
+// (`hooks`) switches only between `PLAIN` and `PROFILED`, both of which end in `System`
+// (profiled's wrapper forwards every call to it); dhat's mode never changes.
 unsafe impl GlobalAlloc for Dispatch {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
@@ -69,9 +71,9 @@ const ENTRIES: u64 = 1_000_000;
 /// Builds a `BTreeMap<String, Vec<u8>>` of a million entries (two blocks each, plus the
 /// tree's nodes); returns it so that the caller decides when it is freed.
 #[inline(never)]
-fn build() -> BTreeMap<String, Vec<u8>> {
+fn build(entries: u64) -> BTreeMap<String, Vec<u8>> {
     let mut map = BTreeMap::new();
-    for i in 0..ENTRIES {
+    for i in 0..entries {
         map.insert(format!("key-{i:08}"), vec![i as u8; (i % 64) as usize + 1]);
     }
     map
@@ -105,24 +107,23 @@ struct Figures {
     live_rss_kib: u64,
 }
 
-/// 4 million `Box<u64>` allocated and freed: the per-allocation cost, without the workload's
-/// own work around it.
+/// `n` `Box<u64>` allocated and freed: the per-allocation cost, without the workload's own
+/// work around it.
 #[inline(never)]
-fn pairs() -> f64 {
-    const N: u64 = 4_000_000;
+fn pairs(n: u64) -> f64 {
     let start = Instant::now();
-    for i in 0..N {
+    for i in 0..n {
         black_box(Box::new(black_box(i)));
     }
-    start.elapsed().as_nanos() as f64 / N as f64
+    start.elapsed().as_nanos() as f64 / n as f64
 }
 
 /// Runs the workload (and the pair loop) as the mode `name` says, in this process.
 fn child(name: &str) -> Figures {
     let measure = || {
-        let pair_ns = pairs();
+        let pair_ns = pairs(4_000_000);
         let start = thread_cpu();
-        let map = build();
+        let map = build(ENTRIES);
         let live_rss_kib = rss_kib();
         drop(black_box(map));
         Figures {
@@ -182,32 +183,76 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// In one process with the wrapper installed: the pair loop with nothing asked, inside
-/// `allocations(..)` and inside a heap profile at 512 KiB, interleaved, `rounds` times;
-/// per round the two sessions' ns per pair minus the bare loop's of that round. Within one
-/// process the machine's drift between processes drops out.
-fn hooks(rounds: usize) -> (f64, f64, f64) {
+/// A tenth of the workload, built and dropped: its thread CPU time.
+fn small_workload() -> f64 {
+    let start = thread_cpu();
+    drop(black_box(build(ENTRIES / 10)));
+    (thread_cpu() - start).as_secs_f64()
+}
+
+/// In one process, so that the drift between processes drops out: the pair loop and a
+/// tenth of the workload with the plain allocator, with the wrapper and nothing asked,
+/// inside `allocations(..)` and inside a heap profile at 512 KiB, `rounds` times, the order
+/// rotated each round. This VM's speed flips between two levels for seconds at a time
+/// (the same loop 13 or 24 ns per pair), so rounds are short (~0.2 s) and the figures are
+/// medians of each round's own comparison. Returns the bare pair's ns and, per mode
+/// (wrapper-off, counting, heap at 512 KiB), the added ns per pair and the workload ratio
+/// to the plain allocator.
+fn hooks(rounds: usize) -> (f64, [(f64, f64); 3]) {
     let config = profiled::Config::default().with_kinds(["heap"]).unwrap();
-    let (mut bare, mut counting, mut heap) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let off = pairs();
-        let mut counted = 0.0;
-        profiled::allocations(|| counted = pairs());
-        let profile = profiled::Profile::start("pairs", &config).unwrap();
-        let sampled = pairs();
-        drop(profile.finish().unwrap());
-        bare.push(off);
-        counting.push(counted - off);
-        heap.push(sampled - off);
+    let run = |mode: usize| -> (f64, f64) {
+        let measure = || (pairs(500_000), small_workload());
+        match mode {
+            0 => {
+                MODE.store(PLAIN, Ordering::Relaxed);
+                let r = measure();
+                MODE.store(PROFILED, Ordering::Relaxed);
+                r
+            }
+            1 => measure(),
+            2 => {
+                let mut r = (0.0, 0.0);
+                profiled::allocations(|| r = measure());
+                r
+            }
+            _ => {
+                let profile = profiled::Profile::start("pairs", &config).unwrap();
+                let r = measure();
+                drop(profile.finish().unwrap());
+                r
+            }
+        }
+    };
+    MODE.store(PROFILED, Ordering::Relaxed);
+    let mut bare = Vec::new();
+    let mut added: [Vec<f64>; 3] = Default::default();
+    let mut ratio: [Vec<f64>; 3] = Default::default();
+    for round in 0..rounds {
+        let mut got = [(0.0, 0.0); 4];
+        for k in 0..4 {
+            let mode = (k + round) % 4;
+            got[mode] = run(mode);
+        }
+        let (plain_pair, plain_work) = got[0];
+        bare.push(plain_pair);
+        for (i, (pair, work)) in got[1..].iter().enumerate() {
+            added[i].push(pair - plain_pair);
+            ratio[i].push(work / plain_work);
+        }
     }
-    (median(bare), median(counting), median(heap))
+    let [a0, a1, a2] = added.map(median);
+    let [r0, r1, r2] = ratio.map(median);
+    (median(bare), [(a0, r0), (a1, r1), (a2, r2)])
 }
 
 fn main() {
     if std::env::var("HEAP_BENCH_MODE").as_deref() == Ok("hooks") {
-        MODE.store(PROFILED, Ordering::Relaxed);
-        let (bare, counting, heap) = hooks(15);
-        println!("{bare} {counting} {heap}");
+        let (bare, modes) = hooks(IN_PROCESS_ROUNDS);
+        print!("{bare}");
+        for (added, ratio) in modes {
+            print!(" {added} {ratio}");
+        }
+        println!();
         return;
     }
     if let Ok(name) = std::env::var("HEAP_BENCH_MODE") {
@@ -288,9 +333,22 @@ fn main() {
         .map(|x| x.parse().unwrap())
         .collect();
     println!(
-        "\nin one process, the wrapper installed, 15 interleaved rounds (medians): a Box<u64> \
-         allocated and freed takes {:.1} ns with nothing asked; inside allocations(..) {:+.1} ns \
-         more; inside a 512 KiB heap profile {:+.1} ns more",
-        v[0], v[1], v[2]
+        "\nin one process, {IN_PROCESS_ROUNDS} rounds of a tenth of the workload and 500 000 \
+         pairs per mode, switching between the plain allocator and the wrapper (medians of \
+         each round's figures against the plain allocator's; a Box<u64> allocated and freed \
+         takes {:.1} ns with it):\n",
+        v[0]
     );
+    println!("| mode | workload CPU vs plain | added per alloc+free (Box<u64>) |");
+    println!("| --- | ---: | ---: |");
+    for (k, name) in ["wrapper-off", "counting", "heap-512k"].iter().enumerate() {
+        println!(
+            "| {name} | {:.3}x | {:+.1} ns |",
+            v[2 + 2 * k],
+            v[1 + 2 * k]
+        );
+    }
 }
+
+/// Rounds of the in-process comparison.
+const IN_PROCESS_ROUNDS: usize = 41;

@@ -494,23 +494,47 @@ fn alloc_slow(addr: usize, size: usize) {
     if hot.counting && COUNTING.load(Ordering::Relaxed) > 0 {
         match owned(hot) {
             Some(slot) => slot.counters.alloc_owned(size),
-            None => each_slot(|_, slot| {
-                if slot.count.load(Ordering::Relaxed) {
-                    slot.counters.alloc(size);
-                }
-            }),
+            None => count_all(|c| c.alloc(size)),
         }
     }
     let rate = hot.rate;
     if rate == 0 {
         return;
     }
-    let left = COUNTDOWN.with(Cell::get);
-    let left = if left == UNSET { draw(rate) } else { left };
-    let left = left.saturating_sub(size as i64);
+    // `UNSET` (i64::MIN) stays below 1 here: the first draw is made out of line too.
+    let left = COUNTDOWN.with(Cell::get).saturating_sub(size as i64);
     if left > 0 {
         COUNTDOWN.with(|c| c.set(left));
         return;
+    }
+    sampled(addr, size, rate);
+}
+
+/// Counts on every counting session of the thread (which owns none of them, or not only).
+/// Out of line, as [`sampled`], so that the hooks' common paths stay small: their
+/// prologues and register spills were a visible part of their cost.
+#[cold]
+#[inline(never)]
+fn count_all(f: impl Fn(&Counters)) {
+    each_slot(|_, slot| {
+        if slot.count.load(Ordering::Relaxed) {
+            f(&slot.counters);
+        }
+    });
+}
+
+/// The countdown ran out (or was never drawn): draws the next one, and records the
+/// allocation for the sessions that keep it.
+#[cold]
+#[inline(never)]
+fn sampled(addr: usize, size: usize, rate: u64) {
+    if COUNTDOWN.with(Cell::get) == UNSET {
+        // The thread's first allocation since it joined: its countdown starts here.
+        let left = draw(rate).saturating_sub(size as i64);
+        if left > 0 {
+            COUNTDOWN.with(|c| c.set(left));
+            return;
+        }
     }
     COUNTDOWN.with(|c| c.set(draw(rate)));
     // The thread samples at the smallest rate among its sessions; a session with a larger
@@ -560,11 +584,7 @@ fn free_slow(addr: usize, size: usize) {
         if hot.counting {
             match owned(hot) {
                 Some(slot) => slot.counters.free_owned(size),
-                None => each_slot(|_, slot| {
-                    if slot.count.load(Ordering::Relaxed) {
-                        slot.counters.free(size);
-                    }
-                }),
+                None => count_all(|c| c.free(size)),
             }
         }
     }
