@@ -196,6 +196,11 @@ pub use heap::{allocations, allocs_per_run, Allocations, DEFAULT_HEAP_RATE};
 /// ```
 pub use profiled_macros::profiled;
 pub use sys::Alloc;
+
+// Unit tests count what the code under test allocates (`allocations`).
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: Alloc = Alloc::system();
 pub use wall::DEFAULT_WALL_FREQUENCY;
 
 /// Registers a test with profiled's harness (`harness = false` targets that end in

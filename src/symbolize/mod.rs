@@ -989,7 +989,8 @@ mod tests {
 
     /// The same for a DWARF 5 program, over every section the reader touches (string,
     /// address, range-list and string-offset tables included), lightly and heavily, under
-    /// a deadline: a corrupted length or offset must not make a lookup loop or run away.
+    /// a deadline and a memory bound: a corrupted length or offset must not make a lookup
+    /// loop, run away or allocate without end.
     #[test]
     fn corrupted_dwarf_5_sections_never_panic_or_hang() {
         use object::{Object as _, ObjectSection, ObjectSymbol};
@@ -1036,19 +1037,43 @@ mod tests {
             }
         }
         assert!(cases.len() >= 24, "{} cases", cases.len());
+        // Memory is bounded too: a corrupted length or count must not make the reader
+        // allocate what it says. The bound is twice the intact program's peak (its lookups
+        // reach ~4.5 MB, the corrupted ones at most ~5 MB when this was written) plus 1 MiB.
+        let intact = crate::allocations(|| {
+            let mut object = Object::open(&exe, "", Separate::Everything).unwrap();
+            for &addr in &addresses {
+                lookup(&mut object, addr);
+            }
+        });
+        let bound = 2 * intact.peak_live_bytes + (1 << 20);
         let (done, finished) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for (name, bytes, path) in cases {
-                let mut object = Object::open(&path, "", Separate::Everything).unwrap();
-                for &addr in &addresses {
-                    let looked_up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        lookup(&mut object, addr)
-                    }));
-                    if looked_up.is_err() {
-                        let _ =
-                            done.send(Err(format!("{name}, {bytes} bytes, {addr:#x}: panicked")));
-                        return;
+                let mut panicked = None;
+                let counts = crate::allocations(|| {
+                    let mut object = Object::open(&path, "", Separate::Everything).unwrap();
+                    for &addr in &addresses {
+                        let looked_up =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                lookup(&mut object, addr)
+                            }));
+                        if looked_up.is_err() {
+                            panicked = Some(addr);
+                            return;
+                        }
                     }
+                });
+                if let Some(addr) = panicked {
+                    let _ = done.send(Err(format!("{name}, {bytes} bytes, {addr:#x}: panicked")));
+                    return;
+                }
+                if counts.peak_live_bytes > bound {
+                    let _ = done.send(Err(format!(
+                        "{name}, {bytes} bytes: lookups held {} bytes at their peak, over {bound}",
+                        counts.peak_live_bytes
+                    )));
+                    return;
                 }
             }
             let _ = done.send(Ok(()));
