@@ -103,7 +103,7 @@ pub(crate) fn unlocked(delay: u64) {
 const REACH: usize = 8;
 
 fn record(which: Which, delay: u64) {
-    if std::process::id() != heap::claimed_by() {
+    if crate::sys::process_id() != heap::claimed_by() {
         // A forked child: a thread that does not exist here may have held the store.
         return;
     }

@@ -636,7 +636,7 @@ fn now_nanos() -> u64 {
 /// Runs `f` on the store with allocations made meanwhile going straight through; not in a
 /// forked child (see [`PID`]).
 fn with_store(f: impl FnOnce(&mut Store)) {
-    if std::process::id() != PID.load(Ordering::Relaxed) {
+    if crate::sys::process_id() != PID.load(Ordering::Relaxed) {
         return;
     }
     BUSY.with(|b| b.set(true));

@@ -158,7 +158,7 @@ pub(crate) fn claimed_by() -> u32 {
 /// Whether this is a child forked after a heap session started here.
 pub(crate) fn forked() -> bool {
     let pid = PID.load(Ordering::Relaxed);
-    pid != 0 && pid != std::process::id()
+    pid != 0 && pid != crate::sys::process_id()
 }
 
 /// Pauses heap session `sid` (nested pauses count).

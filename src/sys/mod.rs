@@ -5,7 +5,8 @@
 //! - the CPU sampler: `Session` (`start`/`sid`/`finish`), `reset`, `pause`, `resume`,
 //!   `is_live`, `forked`, `on_drain_start`;
 //! - the loaded objects: `known_modules` (unloaded ones too), `modules_generation`;
-//! - the process's threads: `thread_ids` (and, with `http`, `thread_stacks`);
+//! - the process's threads: `thread_ids` (and, with `http`, `thread_stacks`); its id without a
+//!   system call, for the fork checks on every recorded event: `process_id`;
 //! - file mappings for the symbolizer: `map_file`, `release`;
 //! - for heap profiles: `capture_stack` (the calling thread's), `current_thread`,
 //!   `prepare_stacks`; on Linux, spawned threads join their creator's heap sessions

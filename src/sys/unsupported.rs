@@ -49,6 +49,10 @@ pub(crate) fn resume(_sid: u64) {}
 pub(crate) fn is_live(_sid: u64) -> bool {
     false
 }
+pub(crate) fn process_id() -> u32 {
+    std::process::id()
+}
+
 pub(crate) fn forked() -> bool {
     false
 }

@@ -73,7 +73,7 @@ static ALONE: AtomicBool = AtomicBool::new(false);
 /// Whether this is a child forked after the engine started.
 pub(crate) fn forked() -> bool {
     let pid = ENGINE_PID.load(Ordering::Relaxed);
-    pid != 0 && pid != std::process::id()
+    pid != 0 && pid != super::process_id()
 }
 
 /// One-time process set-up: ring, table, handlers, and the drain thread if the process

@@ -23,6 +23,34 @@ pub(crate) use threads::{thread_stacks, ThreadStack};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use {engine::installed, signal::in_handler};
 
+/// This process's id, without a system call after the first: glibc no longer caches it,
+/// and the allocation and lock hooks compare it on every recorded event to notice a forked
+/// child. A fork handler clears the cache in the child, which reads its own id again.
+pub(crate) fn process_id() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static CACHED: AtomicU32 = AtomicU32::new(0);
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+
+    extern "C" fn in_child() {
+        // Async-signal-safe, as a fork handler must be: one atomic store.
+        CACHED.store(0, Ordering::Relaxed);
+    }
+
+    let pid = CACHED.load(Ordering::Relaxed);
+    if pid != 0 {
+        return pid;
+    }
+    REGISTERED.call_once(|| {
+        // SAFETY: registers a child handler that only stores to an atomic; nothing is
+        // unregistered or freed later, so the pointer stays valid for the process.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
+    // Read after the handler is in place: a fork from now on clears what is stored here.
+    let pid = std::process::id();
+    CACHED.store(pid, Ordering::Relaxed);
+    pid
+}
+
 /// Whether stacks can be taken here (heap profiles need them).
 pub(crate) const STACKS: bool = true;
 
