@@ -9,7 +9,6 @@
 //! ratios against the plain allocator of the same round.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -65,29 +64,12 @@ unsafe impl GlobalAlloc for Dispatch {
 #[global_allocator]
 static ALLOC: Dispatch = Dispatch;
 
+#[path = "support/workload.rs"]
+mod workload;
+use workload::{build, thread_cpu};
+
 /// Entries of the workload's map.
 const ENTRIES: u64 = 1_000_000;
-
-/// Builds a `BTreeMap<String, Vec<u8>>` of a million entries (two blocks each, plus the
-/// tree's nodes); returns it so that the caller decides when it is freed.
-#[inline(never)]
-fn build(entries: u64) -> BTreeMap<String, Vec<u8>> {
-    let mut map = BTreeMap::new();
-    for i in 0..entries {
-        map.insert(format!("key-{i:08}"), vec![i as u8; (i % 64) as usize + 1]);
-    }
-    map
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
 
 /// Resident set now (VmRSS), KiB.
 fn rss_kib() -> u64 {

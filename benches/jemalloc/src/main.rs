@@ -9,10 +9,9 @@
 //! speed flips between two levels for seconds at a time).
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tikv_jemallocator::Jemalloc;
 
@@ -65,25 +64,9 @@ unsafe impl GlobalAlloc for Dispatch {
 #[global_allocator]
 static ALLOC: Dispatch = Dispatch;
 
-/// A `BTreeMap<String, Vec<u8>>` of `entries` entries, as benches/heap.rs builds.
-#[inline(never)]
-fn build(entries: u64) -> BTreeMap<String, Vec<u8>> {
-    let mut map = BTreeMap::new();
-    for i in 0..entries {
-        map.insert(format!("key-{i:08}"), vec![i as u8; (i % 64) as usize + 1]);
-    }
-    map
-}
-
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+#[path = "../../support/workload.rs"]
+mod workload;
+use workload::{build, thread_cpu};
 
 /// A tenth of the workload built and dropped: its thread CPU seconds.
 fn workload() -> f64 {
