@@ -479,10 +479,20 @@ pub(crate) fn on_alloc(addr: usize, size: usize) {
 /// A block of `size` bytes at `addr` is being freed.
 #[inline]
 pub(crate) fn on_free(addr: usize, size: usize) {
-    if ACTIVE.load(Ordering::Relaxed) == 0 && LIVE.load(Ordering::Relaxed) == 0 {
+    // Inline up to the free filter: with no counting session, a heap profile's frees of
+    // unsampled blocks (nearly all of them) end here without a call.
+    if COUNTING.load(Ordering::Relaxed) == 0
+        && (LIVE.load(Ordering::Relaxed) == 0 || !maybe_sampled(addr))
+    {
         return;
     }
     free_slow(addr, size);
+}
+
+/// Whether the block at `addr` may be in the live table (the filter's cell is not 0).
+#[inline(always)]
+fn maybe_sampled(addr: usize) -> bool {
+    filter_cell(addr).is_some_and(|c| c.load(Ordering::Relaxed) != 0)
 }
 
 #[inline(never)]
@@ -588,9 +598,7 @@ fn free_slow(addr: usize, size: usize) {
             }
         }
     }
-    if LIVE.load(Ordering::Relaxed) == 0
-        || filter_cell(addr).is_none_or(|c| c.load(Ordering::Relaxed) == 0)
-    {
+    if LIVE.load(Ordering::Relaxed) == 0 || !maybe_sampled(addr) {
         return;
     }
     with_store(|store| store.freed(addr));
