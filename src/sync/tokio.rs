@@ -15,6 +15,7 @@
 //! ```
 
 use std::fmt;
+use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::AtomicUsize;
 
@@ -22,6 +23,27 @@ pub use ::tokio::sync::{AcquireError, TryAcquireError, TryLockError};
 
 use super::{key, learn, unlocked, Wait};
 use crate::contention;
+
+/// A lock's path while a contention profile runs, as `super::watched` for std's: the
+/// try's guard if it did not have to wait, else `wait`'s, the wait timed; either way the
+/// lock's key is learnt for its next waiters.
+async fn watched<G: Deref, E, F: Future<Output = G>>(
+    hint: &AtomicUsize,
+    attempt: Result<G, E>,
+    wait: impl FnOnce() -> F,
+) -> G {
+    let g = match attempt {
+        Ok(g) => g,
+        Err(_) => {
+            let timed = Wait::begin(hint);
+            let g = wait().await;
+            timed.end();
+            g
+        }
+    };
+    learn(hint, &*g);
+    g
+}
 
 /// [`tokio::sync::Mutex`], seen by block and mutex profiles.
 ///
@@ -92,16 +114,7 @@ impl<T: ?Sized> Mutex<T> {
                 inner: self.inner.lock().await,
             };
         }
-        let inner = match self.inner.try_lock() {
-            Ok(g) => g,
-            Err(_) => {
-                let wait = Wait::begin(&self.hint);
-                let g = self.inner.lock().await;
-                wait.end();
-                g
-            }
-        };
-        learn(&self.hint, &*inner);
+        let inner = watched(&self.hint, self.inner.try_lock(), || self.inner.lock()).await;
         MutexGuard { inner }
     }
 
@@ -244,16 +257,7 @@ impl<T: ?Sized> RwLock<T> {
                 inner: self.inner.read().await,
             };
         }
-        let inner = match self.inner.try_read() {
-            Ok(g) => g,
-            Err(_) => {
-                let wait = Wait::begin(&self.hint);
-                let g = self.inner.read().await;
-                wait.end();
-                g
-            }
-        };
-        learn(&self.hint, &*inner);
+        let inner = watched(&self.hint, self.inner.try_read(), || self.inner.read()).await;
         RwLockReadGuard { inner }
     }
 
@@ -272,16 +276,7 @@ impl<T: ?Sized> RwLock<T> {
                 inner: self.inner.write().await,
             };
         }
-        let inner = match self.inner.try_write() {
-            Ok(g) => g,
-            Err(_) => {
-                let wait = Wait::begin(&self.hint);
-                let g = self.inner.write().await;
-                wait.end();
-                g
-            }
-        };
-        learn(&self.hint, &*inner);
+        let inner = watched(&self.hint, self.inner.try_write(), || self.inner.write()).await;
         RwLockWriteGuard { inner }
     }
 
