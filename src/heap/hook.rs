@@ -75,8 +75,14 @@ pub(crate) struct Counters {
     pub owner: AtomicUsize,
 }
 
-/// The session's totals: (allocs, alloc bytes, frees, freed bytes, peak live bytes).
-pub(crate) type Totals = (u64, u64, u64, u64, u64);
+/// Adds `by` to a counter only the calling thread writes, without a read-modify-write;
+/// the new value.
+#[inline(always)]
+fn add_owned(a: &AtomicU64, by: u64) -> u64 {
+    let v = a.load(Ordering::Relaxed).wrapping_add(by);
+    a.store(v, Ordering::Relaxed);
+    v
+}
 
 impl Counters {
     const fn new() -> Counters {
@@ -100,13 +106,8 @@ impl Counters {
     #[inline]
     fn alloc_owned(&self, size: usize) {
         let t = &self.owned;
-        let bump = |a: &AtomicU64, by: u64| {
-            let v = a.load(Ordering::Relaxed).wrapping_add(by);
-            a.store(v, Ordering::Relaxed);
-            v
-        };
-        bump(&t.allocs, 1);
-        let allocated = bump(&t.alloc_bytes, size as u64);
+        add_owned(&t.allocs, 1);
+        let allocated = add_owned(&t.alloc_bytes, size as u64);
         let live = self.live(allocated, &self.shared);
         if live > t.peak.load(Ordering::Relaxed) {
             t.peak.store(live, Ordering::Relaxed);
@@ -115,12 +116,8 @@ impl Counters {
 
     #[inline]
     fn free_owned(&self, size: usize) {
-        let t = &self.owned;
-        let frees = t.frees.load(Ordering::Relaxed);
-        t.frees.store(frees.wrapping_add(1), Ordering::Relaxed);
-        let freed = t.freed_bytes.load(Ordering::Relaxed);
-        t.freed_bytes
-            .store(freed.wrapping_add(size as u64), Ordering::Relaxed);
+        add_owned(&self.owned.frees, 1);
+        add_owned(&self.owned.freed_bytes, size as u64);
     }
 
     /// Any other thread's allocation: two read-modify-writes; the peak only when it moves.
@@ -160,7 +157,9 @@ impl Counters {
         }
     }
 
-    pub(crate) fn totals(&self) -> Totals {
+    /// The session's totals, both tallies added up (the peak is the larger one's: each
+    /// was taken over both sides' live bytes).
+    pub(crate) fn totals(&self) -> super::Allocations {
         let sum = |f: fn(&Tally) -> &AtomicU64| {
             f(&self.owned)
                 .load(Ordering::Relaxed)
@@ -168,13 +167,13 @@ impl Counters {
         };
         let peak = self.owned.peak.load(Ordering::Relaxed);
         let peak = peak.max(self.shared.peak.load(Ordering::Relaxed));
-        (
-            sum(|t| &t.allocs),
-            sum(|t| &t.alloc_bytes),
-            sum(|t| &t.frees),
-            sum(|t| &t.freed_bytes),
-            peak.max(0) as u64,
-        )
+        super::Allocations {
+            allocs: sum(|t| &t.allocs),
+            alloc_bytes: sum(|t| &t.alloc_bytes),
+            frees: sum(|t| &t.frees),
+            freed_bytes: sum(|t| &t.freed_bytes),
+            peak_live_bytes: peak.max(0) as u64,
+        }
     }
 
     /// Zeroes the totals; `owner`: the thread that writes the owned tally from now on.

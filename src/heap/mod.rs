@@ -201,7 +201,7 @@ pub(crate) fn installed() -> bool {
         hook::join(Tag { slot: i as u8, sid });
         drop(std::hint::black_box(Box::new(0u64)));
         hook::leave(sid);
-        let seen = SLOT.get(i).is_some_and(|s| s.counters.totals().0 > 0);
+        let seen = SLOT.get(i).is_some_and(|s| s.counters.totals().allocs > 0);
         release(i, sid);
         seen
     })
@@ -458,14 +458,7 @@ fn counted<R>(f: impl FnOnce() -> R) -> (Allocations, R) {
     let leave = Leave(i, sid);
     let result = f();
     hook::leave(sid);
-    let (allocs, alloc_bytes, frees, freed_bytes, peak_live_bytes) = SLOT[i].counters.totals();
-    let counts = Allocations {
-        allocs,
-        alloc_bytes,
-        frees,
-        freed_bytes,
-        peak_live_bytes,
-    };
+    let counts = SLOT[i].counters.totals();
     drop(leave);
     (counts, result)
 }
