@@ -95,9 +95,9 @@ fn a_library_loaded_and_unloaded_during_the_profile_is_unwound_and_named() {
         .collect();
     let n: i64 = in_library.iter().map(|sample| sample.value[0]).sum();
     assert!(n > 200, "{n} samples in the library");
-    // They unwind through it to the caller. The drain thread rebuilds the unwinder within
-    // its interval (50 ms at most) after the dlopen: samples before that stop in the
-    // library, a tenth of a 500 ms loop at most.
+    // They unwind through it to the caller. The first sample in it wakes the drain thread,
+    // which rebuilds the unwinder within milliseconds: samples before that stop in the
+    // library (a loaded machine may delay the drain thread: a tenth of the loop allowed).
     let through = in_library
         .iter()
         .filter(|sample| {
@@ -108,7 +108,7 @@ fn a_library_loaded_and_unloaded_during_the_profile_is_unwound_and_named() {
         .map(|sample| sample.value[0])
         .sum::<i64>();
     assert!(
-        through * 10 >= n * 8,
+        through * 10 >= n * 9,
         "{through} of {n} library samples reach calls_into_library"
     );
     // The library's mapping is the library, found through the kernel's view (the path it

@@ -253,6 +253,10 @@ impl Symbolizer {
                 let m = &self.modules[i];
                 let svma = probe - m.bias;
                 let object = self.objects.entry(m.path.clone()).or_insert_with(|| {
+                    if m.path.starts_with("[vdso]") {
+                        // In memory only: named `[vdso]+offset`, as perf names it.
+                        return None;
+                    }
                     let separate = if m.is_main {
                         Separate::Everything
                     } else {

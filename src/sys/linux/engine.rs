@@ -132,9 +132,8 @@ pub(crate) fn prepare_unwinder() {
     let _one = PREPARING.lock().unwrap_or_else(|p| p.into_inner());
     let generation = super::modules::generation();
     if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
-        let modules = super::modules::loaded();
-        super::modules::remember(&modules);
-        signal::unwind::prepare(&modules, generation);
+        super::modules::remember(&super::modules::loaded());
+        signal::unwind::prepare(&super::modules::unwindable(), generation);
     }
 }
 
@@ -207,8 +206,11 @@ fn drain_loop() {
         let capacity = RING.get().map_or(RING_CAPACITY, Ring::capacity);
         every = next_interval(every, drained, capacity);
         drop(guard);
-        std::thread::sleep(every);
+        let new_code = signal::unwind::sleep_unless_new_code(every);
         prepare_unwinder();
+        if new_code {
+            signal::unwind::new_code_looked_at();
+        }
         guard = lock(engine);
     }
 }

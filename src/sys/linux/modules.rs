@@ -13,21 +13,32 @@ use crate::modules::{gnu_build_id, Module};
 
 /// All executable segments of all loaded objects, the main executable first.
 pub(crate) fn loaded() -> Vec<Module> {
-    let mut out: Vec<Module> = Vec::new();
+    iterate(false)
+}
+
+/// [`loaded`] and the vDSO (`clock_gettime` and friends): its unwind tables are in memory,
+/// so stacks through it unwind, but it has no file to symbolize from. For the unwinder.
+pub(crate) fn unwindable() -> Vec<Module> {
+    iterate(true)
+}
+
+fn iterate(vdso: bool) -> Vec<Module> {
+    let mut out: (Vec<Module>, bool) = (Vec::new(), vdso);
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut Vec<Module>` passed below; `info` is valid for the
-        // duration of the callback, as dl_iterate_phdr promises.
-        let (out, info) = unsafe { (&mut *(data as *mut Vec<Module>), &*info) };
+        // SAFETY: `data` is the `&mut (Vec<Module>, bool)` passed below; `info` is valid for
+        // the duration of the callback, as dl_iterate_phdr promises.
+        let ((out, vdso), info) = unsafe { (&mut *(data as *mut (Vec<Module>, bool)), &*info) };
         // SAFETY: as above, the callback's arguments are valid for its duration.
-        unsafe { collect(info, out) };
+        unsafe { collect(info, out, *vdso) };
         0
     }
     // SAFETY: `each` only reads the phdr info it is given and pushes to `out`.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut out as *mut Vec<Module> as *mut _) };
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut out as *mut (Vec<Module>, bool) as *mut _) };
+    let mut out = out.0;
     out.sort_by_key(|m| !m.is_main);
     out
 }
@@ -50,10 +61,11 @@ fn same(a: &Module, b: &Module) -> bool {
     a.text == b.text && a.path == b.path && a.build_id == b.build_id
 }
 
-/// The loaded objects, then those seen earlier and since unloaded whose addresses no loaded
-/// object has taken over (for addresses sampled while they were loaded).
+/// The loaded objects and the vDSO (`[vdso]`, named by address in it), then those seen
+/// earlier and since unloaded whose addresses no loaded object has taken over (for
+/// addresses sampled while they were loaded).
 pub(crate) fn known() -> Vec<Module> {
-    let mut out = loaded();
+    let mut out = unwindable();
     remember(&out);
     let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let gone: Vec<Module> = seen
@@ -97,7 +109,8 @@ pub(crate) fn generation() -> u64 {
 
 /// # Safety
 /// `info` must come from `dl_iterate_phdr`, inside its callback.
-unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>) {
+/// The vDSO only with `vdso`.
+unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>, vdso: bool) {
     let bias = info.dlpi_addr;
     // SAFETY: dl_iterate_phdr gives `dlpi_phnum` headers at `dlpi_phdr`.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
@@ -110,12 +123,15 @@ unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>) {
     // glibc names the main program "" (any other object by the path it was opened with,
     // which need not be UTF-8).
     let is_main = name.is_empty();
-    if !is_main && name.starts_with(b"linux-vdso") {
-        // The vDSO has no file to symbolize from; frames in it are few and short.
+    let is_vdso = !is_main && name.starts_with(b"linux-vdso");
+    if is_vdso && !vdso {
+        // No file to symbolize from; frames in it are few and short.
         return;
     }
     let loads = || phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
-    let path = if is_main {
+    let path = if is_vdso {
+        PathBuf::from("[vdso]")
+    } else if is_main {
         std::env::current_exe().unwrap_or_default()
     } else {
         let given = Path::new(OsStr::from_bytes(name));

@@ -12,7 +12,8 @@
 // Under the signal-context lint fence of `super` (no panics, no unchecked arithmetic).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, MustNotAllocateDuringUnwind, Unwinder};
@@ -32,7 +33,14 @@ impl std::ops::Deref for Mapped {
     }
 }
 
-type Walker = UnwinderX86_64<Mapped, MustNotAllocateDuringUnwind>;
+type Framehop = UnwinderX86_64<Mapped, MustNotAllocateDuringUnwind>;
+
+/// An unwinder and the code it knows: where a walk that stopped early stopped says whether
+/// it met code loaded since (see [`NEW_CODE`]).
+struct Walker {
+    framehop: Framehop,
+    text: Box<[std::ops::Range<u64>]>,
+}
 type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
 
 /// Handlers running at the same moment on different threads each need a cache.
@@ -51,6 +59,15 @@ static WALKER: AtomicPtr<Walker> = AtomicPtr::new(std::ptr::null_mut());
 static POOL: AtomicPtr<CacheSlot> = AtomicPtr::new(std::ptr::null_mut());
 static MODULES_GENERATION: AtomicU64 = AtomicU64::new(u64::MAX);
 
+/// Whether a handler's walk stopped in code the unwinder does not know, most likely a
+/// library `dlopen`ed since it was built: [`QUIET`], [`SEEN`] (the drain thread is woken to
+/// rebuild it now rather than at its next interval, which may be 50 ms away), or [`LOOKED`]
+/// (it was, and the unknown code is not a new module: no more wakes until the next rebuild).
+static NEW_CODE: AtomicU32 = AtomicU32::new(QUIET);
+const QUIET: u32 = 0;
+const SEEN: u32 = 1;
+const LOOKED: u32 = 2;
+
 /// Builds (or rebuilds, after a `dlopen`) the unwinder for the loaded modules.
 /// Called from session start, never from the handler. Old unwinders are leaked on purpose:
 /// a handler on another thread may still be using one.
@@ -67,8 +84,10 @@ pub(crate) fn prepare(modules: &[Module], generation: u64) {
     if MODULES_GENERATION.swap(generation, Ordering::AcqRel) == generation {
         return;
     }
-    let mut walker = Walker::new();
+    let mut walker = Framehop::new();
+    let mut text = Vec::with_capacity(modules.len());
     for m in modules {
+        text.push(m.text.clone());
         let (Some(hdr), Some(eh)) = (&m.eh_frame_hdr, &m.eh_frame) else {
             continue;
         };
@@ -101,7 +120,64 @@ pub(crate) fn prepare(modules: &[Module], generation: u64) {
             info,
         ));
     }
+    let walker = Walker {
+        framehop: walker,
+        text: text.into(),
+    };
     WALKER.store(Box::into_raw(Box::new(walker)), Ordering::Release);
+    NEW_CODE.store(QUIET, Ordering::Release);
+}
+
+/// A walk met `address`: if no known module holds it, wakes the drain thread (once
+/// per rebuild) to look for new modules. Async-signal-safe: a scan and a futex wake.
+fn stopped_at(walker: &Walker, address: u64) {
+    if walker.text.iter().any(|t| t.contains(&address)) {
+        return;
+    }
+    if NEW_CODE
+        .compare_exchange(QUIET, SEEN, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        // SAFETY: FUTEX_WAKE on a static word; a plain system call, async-signal-safe.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                NEW_CODE.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1,
+            )
+        };
+    }
+}
+
+/// Sleeps for `limit`, or less if a handler meets code the unwinder does not know; says
+/// whether one did. The drain thread's sleep between drains.
+pub(crate) fn sleep_unless_new_code(limit: Duration) -> bool {
+    let state = NEW_CODE.load(Ordering::Acquire);
+    if state != SEEN {
+        let timeout = libc::timespec {
+            tv_sec: limit.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+            tv_nsec: limit.subsec_nanos().into(),
+        };
+        // SAFETY: FUTEX_WAIT on a static word with a valid relative timeout: returns at the
+        // timeout, on a wake, or at once if the word is no longer `state`.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                NEW_CODE.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                state,
+                &timeout as *const libc::timespec,
+            )
+        };
+    }
+    NEW_CODE.load(Ordering::Acquire) == SEEN
+}
+
+/// The unknown code a handler met was looked for among the loaded modules: no more wakes
+/// for it until the unwinder is rebuilt (unless [`prepare`] just did that).
+pub(crate) fn new_code_looked_at() {
+    let _ = NEW_CODE.compare_exchange(SEEN, LOOKED, Ordering::AcqRel, Ordering::Relaxed);
 }
 
 /// The length of an address range (0 for an inverted one).
@@ -243,7 +319,10 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> 
         // stays mapped while the thread runs this handler.
         Ok(unsafe { (addr as *const u64).read_volatile() })
     };
-    let mut iter = walker.iter_frames(pc, UnwindRegsX86_64::new(pc, sp, bp), cache, &mut read);
+    let mut iter =
+        walker
+            .framehop
+            .iter_frames(pc, UnwindRegsX86_64::new(pc, sp, bp), cache, &mut read);
     // Frames past `frames` go round in `beyond`, so its last KEEP_ROOT are the outermost.
     let mut beyond = [0u64; KEEP_ROOT];
     let mut total = 0;
@@ -261,6 +340,12 @@ pub(crate) fn walk(pc: u64, sp: u64, bp: u64, frames: &mut [u64; MAX_DEPTH]) -> 
     }
     slot.busy.store(false, Ordering::Release);
     if total <= MAX_DEPTH {
+        // The pc in unknown code (framehop's fallback then guesses, or stops), or a walk
+        // that ended on it.
+        stopped_at(walker, pc);
+        if let Some(&last) = total.checked_sub(1).and_then(|i| frames.get(i)) {
+            stopped_at(walker, last);
+        }
         return Some(Walked {
             depth: total,
             cut: false,

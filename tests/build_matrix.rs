@@ -1,0 +1,264 @@
+//! The fixture crate tests/fixtures/matrix (a hot Rust function with an inlined callee, a
+//! closure, a generic instantiated twice, 2000-deep recursion, C from gcc and from clang, a
+//! library dlopened and closed during the test) built in each configuration users build
+//! with, profiled with `PROFILE=cpu`, and its profile read: the hot function on top with its
+//! qualified name and `file:line`, the C functions with lines, the dlopened library's
+//! stacks reaching the test function, and go tool pprof reading it with no warnings.
+//!
+//! Only the fixture's test target is rebuilt per configuration (`cargo rustc -- FLAGS`):
+//! its dependencies are built once per cargo profile in the shared fixture target dir.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use support::{fixture_target, go_tool_pprof, read, Read};
+
+/// One binary at a time: each configuration rebuilds the same test target (and, split,
+/// its `.dwo` files) in place, which must not change under a run still reading it.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn manifest() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix/Cargo.toml")
+}
+
+/// Builds the fixture's test with cargo profile `profile` and extra rustc `flags`, runs it
+/// with a CPU profile, and returns the profile.
+fn profile_of(config: &str, profile: &str, flags: &[&str]) -> Read {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let built = Command::new(env!("CARGO"))
+        .args([
+            "rustc",
+            "--quiet",
+            "--message-format=json",
+            "--manifest-path",
+        ])
+        .arg(manifest())
+        .args(["--profile", profile, "--test", "matrix", "--"])
+        .args(flags)
+        .env("CARGO_TARGET_DIR", fixture_target())
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("cargo runs");
+    let stdout = String::from_utf8_lossy(&built.stdout);
+    assert!(
+        built.status.success(),
+        "{config}: cargo rustc failed\n{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let exe = stdout
+        .lines()
+        .filter(|l| l.contains(r#""kind":["test"]"#))
+        .find_map(|l| {
+            let at = l.find(r#""executable":""#)? + r#""executable":""#.len();
+            let end = l[at..].find('"')?;
+            Some(PathBuf::from(&l[at..at + end]))
+        })
+        .unwrap_or_else(|| panic!("{config}: no test executable in cargo's output\n{stdout}"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(&exe)
+        .env("PROFILE", format!("cpu,dir={}", dir.path().display()))
+        .env_remove("RUST_TEST_THREADS")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "{config}: the test failed\n{stdout}\n{stderr}"
+    );
+    let path = dir
+        .path()
+        .join("matrix/matrix/every_kind_of_code.cpu.pb.gz");
+    let p = read(&path);
+    // Kept past the temporary directory for go tool pprof.
+    let kept = fixture_target().join(format!("matrix-{config}.cpu.pb.gz"));
+    std::fs::copy(&path, &kept).unwrap();
+    Read { path: kept, ..p }
+}
+
+/// The first line of `marker` in the fixture's test source, 1-based.
+fn source_line(marker: &str) -> u64 {
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix/tests/matrix.rs"),
+    )
+    .unwrap();
+    source
+        .lines()
+        .position(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("{marker} not in the fixture")) as u64
+        + 1
+}
+
+/// `(function name, file, line)` of every frame of every sample, with its CPU weight.
+fn frames(p: &Read) -> Vec<(String, String, i64, i64)> {
+    let pr = &p.profile;
+    let s = |i: i64| pr.string_table[i as usize].clone();
+    let mut out = Vec::new();
+    for sample in &pr.sample {
+        for id in &sample.location_id {
+            let loc = pr.location.iter().find(|l| l.id == *id).unwrap();
+            for line in &loc.line {
+                let f = pr
+                    .function
+                    .iter()
+                    .find(|f| f.id == line.function_id)
+                    .unwrap();
+                out.push((s(f.name), s(f.filename), line.line, sample.value[1]));
+            }
+        }
+    }
+    out
+}
+
+/// What every configuration must give.
+fn check(config: &str, p: &Read) {
+    let what = format!("{config} ({})", p.path.display());
+    // `debug = "line-tables-only"` keeps only bare names for inlined functions (no
+    // namespaces, no linkage names): the test function, inlined into its closure, is one.
+    let bare = config == "release_line_tables_only";
+    let is_test =
+        |f: &str| f == "matrix::every_kind_of_code" || (bare && f == "every_kind_of_code");
+    // go tool pprof reads it with no warnings, and its hottest function (by flat) is the hot
+    // one, qualified.
+    let top = go_tool_pprof(&["-top"], &p.path);
+    let first = top
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("flat"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{what}: no rows in -top\n{top}"));
+    assert!(
+        first.trim_end().ends_with(" matrix::rust::hot_sum"),
+        "{what}: the hot function is not on top\n{top}"
+    );
+    // With its lines: within its body, in the fixture's source.
+    let (start, end) = (
+        source_line("pub fn hot_sum"),
+        source_line("/// Inlined into"),
+    );
+    let frames = frames(p);
+    let hot: Vec<_> = frames
+        .iter()
+        .filter(|f| f.0 == "matrix::rust::hot_sum")
+        .collect();
+    assert!(!hot.is_empty(), "{what}");
+    // Compilers mark a few instructions with line 0, no source line (addr2line agrees):
+    // nearly all of the time has a line, and every line is in the body.
+    let all: i64 = hot.iter().map(|f| f.3).sum();
+    let lined: i64 = hot.iter().filter(|f| f.2 > 0).map(|f| f.3).sum();
+    assert!(lined * 10 >= all * 9, "{what}: hot_sum {hot:?}");
+    for (_, file, line, _) in hot.iter().filter(|f| f.2 > 0) {
+        assert!(
+            file.ends_with("tests/matrix.rs") && (start..end).contains(&(*line as u64)),
+            "{what}: hot_sum at {file}:{line}, its body is lines {start}..{end}"
+        );
+    }
+    let lines = go_tool_pprof(&["-top", "-lines", "-nodecount=200"], &p.path);
+    assert!(
+        lines.contains("matrix::rust::hot_sum") && lines.contains("tests/matrix.rs:"),
+        "{what}\n{lines}"
+    );
+    // C from both compilers, and the dlopened library's, with file and line.
+    for (function, file) in [
+        ("gcc_hot", "c/gcc_hot.c"),
+        ("clang_hot", "c/clang_hot.c"),
+        ("dl_hot", "c/dl_hot.c"),
+    ] {
+        let at: Vec<_> = frames.iter().filter(|f| f.0 == function).collect();
+        let all: i64 = at.iter().map(|f| f.3).sum();
+        assert!(all > 0, "{what}: no samples in {function}\n{top}");
+        assert!(
+            at.iter().all(|f| f.1.ends_with(file)),
+            "{what}: {function} {at:?}"
+        );
+        let lined: i64 = at.iter().filter(|f| f.2 > 0).map(|f| f.3).sum();
+        assert!(
+            lined * 10 >= all * 9,
+            "{what}: {function} without lines: {:?}",
+            at.iter().map(|f| (&f.1, f.2)).collect::<Vec<_>>()
+        );
+    }
+    // Stacks through the library, and 2000 frames deep, reach the test function.
+    for (leaf, through) in [
+        ("dl_hot", "matrix::through_library"),
+        (
+            "matrix::rust::hot_loop_at_the_bottom",
+            "matrix::rust::recurse",
+        ),
+    ] {
+        let weight = |reaching: bool| -> i64 {
+            p.profile
+                .sample
+                .iter()
+                .filter(|s| {
+                    let stack = p.stack(s);
+                    stack.contains(&leaf)
+                        && (!reaching
+                            || stack.contains(&through) && stack.iter().any(|f| is_test(f)))
+                })
+                .map(|s| s.value[1])
+                .sum()
+        };
+        let (all, whole) = (weight(false), weight(true));
+        assert!(all > 0, "{what}: no samples in {leaf}");
+        assert!(
+            whole * 10 >= all * 9,
+            "{what}: {:.0} % of the CPU in {leaf} has stacks that reach the test function",
+            whole as f64 * 100.0 / all as f64
+        );
+    }
+    // The closure, named as the function it is in, and each instantiation of the generic.
+    let closure = if bare {
+        "{closure#"
+    } else {
+        "matrix::every_kind_of_code::{"
+    };
+    assert!(
+        frames.iter().any(|f| f.0.starts_with(closure)),
+        "{what}: no closure of the test function"
+    );
+    let generics: std::collections::HashSet<&str> = p
+        .profile
+        .function
+        .iter()
+        .filter(|f| p.profile.string_table[f.name as usize] == "matrix::rust::generic_work")
+        .map(|f| p.profile.string_table[f.system_name as usize].as_str())
+        .collect();
+    assert_eq!(generics.len(), 2, "{what}: {generics:?}");
+}
+
+macro_rules! configurations {
+    ($($(#[$doc:meta])* $name:ident: $profile:literal, [$($flag:literal),*];)*) => {$(
+        $(#[$doc])*
+        #[test]
+        fn $name() {
+            let p = profile_of(stringify!($name), $profile, &[$($flag),*]);
+            check(stringify!($name), &p);
+        }
+    )*};
+}
+
+configurations! {
+    /// `cargo test` as it comes: unoptimised, full debug info.
+    dev: "dev", [];
+    /// `[profile.release] debug = true`.
+    release_debug: "release", ["-Cdebuginfo=2"];
+    /// `debug = "line-tables-only"`, the Rust performance book's setting for profiling.
+    release_line_tables_only: "release", ["-Cdebuginfo=line-tables-only"];
+    /// DWARF 4, as older toolchains and some distributions build.
+    dwarf_4: "release", ["-Cdebuginfo=2", "-Cdwarf-version=4"];
+    /// DWARF 5 (`.debug_addr`, `.debug_rnglists`, `strx`).
+    dwarf_5: "release", ["-Cdebuginfo=2", "-Cdwarf-version=5"];
+    /// `split-debuginfo = "unpacked"`: skeleton units, the rest in `.dwo` files.
+    split_unpacked: "release", ["-Cdebuginfo=2", "-Csplit-debuginfo=unpacked"];
+    /// `split-debuginfo = "packed"`: one `.dwp` beside the binary.
+    split_packed: "release", ["-Cdebuginfo=2", "-Csplit-debuginfo=packed"];
+    /// Debug sections compressed by the linker.
+    compressed_debug_sections: "release",
+        ["-Cdebuginfo=2", "-Clink-arg=-Wl,--compress-debug-sections=zlib"];
+    /// `lto = "fat"` (its own cargo profile: every dependency built with bitcode).
+    fat_lto: "fat-lto", ["-Cdebuginfo=2"];
+}
