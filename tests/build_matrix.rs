@@ -4,58 +4,26 @@
 //! with, profiled with `PROFILE=cpu`, and its profile read: the hot function on top with its
 //! qualified name and `file:line`, the C functions with lines, the dlopened library's
 //! stacks reaching the test function, and go tool pprof reading it with no warnings.
-//!
-//! Only the fixture's test target is rebuilt per configuration (`cargo rustc -- FLAGS`):
-//! its dependencies are built once per cargo profile in the shared fixture target dir.
+//! The configurations and their builds: tests/fixtures/matrix/configs.rs.
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+#[path = "fixtures/matrix/configs.rs"]
+mod matrix;
 mod support;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use support::{fixture_target, go_tool_pprof, read, Read};
 
-/// One binary at a time: each configuration rebuilds the same test target (and, split,
-/// its `.dwo` files) in place, which must not change under a run still reading it.
+/// One build and run at a time: cargo takes builds in one target dir in turn anyway, and a
+/// run profiled beside another configuration's build would share the machine with it.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn manifest() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix/Cargo.toml")
-}
-
-/// Builds the fixture's test with cargo profile `profile` and extra rustc `flags`, runs it
-/// with a CPU profile, and returns the profile.
-fn profile_of(config: &str, profile: &str, flags: &[&str]) -> Read {
+/// Builds the fixture's test in configuration `config`, runs it with a CPU profile, and
+/// returns the profile.
+fn profile_of(config: &str) -> Read {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let built = Command::new(env!("CARGO"))
-        .args([
-            "rustc",
-            "--quiet",
-            "--message-format=json",
-            "--manifest-path",
-        ])
-        .arg(manifest())
-        .args(["--profile", profile, "--test", "matrix", "--"])
-        .args(flags)
-        .env("CARGO_TARGET_DIR", fixture_target())
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("cargo runs");
-    let stdout = String::from_utf8_lossy(&built.stdout);
-    assert!(
-        built.status.success(),
-        "{config}: cargo rustc failed\n{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let exe = stdout
-        .lines()
-        .filter(|l| l.contains(r#""kind":["test"]"#))
-        .find_map(|l| {
-            let at = l.find(r#""executable":""#)? + r#""executable":""#.len();
-            let end = l[at..].find('"')?;
-            Some(PathBuf::from(&l[at..at + end]))
-        })
-        .unwrap_or_else(|| panic!("{config}: no test executable in cargo's output\n{stdout}"));
+    let exe = matrix::build(&fixture_target(), config);
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(&exe)
         .env("PROFILE", format!("cpu,dir={}", dir.path().display()))
@@ -231,34 +199,33 @@ fn check(config: &str, p: &Read) {
 }
 
 macro_rules! configurations {
-    ($($(#[$doc:meta])* $name:ident: $profile:literal, [$($flag:literal),*];)*) => {$(
-        $(#[$doc])*
+    ($($name:ident)*) => {$(
         #[test]
         fn $name() {
-            let p = profile_of(stringify!($name), $profile, &[$($flag),*]);
-            check(stringify!($name), &p);
+            check(stringify!($name), &profile_of(stringify!($name)));
         }
     )*};
 }
 
+// One test per configuration of tests/fixtures/matrix/configs.rs.
 configurations! {
-    /// `cargo test` as it comes: unoptimised, full debug info.
-    dev: "dev", [];
-    /// `[profile.release] debug = true`.
-    release_debug: "release", ["-Cdebuginfo=2"];
-    /// `debug = "line-tables-only"`, the Rust performance book's setting for profiling.
-    release_line_tables_only: "release", ["-Cdebuginfo=line-tables-only"];
-    /// DWARF 4, as older toolchains and some distributions build.
-    dwarf_4: "release", ["-Cdebuginfo=2", "-Cdwarf-version=4"];
-    /// DWARF 5 (`.debug_addr`, `.debug_rnglists`, `strx`).
-    dwarf_5: "release", ["-Cdebuginfo=2", "-Cdwarf-version=5"];
-    /// `split-debuginfo = "unpacked"`: skeleton units, the rest in `.dwo` files.
-    split_unpacked: "release", ["-Cdebuginfo=2", "-Csplit-debuginfo=unpacked"];
-    /// `split-debuginfo = "packed"`: one `.dwp` beside the binary.
-    split_packed: "release", ["-Cdebuginfo=2", "-Csplit-debuginfo=packed"];
-    /// Debug sections compressed by the linker.
-    compressed_debug_sections: "release",
-        ["-Cdebuginfo=2", "-Clink-arg=-Wl,--compress-debug-sections=zlib"];
-    /// `lto = "fat"` (its own cargo profile: every dependency built with bitcode).
-    fat_lto: "fat-lto", ["-Cdebuginfo=2"];
+    dev release_debug release_line_tables_only dwarf_4 dwarf_5 split_unpacked split_packed
+    compressed_debug_sections fat_lto
+}
+
+#[test]
+fn every_configuration_has_its_test() {
+    let tested = [
+        "dev",
+        "release_debug",
+        "release_line_tables_only",
+        "dwarf_4",
+        "dwarf_5",
+        "split_unpacked",
+        "split_packed",
+        "compressed_debug_sections",
+        "fat_lto",
+    ];
+    let configs: Vec<&str> = matrix::CONFIGS.iter().map(|c| c.0).collect();
+    assert_eq!(configs, tested);
 }

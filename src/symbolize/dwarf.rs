@@ -204,8 +204,10 @@ impl Dwarf {
         }
         let (offset, mut unit) = found?;
         unit.copy_relocated_attributes(&skeleton.unit);
-        // The line table is the skeleton's (in the object's `.debug_line`).
+        // The line table is the skeleton's (in the object's `.debug_line`), and so is the
+        // directory its relative paths are from (a `.dwo` unit need not repeat it).
         unit.line_program = skeleton.unit.line_program.clone();
+        unit.comp_dir = skeleton.unit.comp_dir;
         let len = unit.header.length_including_self();
         let info = all.get(offset..offset.checked_add(len)?)?;
         let mut full = UnitInfo::with_unit(unit, info);

@@ -806,6 +806,32 @@ mod tests {
         }
     }
 
+    /// The fixture matrix's test binary (tests/fixtures/matrix: Rust with inlining,
+    /// closures and generics, gcc and clang C) in every configuration tests/build_matrix.rs
+    /// profiles, against addr2line over every function. Built into the fixtures' shared
+    /// target dir, where that test finds them built.
+    #[test]
+    fn agrees_with_addr2line_on_the_fixture_matrix() {
+        mod matrix {
+            include!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/fixtures/matrix/configs.rs"
+            ));
+        }
+        // target/debug/deps/<this test> -> target/fixtures, as the integration tests have it.
+        let exe = std::env::current_exe().unwrap();
+        let target = exe.ancestors().nth(3).unwrap().join("fixtures");
+        for (name, _, _) in matrix::CONFIGS {
+            let exe = matrix::build(&target, name);
+            eprintln!("{name}: {}", exe.display());
+            let (checked, inlined) = agrees_with_addr2line(&exe);
+            assert!(
+                checked > 1000 && inlined > 100,
+                "{name}: {checked}, {inlined}"
+            );
+        }
+    }
+
     /// C built with gcc and with clang (which writes no `.debug_aranges`: its units are
     /// found through their own ranges), optimised, against addr2line.
     #[test]
