@@ -9,7 +9,8 @@
 //! wrapped lock against itself. Rounds alternate the locks so that the machine's drift
 //! falls on all of them; the table prints medians and the median of each round's ratio to
 //! the wrapped lock's.
-//! `LOCK_BENCH_ROUNDS` sets the number of rounds (default 15).
+//! `LOCK_BENCH_ROUNDS` sets the number of rounds (default 150: a contended lock's speed
+//! varies by ±10 % from run to run here, so a median within 1 % takes many).
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
@@ -62,9 +63,12 @@ impl Lock for profiled::sync::parking_lot::Mutex<u64> {
     }
 }
 
-const UNCONTENDED: u32 = 5_000_000;
+const UNCONTENDED: u32 = 2_000_000;
 const THREADS: usize = 4;
-const PER_THREAD: u32 = 1_000_000;
+const PER_THREAD: u32 = 300_000;
+/// Rounds that also run profiled's lock with a profile running (one in this many: at
+/// microseconds per contended lock, it would take most of the time).
+const ON_EVERY: usize = 5;
 
 /// Nanoseconds per lock-and-unlock on one thread.
 #[inline(never)]
@@ -108,9 +112,14 @@ fn contended<L: Lock>() -> f64 {
     t.elapsed().as_nanos() as f64 / (THREADS as f64 * f64::from(PER_THREAD))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: Vec<f64>) -> f64 {
+    quartiles(v).1
+}
+
+/// First quartile, median, third quartile.
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    (v[v.len() / 4], v[v.len() / 2], v[v.len() * 3 / 4])
 }
 
 /// Runs `f` with a block and mutex profile of this thread (and those it spawns) running.
@@ -124,6 +133,12 @@ fn profiled_on(f: impl FnOnce() -> f64) -> f64 {
 
 /// One workload of one family: the wrapped lock against itself, against profiled's with no
 /// profile running, and against profiled's with one running.
+///
+/// Each round runs the wrapped lock three times and profiled's once, each of the four in
+/// each place in turn. Profiled's, and the third wrapped run (the noise row), are compared
+/// with the mean of the other two wrapped runs: so a machine that speeds up or slows down
+/// within a round (this one does) moves no ratio one way, and the noise row shows how far
+/// the same comparison moves with no difference at all.
 fn compare(rounds: usize, workload: &str, base: fn() -> f64, ours: fn() -> f64) {
     // Warm-up.
     base();
@@ -131,41 +146,47 @@ fn compare(rounds: usize, workload: &str, base: fn() -> f64, ours: fn() -> f64) 
     let (mut base_ns, mut off_ns, mut on_ns) = (Vec::new(), Vec::new(), Vec::new());
     let (mut aa_ratio, mut off_ratio, mut on_ratio) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
-        // Alternate which goes first.
-        let (b, again, off) = if round % 2 == 0 {
-            let b = base();
-            let off = ours();
-            (b, base(), off)
-        } else {
-            let off = ours();
-            let b = base();
-            (b, base(), off)
-        };
-        let on = profiled_on(ours);
+        // [first wrapped, second wrapped, wrapped again, profiled's], run from `round % 4`.
+        let runs: [fn() -> f64; 4] = [base, base, base, ours];
+        let mut ns = [0.0; 4];
+        for k in 0..4 {
+            let i = (k + round) % 4;
+            ns[i] = runs[i]();
+        }
+        let [b1, b2, again, off] = ns;
+        let b = (b1 + b2) / 2.0;
+        if round % ON_EVERY == 0 {
+            let on = profiled_on(ours);
+            on_ratio.push(on / b);
+            on_ns.push(on);
+        }
         aa_ratio.push(again / b);
         off_ratio.push(off / b);
-        on_ratio.push(on / b);
         base_ns.push(b);
         off_ns.push(off);
-        on_ns.push(on);
     }
     let b = median(base_ns);
     let rows = [
         (
             workload,
             b,
-            median(aa_ratio),
+            quartiles(aa_ratio),
             "the wrapped lock again (noise)",
         ),
-        ("", median(off_ns), median(off_ratio), "no profile running"),
+        (
+            "",
+            median(off_ns),
+            quartiles(off_ratio),
+            "no profile running",
+        ),
         (
             "",
             median(on_ns),
-            median(on_ratio),
+            quartiles(on_ratio),
             "block,mutex profile running",
         ),
     ];
-    for (i, (label, ns, ratio, what)) in rows.into_iter().enumerate() {
+    for (i, (label, ns, (q1, ratio, q3), what)) in rows.into_iter().enumerate() {
         let base = if i == 0 {
             format!("{b:.2}")
         } else {
@@ -176,7 +197,8 @@ fn compare(rounds: usize, workload: &str, base: fn() -> f64, ours: fn() -> f64) 
         } else {
             format!("{ns:.2}")
         };
-        println!("{label:<34} {base:>10} {ours:>12} {ratio:>15.3}x   {what}");
+        let spread = format!("{q1:.2}-{q3:.2}");
+        println!("{label:<34} {base:>10} {ours:>12} {ratio:>9.3}x {spread:>11}   {what}");
     }
 }
 
@@ -188,13 +210,13 @@ fn main() {
     let rounds: usize = std::env::var("LOCK_BENCH_ROUNDS")
         .ok()
         .and_then(|r| r.parse().ok())
-        .unwrap_or(15);
+        .unwrap_or(150);
     type Std = std::sync::Mutex<u64>;
     type Ours = profiled::sync::Mutex<u64>;
     println!("profiled's locks against the locks they wrap, {rounds} interleaved rounds");
     println!(
-        "{:<34} {:>10} {:>12} {:>16}",
-        "workload", "wrapped ns", "profiled ns", "ratio (median)"
+        "{:<34} {:>10} {:>12} {:>10} {:>11}",
+        "workload", "wrapped ns", "profiled ns", "ratio", "quartiles"
     );
     println!("std::sync::Mutex");
     compare(

@@ -348,6 +348,56 @@ fn reset_and_pause_reach_contention_profiles() {
     assert_eq!(report.total("contentions"), Some(1));
 }
 
+/// A lock poisoned by a panicking holder says so as std's does, profile or not, and on the
+/// watched path whether it had to wait or not: `Err` with the guard inside, the data as the
+/// holder left it; cleared, `Ok` again.
+#[test]
+fn poisoning_is_reported_as_std_reports_it() {
+    let poison = |m: &Arc<Mutex<u32>>, rw: &Arc<RwLock<u32>>| {
+        let (m, rw) = (m.clone(), rw.clone());
+        let r = std::thread::spawn(move || {
+            let _g = m.lock().unwrap();
+            let _w = rw.write().unwrap();
+            panic!("poisons both");
+        })
+        .join();
+        assert!(r.is_err());
+    };
+    for kinds in [None, Some("block,mutex")] {
+        let profile = kinds.map(|k| Profile::start("poison", &config(k)).unwrap());
+        let m = Arc::new(Mutex::new(7));
+        let rw = Arc::new(RwLock::new(8));
+        poison(&m, &rw);
+        assert!(m.is_poisoned() && rw.is_poisoned());
+        assert_eq!(*m.lock().unwrap_err().into_inner(), 7, "{kinds:?}");
+        assert_eq!(*rw.read().unwrap_err().into_inner(), 8, "{kinds:?}");
+        assert_eq!(*rw.write().unwrap_err().into_inner(), 8, "{kinds:?}");
+        m.clear_poison();
+        rw.clear_poison();
+        assert_eq!(*m.lock().unwrap(), 7, "{kinds:?}");
+        assert_eq!(*rw.write().unwrap(), 8, "{kinds:?}");
+        drop(profile);
+    }
+    // Poisoned while we wait for it (the timed path).
+    let profile = Profile::start("poison", &config("block,mutex")).unwrap();
+    let m = Arc::new(Mutex::new(9));
+    let held = Arc::new(Barrier::new(2));
+    let holder = {
+        let (m, held) = (m.clone(), held.clone());
+        std::thread::spawn(move || {
+            let _g = m.lock().unwrap();
+            held.wait();
+            std::thread::sleep(Duration::from_millis(30));
+            panic!("poisons it while it is waited for");
+        })
+    };
+    held.wait();
+    assert_eq!(*m.lock().unwrap_err().into_inner(), 9);
+    assert!(holder.join().is_err());
+    let report = profile.finish_all().unwrap();
+    assert_eq!(of(&report, "block").total("contentions"), Some(1));
+}
+
 /// go tool pprof reads both files without a warning and sees Go's sample types.
 #[test]
 fn go_tool_pprof_reads_block_and_mutex_profiles() {
