@@ -16,9 +16,7 @@
 )]
 
 use std::cell::Cell;
-use std::sync::atomic::{
-    AtomicBool, AtomicI64, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
-};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::store::{Store, STORE};
 use crate::sampler::MAX_DEPTH;
@@ -255,28 +253,48 @@ pub(crate) static LIVE: AtomicUsize = AtomicUsize::new(0);
 /// which a thread that does not exist in it may have held at the fork.
 pub(crate) static PID: AtomicU32 = AtomicU32::new(0);
 
-/// Counting filter over the addresses in the live table: a free whose bucket is 0 is
-/// known unsampled without the lock.
-/// 16 Ki cells (32 KiB): small enough to stay in cache beside the program's own data, which
-/// every free's lookup needs more than a lower false-positive rate.
-const FILTER_BITS: u32 = 14;
-static FILTER: [AtomicU16; 1 << FILTER_BITS] = [const { AtomicU16::new(0) }; 1 << FILTER_BITS];
+/// Filter over the addresses in the live table, one bit per bucket: a free whose bit is
+/// clear is known unsampled without the lock. Every free reads it, so it is bits (8 KiB):
+/// the counting filter it replaced (16 Ki two-byte cells, 32 KiB) filled this machine's
+/// whole L1 data cache and cost the program's own data its place there.
+const FILTER_BITS: u32 = 16;
+static FILTER: [AtomicU64; 1 << (FILTER_BITS - 6)] =
+    [const { AtomicU64::new(0) }; 1 << (FILTER_BITS - 6)];
+/// Live sampled blocks per bucket, which say when a bit may be cleared: only changed under
+/// the store's lock, never read by a free's fast path.
+static BUCKETS: [AtomicU32; 1 << FILTER_BITS] = [const { AtomicU32::new(0) }; 1 << FILTER_BITS];
 
-fn filter_cell(addr: usize) -> Option<&'static AtomicU16> {
-    // Fibonacci hashing: allocations are aligned, so the low bits alone would crowd.
-    let h = (addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS);
-    FILTER.get(h as usize)
+/// The bucket of `addr`: Fibonacci hashing, as allocations are aligned and the low bits
+/// alone would crowd.
+fn bucket(addr: usize) -> usize {
+    ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS)) as usize
 }
 
+/// `addr`'s word of [`FILTER`] and its bit in it.
+fn filter_bit(addr: usize) -> (Option<&'static AtomicU64>, u64) {
+    let b = bucket(addr);
+    (FILTER.get(b >> 6), 1 << (b & 63))
+}
+
+/// A sampled block entered the live table (under the store's lock).
 pub(crate) fn filter_add(addr: usize) {
-    if let Some(c) = filter_cell(addr) {
-        c.fetch_add(1, Ordering::Relaxed);
+    if let Some(count) = BUCKETS.get(bucket(addr)) {
+        if count.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let (Some(word), bit) = filter_bit(addr) {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
     }
 }
 
+/// A sampled block left the live table (under the store's lock).
 pub(crate) fn filter_remove(addr: usize) {
-    if let Some(c) = filter_cell(addr) {
-        c.fetch_sub(1, Ordering::Relaxed);
+    if let Some(count) = BUCKETS.get(bucket(addr)) {
+        if count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if let (Some(word), bit) = filter_bit(addr) {
+                word.fetch_and(!bit, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -300,6 +318,22 @@ thread_local! {
     static HOT_EPOCH: Cell<u64> = const { Cell::new(0) };
     /// What this thread's sessions ask of an allocation.
     static HOT: Cell<Hot> = const { Cell::new(Hot { counting: false, own: 0, rate: 0 }) };
+    /// The epoch at which this thread's allocations need nothing but the countdown (no
+    /// counting session, not `BUSY`): [`on_alloc`] then subtracts without a call. 0: not
+    /// now.
+    static QUICK: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The countdown of a thread none of whose sessions samples: never runs out.
+const NEVER: i64 = i64::MAX;
+
+/// Sets `BUSY`; setting it also takes the thread off the quick path, which does not look
+/// at it (the slow path puts it back).
+fn busy(on: bool) {
+    BUSY.with(|b| b.set(on));
+    if on {
+        QUICK.with(|q| q.set(0));
+    }
 }
 
 /// A thread's sessions, summed up for the allocation path: whether any counts, the slot
@@ -352,6 +386,10 @@ fn refresh(epoch: u64) -> Hot {
     if counting != 1 {
         fresh.own = 0;
     }
+    if fresh.rate != 0 && HOT.with(Cell::get).rate == 0 {
+        // The countdown was `NEVER` (less what the quick path took off it): draw afresh.
+        COUNTDOWN.with(|c| c.set(UNSET));
+    }
     HOT.with(|h| h.set(fresh));
     HOT_EPOCH.with(|e| e.set(epoch));
     fresh
@@ -365,6 +403,7 @@ pub(crate) fn changed() {
 /// This thread's tags changed.
 fn retag() {
     HOT_EPOCH.with(|e| e.set(0));
+    QUICK.with(|q| q.set(0));
 }
 
 const UNSET: i64 = i64::MIN;
@@ -472,6 +511,15 @@ pub(crate) fn on_alloc(addr: usize, size: usize) {
     if ACTIVE.load(Ordering::Relaxed) == 0 {
         return;
     }
+    // Inline up to the countdown: a thread that only samples (or whose sessions ask
+    // nothing) and whose countdown has bytes left subtracts and goes without a call.
+    if QUICK.with(Cell::get) == EPOCH.load(Ordering::Acquire) {
+        let left = COUNTDOWN.with(Cell::get).saturating_sub(size as i64);
+        if left > 0 {
+            COUNTDOWN.with(|c| c.set(left));
+            return;
+        }
+    }
     alloc_slow(addr, size);
 }
 
@@ -488,10 +536,11 @@ pub(crate) fn on_free(addr: usize, size: usize) {
     free_slow(addr, size);
 }
 
-/// Whether the block at `addr` may be in the live table (the filter's cell is not 0).
+/// Whether the block at `addr` may be in the live table (its filter bit is set).
 #[inline(always)]
 fn maybe_sampled(addr: usize) -> bool {
-    filter_cell(addr).is_some_and(|c| c.load(Ordering::Relaxed) != 0)
+    let (word, bit) = filter_bit(addr);
+    word.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
 }
 
 #[inline(never)]
@@ -506,8 +555,13 @@ fn alloc_slow(addr: usize, size: usize) {
             None => count_all(|c| c.alloc(size)),
         }
     }
+    if !hot.counting {
+        // `hot()` left HOT_EPOCH current.
+        QUICK.with(|q| q.set(HOT_EPOCH.with(Cell::get)));
+    }
     let rate = hot.rate;
     if rate == 0 {
+        COUNTDOWN.with(|c| c.set(NEVER));
         return;
     }
     // `UNSET` (i64::MIN) stays below 1 here: the first draw is made out of line too.
@@ -612,7 +666,7 @@ fn draw(rate: u64) -> i64 {
     }
     let bytes = -uniform().ln() * rate as f64;
     if bytes >= i64::MAX as f64 {
-        i64::MAX
+        NEVER - 1
     } else {
         bytes as i64
     }
@@ -646,21 +700,21 @@ fn with_store(f: impl FnOnce(&mut Store)) {
     if crate::sys::process_id() != PID.load(Ordering::Relaxed) {
         return;
     }
-    BUSY.with(|b| b.set(true));
+    busy(true);
     if let Ok(mut store) = STORE.lock() {
         f(&mut store);
     }
-    BUSY.with(|b| b.set(false));
+    busy(false);
 }
 
 /// Records a sampled allocation: its stack, for each session in `slots`.
 #[inline(never)]
 fn record(addr: usize, size: usize, slots: &[usize]) {
-    BUSY.with(|b| b.set(true));
+    busy(true);
     let mut frames = [0u64; MAX_DEPTH];
     let depth = crate::sys::capture_stack(&mut frames);
     let thread = crate::sys::current_thread();
-    BUSY.with(|b| b.set(false));
+    busy(false);
     let stack = frames.get(..depth).unwrap_or_default();
     with_store(|store| store.sampled(addr, size, thread, stack, slots));
 }
@@ -668,17 +722,18 @@ fn record(addr: usize, size: usize, slots: &[usize]) {
 /// Marks the calling thread as profiled's own (the drain thread, the endpoint's server):
 /// its allocations are never counted or sampled, whatever it inherited.
 pub(crate) fn own_thread() {
-    BUSY.with(|b| b.set(true));
+    busy(true);
 }
 
 /// Runs `f` on the store from a session (outside the hooks), with this thread's
 /// allocations meanwhile uncounted and unsampled: a sampled allocation would take the lock
 /// this thread holds.
 pub(crate) fn locked<R>(f: impl FnOnce(&mut Store) -> R) -> R {
-    let was = BUSY.with(|b| b.replace(true));
+    let was = BUSY.with(Cell::get);
+    busy(true);
     let r = f(&mut STORE
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner));
-    BUSY.with(|b| b.set(was));
+    busy(was);
     r
 }
