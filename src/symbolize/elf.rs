@@ -62,7 +62,11 @@ impl Elf {
     /// Maps `path`. The mapping is never unmapped: symbolizers live for the process, and the
     /// DWARF reader borrows from it for `'static`. Only pages that are read become resident.
     pub(crate) fn open(path: &Path) -> Option<Elf> {
-        let data = crate::sys::map_file(&File::open(path).ok()?)?;
+        Elf::parse(crate::sys::map_file(&File::open(path).ok()?)?)
+    }
+
+    /// An object already in memory (the vDSO's image).
+    pub(crate) fn parse(data: &'static [u8]) -> Option<Elf> {
         let parsed = object::File::parse(data).ok()?;
         let sections = parsed
             .sections()

@@ -155,6 +155,17 @@ impl Object {
         })
     }
 
+    /// An object with no file (the vDSO): its symbol table, no debug info.
+    fn in_memory(image: &'static [u8]) -> Option<Object> {
+        Some(Object {
+            elf: elf::Elf::parse(image)?,
+            debug: None,
+            dwarf: None,
+            unreadable: None,
+            said: false,
+        })
+    }
+
     /// The fuller symbol table: the debug file's `.symtab` (local functions included) over
     /// the object's own, which a stripped library has only as `.dynsym` (exports).
     fn symbols(&mut self) -> &mut elf::Elf {
@@ -254,8 +265,8 @@ impl Symbolizer {
                 let svma = probe - m.bias;
                 let object = self.objects.entry(m.path.clone()).or_insert_with(|| {
                     if m.path.starts_with("[vdso]") {
-                        // In memory only: named `[vdso]+offset`, as perf names it.
-                        return None;
+                        // In memory only: its symbol table, from a copy of its image.
+                        return sys::vdso_image().and_then(Object::in_memory);
                     }
                     let separate = if m.is_main {
                         Separate::Everything
@@ -430,6 +441,31 @@ mod tests {
         assert!(last.line > 0);
         assert!(r.complete);
         assert_eq!(r.module, Some(0), "in the main executable");
+    }
+
+    /// Frames in the vDSO (`clock_gettime`, which every `Instant::now()` calls) are named
+    /// from its symbol table, read from memory: it has no file.
+    #[test]
+    fn names_vdso_functions() {
+        use object::{Object as _, ObjectSymbol};
+        let image = sys::vdso_image().expect("Linux maps a vDSO into every process");
+        let file = object::File::parse(image).unwrap();
+        let sym = file
+            .dynamic_symbols()
+            .find(|s| s.size() > 0 && s.name().is_ok_and(|n| n.ends_with("clock_gettime")))
+            .expect("the vDSO exports clock_gettime");
+        let vdso = sys::known_modules()
+            .into_iter()
+            .find(|m| m.path.as_os_str() == "[vdso]")
+            .expect("the vDSO among the known objects");
+        let addr = vdso.bias + sym.address() + sym.size() / 2;
+        let r = with(|s| s.resolve(addr, false));
+        assert!(
+            r.lines[0].function.ends_with("clock_gettime"),
+            "{:?}",
+            r.lines
+        );
+        assert!(r.module.is_some(), "in the vDSO's mapping");
     }
 
     /// Every function of this test binary (std's optimised code with its inlined calls

@@ -4,7 +4,8 @@
 //! Each platform module provides the same items:
 //! - the CPU sampler: `Session` (`start`/`sid`/`finish`), `reset`, `pause`, `resume`,
 //!   `is_live`, `forked`, `on_drain_start`;
-//! - the loaded objects: `known_modules` (unloaded ones too), `modules_generation`;
+//! - the loaded objects: `known_modules` (unloaded ones too), `modules_generation`, and the
+//!   vDSO's image (`vdso_image`, which has no file);
 //! - the process's threads: `thread_ids` (and, with `http`, `thread_stacks`); its id without a
 //!   system call, for the fork checks on every recorded event: `process_id`;
 //! - file mappings for the symbolizer: `map_file`, `release`;

@@ -103,6 +103,9 @@ pub(crate) fn known_modules() -> Vec<Module> {
 pub(crate) fn modules_generation() -> u64 {
     0
 }
+pub(crate) fn vdso_image() -> Option<&'static [u8]> {
+    None
+}
 
 /// Whether stacks can be taken here (heap profiles need them).
 pub(crate) const STACKS: bool = false;

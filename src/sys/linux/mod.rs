@@ -15,7 +15,7 @@ pub(crate) use engine::{
     Session,
 };
 pub(crate) use map::{map_file, release};
-pub(crate) use modules::{generation as modules_generation, known as known_modules};
+pub(crate) use modules::{generation as modules_generation, known as known_modules, vdso_image};
 pub(crate) use signal::{capture_stack, who as current_thread};
 pub(crate) use threads::{current_tid, stacks_of, thread_state};
 #[cfg(feature = "http")]

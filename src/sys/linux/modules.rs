@@ -194,6 +194,34 @@ unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>, vdso: bool) 
     }
 }
 
+/// A copy of the vDSO's image (an ELF object the kernel maps into every process, with no
+/// file behind it), for its symbol table: `clock_gettime` and friends are named from it.
+/// Copied once, from the mapping at `AT_SYSINFO_EHDR` as /proc/self/maps bounds it.
+pub(crate) fn vdso_image() -> Option<&'static [u8]> {
+    static IMAGE: std::sync::OnceLock<Option<&'static [u8]>> = std::sync::OnceLock::new();
+    *IMAGE.get_or_init(|| {
+        // SAFETY: getauxval has no preconditions; 0 means the kernel gave no vDSO.
+        let base = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
+        if base == 0 {
+            return None;
+        }
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        let end = maps.lines().find_map(|line| {
+            let (range, rest) = line.split_once(' ')?;
+            let (start, end) = range.split_once('-')?;
+            let start = u64::from_str_radix(start, 16).ok()?;
+            (start == base && rest.trim_end().ends_with("[vdso]"))
+                .then(|| u64::from_str_radix(end, 16).ok())
+                .flatten()
+        })?;
+        let len = usize::try_from(end.checked_sub(base)?).ok()?;
+        // SAFETY: the kernel maps the vDSO readable for the process's life, and these are
+        // the bounds of that mapping.
+        let image = unsafe { std::slice::from_raw_parts(base as *const u8, len) };
+        Some(Vec::leak(image.to_vec()) as &'static [u8])
+    })
+}
+
 /// The file mapped at `addr`, from /proc/self/maps (`start-end perms offset dev inode path`).
 fn mapped_path(addr: u64) -> Option<PathBuf> {
     let maps = std::fs::read("/proc/self/maps").ok()?;
