@@ -162,6 +162,9 @@ fn command(kind: &str, target: &str, args: &[&str], env: &[(&str, &str)], run: b
     }
     cmd.args(args)
         .env("CARGO_TARGET_DIR", fixture_target())
+        // As `cargo xtask validate` builds the fixture's release profile (benches): one
+        // build serves both.
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "line-tables-only")
         .env_remove("PROFILE")
         .env_remove("PROFILED")
         .env_remove("RUST_TEST_THREADS")
