@@ -282,7 +282,6 @@ impl<T: ?Sized> Mutex<T> {
     #[inline(never)]
     fn lock_watched(&self) -> std::sync::MutexGuard<'_, T> {
         watched(&self.hint, self.inner.try_lock(), || self.inner.lock())
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Locks if free, without waiting.
@@ -337,27 +336,25 @@ fn guard<T: ?Sized>(g: std::sync::MutexGuard<'_, T>) -> MutexGuard<'_, T> {
 
 /// A lock's path while a contention profile runs: `attempt`'s guard if it did not have to
 /// wait, else `wait()`'s, the wait timed; either way the lock's key is learnt for its next
-/// waiters.
+/// waiters. The guard alone, poisoned or not: callers read the poisoning after (see
+/// [`poisoned`]).
 fn watched<G: Deref>(
     hint: &AtomicUsize,
     attempt: TryLockResult<G>,
     wait: impl FnOnce() -> LockResult<G>,
-) -> LockResult<G> {
-    let r = match attempt {
-        Ok(g) => Ok(g),
-        Err(TryLockError::Poisoned(p)) => Err(p),
+) -> G {
+    let g = match attempt {
+        Ok(g) => g,
+        Err(TryLockError::Poisoned(p)) => p.into_inner(),
         Err(TryLockError::WouldBlock) => {
             let timed = Wait::begin(hint);
-            let r = wait();
+            let g = wait().unwrap_or_else(PoisonError::into_inner);
             timed.end();
-            r
+            g
         }
     };
-    match &r {
-        Ok(g) => learn(hint, &**g),
-        Err(p) => learn(hint, &**p.get_ref()),
-    }
-    r
+    learn(hint, &*g);
+    g
 }
 
 impl<T> From<T> for Mutex<T> {
@@ -504,7 +501,6 @@ impl<T: ?Sized> RwLock<T> {
     #[inline(never)]
     fn read_watched(&self) -> std::sync::RwLockReadGuard<'_, T> {
         watched(&self.hint, self.inner.try_read(), || self.inner.read())
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Locks for writing, waiting while anyone holds it.
@@ -526,7 +522,6 @@ impl<T: ?Sized> RwLock<T> {
     #[inline(never)]
     fn write_watched(&self) -> std::sync::RwLockWriteGuard<'_, T> {
         watched(&self.hint, self.inner.try_write(), || self.inner.write())
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Locks for reading if no writer holds it, without waiting.

@@ -270,17 +270,17 @@ fn bucket(addr: usize) -> usize {
     ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS)) as usize
 }
 
-/// `addr`'s word of [`FILTER`] and its bit in it.
-fn filter_bit(addr: usize) -> (Option<&'static AtomicU64>, u64) {
-    let b = bucket(addr);
+/// Bucket `b`'s word of [`FILTER`] and its bit in it.
+fn filter_bit(b: usize) -> (Option<&'static AtomicU64>, u64) {
     (FILTER.get(b >> 6), 1 << (b & 63))
 }
 
 /// A sampled block entered the live table (under the store's lock).
 pub(crate) fn filter_add(addr: usize) {
-    if let Some(count) = BUCKETS.get(bucket(addr)) {
+    let b = bucket(addr);
+    if let Some(count) = BUCKETS.get(b) {
         if count.fetch_add(1, Ordering::Relaxed) == 0 {
-            if let (Some(word), bit) = filter_bit(addr) {
+            if let (Some(word), bit) = filter_bit(b) {
                 word.fetch_or(bit, Ordering::Relaxed);
             }
         }
@@ -289,9 +289,10 @@ pub(crate) fn filter_add(addr: usize) {
 
 /// A sampled block left the live table (under the store's lock).
 pub(crate) fn filter_remove(addr: usize) {
-    if let Some(count) = BUCKETS.get(bucket(addr)) {
+    let b = bucket(addr);
+    if let Some(count) = BUCKETS.get(b) {
         if count.fetch_sub(1, Ordering::Relaxed) == 1 {
-            if let (Some(word), bit) = filter_bit(addr) {
+            if let (Some(word), bit) = filter_bit(b) {
                 word.fetch_and(!bit, Ordering::Relaxed);
             }
         }
@@ -539,7 +540,7 @@ pub(crate) fn on_free(addr: usize, size: usize) {
 /// Whether the block at `addr` may be in the live table (its filter bit is set).
 #[inline(always)]
 fn maybe_sampled(addr: usize) -> bool {
-    let (word, bit) = filter_bit(addr);
+    let (word, bit) = filter_bit(bucket(addr));
     word.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
 }
 
@@ -666,7 +667,7 @@ fn draw(rate: u64) -> i64 {
     }
     let bytes = -uniform().ln() * rate as f64;
     if bytes >= i64::MAX as f64 {
-        NEVER - 1
+        i64::MAX
     } else {
         bytes as i64
     }

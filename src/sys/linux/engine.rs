@@ -132,8 +132,9 @@ pub(crate) fn prepare_unwinder() {
     let _one = PREPARING.lock().unwrap_or_else(|p| p.into_inner());
     let generation = super::modules::generation();
     if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
-        super::modules::remember(&super::modules::loaded());
-        signal::unwind::prepare(&super::modules::unwindable(), generation);
+        let modules = super::modules::loaded();
+        super::modules::remember(&modules);
+        signal::unwind::prepare(&modules, generation);
     }
 }
 

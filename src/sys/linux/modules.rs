@@ -11,34 +11,25 @@ use std::sync::Mutex;
 
 use crate::modules::{gnu_build_id, Module};
 
-/// All executable segments of all loaded objects, the main executable first.
+/// All executable segments of all loaded objects, the main executable first. The vDSO
+/// (`clock_gettime` and friends) is one of them, as `[vdso]`: its unwind tables and its
+/// symbol table are in memory (see [`vdso_image`]), though it has no file.
 pub(crate) fn loaded() -> Vec<Module> {
-    iterate(false)
-}
-
-/// [`loaded`] and the vDSO (`clock_gettime` and friends): its unwind tables are in memory,
-/// so stacks through it unwind, but it has no file to symbolize from. For the unwinder.
-pub(crate) fn unwindable() -> Vec<Module> {
-    iterate(true)
-}
-
-fn iterate(vdso: bool) -> Vec<Module> {
-    let mut out: (Vec<Module>, bool) = (Vec::new(), vdso);
+    let mut out: Vec<Module> = Vec::new();
     unsafe extern "C" fn each(
         info: *mut libc::dl_phdr_info,
         _size: libc::size_t,
         data: *mut libc::c_void,
     ) -> libc::c_int {
-        // SAFETY: `data` is the `&mut (Vec<Module>, bool)` passed below; `info` is valid for
-        // the duration of the callback, as dl_iterate_phdr promises.
-        let ((out, vdso), info) = unsafe { (&mut *(data as *mut (Vec<Module>, bool)), &*info) };
+        // SAFETY: `data` is the `&mut Vec<Module>` passed below; `info` is valid for the
+        // duration of the callback, as dl_iterate_phdr promises.
+        let (out, info) = unsafe { (&mut *(data as *mut Vec<Module>), &*info) };
         // SAFETY: as above, the callback's arguments are valid for its duration.
-        unsafe { collect(info, out, *vdso) };
+        unsafe { collect(info, out) };
         0
     }
     // SAFETY: `each` only reads the phdr info it is given and pushes to `out`.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut out as *mut (Vec<Module>, bool) as *mut _) };
-    let mut out = out.0;
+    unsafe { libc::dl_iterate_phdr(Some(each), &mut out as *mut Vec<Module> as *mut _) };
     out.sort_by_key(|m| !m.is_main);
     out
 }
@@ -61,11 +52,10 @@ fn same(a: &Module, b: &Module) -> bool {
     a.text == b.text && a.path == b.path && a.build_id == b.build_id
 }
 
-/// The loaded objects and the vDSO (`[vdso]`, named by address in it), then those seen
-/// earlier and since unloaded whose addresses no loaded object has taken over (for
-/// addresses sampled while they were loaded).
+/// The loaded objects, then those seen earlier and since unloaded whose addresses no loaded
+/// object has taken over (for addresses sampled while they were loaded).
 pub(crate) fn known() -> Vec<Module> {
-    let mut out = unwindable();
+    let mut out = loaded();
     remember(&out);
     let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let gone: Vec<Module> = seen
@@ -109,8 +99,7 @@ pub(crate) fn generation() -> u64 {
 
 /// # Safety
 /// `info` must come from `dl_iterate_phdr`, inside its callback.
-/// The vDSO only with `vdso`.
-unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>, vdso: bool) {
+unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>) {
     let bias = info.dlpi_addr;
     // SAFETY: dl_iterate_phdr gives `dlpi_phnum` headers at `dlpi_phdr`.
     let phdrs = unsafe { std::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
@@ -124,10 +113,6 @@ unsafe fn collect(info: &libc::dl_phdr_info, out: &mut Vec<Module>, vdso: bool) 
     // which need not be UTF-8).
     let is_main = name.is_empty();
     let is_vdso = !is_main && name.starts_with(b"linux-vdso");
-    if is_vdso && !vdso {
-        // No file to symbolize from; frames in it are few and short.
-        return;
-    }
     let loads = || phdrs.iter().filter(|p| p.p_type == libc::PT_LOAD);
     let path = if is_vdso {
         PathBuf::from("[vdso]")
@@ -205,16 +190,11 @@ pub(crate) fn vdso_image() -> Option<&'static [u8]> {
         if base == 0 {
             return None;
         }
-        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
-        let end = maps.lines().find_map(|line| {
-            let (range, rest) = line.split_once(' ')?;
-            let (start, end) = range.split_once('-')?;
-            let start = u64::from_str_radix(start, 16).ok()?;
-            (start == base && rest.trim_end().ends_with("[vdso]"))
-                .then(|| u64::from_str_radix(end, 16).ok())
-                .flatten()
-        })?;
-        let len = usize::try_from(end.checked_sub(base)?).ok()?;
+        let (range, name) = mapping_at(base)?;
+        if range.start != base || name != b"[vdso]" {
+            return None;
+        }
+        let len = usize::try_from(range.end - base).ok()?;
         // SAFETY: the kernel maps the vDSO readable for the process's life, and these are
         // the bounds of that mapping.
         let image = unsafe { std::slice::from_raw_parts(base as *const u8, len) };
@@ -224,6 +204,14 @@ pub(crate) fn vdso_image() -> Option<&'static [u8]> {
 
 /// The file mapped at `addr`, from /proc/self/maps (`start-end perms offset dev inode path`).
 fn mapped_path(addr: u64) -> Option<PathBuf> {
+    let (_, path) = mapping_at(addr)?;
+    (path.first() == Some(&b'/')).then(|| PathBuf::from(OsStr::from_bytes(&path)))
+}
+
+/// The mapping holding `addr`, from /proc/self/maps (`start-end perms offset dev inode
+/// path`): its address range and its path (or pseudo-name such as `[vdso]`; empty for
+/// anonymous memory).
+fn mapping_at(addr: u64) -> Option<(std::ops::Range<u64>, Vec<u8>)> {
     let maps = std::fs::read("/proc/self/maps").ok()?;
     maps.split(|&b| b == b'\n').find_map(|line| {
         let mut fields = line.splitn(6, |&b| b == b' ');
@@ -231,9 +219,8 @@ fn mapped_path(addr: u64) -> Option<PathBuf> {
         let dash = range.iter().position(|&b| b == b'-')?;
         let hex = |b: &[u8]| u64::from_str_radix(std::str::from_utf8(b).ok()?, 16).ok();
         let (start, end) = (hex(&range[..dash])?, hex(&range[dash + 1..])?);
-        let path = fields.nth(4)?.trim_ascii_start();
-        (start <= addr && addr < end && path.first() == Some(&b'/'))
-            .then(|| PathBuf::from(OsStr::from_bytes(path)))
+        let path = fields.nth(4).unwrap_or_default().trim_ascii_start();
+        (start <= addr && addr < end).then(|| (start..end, path.to_vec()))
     })
 }
 
