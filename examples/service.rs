@@ -12,9 +12,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::Path;
 use axum::routing::get;
-use axum::Router;
 
 /// The service's real work: counting primes below `n` by trial division.
 #[inline(never)]

@@ -8,8 +8,8 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{Threads, ENV_VAR};
-use crate::kind::{Row, Samples, CPU};
+use crate::config::{ENV_VAR, Threads};
+use crate::kind::{CPU, Row, Samples};
 
 /// The thread a sample was taken on: its kernel id and its name (`comm`, at most 15 bytes,
 /// NUL-padded), both read once per thread in the handler.

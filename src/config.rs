@@ -654,7 +654,7 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                         item,
                         "profile kind or option",
                         &[KINDS, FLAGS],
-                    ))
+                    ));
                 }
             },
             Some((key, value)) => match key.trim() {

@@ -13,10 +13,10 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::Criterion;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 
-use crate::{output, Config, Profile, Remote};
+use crate::{Config, Profile, Remote, output};
 
 /// The benchmark profile being collected; `None` in normal benchmarking.
 static ACTIVE: Mutex<Option<Remote>> = Mutex::new(None);

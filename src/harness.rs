@@ -28,7 +28,7 @@ use std::sync::Mutex;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use crate::{output, Config, Profile};
+use crate::{Config, Profile, output};
 
 /// One registered test; built by `#[profiled::test]`.
 #[doc(hidden)]

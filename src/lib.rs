@@ -172,12 +172,12 @@ mod sys;
 mod wall;
 
 pub use config::{
-    Config, Engine, Threads, DEFAULT_FREQUENCY, ENV_VAR, MAX_FREQUENCY, MAX_WALL_FREQUENCY,
-    STRICT_ENV_VAR,
+    Config, DEFAULT_FREQUENCY, ENV_VAR, Engine, MAX_FREQUENCY, MAX_WALL_FREQUENCY, STRICT_ENV_VAR,
+    Threads,
 };
 pub use contention::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
 pub use error::Error;
-pub use heap::{allocations, allocs_per_run, Allocations, DEFAULT_HEAP_RATE};
+pub use heap::{Allocations, DEFAULT_HEAP_RATE, allocations, allocs_per_run};
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
 ///
 /// Inert when `PROFILE` is unset: no thread, no signal handler, no file. Stacks with `#[test]`
@@ -241,16 +241,16 @@ pub use profiled_macros::test;
 /// ```
 #[macro_export]
 macro_rules! assert_allocations {
-    (at_most = $n:expr, bytes_at_most = $b:expr, $f:expr $(,)?) => {
+    (at_most = $n:expr_2021, bytes_at_most = $b:expr_2021, $f:expr_2021 $(,)?) => {
         $crate::assert_allocations!(@limits ::core::option::Option::Some($n), ::core::option::Option::Some($b), $f)
     };
-    (at_most = $n:expr, $f:expr $(,)?) => {
+    (at_most = $n:expr_2021, $f:expr_2021 $(,)?) => {
         $crate::assert_allocations!(@limits ::core::option::Option::Some($n), ::core::option::Option::None, $f)
     };
-    (bytes_at_most = $b:expr, $f:expr $(,)?) => {
+    (bytes_at_most = $b:expr_2021, $f:expr_2021 $(,)?) => {
         $crate::assert_allocations!(@limits ::core::option::Option::None, ::core::option::Option::Some($b), $f)
     };
-    (@limits $allocs:expr, $bytes:expr, $f:expr) => {
+    (@limits $allocs:expr_2021, $bytes:expr_2021, $f:expr_2021) => {
         $crate::__private::assert_allocations(
             $crate::__private::Limits {
                 allocs: $allocs,
@@ -264,9 +264,9 @@ macro_rules! assert_allocations {
 
 /// What profiled writes: pprof `profile.proto` files, gzipped.
 pub mod pprof {
+    pub use crate::encode::{LOST_FUNCTION, TRUNCATED_FUNCTION};
     #[cfg(feature = "decode")]
     pub use crate::encode::{decode, proto};
-    pub use crate::encode::{LOST_FUNCTION, TRUNCATED_FUNCTION};
 }
 
 thread_local! {

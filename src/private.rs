@@ -11,14 +11,14 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::config::FromEnv;
 use crate::error::Error;
-use crate::{output, Config, Profile};
+use crate::{Config, Profile, output};
 
-pub use crate::heap::{assert_allocations, Limits};
+pub use crate::heap::{Limits, assert_allocations};
 
 /// What `#[profiled::test]` and `profiled::main!()` expand to.
 #[cfg(feature = "harness")]
 pub mod harness {
-    pub use crate::harness::{main, outcome, Outcome, Test};
+    pub use crate::harness::{Outcome, Test, main, outcome};
 }
 #[cfg(feature = "harness")]
 pub use inventory;

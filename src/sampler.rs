@@ -9,12 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+pub(crate) use crate::sys::{Session, forked, is_live, on_drain_start, pause, reset, resume};
+#[cfg(feature = "http")]
+pub(crate) use crate::sys::{ThreadStack, thread_stacks};
 pub(crate) use crate::sys::{current_tid, stacks_of, thread_state};
-pub(crate) use crate::sys::{forked, is_live, on_drain_start, pause, reset, resume, Session};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use crate::sys::{in_handler, installed};
-#[cfg(feature = "http")]
-pub(crate) use crate::sys::{thread_stacks, ThreadStack};
 
 /// Deepest stack a sample holds; deeper stacks keep their innermost and outermost frames
 /// around a [`TRUNCATED`] marker.

@@ -3,8 +3,8 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[global_allocator]
 static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();

@@ -13,7 +13,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
-use support::{fixture_target, go_tool_pprof, read, Read};
+use support::{Read, fixture_target, go_tool_pprof, read};
 
 /// One build and run at a time: cargo takes builds in one target dir in turn anyway, and a
 /// run profiled beside another configuration's build would share the machine with it.

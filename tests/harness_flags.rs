@@ -33,11 +33,12 @@ fn profile_dir_writes_one_profile_per_test_and_a_table() {
             "{test}"
         );
     }
-    assert!(!dir
-        .path()
-        .join("workloads/harness")
-        .join(file("ignored_one"))
-        .exists());
+    assert!(
+        !dir.path()
+            .join("workloads/harness")
+            .join(file("ignored_one"))
+            .exists()
+    );
     let alpha = read(
         &dir.path()
             .join("workloads/harness")
@@ -148,10 +149,12 @@ fn memprofile_writes_one_heap_profile_of_the_whole_run_and_per_test_ones_beside(
             .join("workloads/harness/alpha_work.heap.pb.gz"),
     );
     assert_eq!(at_leaf(&heap, "harness::alpha_allocates"), 64 * 64 * 1024);
-    assert!(per_test
-        .path()
-        .join("workloads/harness/alpha_work.cpu.pb.gz")
-        .is_file());
+    assert!(
+        per_test
+            .path()
+            .join("workloads/harness/alpha_work.cpu.pb.gz")
+            .is_file()
+    );
 }
 
 #[test]
@@ -233,11 +236,13 @@ fn profile_env_works_and_flags_win_over_it() {
     let env = format!("cpu,dir={}", env_dir.path().display());
     let out = cargo_test("harness", &["alpha_work"], &[("PROFILE", &env)]);
     assert!(out.status.success());
-    assert!(env_dir
-        .path()
-        .join("workloads/harness")
-        .join(file("alpha_work"))
-        .is_file());
+    assert!(
+        env_dir
+            .path()
+            .join("workloads/harness")
+            .join(file("alpha_work"))
+            .is_file()
+    );
 
     let env2 = tempfile::tempdir().unwrap();
     let env = format!("cpu,dir={}", env2.path().display());

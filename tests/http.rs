@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use profiled::http::{serve, Config};
+use profiled::http::{Config, serve};
 
 mod support;
 use support::go;

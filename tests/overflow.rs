@@ -9,8 +9,8 @@ use support::spin;
 
 #[test]
 fn a_full_buffer_is_counted_not_hidden() {
-    // SAFETY (set_var): this test binary has one test and no other thread yet.
-    std::env::set_var("PROFILED_RING_CAPACITY", "2");
+    // SAFETY: this test binary has one test and no other thread yet.
+    unsafe { std::env::set_var("PROFILED_RING_CAPACITY", "2") };
     let config = profiled::Config::parse("cpu,freq=10000").unwrap().unwrap();
     let profile = profiled::Profile::start("overflow", &config).unwrap();
     let threads: Vec<_> = (0..4)
@@ -24,13 +24,17 @@ fn a_full_buffer_is_counted_not_hidden() {
         report.lost_samples() > 0,
         "a 2-cell buffer at 10 kHz on 4 threads overflows"
     );
-    assert!(report
-        .summary_line(None)
-        .contains(&format!("lost {}", report.lost_samples())));
+    assert!(
+        report
+            .summary_line(None)
+            .contains(&format!("lost {}", report.lost_samples()))
+    );
     // Said as a warning too, for whoever prints them.
-    assert!(report
-        .warnings()
-        .any(|w| w.contains("samples lost (sample buffer full)")));
+    assert!(
+        report
+            .warnings()
+            .any(|w| w.contains("samples lost (sample buffer full)"))
+    );
     let p = profiled::pprof::decode(report.pprof_gz()).unwrap();
     let s = |i: i64| p.string_table[i as usize].as_str();
     let lost_fn = p
@@ -49,10 +53,11 @@ fn a_full_buffer_is_counted_not_hidden() {
         .find(|x| x.location_id == [lost_loc.id])
         .unwrap();
     assert_eq!(lost_sample.value[0] as u64, report.lost_samples());
-    assert!(p
-        .comment
-        .iter()
-        .any(|&c| s(c).contains("lost: the sample buffer was full")));
+    assert!(
+        p.comment
+            .iter()
+            .any(|&c| s(c).contains("lost: the sample buffer was full"))
+    );
     // The lost samples' CPU is still in the total: 4 threads x 150 ms.
     let total: i64 = p.sample.iter().map(|x| x.value[1]).sum();
     let ratio = total as f64 / 0.6e9;

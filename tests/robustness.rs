@@ -49,10 +49,11 @@ fn another_tools_profile_variable_is_ignored_once_with_a_notice() {
         &[("PROFILE", "release"), ("PROFILED", &profiled)],
     );
     assert!(out.status.success());
-    assert!(dir
-        .path()
-        .join("workloads/parallel/alpha.cpu.pb.gz")
-        .is_file());
+    assert!(
+        dir.path()
+            .join("workloads/parallel/alpha.cpu.pb.gz")
+            .is_file()
+    );
     let out = cargo_test("parallel", &[], &[("PROFILED", "release")]);
     assert_eq!(out.status.code(), Some(101));
     assert!(

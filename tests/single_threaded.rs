@@ -14,7 +14,7 @@ use support::thread_cpu;
 #[global_allocator]
 static ALLOC: support::NoAllocInHandler = support::NoAllocInHandler;
 
-extern "C" {
+unsafe extern "C" {
     /// glibc (2.32+): non-zero while the process has never created a thread.
     static __libc_single_threaded: std::ffi::c_char;
 }

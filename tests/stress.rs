@@ -70,10 +70,11 @@ fn start_stop_under_allocation_locks_and_thread_churn() {
         assert_eq!(decoded.sample_type.len(), 2);
         for s in &decoded.sample {
             assert_eq!(s.value.len(), 2);
-            assert!(s
-                .location_id
-                .iter()
-                .all(|&id| id >= 1 && id as usize <= decoded.location.len()));
+            assert!(
+                s.location_id
+                    .iter()
+                    .all(|&id| id >= 1 && id as usize <= decoded.location.len())
+            );
         }
         report
             .write(&out.join(format!("cycle_{cycle:03}.cpu.pb.gz")))

@@ -13,16 +13,16 @@
 mod hook;
 mod store;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use hook::{ACTIVE, ALL, PID, SLOT, SLOTS};
+pub(crate) use hook::{CONTENDED, MUTEXES, Padded, Slot, each_slot, join, leave};
+pub(crate) use hook::{Tag, uniform};
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported)))]
 pub(crate) use hook::{adopt, inherited};
-pub(crate) use hook::{each_slot, join, leave, Padded, Slot, CONTENDED, MUTEXES};
 pub(crate) use hook::{on_alloc, on_free, own_thread};
-pub(crate) use hook::{uniform, Tag};
-use hook::{ACTIVE, ALL, PID, SLOT, SLOTS};
 pub(crate) use store::Bucket;
 
 use crate::error::Error;

@@ -15,10 +15,10 @@
 
 use rustc_hash::FxBuildHasher;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 
-use super::hook::{filter_add, filter_remove, LIVE, SLOT, TAGS};
+use super::hook::{LIVE, SLOT, TAGS, filter_add, filter_remove};
 use crate::aggregate::Thread;
 
 pub(crate) static STORE: Mutex<Store> = Mutex::new(Store::new());

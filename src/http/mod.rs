@@ -32,16 +32,16 @@ pub use auth::{Authenticated, Credentials, RequireAuth};
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 #[cfg(feature = "http-tls")]
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use axum::Router;
 
 use crate::config::{Config as ProfileConfig, Threads};
 use crate::error::Error;
@@ -364,13 +364,13 @@ async fn profile(State(config): State<Arc<Config>>, RawQuery(query): RawQuery) -
             return go_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Could not enable CPU profiling",
-            )
+            );
         }
         Ok(Err(e)) => {
             return go_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("Could not enable CPU profiling: {e}"),
-            )
+            );
         }
     };
     // A client that goes away drops this future: the profile and the busy flag go with it.
@@ -683,7 +683,7 @@ fn snapshot_params(query: Option<&str>, config: &Config) -> Result<(i64, Option<
                 return Err(go_error(
                     StatusCode::BAD_REQUEST,
                     "invalid value for \"seconds\" - must be a positive integer",
-                ))
+                ));
             }
         },
     };

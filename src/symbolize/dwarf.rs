@@ -17,7 +17,7 @@ use std::sync::Arc;
 use gimli::{AttributeValue, EndianSlice, RunTimeEndian, UnitOffset};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
-use super::elf::{le32, le64, Elf};
+use super::elf::{Elf, le32, le64};
 use crate::sys::release;
 
 /// Bytes a scan reads before it drops the pages behind it.
@@ -650,7 +650,7 @@ impl LineTable {
                     let (op, end) = self.extended(pos)?;
                     match op {
                         Extended::EndSequence => {
-                            return Some((if seen { first } else { addr }, addr, end))
+                            return Some((if seen { first } else { addr }, addr, end));
                         }
                         Extended::SetAddress(a) => addr = a,
                         Extended::Other => {}

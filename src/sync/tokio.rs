@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicUsize;
 
 pub use ::tokio::sync::{AcquireError, TryAcquireError, TryLockError};
 
-use super::{key, learn, unlocked, Wait};
+use super::{Wait, key, learn, unlocked};
 use crate::contention;
 
 /// A lock's path while a contention profile runs, as `super::watched` for std's: the
@@ -435,7 +435,7 @@ impl Semaphore {
                     .inner
                     .acquire()
                     .await
-                    .map(|p| SemaphorePermit { key, _inner: p })
+                    .map(|p| SemaphorePermit { key, _inner: p });
             }
             Err(TryAcquireError::NoPermits) => {
                 learn(&self.hint, &self.inner);

@@ -11,7 +11,7 @@ use parking_lot::lock_api::{
 };
 
 use crate::contention;
-use crate::sync::{unlocked, Wait};
+use crate::sync::{Wait, unlocked};
 
 /// Any [`lock_api`](parking_lot::lock_api) raw lock `R` (parking_lot's `RawMutex`,
 /// `RawFairMutex`, `RawRwLock`, or another crate's), seen by block and mutex profiles: a

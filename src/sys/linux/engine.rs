@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::perf::{read_count, PerfEvent};
+use super::perf::{PerfEvent, read_count};
 use super::signal::ring::{Pop, Ring};
 use super::signal::table::StackTable;
-use super::signal::{self, Slot, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, TABLE};
-use super::signal::{ThreadStart, MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN};
+use super::signal::{self, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, Slot, TABLE};
+use super::signal::{MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN, ThreadStart};
 use super::timer::{self, CpuTimer};
 use crate::aggregate::{Aggregate, Collected, Measured, OwnThread, Source};
 use crate::config::{Engine, Threads};

@@ -11,15 +11,15 @@ mod threads;
 mod timer;
 
 pub(crate) use engine::{
-    forked, is_live, on_drain_start, pause, prepare_unwinder as prepare_stacks, reset, resume,
-    Session,
+    Session, forked, is_live, on_drain_start, pause, prepare_unwinder as prepare_stacks, reset,
+    resume,
 };
 pub(crate) use map::{map_file, release};
 pub(crate) use modules::{generation as modules_generation, known as known_modules, vdso_image};
 pub(crate) use signal::{capture_stack, who as current_thread};
-pub(crate) use threads::{current_tid, stacks_of, thread_state};
 #[cfg(feature = "http")]
-pub(crate) use threads::{thread_stacks, ThreadStack};
+pub(crate) use threads::{ThreadStack, thread_stacks};
+pub(crate) use threads::{current_tid, stacks_of, thread_state};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use {engine::installed, signal::in_handler};
 

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::modules::{gnu_build_id, Module};
+use crate::modules::{Module, gnu_build_id};
 
 /// All executable segments of all loaded objects, the main executable first. The vDSO
 /// (`clock_gettime` and friends) is one of them, as `[vdso]`: its unwind tables and its

@@ -3,8 +3,8 @@
 //! (src/sys/linux/signal/dump.rs) and its handler answers with its own stack. Also what
 //! /proc says a thread is doing, which needs no signal.
 
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::signal::dump::{ASKED, BOARD, CELLS, DONE, DUMP_TAG, IDLE};

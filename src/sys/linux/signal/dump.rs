@@ -6,7 +6,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicUsize, Ordering};
 
-use super::ring::{Thread, MAX_DEPTH};
+use super::ring::{MAX_DEPTH, Thread};
 
 /// Threads asked at once.
 pub(crate) const CELLS: usize = 64;

@@ -23,15 +23,15 @@
 )]
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 pub(crate) mod dump;
 pub(crate) mod ring;
 pub(crate) mod table;
 pub(crate) mod unwind;
 
-use ring::{Ring, Thread, MAX_DEPTH};
+use ring::{MAX_DEPTH, Ring, Thread};
 use table::StackTable;
 
 /// Most profiles that can be open at once (concurrent tests).

@@ -18,7 +18,7 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use super::ring::{zeroed_slice, Thread, MAX_DEPTH};
+use super::ring::{MAX_DEPTH, Thread, zeroed_slice};
 
 const EMPTY: u32 = 0;
 const WRITING: u32 = 1;

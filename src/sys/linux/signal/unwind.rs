@@ -247,11 +247,7 @@ fn stack_limit(sp: u64) -> u64 {
     unsafe {
         std::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) tp, options(nostack, readonly, preserves_flags));
     }
-    if tp > sp {
-        tp & !(PAGE - 1)
-    } else {
-        u64::MAX
-    }
+    if tp > sp { tp & !(PAGE - 1) } else { u64::MAX }
 }
 
 /// Pages probed at most to join a word to the known stack range (256 KiB).
