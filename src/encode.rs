@@ -499,12 +499,16 @@ fn trim(
     trimmed: &mut HashMap<u64, u64>,
 ) -> Vec<u64> {
     let trims = |function_id: u64| {
-        let name = profile
-            .function
-            .get(function_id as usize - 1)
-            .and_then(|f| strings.table.get(f.name as usize))
-            .map_or("", String::as_str);
-        kind.trims(name)
+        let function = profile.function.get(function_id as usize - 1);
+        let string = |index: Option<i64>| {
+            index
+                .and_then(|i| strings.table.get(i as usize))
+                .map_or("", String::as_str)
+        };
+        kind.trims(
+            string(function.map(|f| f.name)),
+            string(function.map(|f| f.filename)),
+        )
     };
     for (depth, &id) in ids.iter().enumerate() {
         let lines = &profile.location[id as usize - 1].line;
@@ -748,7 +752,7 @@ mod tests {
             main: 1,
             default: 1,
             folded_divisor: 1,
-            trim: &[],
+            trim: crate::kind::Trim::NONE,
         };
         let here = any_kind_is_encoded_with_its_own_sample_types as *const () as u64;
         let (a, b) = ([here], [here + 1, here]);

@@ -36,11 +36,38 @@ pub(crate) struct Kind {
     /// Flamegraph widths are the main value divided by this (CPU: nanoseconds shown as
     /// microseconds, so that inferno's integer counts stay readable).
     pub folded_divisor: i64,
-    /// Leading (leaf-side) frames dropped from every stack when their function's name starts
-    /// with one of these, as Go hides `runtime.*` below an allocation: the allocator's own
-    /// frames, so that a heap profile's leaf is the code that allocated.
-    pub trim: &'static [&'static str],
+    /// Leading (leaf-side) frames dropped from every stack, as Go hides `runtime.*` below an
+    /// allocation: the allocator's own frames, so that a heap profile's leaf is the code that
+    /// allocated.
+    pub trim: Trim,
 }
+
+/// Frames a kind drops from the leaf side of its stacks: by the function's name, or by its
+/// source file, which is what tells them apart where names are bare (code built with
+/// `debug = "line-tables-only"` names inlined functions without their module path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Trim {
+    /// Prefixes of the function's name; for a trait impl `<T as Trait>`, of the trait's too.
+    pub names: &'static [&'static str],
+    /// Parts of the source file's path.
+    pub files: &'static [&'static str],
+}
+
+impl Trim {
+    /// Nothing trimmed.
+    pub(crate) const NONE: Trim = Trim {
+        names: &[],
+        files: &[],
+    };
+
+    /// Whether nothing is trimmed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.files.is_empty()
+    }
+}
+
+/// profiled's own sources, as the compiler that built it recorded their paths.
+const PROFILED_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
 
 /// CPU time, sampled: Go's `-cpuprofile` (`samples/count`, `cpu/nanoseconds`).
 pub(crate) const CPU: Kind = Kind {
@@ -62,7 +89,7 @@ pub(crate) const CPU: Kind = Kind {
     main: 1,
     default: 1,
     folded_divisor: 1000,
-    trim: &[],
+    trim: Trim::NONE,
 };
 
 /// Every thread's stack at one moment, one sample per thread (Go's `goroutine` profile):
@@ -81,7 +108,7 @@ pub(crate) const THREADS: Kind = Kind {
     main: 0,
     default: 0,
     folded_divisor: 1,
-    trim: &[],
+    trim: Trim::NONE,
 };
 
 /// Go's heap profile sample types, in Go's order.
@@ -108,7 +135,17 @@ const HEAP_TYPES: &[ValueType] = &[
 /// the `__rust_alloc` shims, and std's `alloc` crate (`RawVec` growth, `Box::new`,
 /// collections' node allocation). `<` opens trait impls: `<alloc::vec::Vec<T> as ..>` is
 /// matched by its type, `<u8 as alloc::vec::SpecFromElem>` by its trait.
-const ALLOCATOR_FRAMES: &[&str] = &[
+const ALLOCATOR_FRAMES: Trim = Trim {
+    names: ALLOCATOR_NAMES,
+    // std's sources are recorded as `/rustc/<commit>/library/..` (or rust-src's copy).
+    files: &[
+        PROFILED_SOURCES,
+        "/library/alloc/src/",
+        "/library/core/src/alloc/",
+        "/library/std/src/alloc.rs",
+    ],
+};
+const ALLOCATOR_NAMES: &[&str] = &[
     "profiled::",
     "<profiled::",
     "alloc::",
@@ -163,18 +200,31 @@ const CONTENTION_TYPES: &[ValueType] = &[
 
 /// The frames between the code that locked (or unlocked) and the stack walk: profiled's
 /// locks and recorder, the std lock they wrap, and a guard's drop glue.
-const LOCK_FRAMES: &[&str] = &[
+const LOCK_FRAMES: Trim = Trim {
+    names: LOCK_NAMES,
+    files: &[
+        PROFILED_SOURCES,
+        "/library/std/src/sync/",
+        "/library/std/src/sys/",
+        // Bare drop glue of a guard (`drop_in_place<..>` in core's ptr module) is not
+        // matched here: its name, which holds the guard's type, is.
+    ],
+};
+const LOCK_NAMES: &[&str] = &[
     "profiled::",
     "<profiled::",
     "core::ptr::drop_in_place<profiled::",
+    "drop_in_place<profiled::",
     "std::sync::",
     "<std::sync::",
     "std::sys::",
     "core::ptr::drop_in_place<std::sync::",
+    "drop_in_place<std::sync::",
     // profiled::sync::parking_lot's locks are lock_api's over parking_lot's.
     "lock_api::",
     "<lock_api::",
     "core::ptr::drop_in_place<lock_api::",
+    "drop_in_place<lock_api::",
     "parking_lot::",
     "<parking_lot::",
     "parking_lot_core::",
@@ -223,20 +273,22 @@ pub(crate) const WALL: Kind = Kind {
     main: 1,
     default: 1,
     folded_divisor: 1000,
-    trim: &[],
+    trim: Trim::NONE,
 };
 
 impl Kind {
-    /// Whether a frame of function `name` is one this kind trims from the top of stacks:
-    /// its name, or for a trait impl `<T as Trait>` the trait's, starts with one of `trim`.
-    pub(crate) fn trims(&self, name: &str) -> bool {
+    /// Whether a frame of function `name`, from source `file` (empty if unknown), is one
+    /// this kind trims from the top of stacks (see [`Trim`]).
+    pub(crate) fn trims(&self, name: &str, file: &str) -> bool {
         let by_trait = name
             .strip_prefix('<')
             .and_then(|n| n.split_once(" as "))
             .map(|(_, t)| t);
         self.trim
+            .names
             .iter()
             .any(|p| name.starts_with(p) || by_trait.is_some_and(|t| t.starts_with(p)))
+            || (!file.is_empty() && self.trim.files.iter().any(|f| file.contains(f)))
     }
 }
 
@@ -303,7 +355,7 @@ mod tests {
             "<profiled::sys::alloc::Alloc<A> as core::alloc::global::GlobalAlloc>::alloc",
             "profiled::heap::hook::record",
         ] {
-            assert!(HEAP.trims(name), "{name}");
+            assert!(HEAP.trims(name, ""), "{name}");
         }
         for name in [
             "app::parse",
@@ -311,8 +363,45 @@ mod tests {
             "std::collections::hash::map::HashMap<K,V,S>::insert",
             "allocator_api2::boxed::Box::new",
         ] {
-            assert!(!HEAP.trims(name), "{name}");
+            assert!(!HEAP.trims(name, ""), "{name}");
         }
-        assert!(!CPU.trims("alloc::raw_vec::finish_grow"));
+        assert!(!CPU.trims("alloc::raw_vec::finish_grow", ""));
+    }
+
+    #[test]
+    fn bare_names_are_trimmed_by_their_source_file() {
+        // Inlined frames of code built with `debug = "line-tables-only"`: no module path.
+        let std = "/rustc/0123abcd/library";
+        for (name, file) in [
+            (
+                "with_capacity_zeroed_in<alloc::alloc::Global>",
+                format!("{std}/alloc/src/raw_vec/mod.rs"),
+            ),
+            ("alloc_impl", format!("{std}/std/src/alloc.rs")),
+            ("record", format!("{PROFILED_SOURCES}heap/hook.rs")),
+        ] {
+            assert!(HEAP.trims(name, &file), "{name} in {file}");
+            assert!(!CPU.trims(name, &file), "{name} in {file}");
+        }
+        for (name, file) in [
+            (
+                "lock_contended",
+                format!("{std}/std/src/sys/sync/mutex/futex.rs"),
+            ),
+            ("lock<u32>", format!("{std}/std/src/sync/poison/mutex.rs")),
+            (
+                "drop_in_place<profiled::sync::MutexGuard<u32>>",
+                format!("{std}/core/src/ptr/mod.rs"),
+            ),
+        ] {
+            assert!(BLOCK.trims(name, &file), "{name} in {file}");
+        }
+        // The user's code, and drop glue of the user's types, stay.
+        assert!(!HEAP.trims("parse", "/home/me/app/src/parse.rs"));
+        assert!(!BLOCK.trims(
+            "drop_in_place<app::Doc>",
+            &format!("{std}/core/src/ptr/mod.rs")
+        ));
+        assert!(!HEAP.trims("parse", ""));
     }
 }

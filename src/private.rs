@@ -200,9 +200,3 @@ fn report_failure(e: Error, caller: &Location<'_>) {
 pub fn in_signal_handler() -> bool {
     crate::sampler::in_handler()
 }
-
-/// Whether the sampling machinery was ever set up in this process (for "off means off" tests).
-#[cfg(feature = "__test-hooks")]
-pub fn sampler_installed() -> bool {
-    crate::sampler::installed()
-}

@@ -9,12 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "__test-hooks")]
+pub(crate) use crate::sys::in_handler;
 pub(crate) use crate::sys::{Session, forked, is_live, on_drain_start, pause, reset, resume};
 #[cfg(feature = "http")]
 pub(crate) use crate::sys::{ThreadStack, thread_stacks};
 pub(crate) use crate::sys::{current_tid, stacks_of, thread_state};
-#[cfg(feature = "__test-hooks")]
-pub(crate) use crate::sys::{in_handler, installed};
 
 /// Deepest stack a sample holds; deeper stacks keep their innermost and outermost frames
 /// around a [`TRUNCATED`] marker.

@@ -809,7 +809,12 @@ fn stack_text(
     let mut trimming = true;
     for (depth, &addr) in stack.iter().enumerate() {
         let resolved = sym.resolve(addr, depth > 0);
-        if trimming && resolved.lines.iter().all(|l| kind.trims(&l.function)) {
+        if trimming
+            && resolved
+                .lines
+                .iter()
+                .all(|l| kind.trims(&l.function, &l.file))
+        {
             continue;
         }
         trimming = false;

@@ -58,10 +58,6 @@ pub(crate) fn forked() -> bool {
 }
 pub(crate) fn on_drain_start(_work: fn()) {}
 #[cfg(feature = "__test-hooks")]
-pub(crate) fn installed() -> bool {
-    false
-}
-#[cfg(feature = "__test-hooks")]
 pub(crate) fn in_handler() -> bool {
     false
 }

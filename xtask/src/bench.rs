@@ -12,10 +12,22 @@ pub const OPTIMISED: &[&str] = &["gimli", "object", "miniz_oxide", "profiled"];
 pub fn run() -> Result<(), String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let plain = ["bench", "--quiet", "--bench", "engine", "--profile", "dev"];
+    // As users' dev builds are: the workspace's manifest gives its own dependencies line
+    // tables only, for build speed.
+    let full_debug = [
+        "--config".to_string(),
+        r#"profile.dev.package."*".debug=2"#.into(),
+    ];
     println!("## dev profile, as users build tests\n");
-    cargo(root, &plain, &[])?;
+    let target = root.join("target/bench-dev");
+    let dev = [
+        &full_debug[..],
+        &["--target-dir".into(), target.display().to_string()],
+    ]
+    .concat();
+    cargo(root, &plain, &dev)?;
     println!("\n## dev profile with README's opt-level override for the symbolizer's crates\n");
-    let mut overrides: Vec<String> = Vec::new();
+    let mut overrides: Vec<String> = full_debug.to_vec();
     for krate in OPTIMISED {
         overrides.push("--config".into());
         overrides.push(format!("profile.dev.package.{krate}.opt-level=3"));

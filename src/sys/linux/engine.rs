@@ -810,12 +810,6 @@ pub(crate) fn resume(sid: u64) {
     }
 }
 
-/// Whether this process ever installed the sampling signal handlers.
-#[cfg(feature = "__test-hooks")]
-pub(crate) fn installed() -> bool {
-    signal::installed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

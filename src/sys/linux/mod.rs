@@ -16,12 +16,12 @@ pub(crate) use engine::{
 };
 pub(crate) use map::{map_file, release};
 pub(crate) use modules::{generation as modules_generation, known as known_modules, vdso_image};
+#[cfg(feature = "__test-hooks")]
+pub(crate) use signal::in_handler;
 pub(crate) use signal::{capture_stack, who as current_thread};
 #[cfg(feature = "http")]
 pub(crate) use threads::{ThreadStack, thread_stacks};
 pub(crate) use threads::{current_tid, stacks_of, thread_state};
-#[cfg(feature = "__test-hooks")]
-pub(crate) use {engine::installed, signal::in_handler};
 
 /// This process's id, without a system call after the first: glibc no longer caches it,
 /// and the allocation and lock hooks compare it on every recorded event to notice a forked

@@ -281,7 +281,6 @@ unsafe impl Sync for Previous {}
 
 static PREV_TRAP: OnceLock<Previous> = OnceLock::new();
 static PREV_PROF: OnceLock<Previous> = OnceLock::new();
-static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Installs both handlers, once per process. They stay installed for the life of the process:
 /// a late signal after a session ended must never meet the default action, which would kill
@@ -315,16 +314,9 @@ pub(crate) fn install() -> std::io::Result<()> {
                 }
             }
         }
-        INSTALLED.store(true, Ordering::Release);
         Ok(())
     });
     result.map_err(std::io::Error::from_raw_os_error)
-}
-
-/// Whether the handlers were ever installed in this process (tests check "off means off").
-#[cfg(feature = "__test-hooks")]
-pub(crate) fn installed() -> bool {
-    INSTALLED.load(Ordering::Acquire)
 }
 
 /// Saves and restores `errno` around the handler, which makes system calls.
