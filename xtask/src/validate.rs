@@ -22,9 +22,10 @@ enum Run {
     /// `cargo test --test TARGET -- ARGS` in CRATE (profiled's harness); `{out}` is replaced.
     Harness(&'static str, &'static str, &'static [&'static str]),
     /// `cargo test --release --test TARGET` in CRATE with `debug = "line-tables-only"` (the
-    /// Rust performance book's setting for profiling release builds), profiles into
-    /// `<out>/release`.
-    ReleaseLines(&'static str, &'static str),
+    /// Rust performance book's setting for profiling release builds) and `PROFILE=KINDS`,
+    /// profiles into `<out>/release`. Such builds name inlined frames without their module
+    /// path, so heap profiles there show the allocator's frames are trimmed by source file.
+    ReleaseLines(&'static str, &'static str, &'static str),
 }
 
 const FIXTURES: &str = "tests/fixtures/workloads";
@@ -39,7 +40,8 @@ const RUNS: &[Run] = &[
     Run::Test(FIXTURES, "deep"),
     Run::Kinds(FIXTURES, "heap", "cpu,heap,allocs"),
     Run::Kinds(FIXTURES, "contention", "block,mutex,wall"),
-    Run::ReleaseLines(FIXTURES, "attribution"),
+    Run::ReleaseLines(FIXTURES, "attribution", "cpu"),
+    Run::ReleaseLines(FIXTURES, "heap", "heap,allocs"),
     Run::Bench(FIXTURES, "setup"),
     Run::Harness(
         FIXTURES,
@@ -215,6 +217,20 @@ const EXPECTED: &[(&str, Expect)] = &[
         "validate/workloads/heap/setup_is_reset_away.heap.pb.gz",
         Heap("heap::allocates_one", None),
     ),
+    // Release with line tables only: std's allocation code and profiled's hook are inlined
+    // under bare names there, and must still be trimmed (`top: on_alloc` before they were).
+    (
+        "validate/release/workloads/heap/three_to_one_bytes.allocs.pb.gz",
+        Heap("heap::allocates_three", None),
+    ),
+    (
+        "validate/release/workloads/heap/parallel_left.heap.pb.gz",
+        Heap("heap::left_worker", None),
+    ),
+    (
+        "validate/release/workloads/heap/setup_is_reset_away.heap.pb.gz",
+        Heap("heap::allocates_one", None),
+    ),
 ];
 
 pub fn run() -> Result<(), String> {
@@ -259,12 +275,12 @@ pub fn run() -> Result<(), String> {
                 args.iter().map(|a| a.replace("{out}", &out_dir)).collect(),
                 None,
             ),
-            Run::ReleaseLines(krate, test) => (
+            Run::ReleaseLines(krate, test, kinds) => (
                 krate,
                 "test",
                 test,
                 vec![],
-                Some(format!("cpu,dir={out_dir}/release")),
+                Some(format!("{kinds},dir={out_dir}/release")),
             ),
         };
         let mut cmd = Command::new(env!("CARGO"));
