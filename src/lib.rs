@@ -241,16 +241,16 @@ pub use profiled_macros::test;
 /// ```
 #[macro_export]
 macro_rules! assert_allocations {
-    (at_most = $n:expr_2021, bytes_at_most = $b:expr_2021, $f:expr_2021 $(,)?) => {
+    (at_most = $n:expr, bytes_at_most = $b:expr, $f:expr $(,)?) => {
         $crate::assert_allocations!(@limits ::core::option::Option::Some($n), ::core::option::Option::Some($b), $f)
     };
-    (at_most = $n:expr_2021, $f:expr_2021 $(,)?) => {
+    (at_most = $n:expr, $f:expr $(,)?) => {
         $crate::assert_allocations!(@limits ::core::option::Option::Some($n), ::core::option::Option::None, $f)
     };
-    (bytes_at_most = $b:expr_2021, $f:expr_2021 $(,)?) => {
+    (bytes_at_most = $b:expr, $f:expr $(,)?) => {
         $crate::assert_allocations!(@limits ::core::option::Option::None, ::core::option::Option::Some($b), $f)
     };
-    (@limits $allocs:expr_2021, $bytes:expr_2021, $f:expr_2021) => {
+    (@limits $allocs:expr, $bytes:expr, $f:expr) => {
         $crate::__private::assert_allocations(
             $crate::__private::Limits {
                 allocs: $allocs,
