@@ -2,8 +2,11 @@
 //! interleaved: `cargo bench --bench locks` (std's), `--features parking_lot` adds
 //! parking_lot's.
 //!
-//! Two workloads: one thread locking and unlocking a lock nobody else wants, and four
-//! threads incrementing one shared counter under the lock. Each runs with the wrapped lock,
+//! Three workloads: one thread locking and unlocking a lock nobody else wants; four threads
+//! incrementing one shared counter under the lock and doing nothing else; and the same
+//! with a little work between one unlock and the thread's next lock, as code that locks
+//! does. The contended rows also give how often the lock changed threads, per lock: in a
+//! loop that does nothing but lock, that decides its speed. Each runs with the wrapped lock,
 //! with profiled's while no block or mutex profile runs (what a program pays for the `use`
 //! line), and with profiled's while one does; and, to show the machine's noise, the
 //! wrapped lock against itself. Rounds alternate the locks so that the machine's drift
@@ -16,50 +19,83 @@ use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
+/// What the threads share: a count, and who took the lock last, to count its handoffs.
+#[derive(Default)]
+struct Shared {
+    count: u64,
+    last: u32,
+    handoffs: u32,
+}
+
+impl Shared {
+    #[inline]
+    fn bump(&mut self, me: u32) {
+        self.count += 1;
+        if self.last != me {
+            self.last = me;
+            self.handoffs += 1;
+        }
+    }
+}
+
 trait Lock: Send + Sync + 'static {
     fn new() -> Self;
-    fn bump(&self);
+    /// Locks, counts, unlocks, as thread `me`.
+    fn bump(&self, me: u32);
+    fn handoffs(self) -> u32;
 }
 
-impl Lock for std::sync::Mutex<u64> {
+impl Lock for std::sync::Mutex<Shared> {
     fn new() -> Self {
-        std::sync::Mutex::new(0)
+        std::sync::Mutex::default()
     }
     #[inline]
-    fn bump(&self) {
-        *self.lock().unwrap() += 1;
+    fn bump(&self, me: u32) {
+        self.lock().unwrap().bump(me);
     }
-}
-
-impl Lock for profiled::sync::Mutex<u64> {
-    fn new() -> Self {
-        profiled::sync::Mutex::new(0)
-    }
-    #[inline]
-    fn bump(&self) {
-        *self.lock().unwrap() += 1;
+    fn handoffs(self) -> u32 {
+        self.into_inner().unwrap().handoffs
     }
 }
 
-#[cfg(feature = "parking_lot")]
-impl Lock for parking_lot::Mutex<u64> {
+impl Lock for profiled::sync::Mutex<Shared> {
     fn new() -> Self {
-        parking_lot::Mutex::new(0)
+        profiled::sync::Mutex::default()
     }
     #[inline]
-    fn bump(&self) {
-        *self.lock() += 1;
+    fn bump(&self, me: u32) {
+        self.lock().unwrap().bump(me);
+    }
+    fn handoffs(self) -> u32 {
+        self.into_inner().unwrap().handoffs
     }
 }
 
 #[cfg(feature = "parking_lot")]
-impl Lock for profiled::sync::parking_lot::Mutex<u64> {
+impl Lock for parking_lot::Mutex<Shared> {
     fn new() -> Self {
-        profiled::sync::parking_lot::Mutex::new(0)
+        parking_lot::Mutex::default()
     }
     #[inline]
-    fn bump(&self) {
-        *self.lock() += 1;
+    fn bump(&self, me: u32) {
+        self.lock().bump(me);
+    }
+    fn handoffs(self) -> u32 {
+        self.into_inner().handoffs
+    }
+}
+
+#[cfg(feature = "parking_lot")]
+impl Lock for profiled::sync::parking_lot::Mutex<Shared> {
+    fn new() -> Self {
+        profiled::sync::parking_lot::Mutex::default()
+    }
+    #[inline]
+    fn bump(&self, me: u32) {
+        self.lock().bump(me);
+    }
+    fn handoffs(self) -> u32 {
+        self.into_inner().handoffs
     }
 }
 
@@ -70,15 +106,23 @@ const PER_THREAD: u32 = 300_000;
 /// microseconds per contended lock, it would take most of the time).
 const ON_EVERY: usize = 5;
 
-/// Nanoseconds per lock-and-unlock on one thread.
+/// Iterations of the work between a thread's unlock and its next lock in the workload that
+/// has some (about 15 ns here).
+const WORK: u32 = 40;
+
+/// A run's nanoseconds per lock-and-unlock, and how often the lock changed threads per lock.
+type Run = fn() -> (f64, f64);
+
+/// One thread locking and unlocking.
 #[inline(never)]
-fn uncontended<L: Lock>() -> f64 {
+fn uncontended<L: Lock>() -> (f64, f64) {
     let lock = L::new();
     let t = Instant::now();
     for _ in 0..UNCONTENDED {
-        black_box(&lock).bump();
+        black_box(&lock).bump(0);
     }
-    t.elapsed().as_nanos() as f64 / f64::from(UNCONTENDED)
+    let ns = t.elapsed().as_nanos() as f64 / f64::from(UNCONTENDED);
+    (ns, 0.0)
 }
 
 /// A lock at the start of a cache line. Where a lock falls against line boundaries decides
@@ -88,18 +132,22 @@ fn uncontended<L: Lock>() -> f64 {
 #[repr(align(64))]
 struct Aligned<L>(L);
 
-/// Wall nanoseconds per lock-and-unlock with four threads on one lock.
+/// Four threads on one lock, each doing `W` iterations of work after each unlock: wall
+/// nanoseconds per lock-and-unlock.
 #[inline(never)]
-fn contended<L: Lock>() -> f64 {
+fn contended<L: Lock, const W: u32>() -> (f64, f64) {
     let lock = Arc::new(Aligned(L::new()));
     let start = Arc::new(Barrier::new(THREADS + 1));
-    let threads: Vec<_> = (0..THREADS)
-        .map(|_| {
+    let threads: Vec<_> = (0..THREADS as u32)
+        .map(|me| {
             let (lock, start) = (lock.clone(), start.clone());
             std::thread::spawn(move || {
                 start.wait();
                 for _ in 0..PER_THREAD {
-                    black_box(&lock.0).bump();
+                    black_box(&lock.0).bump(me);
+                    for i in 0..W {
+                        black_box(i);
+                    }
                 }
             })
         })
@@ -109,7 +157,12 @@ fn contended<L: Lock>() -> f64 {
     for t in threads {
         t.join().unwrap();
     }
-    t.elapsed().as_nanos() as f64 / (THREADS as f64 * f64::from(PER_THREAD))
+    let ops = THREADS as f64 * f64::from(PER_THREAD);
+    let ns = t.elapsed().as_nanos() as f64 / ops;
+    let Ok(lock) = Arc::try_unwrap(lock) else {
+        unreachable!("every thread has ended")
+    };
+    (ns, f64::from(lock.0.handoffs()) / ops)
 }
 
 fn median(v: Vec<f64>) -> f64 {
@@ -123,7 +176,7 @@ fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
 }
 
 /// Runs `f` with a block and mutex profile of this thread (and those it spawns) running.
-fn profiled_on(f: impl FnOnce() -> f64) -> f64 {
+fn profiled_on(f: Run) -> (f64, f64) {
     let config = profiled::Config::parse("block,mutex").unwrap().unwrap();
     let profile = profiled::Profile::start("locks", &config).unwrap();
     let r = f();
@@ -139,31 +192,35 @@ fn profiled_on(f: impl FnOnce() -> f64) -> f64 {
 /// with the mean of the other two wrapped runs: so a machine that speeds up or slows down
 /// within a round (this one does) moves no ratio one way, and the noise row shows how far
 /// the same comparison moves with no difference at all.
-fn compare(rounds: usize, workload: &str, base: fn() -> f64, ours: fn() -> f64) {
+fn compare(rounds: usize, workload: &str, base: Run, ours: Run) {
     // Warm-up.
     base();
     ours();
     let (mut base_ns, mut off_ns, mut on_ns) = (Vec::new(), Vec::new(), Vec::new());
     let (mut aa_ratio, mut off_ratio, mut on_ratio) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut base_h, mut off_h, mut on_h) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         // [first wrapped, second wrapped, wrapped again, profiled's], run from `round % 4`.
-        let runs: [fn() -> f64; 4] = [base, base, base, ours];
-        let mut ns = [0.0; 4];
+        let runs: [Run; 4] = [base, base, base, ours];
+        let mut r = [(0.0, 0.0); 4];
         for k in 0..4 {
             let i = (k + round) % 4;
-            ns[i] = runs[i]();
+            r[i] = runs[i]();
         }
-        let [b1, b2, again, off] = ns;
+        let [(b1, h1), (b2, h2), (again, _), (off, h)] = r;
         let b = (b1 + b2) / 2.0;
         if round % ON_EVERY == 0 {
-            let on = profiled_on(ours);
+            let (on, h) = profiled_on(ours);
             on_ratio.push(on / b);
             on_ns.push(on);
+            on_h.push(h);
         }
         aa_ratio.push(again / b);
         off_ratio.push(off / b);
         base_ns.push(b);
         off_ns.push(off);
+        base_h.extend([h1, h2]);
+        off_h.push(h);
     }
     let b = median(base_ns);
     let rows = [
@@ -171,22 +228,25 @@ fn compare(rounds: usize, workload: &str, base: fn() -> f64, ours: fn() -> f64) 
             workload,
             b,
             quartiles(aa_ratio),
+            median(base_h),
             "the wrapped lock again (noise)",
         ),
         (
             "",
             median(off_ns),
             quartiles(off_ratio),
+            median(off_h),
             "no profile running",
         ),
         (
             "",
             median(on_ns),
             quartiles(on_ratio),
+            median(on_h),
             "block,mutex profile running",
         ),
     ];
-    for (i, (label, ns, (q1, ratio, q3), what)) in rows.into_iter().enumerate() {
+    for (i, (label, ns, (q1, ratio, q3), handoffs, what)) in rows.into_iter().enumerate() {
         let base = if i == 0 {
             format!("{b:.2}")
         } else {
@@ -198,7 +258,14 @@ fn compare(rounds: usize, workload: &str, base: fn() -> f64, ours: fn() -> f64) 
             format!("{ns:.2}")
         };
         let spread = format!("{q1:.2}-{q3:.2}");
-        println!("{label:<34} {base:>10} {ours:>12} {ratio:>9.3}x {spread:>11}   {what}");
+        let handoffs = if handoffs > 0.0 {
+            format!("{handoffs:.3}")
+        } else {
+            String::new()
+        };
+        println!(
+            "{label:<34} {base:>10} {ours:>12} {ratio:>9.3}x {spread:>11} {handoffs:>8}   {what}"
+        );
     }
 }
 
@@ -211,12 +278,12 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(150);
-    type Std = std::sync::Mutex<u64>;
-    type Ours = profiled::sync::Mutex<u64>;
+    type Std = std::sync::Mutex<Shared>;
+    type Ours = profiled::sync::Mutex<Shared>;
     println!("profiled's locks against the locks they wrap, {rounds} interleaved rounds");
     println!(
-        "{:<34} {:>10} {:>12} {:>10} {:>11}",
-        "workload", "wrapped ns", "profiled ns", "ratio", "quartiles"
+        "{:<34} {:>10} {:>12} {:>10} {:>11} {:>8}",
+        "workload", "wrapped ns", "profiled ns", "ratio", "quartiles", "handoffs"
     );
     println!("std::sync::Mutex");
     compare(
@@ -228,13 +295,19 @@ fn main() {
     compare(
         rounds,
         "contended, 4 threads, 1 lock",
-        contended::<Std>,
-        contended::<Ours>,
+        contended::<Std, 0>,
+        contended::<Ours, 0>,
+    );
+    compare(
+        rounds,
+        "contended, work between locks",
+        contended::<Std, WORK>,
+        contended::<Ours, WORK>,
     );
     #[cfg(feature = "parking_lot")]
     {
-        type Parked = parking_lot::Mutex<u64>;
-        type OursParked = profiled::sync::parking_lot::Mutex<u64>;
+        type Parked = parking_lot::Mutex<Shared>;
+        type OursParked = profiled::sync::parking_lot::Mutex<Shared>;
         println!("parking_lot::Mutex");
         compare(
             rounds,
@@ -245,8 +318,14 @@ fn main() {
         compare(
             rounds,
             "contended, 4 threads, 1 lock",
-            contended::<Parked>,
-            contended::<OursParked>,
+            contended::<Parked, 0>,
+            contended::<OursParked, 0>,
+        );
+        compare(
+            rounds,
+            "contended, work between locks",
+            contended::<Parked, WORK>,
+            contended::<OursParked, WORK>,
         );
     }
 }
