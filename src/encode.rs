@@ -667,8 +667,10 @@ impl Objects<'_> {
 /// What a sample is charged to in the summary line's `top:`: the innermost frame of the
 /// user's own code. Frames of Rust's standard library (sources under `/rustc/`) and of the
 /// C runtime are folded into their caller, because in test builds iterator and arithmetic
-/// helpers are not inlined and would otherwise top every summary. Time in another shared
-/// library without debug info (libz, libssl) is charged to that library, by file name.
+/// helpers are not inlined and would otherwise top every summary; so are profiled's own
+/// (a thread waiting in a `profiled::sync` lock or condition variable is charged to the
+/// code that waits, not to the wrapper). Time in another shared library without debug
+/// info (libz, libssl) is charged to that library, by file name.
 fn headline_function(
     ids: &[u64],
     profile: &proto::Profile,
@@ -689,7 +691,10 @@ fn headline_function(
                 }
             }
             innermost.get_or_insert(name.as_str());
-            if !file.is_empty() && !file.starts_with("/rustc/") {
+            if !file.is_empty()
+                && !file.starts_with("/rustc/")
+                && !file.starts_with(crate::kind::PROFILED_SOURCES)
+            {
                 return Some(name.as_str().into());
             }
         }

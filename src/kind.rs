@@ -67,7 +67,7 @@ impl Trim {
 }
 
 /// profiled's own sources, as the compiler that built it recorded their paths.
-const PROFILED_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+pub(crate) const PROFILED_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
 
 /// CPU time, sampled: Go's `-cpuprofile` (`samples/count`, `cpu/nanoseconds`).
 pub(crate) const CPU: Kind = Kind {

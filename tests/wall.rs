@@ -234,3 +234,44 @@ fn idle_tokio_workers_show_as_parked() {
         report.folded_stacks().collect::<Vec<_>>()
     );
 }
+
+#[inline(never)]
+fn waits_for_the_signal(pair: &(profiled::sync::Mutex<bool>, profiled::sync::Condvar)) {
+    let mut ready = pair.0.lock().unwrap();
+    while !*ready {
+        ready = pair.1.wait(ready).unwrap();
+    }
+}
+
+/// Threads waiting in profiled's own locks and condition variables are charged, in the
+/// summary's `top:`, to the code that waits, not to profiled's wrapper they wait in.
+#[test]
+fn waits_in_profileds_locks_are_charged_to_the_caller() {
+    let _turn = turn();
+    let profile = Profile::start("headline", &config("wall,wall_freq=1000")).unwrap();
+    let pair = Arc::new((
+        profiled::sync::Mutex::new(false),
+        profiled::sync::Condvar::new(),
+    ));
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let pair = pair.clone();
+            std::thread::spawn(move || waits_for_the_signal(&pair))
+        })
+        .collect();
+    // Two waiters for 200 ms each, against this thread's 200 ms asleep.
+    std::thread::sleep(Duration::from_millis(200));
+    *pair.0.lock().unwrap() = true;
+    pair.1.notify_all();
+    for w in waiters {
+        w.join().unwrap();
+    }
+    let report = profile.finish().unwrap();
+    let (top, _) = report.top_function().expect("samples");
+    assert_eq!(
+        top,
+        "wall::waits_for_the_signal",
+        "{}",
+        report.summary_line(None)
+    );
+}
