@@ -37,7 +37,7 @@ pub mod tokio;
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{LockResult, PoisonError, TryLockError, TryLockResult};
 use std::time::Duration;
 
@@ -651,8 +651,10 @@ impl<T: ?Sized + fmt::Display> fmt::Display for RwLockWriteGuard<'_, T> {
 }
 
 /// [`std::sync::Condvar`] for profiled's [`Mutex`]: a wait on it is recorded by block
-/// profiles (as Go records `sync.Cond.Wait`), and releasing the mutex to wait ends others'
-/// waiting like an unlock.
+/// profiles (as Go records `sync.Cond.Wait`), releasing the mutex to wait ends others'
+/// waiting like an unlock, and a thread a notify wakes waits for the mutex like any other
+/// (the unlocks it waits for are blamed in mutex profiles, as Go blames those that keep
+/// `Cond.Wait`'s `Lock` waiting).
 ///
 /// ```
 /// use profiled::sync::{Condvar, Mutex};
@@ -661,9 +663,109 @@ impl<T: ?Sized + fmt::Display> fmt::Display for RwLockWriteGuard<'_, T> {
 /// let (guard, timeout) = cv.wait_timeout(m.lock().unwrap(), Duration::from_millis(1)).unwrap();
 /// assert!(timeout.timed_out() && !*guard);
 /// ```
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Condvar {
     inner: std::sync::Condvar,
+    woken: Woken,
+}
+
+/// A condition variable's waiters, for mutex profiles. A thread that a notify wakes must
+/// take the mutex back, and std's wait does that inside, where no wait can be timed: so the
+/// notify registers the threads it wakes as waiters of the mutex (in [`ACCTS`], as a lock
+/// that has to wait does), and each woken thread, once it holds the mutex again, ends one
+/// registration. Only while a mutex profile runs; otherwise a notify reads one flag.
+#[derive(Default)]
+struct Woken {
+    /// The mutex's key, from the latest wait.
+    key: AtomicUsize,
+    /// Threads inside a wait that counts here (high half) and registrations not ended yet
+    /// (low half): one word, so that a notify never registers more threads than wait
+    /// unwoken, and no registration outlives the threads that could end it.
+    state: AtomicU64,
+    /// When the latest registration began.
+    at: AtomicU64,
+}
+
+const ONE_WAITER: u64 = 1 << 32;
+
+impl Woken {
+    const fn new() -> Woken {
+        Woken {
+            key: AtomicUsize::new(0),
+            state: AtomicU64::new(0),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    /// A thread begins to wait with the mutex of key `key`: whether it counts here (a
+    /// mutex profile runs).
+    fn enter(&self, key: usize) -> bool {
+        if !contention::mutex_on() {
+            return false;
+        }
+        self.key.store(key, Ordering::Relaxed);
+        self.state.fetch_add(ONE_WAITER, Ordering::Relaxed);
+        true
+    }
+
+    /// A thread that counted here holds the mutex again: it ends a registration if one is
+    /// left (its own, or that of a thread woken with it that has not come back yet).
+    fn leave(&self) {
+        let Ok(old) = self
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                let (waiters, woken) = (s >> 32, s & 0xffff_ffff);
+                Some(((waiters - 1) << 32) | woken.saturating_sub(1))
+            })
+        else {
+            unreachable!("the closure always gives a value")
+        };
+        if old & 0xffff_ffff == 0 {
+            return;
+        }
+        let start = self.at.load(Ordering::Relaxed);
+        acct(self.key.load(Ordering::Relaxed), false, |a| {
+            a.waiting = a.waiting.saturating_sub(1);
+            a.starts = a
+                .starts
+                .saturating_sub(u128::from(start.max(a.last_unlock)));
+        });
+        WAITING.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// A notify that wakes up to `n` threads: registers those not woken yet as waiters of
+    /// the mutex, from now.
+    fn notify(&self, n: u64) {
+        if !contention::mutex_on() {
+            return;
+        }
+        let s = self.state.load(Ordering::Relaxed);
+        if s >> 32 == s & 0xffff_ffff {
+            return;
+        }
+        let t = now();
+        let mut added = 0;
+        // Under the table's stripe lock, so that a woken thread finds its registration
+        // there when it ends it.
+        acct(self.key.load(Ordering::Relaxed), true, |a| {
+            let Ok(old) = self
+                .state
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                    let (waiters, woken) = (s >> 32, s & 0xffff_ffff);
+                    Some(s + n.min(waiters - woken))
+                })
+            else {
+                unreachable!("the closure always gives a value")
+            };
+            added = n.min((old >> 32) - (old & 0xffff_ffff));
+            a.waiting += added;
+            a.starts += u128::from(added) * u128::from(t.max(a.last_unlock));
+        });
+        if added > 0 {
+            self.at.store(t, Ordering::Relaxed);
+            WAITING.0.fetch_add(added as u32, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Condvar {
@@ -676,6 +778,7 @@ impl Condvar {
     pub const fn new() -> Condvar {
         Condvar {
             inner: std::sync::Condvar::new(),
+            woken: Woken::new(),
         }
     }
 
@@ -694,7 +797,11 @@ impl Condvar {
         // Waiting for the mutex ends as this wait releases it.
         unlocking(&*inner);
         let start = contention::on().then(now);
+        let counted = self.woken.enter(key(&*inner));
         let r = wait(&self.inner, inner);
+        if counted {
+            self.woken.leave();
+        }
         if let Some(start) = start {
             contention::blocked(now().saturating_sub(start));
         }
@@ -781,6 +888,7 @@ impl Condvar {
     /// profiled::sync::Condvar::new().notify_one();
     /// ```
     pub fn notify_one(&self) {
+        self.woken.notify(1);
         self.inner.notify_one();
     }
 
@@ -790,6 +898,13 @@ impl Condvar {
     /// profiled::sync::Condvar::new().notify_all();
     /// ```
     pub fn notify_all(&self) {
+        self.woken.notify(u64::from(u32::MAX));
         self.inner.notify_all();
+    }
+}
+
+impl fmt::Debug for Condvar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Condvar").finish_non_exhaustive()
     }
 }

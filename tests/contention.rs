@@ -284,6 +284,61 @@ fn condvar_and_rwlock_waits_are_recorded() {
     );
 }
 
+#[inline(never)]
+fn produces_holding_the_lock(queue: &(Mutex<Vec<u32>>, Condvar), hold: Duration) {
+    for i in 0..5 {
+        let mut items = queue.0.lock().unwrap();
+        items.push(i);
+        queue.1.notify_one();
+        // Still holding the lock, which the woken consumer needs back.
+        std::thread::sleep(hold);
+    }
+}
+
+#[inline(never)]
+fn consumes(queue: &(Mutex<Vec<u32>>, Condvar)) {
+    let mut taken = 0;
+    let mut items = queue.0.lock().unwrap();
+    while taken < 5 {
+        taken += items.drain(..).count();
+        if taken < 5 {
+            items = queue.1.wait(items).unwrap();
+        }
+    }
+}
+
+/// A consumer woken by a notify waits inside the condition variable's wait for the
+/// producer to let go of the mutex: the mutex profile blames the producer's unlocks for
+/// that waiting, as Go blames the unlocks that keep `Cond.Wait`'s `Lock` waiting.
+#[test]
+fn a_woken_waiter_waits_for_the_mutex_like_any_other() {
+    let profile = Profile::start("woken", &config("mutex")).unwrap();
+    let queue = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+    let consumer = {
+        let queue = queue.clone();
+        std::thread::spawn(move || consumes(&queue))
+    };
+    let hold = Duration::from_millis(20);
+    // The consumer is waiting before the first notify.
+    std::thread::sleep(Duration::from_millis(20));
+    produces_holding_the_lock(&queue, hold);
+    consumer.join().unwrap();
+    let report = profile.finish().unwrap();
+    let blamed = report.total("delay").unwrap();
+    // At least one notify finds the consumer waiting and the producer holds on for 20 ms
+    // after it; each such wait ends at an unlock in the producer.
+    assert!(
+        blamed >= hold.as_nanos() as i64 / 2,
+        "{blamed} ns blamed: {:?}",
+        report.folded_stacks().collect::<Vec<_>>()
+    );
+    // The producer's unlocks carry nearly all of it: the consumer, which holds the lock
+    // for microseconds, is blamed only when a preemption catches it holding the lock.
+    let (stack, share) = heaviest(&report);
+    assert!(stack.contains("produces_holding_the_lock"), "{stack}");
+    assert!(share > 0.5, "{share}: {stack}");
+}
+
 /// Locks outside any profile, and profiles of other threads, see nothing of each other.
 #[test]
 fn a_profile_sees_only_its_own_threads() {
