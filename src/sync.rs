@@ -35,6 +35,7 @@ pub mod parking_lot;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
+use std::cell::Cell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -724,13 +725,15 @@ impl Woken {
             return;
         }
         let start = self.at.load(Ordering::Relaxed);
-        acct(self.key.load(Ordering::Relaxed), false, |a| {
+        let ended = acct(self.key.load(Ordering::Relaxed), false, |a| {
             a.waiting = a.waiting.saturating_sub(1);
             a.starts = a
                 .starts
                 .saturating_sub(u128::from(start.max(a.last_unlock)));
         });
-        WAITING.0.fetch_sub(1, Ordering::Relaxed);
+        if ended.is_some() {
+            WAITING.0.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// A notify that wakes up to `n` threads: registers those not woken yet as waiters of
@@ -782,27 +785,30 @@ impl Condvar {
         }
     }
 
-    /// Runs a std wait on the guard's mutex and records it.
+    /// Runs a std wait on the guard's mutex and records it. `wait` calls the [`Sleep`]'s
+    /// `release` before each time std's wait releases the mutex, and its `back` each time
+    /// it holds it again (std's `*_while` waits loop inside, calling the condition between).
     fn waiting<'a, T, R>(
         &self,
         mut guard: MutexGuard<'a, T>,
         wait: impl FnOnce(
             &std::sync::Condvar,
             std::sync::MutexGuard<'a, T>,
+            &Sleep<'_>,
         ) -> LockResult<(std::sync::MutexGuard<'a, T>, R)>,
     ) -> LockResult<(MutexGuard<'a, T>, R)> {
         let Some(inner) = guard.inner.take() else {
             unreachable!("a guard is only empty inside Condvar::wait")
         };
-        // Waiting for the mutex ends as this wait releases it.
-        unlocking(&*inner);
         let start = contention::on().then(now);
-        let counted = self.woken.enter(key(&*inner));
-        let r = wait(&self.inner, inner);
-        if counted {
-            self.woken.leave();
-        }
-        if let Some(start) = start {
+        let sleep = Sleep {
+            woken: &self.woken,
+            inside: Cell::new(false),
+            waited: Cell::new(false),
+        };
+        let r = wait(&self.inner, inner, &sleep);
+        sleep.back();
+        if let (Some(start), true) = (start, sleep.waited.get()) {
             contention::blocked(now().saturating_sub(start));
         }
         map(r, |(g, extra)| (self::guard(g), extra))
@@ -820,7 +826,10 @@ impl Condvar {
     /// while !*done { done = pair.1.wait(done).unwrap(); }
     /// ```
     pub fn wait<'a, T>(&self, guard: MutexGuard<'a, T>) -> LockResult<MutexGuard<'a, T>> {
-        let r = self.waiting(guard, |cv, g| map(cv.wait(g), |g| (g, ())));
+        let r = self.waiting(guard, |cv, g, sleep| {
+            sleep.release(&*g);
+            map(cv.wait(g), |g| (g, ()))
+        });
         map(r, |(g, ())| g)
     }
 
@@ -840,7 +849,9 @@ impl Condvar {
     where
         F: FnMut(&mut T) -> bool,
     {
-        let r = self.waiting(guard, |cv, g| map(cv.wait_while(g, condition), |g| (g, ())));
+        let r = self.waiting(guard, |cv, g, sleep| {
+            map(cv.wait_while(g, sleep.between(condition)), |g| (g, ()))
+        });
         map(r, |(g, ())| g)
     }
 
@@ -857,7 +868,10 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         dur: Duration,
     ) -> LockResult<(MutexGuard<'a, T>, WaitTimeoutResult)> {
-        self.waiting(guard, |cv, g| cv.wait_timeout(g, dur))
+        self.waiting(guard, |cv, g, sleep| {
+            sleep.release(&*g);
+            cv.wait_timeout(g, dur)
+        })
     }
 
     /// Waits while `condition` holds, at most `dur`.
@@ -879,7 +893,9 @@ impl Condvar {
     where
         F: FnMut(&mut T) -> bool,
     {
-        self.waiting(guard, |cv, g| cv.wait_timeout_while(g, dur, condition))
+        self.waiting(guard, |cv, g, sleep| {
+            cv.wait_timeout_while(g, dur, sleep.between(condition))
+        })
     }
 
     /// Wakes one waiting thread.
@@ -900,6 +916,53 @@ impl Condvar {
     pub fn notify_all(&self) {
         self.woken.notify(u64::from(u32::MAX));
         self.inner.notify_all();
+    }
+}
+
+/// One call's waits on a [`Condvar`]: what each release of the mutex and each return to it
+/// must tell the mutex's bookkeeping.
+struct Sleep<'c> {
+    woken: &'c Woken,
+    /// Between a release counted in `woken` and the return to the mutex.
+    inside: Cell<bool>,
+    /// Whether the call released the mutex at all (a `*_while` whose condition is false
+    /// from the start does not wait, and is no block event).
+    waited: Cell<bool>,
+}
+
+impl Sleep<'_> {
+    /// std's wait is about to release the mutex whose data is `data` and sleep: the
+    /// release ends others' waiting like an unlock, and this thread becomes one a notify
+    /// can wake.
+    fn release<T: ?Sized>(&self, data: &T) {
+        self.waited.set(true);
+        unlocking(data);
+        if !self.inside.get() {
+            self.inside.set(self.woken.enter(key(data)));
+        }
+    }
+
+    /// The thread holds the mutex again.
+    fn back(&self) {
+        if self.inside.replace(false) {
+            self.woken.leave();
+        }
+    }
+
+    /// `condition` as std's `*_while` waits call it: with the mutex held, after each
+    /// wake-up, and before sleeping again when it holds.
+    fn between<T: ?Sized>(
+        &self,
+        mut condition: impl FnMut(&mut T) -> bool,
+    ) -> impl FnMut(&mut T) -> bool {
+        move |data| {
+            self.back();
+            let sleeps = condition(data);
+            if sleeps {
+                self.release(data);
+            }
+            sleeps
+        }
     }
 }
 

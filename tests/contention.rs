@@ -339,6 +339,50 @@ fn a_woken_waiter_waits_for_the_mutex_like_any_other() {
     assert!(share > 0.5, "{share}: {stack}");
 }
 
+#[inline(never)]
+fn holds_with_nobody_waiting(m: &Mutex<u32>, hold: Duration) {
+    let g = m.lock().unwrap();
+    std::thread::sleep(hold);
+    drop(g);
+}
+
+/// A thread that a notify wakes for nothing goes back to sleep inside `wait_while`: it no
+/// longer waits for the mutex, so later unlocks are not blamed for its sleep.
+#[test]
+fn a_waiter_back_asleep_is_not_waiting_for_the_mutex() {
+    let profile = Profile::start("asleep", &config("mutex")).unwrap();
+    let pair = Arc::new((Mutex::new(0u32), Condvar::new()));
+    let sleeper = {
+        let pair = pair.clone();
+        std::thread::spawn(move || {
+            let g = pair
+                .1
+                .wait_while(pair.0.lock().unwrap(), |n| *n < 2)
+                .unwrap();
+            assert_eq!(*g, 2);
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    // A notify for nothing: the sleeper wakes, finds its condition holds, sleeps again.
+    *pair.0.lock().unwrap() = 1;
+    pair.1.notify_all();
+    std::thread::sleep(Duration::from_millis(20));
+    for _ in 0..3 {
+        holds_with_nobody_waiting(&pair.0, Duration::from_millis(20));
+    }
+    *pair.0.lock().unwrap() = 2;
+    pair.1.notify_all();
+    sleeper.join().unwrap();
+    let report = profile.finish().unwrap();
+    let blamed = report.total("delay").unwrap();
+    // The holds took 60 ms; what is blamed is only the sleeper's two returns to the mutex.
+    assert!(
+        blamed < 15_000_000,
+        "{blamed} ns blamed: {:?}",
+        report.folded_stacks().collect::<Vec<_>>()
+    );
+}
+
 /// Locks outside any profile, and profiles of other threads, see nothing of each other.
 #[test]
 fn a_profile_sees_only_its_own_threads() {
