@@ -450,15 +450,10 @@ impl Profile {
         name: impl Into<String>,
         config: &Config,
     ) -> Result<Profile, Error> {
-        // The heap session first: one that cannot start (no wrapper) leaves nothing behind.
-        let heap = if config.wants(&kind::HEAP) || config.wants(&kind::ALLOCS) {
-            Some(heap::Session::start(
-                config.heap_rate,
-                config.threads == Threads::All,
-            )?)
-        } else {
-            None
-        };
+        // What the profile keeps, before any session: a heap session must not see
+        // profiled's own allocations.
+        let name = name.into();
+        let owned = config.clone();
         let (block, mutex) = (config.wants(&kind::BLOCK), config.wants(&kind::MUTEX));
         let locks = if block || mutex {
             Some(contention::Session::start(
@@ -488,9 +483,19 @@ impl Profile {
         } else {
             None
         };
+        // The heap session last, for the same reason; one that cannot start (no wrapper)
+        // drops those started above, which stops them.
+        let heap = if config.wants(&kind::HEAP) || config.wants(&kind::ALLOCS) {
+            Some(heap::Session::start(
+                config.heap_rate,
+                config.threads == Threads::All,
+            )?)
+        } else {
+            None
+        };
         Ok(Profile {
-            name: name.into(),
-            config: config.clone(),
+            name,
+            config: owned,
             cpu,
             heap,
             locks,
@@ -699,12 +704,21 @@ pub(crate) fn heap_report(
         .iter()
         .map(|b| b.allocs.max(0) as u64)
         .sum();
+    // An empty sampled profile is not "allocated nothing": say what it means.
+    let note = (count == 0 && recorded.rate > 1).then(|| {
+        format!(
+            "no allocation was sampled: heap profiles sample one allocation per {} allocated \
+             on average, as Go's do, so a test that allocates less is rarely caught; \
+             heap_rate=1 records every allocation (PROFILE=heap,heap_rate=1)",
+            output::bytes(i64::try_from(recorded.rate).unwrap_or(i64::MAX))
+        )
+    });
     report_of(
         name,
         &recorded.samples(kind),
         &comments,
         count,
-        None,
+        note,
         recorded.rate <= 1,
     )
 }

@@ -285,3 +285,42 @@ fn a_forked_child_never_waits_on_the_heap_store() {
     let report = profile.finish().unwrap();
     assert!(report.total("alloc_objects").unwrap() > 0);
 }
+
+/// A sampled heap profile that caught no allocation says so, and how to see them all; an
+/// exact one that saw none has nothing to explain.
+#[test]
+fn a_heap_profile_too_small_to_sample_says_why() {
+    let heap = |rate| {
+        profiled::Config::default()
+            .with_kinds(["heap"])
+            .unwrap()
+            .with_heap_rate(rate)
+            .unwrap()
+    };
+    // About 1 KiB allocated against one sample per GiB: caught once in a million runs.
+    let profile = profiled::Profile::start("unsampled", &heap(1 << 30)).unwrap();
+    drop(std::hint::black_box(hand_counted()));
+    let report = profile.finish().unwrap();
+    assert_eq!(report.samples(), 0);
+    let note = report.note().expect("a note on the empty profile");
+    assert!(
+        note.contains("1.0 GiB") && note.contains("heap_rate=1"),
+        "{note}"
+    );
+
+    let profile = profiled::Profile::start("exact", &heap(1)).unwrap();
+    drop(std::hint::black_box(hand_counted()));
+    let report = profile.finish().unwrap();
+    assert!(report.samples() >= 11, "{}", report.samples());
+    assert_eq!(report.note(), None);
+
+    let config = heap(1);
+    let profile = profiled::Profile::start("nothing", &config).unwrap();
+    let report = profile.finish().unwrap();
+    assert_eq!(
+        (report.samples(), report.note()),
+        (0, None),
+        "{:?}",
+        report.folded_stacks().collect::<Vec<_>>()
+    );
+}
