@@ -56,6 +56,22 @@ struct Acct {
     last_unlock: u64,
 }
 
+impl Acct {
+    /// `n` threads begin to wait at `start`.
+    fn join(&mut self, n: u64, start: u64) {
+        self.waiting += n;
+        self.starts += u128::from(n) * u128::from(start.max(self.last_unlock));
+    }
+
+    /// A thread that began to wait at `start` holds the lock.
+    fn leave(&mut self, start: u64) {
+        self.waiting = self.waiting.saturating_sub(1);
+        self.starts = self
+            .starts
+            .saturating_sub(u128::from(start.max(self.last_unlock)));
+    }
+}
+
 /// The locks being waited for while a mutex profile runs, by key, striped so that
 /// unrelated locks rarely meet. Only waiters and the unlocks that end their wait come here.
 static ACCTS: [std::sync::Mutex<Vec<Acct>>; 16] = [const { std::sync::Mutex::new(Vec::new()) }; 16];
@@ -125,10 +141,7 @@ impl Wait {
         let start = now();
         let key = if contention::mutex_on() { key } else { 0 };
         if key != 0 {
-            acct(key, true, |a| {
-                a.waiting += 1;
-                a.starts += u128::from(start.max(a.last_unlock));
-            });
+            acct(key, true, |a| a.join(1, start));
             WAITING.0.fetch_add(1, Ordering::Relaxed);
         }
         Wait { key, start }
@@ -137,10 +150,7 @@ impl Wait {
     /// The lock is ours: the wait goes to the block profile.
     pub(crate) fn end(self) {
         if self.key != 0 {
-            acct(self.key, false, |a| {
-                a.waiting -= 1;
-                a.starts -= u128::from(self.start.max(a.last_unlock));
-            });
+            acct(self.key, false, |a| a.leave(self.start));
             WAITING.0.fetch_sub(1, Ordering::Relaxed);
         }
         contention::blocked(now().saturating_sub(self.start));
@@ -689,6 +699,11 @@ struct Woken {
 
 const ONE_WAITER: u64 = 1 << 32;
 
+/// A [`Woken::state`]'s threads inside a wait and registrations not ended.
+fn waiters_and_woken(state: u64) -> (u64, u64) {
+    (state >> 32, state & 0xffff_ffff)
+}
+
 impl Woken {
     const fn new() -> Woken {
         Woken {
@@ -712,25 +727,18 @@ impl Woken {
     /// A thread that counted here holds the mutex again: it ends a registration if one is
     /// left (its own, or that of a thread woken with it that has not come back yet).
     fn leave(&self) {
-        let Ok(old) = self
-            .state
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                let (waiters, woken) = (s >> 32, s & 0xffff_ffff);
-                Some(((waiters - 1) << 32) | woken.saturating_sub(1))
-            })
-        else {
-            unreachable!("the closure always gives a value")
-        };
-        if old & 0xffff_ffff == 0 {
+        // The closure always gives a value: either way, `old` is the state before.
+        let (Ok(old) | Err(old)) =
+            self.state
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                    let (waiters, woken) = waiters_and_woken(s);
+                    Some(((waiters - 1) << 32) | woken.saturating_sub(1))
+                });
+        if waiters_and_woken(old).1 == 0 {
             return;
         }
         let start = self.at.load(Ordering::Relaxed);
-        let ended = acct(self.key.load(Ordering::Relaxed), false, |a| {
-            a.waiting = a.waiting.saturating_sub(1);
-            a.starts = a
-                .starts
-                .saturating_sub(u128::from(start.max(a.last_unlock)));
-        });
+        let ended = acct(self.key.load(Ordering::Relaxed), false, |a| a.leave(start));
         if ended.is_some() {
             WAITING.0.fetch_sub(1, Ordering::Relaxed);
         }
@@ -742,8 +750,12 @@ impl Woken {
         if !contention::mutex_on() {
             return;
         }
-        let s = self.state.load(Ordering::Relaxed);
-        if s >> 32 == s & 0xffff_ffff {
+        // Threads a notify can register: those waiting and not woken yet, at most `n`.
+        let wakes = |s: u64| {
+            let (waiters, woken) = waiters_and_woken(s);
+            n.min(waiters - woken)
+        };
+        if wakes(self.state.load(Ordering::Relaxed)) == 0 {
             return;
         }
         let t = now();
@@ -751,18 +763,12 @@ impl Woken {
         // Under the table's stripe lock, so that a woken thread finds its registration
         // there when it ends it.
         acct(self.key.load(Ordering::Relaxed), true, |a| {
-            let Ok(old) = self
-                .state
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
-                    let (waiters, woken) = (s >> 32, s & 0xffff_ffff);
-                    Some(s + n.min(waiters - woken))
-                })
-            else {
-                unreachable!("the closure always gives a value")
-            };
-            added = n.min((old >> 32) - (old & 0xffff_ffff));
-            a.waiting += added;
-            a.starts += u128::from(added) * u128::from(t.max(a.last_unlock));
+            // The closure always gives a value: either way, `old` is the state before.
+            let (Ok(old) | Err(old)) =
+                self.state
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| Some(s + wakes(s)));
+            added = wakes(old);
+            a.join(added, t);
         });
         if added > 0 {
             self.at.store(t, Ordering::Relaxed);
