@@ -61,6 +61,8 @@ pub(crate) struct Collected {
     /// Why perf events were refused, when the session fell back to the timer.
     pub perf_refused: Option<String>,
     pub period_ns: u64,
+    /// The period it sampled at: `period_ns`, or near it, apart from other profiles'.
+    pub sampling_ns: u64,
     /// CPU time of the whole process while the profile ran (other threads, other tests).
     pub process_cpu_ns: u64,
     pub start: SystemTime,
@@ -397,6 +399,7 @@ mod tests {
             source: Source::Perf,
             perf_refused: None,
             period_ns: MS,
+            sampling_ns: MS,
             process_cpu_ns: 0,
             start: SystemTime::UNIX_EPOCH,
             duration: Duration::ZERO,

@@ -620,6 +620,15 @@ fn finish_cpu(name: &str, config: &Config, session: sampler::Session) -> Report 
             config.frequency
         ),
     ];
+    if collected.sampling_ns != collected.period_ns {
+        // Said so that a reader comparing sample counts with the rate asked for is not
+        // puzzled (src/sys/linux/engine.rs `apart`).
+        comments.push(format!(
+            "sampled at {:.0} Hz: other profiles were running, and periods \
+             apart keep their signals from falling due together",
+            1e9 / collected.sampling_ns.max(1) as f64
+        ));
+    }
     if collected.lost > 0 {
         comments.push(format!(
             "{} samples ({:.3}s CPU) lost: the sample buffer was full; they are under {}",

@@ -284,6 +284,8 @@ pub(crate) struct Session {
     own_count: Option<PerfEvent>,
     source: Source,
     period_ns: u64,
+    /// The period the session samples at: `period_ns`, or near it, apart from the others'.
+    sampling_ns: u64,
     start: SystemTime,
     started: Instant,
     /// CPU time of the whole process at the start, for the "where did the CPU go" hint.
@@ -308,13 +310,19 @@ impl Session {
         let starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
         exclusive_check(engine, threads, alone)?;
         let (sid, slot) = claim()?;
+        let live: Vec<u64> = SLOTS
+            .iter()
+            .filter(|s| !std::ptr::eq(*s, slot) && s.sid.load(Ordering::Acquire) != 0)
+            .map(|s| s.period_ns.load(Ordering::Relaxed))
+            .collect();
+        let sampling_ns = apart(period_ns, &live);
         slot.generation.store(0, Ordering::Relaxed);
         slot.paused.store(0, Ordering::Relaxed);
         slot.lost.store(0, Ordering::Relaxed);
         slot.lost_ns.store(0, Ordering::Relaxed);
         slot.truncated.store(0, Ordering::Relaxed);
         slot.cut.store(0, Ordering::Relaxed);
-        slot.period_ns.store(period_ns, Ordering::Relaxed);
+        slot.period_ns.store(sampling_ns, Ordering::Relaxed);
         slot.all_threads
             .store(threads == Threads::All, Ordering::Relaxed);
         lock(engine).sessions.insert(sid, Aggregate::default());
@@ -328,7 +336,7 @@ impl Session {
         };
         slot.sid.store(sid, Ordering::SeqCst);
         let mut own_count = None;
-        let armed = match arm(engine_choice, period_ns, sid, &others) {
+        let armed = match arm(engine_choice, sampling_ns, sid, &others) {
             Ok(a) => a,
             Err(e) => {
                 release(engine, slot, sid);
@@ -363,6 +371,7 @@ impl Session {
             own_count,
             source,
             period_ns,
+            sampling_ns,
             start: SystemTime::now(),
             started: Instant::now(),
             process_cpu: process_cpu_ns(),
@@ -412,6 +421,7 @@ impl Session {
             measured,
             source: self.source,
             period_ns: self.period_ns,
+            sampling_ns: self.sampling_ns,
             start: self.start,
             duration,
         };
@@ -558,6 +568,53 @@ fn release(engine: &Engine_, slot: &Slot, sid: u64) {
     }
     lock(engine).sessions.remove(&sid);
     slot.sid.store(0, Ordering::SeqCst);
+}
+
+/// The sampling period for a new session that asked for `period_ns`, beside sessions
+/// sampling at `live` periods: the requested one, or the nearest of ±2 %, ±4 %, ... ±10 %
+/// that keeps clear of every live period and of its multiples.
+///
+/// Each perf session's event signals its thread with `SIGTRAP`, and a signal still pending
+/// swallows the next one. A thread spawned inside two sessions (a test's and a whole-run or
+/// endpoint profile's) starts both events' clocks at once: at equal periods, or one a
+/// multiple of the other, they would fall due together for the thread's life and one
+/// session would lose its samples. Periods apart by 2 % drift apart by 2 % of a period a
+/// sample, so two signals meet once in a while (a lost signal's time goes to the next
+/// sample, which weighs the CPU since the previous one), never for long.
+fn apart(period_ns: u64, live: &[u64]) -> u64 {
+    /// 2 %, in the hundredths of a percent `clearance` gives.
+    const CLEAR: u64 = 200;
+    const STEPS: i64 = 10;
+    // How closely `p` meets `q` or a multiple of one in the other, in hundredths of a
+    // percent of the shorter period (5000 is as far apart as periods get).
+    let clearance = |p: u64, q: u64| {
+        let (short, long) = (p.min(q).max(1), p.max(q));
+        let off = long % short;
+        off.min(short - off).saturating_mul(10_000) / short
+    };
+    let worst = |p: u64| {
+        live.iter()
+            .map(|&q| clearance(p, q))
+            .min()
+            .unwrap_or(u64::MAX)
+    };
+    let candidates = (0..=STEPS).flat_map(|k| [k, -k]).map(|k| {
+        let delta = i128::from(period_ns) * i128::from(k) / 100;
+        u64::try_from(i128::from(period_ns) + delta)
+            .unwrap_or(period_ns)
+            .max(1)
+    });
+    let mut best = (period_ns, 0);
+    for p in candidates {
+        let clear = worst(p);
+        if clear >= CLEAR {
+            return p;
+        }
+        if clear > best.1 {
+            best = (p, clear);
+        }
+    }
+    best.0
 }
 
 /// Arms the chosen source on the calling thread, then on each of `others` (threads that
@@ -813,6 +870,27 @@ pub(crate) fn resume(sid: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_sample_apart_from_each_other() {
+        let ms = 1_000_000;
+        // Alone: as asked.
+        assert_eq!(apart(ms, &[]), ms);
+        // Beside one at the same rate: 2 % apart; beside two, the other side.
+        assert_eq!(apart(ms, &[ms]), ms + ms / 50);
+        assert_eq!(apart(ms, &[ms, ms + ms / 50]), ms - ms / 50);
+        // One rate a multiple of the other: their signals would meet at every second one.
+        assert_eq!(apart(2 * ms, &[ms]), 2 * ms + 2 * ms / 100);
+        assert_eq!(apart(ms / 2, &[ms]), ms / 2 - ms / 200);
+        // Already apart: unchanged.
+        assert_eq!(apart(ms, &[ms * 3 / 2]), ms);
+        // More sessions than places 2 % apart: the clearest place, 1 % from the others.
+        let crowd: Vec<u64> = (-5..=5)
+            .map(|k| (ms as i64 + k * ms as i64 / 50) as u64)
+            .collect();
+        let p = apart(ms, &crowd);
+        assert!(crowd.iter().all(|&q| q.abs_diff(p) >= ms / 100), "{p}");
+    }
 
     #[test]
     fn drain_interval_follows_the_sample_rate() {

@@ -1,0 +1,77 @@
+//! CPU profiles running at once over the same threads (a whole-run `--cpuprofile` around
+//! per-test ones, the endpoint's beside a test's) each keep their own samples. Every
+//! session's perf event signals the sampled thread with `SIGTRAP`, and a thread spawned
+//! inside two sessions starts both events' clocks together: at one rate, or one a multiple
+//! of the other, their signals would fall due together forever, and a signal already
+//! pending swallows the next. Own test binary, so no other test's sessions run meanwhile.
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+mod support;
+use std::time::Duration;
+use support::{read, spin, thread_cpu};
+
+use profiled::{Config, Profile, Report};
+
+/// Spins 150 ms of CPU; returns the thread's CPU time, all of it.
+#[inline(never)]
+fn spun_by_a_worker() -> Duration {
+    spin(Duration::from_millis(150));
+    thread_cpu()
+}
+
+/// CPU time `report` charges to `spun_by_a_worker`.
+fn workers_time(report: &Report) -> Duration {
+    let micros = report
+        .folded_stacks()
+        .filter(|(stack, _)| stack.contains("spun_by_a_worker"))
+        .map(|(_, v)| v)
+        .sum();
+    Duration::from_micros(micros)
+}
+
+#[test]
+fn nested_profiles_each_sample_threads_spawned_inside_both() {
+    for (outer_hz, inner_hz) in [(1000, 1000), (500, 1000), (1000, 500)] {
+        let config = |hz: u32| Config::parse(&format!("cpu,freq={hz}")).unwrap().unwrap();
+        // One thread may hold one profile; a thread the outer profile samples starts the
+        // inner one, as the harness's per-test profiles run inside its whole-run one.
+        let outer = Profile::start("outer", &config(outer_hz)).unwrap();
+        let (inner, spun) = std::thread::spawn(move || {
+            let inner = Profile::start("inner", &config(inner_hz)).unwrap();
+            let workers: Vec<_> = (0..2)
+                .map(|_| std::thread::spawn(spun_by_a_worker))
+                .collect();
+            let spun: Duration = workers.into_iter().map(|w| w.join().unwrap()).sum();
+            (inner.finish().unwrap(), spun)
+        })
+        .join()
+        .unwrap();
+        let outer = outer.finish().unwrap();
+        // The inner profile, started second, says its rate is not quite the one asked for.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("inner.pb.gz");
+        inner.write(&file).unwrap();
+        let said = read(&file).comments().join("\n");
+        assert!(said.contains("sampled at"), "{said}");
+        for (report, hz) in [(&inner, inner_hz), (&outer, outer_hz)] {
+            // 300 ms of the workers' CPU: 300 samples at 1000 Hz. Each sample weighs the
+            // CPU since the thread's previous one, so a lost signal loses no time, but its
+            // neighbour takes it: four in five must arrive, and the workers' time be theirs.
+            let samples = report.samples() as f64;
+            let expected = spun.as_secs_f64() * f64::from(hz);
+            let other = if hz == inner_hz { outer_hz } else { inner_hz };
+            assert!(
+                samples >= 0.8 * expected,
+                "{} at {hz} Hz beside one at {other} Hz: {samples} samples of ~{expected:.0}",
+                report.name(),
+            );
+            let charged = workers_time(report).as_secs_f64() / spun.as_secs_f64();
+            assert!(
+                (0.9..=1.1).contains(&charged),
+                "{} at {hz} Hz beside one at {other} Hz: {charged:.3} of the workers' CPU \
+                 charged to them",
+                report.name(),
+            );
+        }
+    }
+}
