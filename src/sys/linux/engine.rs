@@ -325,6 +325,7 @@ impl Session {
         slot.period_ns.store(sampling_ns, Ordering::Relaxed);
         slot.all_threads
             .store(threads == Threads::All, Ordering::Relaxed);
+        slot.inherits.store(false, Ordering::Relaxed);
         lock(engine).sessions.insert(sid, Aggregate::default());
         signal::mark_thread(sid);
         let others = if threads == Threads::All {
@@ -346,6 +347,8 @@ impl Session {
         };
         let source = match &armed {
             Armed::Perf(events) => {
+                // Threads spawned from now on are sampled from birth.
+                slot.inherits.store(true, Ordering::Relaxed);
                 // The kernel's counts calibrate the total; with `threads=all` there is one
                 // event per thread, and the thread clocks' weights stand as they are.
                 if let [event] = events.as_slice() {

@@ -1,7 +1,8 @@
 //! Threads spawned inside a heap profile or an allocation count belong to it, as perf
 //! events follow spawned threads for CPU: profiled defines `pthread_create`, which the
 //! program's own calls (std's `thread::spawn`, tokio's and rayon's pools, C code linked in)
-//! reach before libc's, and starts the new thread with its creator's session tags.
+//! reach before libc's, and starts the new thread with its creator's session tags, and
+//! with clocks for the CPU sessions its creator's events pass on to it.
 //!
 //! With no session open it forwards at once. Written by hand because no crate hooks thread
 //! creation; the real function is found with `dlsym(RTLD_NEXT)`, as every interposer does.
@@ -9,6 +10,7 @@
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::signal::{CLOCKS, born_into, memberships};
 use crate::heap::{Tag, adopt, inherited};
 
 type Start = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
@@ -24,7 +26,9 @@ type Create = unsafe extern "C" fn(
 struct Trampoline {
     start: Start,
     arg: *mut c_void,
-    tags: [Tag; 4],
+    tags: Option<[Tag; 4]>,
+    /// The CPU sessions it is sampled for from birth.
+    sessions: Option<[u64; CLOCKS]>,
 }
 
 /// The new thread's start routine: takes its tags, frees the hand-over, runs the real one.
@@ -34,10 +38,15 @@ unsafe extern "C-unwind" fn trampoline(hand_over: *mut c_void) -> *mut c_void {
     // SAFETY: `hand_over` is the `Box<Trampoline>` leaked by `pthread_create` below for
     // this thread alone; it is taken back exactly once.
     let t = unsafe { Box::from_raw(hand_over.cast::<Trampoline>()) };
-    let (start, arg, tags) = (t.start, t.arg, t.tags);
+    let (start, arg, tags, sessions) = (t.start, t.arg, t.tags, t.sessions);
     drop(t);
-    adopt(tags);
-    crate::wall::adopted(&tags);
+    if let Some(sessions) = sessions {
+        born_into(sessions);
+    }
+    if let Some(tags) = tags {
+        adopt(tags);
+        crate::wall::adopted(&tags);
+    }
     // SAFETY: the routine and argument the program passed to `pthread_create`.
     unsafe { start(arg) }
 }
@@ -71,11 +80,17 @@ pub unsafe extern "C" fn pthread_create(
     let Some(create) = real() else {
         return libc::EAGAIN;
     };
-    let Some(tags) = inherited() else {
+    let (tags, sessions) = (inherited(), memberships());
+    if tags.is_none() && sessions.is_none() {
         // SAFETY: the caller's arguments, unchanged, to libc's function.
         return unsafe { create(thread, attr, start, arg) };
-    };
-    let hand_over = Box::into_raw(Box::new(Trampoline { start, arg, tags }));
+    }
+    let hand_over = Box::into_raw(Box::new(Trampoline {
+        start,
+        arg,
+        tags,
+        sessions,
+    }));
     // SAFETY: as above, with our start routine and its hand-over in place of the caller's.
     let rc = unsafe { create(thread, attr, trampoline, hand_over.cast()) };
     if rc != 0 {

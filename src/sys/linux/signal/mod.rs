@@ -57,6 +57,9 @@ pub(crate) struct Slot {
     /// The session samples every thread of the process (`threads=all`): threads that
     /// existed before it started find their starting CPU time in [`STARTS`].
     pub all_threads: AtomicBool,
+    /// The session's source follows the threads its threads spawn (perf events): a thread
+    /// spawned by a member is a member from birth.
+    pub inherits: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -71,6 +74,7 @@ const EMPTY: Slot = Slot {
     truncated: AtomicU64::new(0),
     cut: AtomicU64::new(0),
     all_threads: AtomicBool::new(false),
+    inherits: AtomicBool::new(false),
 };
 
 pub(crate) static SLOTS: [Slot; MAX_SLOTS] = [EMPTY; MAX_SLOTS];
@@ -135,7 +139,7 @@ const PAUSED: u64 = u64::MAX;
 /// Sessions one thread can be sampled for at once with exact weights (nested profiles, e.g.
 /// a whole-run profile around per-test ones). Beyond that the least recently sampled one is
 /// forgotten and its next sample weighs at most one period.
-const CLOCKS: usize = 4;
+pub(crate) const CLOCKS: usize = 4;
 
 const NO_CLOCK: Clock = Clock {
     sid: 0,
@@ -148,6 +152,25 @@ thread_local! {
     static CLOCK: Cell<[Clock; CLOCKS]> = const { Cell::new([NO_CLOCK; CLOCKS]) };
     /// This thread's id and name, read at its first sample (tid 0: not yet).
     static WHO: Cell<Thread> = const { Cell::new(Thread { tid: 0, name: [0; 16] }) };
+    /// Whether this thread gave up a running session's clock (more sessions at once than
+    /// [`CLOCKS`]): then a session it has no clock for may be one it forgot.
+    static FORGOT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Puts `clock` in entry `i` of `clocks`, noting in [`FORGOT`] when that gives up the clock
+/// of a session still running.
+fn replace(clocks: &mut [Clock; CLOCKS], i: usize, clock: Clock) {
+    if let Some(c) = clocks.get_mut(i) {
+        let running = |sid: u64| {
+            SLOTS
+                .get(sid as usize % MAX_SLOTS)
+                .is_some_and(|s| s.sid.load(Ordering::Relaxed) == sid)
+        };
+        if c.sid != 0 && c.sid != clock.sid && running(c.sid) {
+            FORGOT.with(|f| f.set(true));
+        }
+        *c = clock;
+    }
 }
 
 /// The calling thread's id and name. Async-signal-safe: `gettid` and `prctl(PR_GET_NAME)`
@@ -191,9 +214,7 @@ fn update_clock(sid: u64, f: impl FnOnce(Clock) -> Clock) {
     CLOCK.with(|c| {
         let mut clocks = c.get();
         let (i, clock) = clock_for(&clocks, sid);
-        if let Some(c) = clocks.get_mut(i) {
-            *c = f(clock);
-        }
+        replace(&mut clocks, i, f(clock));
         c.set(clocks);
     })
 }
@@ -226,6 +247,40 @@ pub(crate) fn mark_thread(sid: u64) {
             active: 0,
             since: 0,
         })
+    });
+}
+
+/// The perf sessions the calling thread is sampled for, which a thread it spawns now is
+/// sampled for from birth (its events are inherited): `None` when there are none.
+pub(crate) fn memberships() -> Option<[u64; CLOCKS]> {
+    let clocks = CLOCK.with(Cell::get);
+    let mut sids = [0; CLOCKS];
+    for (sid, c) in sids.iter_mut().zip(clocks) {
+        let member = c.sid != 0
+            && SLOTS.get(c.sid as usize % MAX_SLOTS).is_some_and(|s| {
+                s.sid.load(Ordering::Acquire) == c.sid && s.inherits.load(Ordering::Relaxed)
+            });
+        if member {
+            *sid = c.sid;
+        }
+    }
+    sids.iter().any(|&s| s != 0).then_some(sids)
+}
+
+/// Starts the calling (newly spawned) thread's clocks for `sids`, the sessions its creator
+/// was sampled for: each one's first sample weighs the thread's CPU from birth, and a
+/// session whose first signal is dropped is sampled at another's (see [`overdue`]).
+pub(crate) fn born_into(sids: [u64; CLOCKS]) {
+    with_signals_blocked(|| {
+        for sid in sids.into_iter().filter(|&s| s != 0) {
+            update_clock(sid, |clock| {
+                if clock.sid == sid {
+                    clock
+                } else {
+                    Clock { sid, ..NO_CLOCK }
+                }
+            });
+        }
     });
 }
 
@@ -461,8 +516,10 @@ enum First {
     /// session (perf events follow only threads spawned after the start), its reading at
     /// the start for a thread a `threads=all` session found running.
     Since(u64),
-    /// Sampled before for other sessions: when this one's share began is unknown, so one
-    /// nominal period (`nominal`) after the latest of its other clocks is the honest bound.
+    /// The thread may have had a clock for the session and given it up (see [`FORGOT`]),
+    /// or a `threads=all` session did not find it running: when this session's share
+    /// began is unknown, so one nominal period (`nominal`) after the latest of its other
+    /// clocks is the honest bound.
     Unknown { latest: u64, nominal: u64 },
 }
 
@@ -534,7 +591,7 @@ pub(crate) fn in_handler() -> bool {
     IN_HANDLER.with(Cell::get) != 0
 }
 
-fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
+fn take(slot: &'static Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
     let cpu = thread_cpu_ns();
     let generation = slot.generation.load(Ordering::Acquire);
     let nominal = slot
@@ -553,7 +610,9 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
         .flatten()
     {
         First::Since(start)
-    } else if !slot.all_threads.load(Ordering::Relaxed) && clocks.iter().all(|c| c.sid == 0) {
+    } else if !slot.all_threads.load(Ordering::Relaxed) && !FORGOT.with(Cell::get) {
+        // Not the thread that started the session (it has a clock from the start), so one
+        // the session's thread spawned after it started: all its CPU is the session's.
         First::Since(0)
     } else {
         First::Unknown {
@@ -562,50 +621,127 @@ fn take(slot: &Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
         }
     };
     let (weight, next) = weigh(clock, sid, cpu, paused, first);
-    if let Some(c) = clocks.get_mut(index) {
-        *c = next;
-    }
-    CLOCK.with(|c| c.set(clocks));
+    replace(&mut clocks, index, next);
     if paused {
+        CLOCK.with(|c| c.set(clocks));
         return;
     }
+    let mut due = [const { None }; CLOCKS];
+    overdue(&mut clocks, sid, cpu, &mut due);
+    CLOCK.with(|c| c.set(clocks));
     let (pc, sp, bp) = registers(ctx);
     let thread = who();
-    let kept = if DRAIN_RUNNING.load(Ordering::Relaxed) {
-        push(sid, generation, thread, weight, |frames| {
+    let mine = Due {
+        slot,
+        sid,
+        generation,
+        weight,
+    };
+    if due.iter().all(Option::is_none) && DRAIN_RUNNING.load(Ordering::Relaxed) {
+        // The common case: one session, its stack walked straight into the ring.
+        let kept = push(sid, generation, thread, weight, |frames| {
             walk(pc, sp, bp, frames)
-        })
-    } else {
-        // No drain thread: aggregate here, the ring only takes what the table can't.
-        let mut frames = [0u64; MAX_DEPTH];
-        let (depth, shape) = walk(pc, sp, bp, &mut frames);
-        let stack = frames.get(..depth).unwrap_or_default();
-        let in_table = TABLE
-            .get()
-            .is_some_and(|t| t.add(sid, generation, thread, stack, weight));
-        if in_table {
+        });
+        mine.count(kept);
+        return;
+    }
+    let mut frames = [0u64; MAX_DEPTH];
+    let (depth, shape) = walk(pc, sp, bp, &mut frames);
+    let stack = frames.get(..depth).unwrap_or_default();
+    mine.keep(thread, stack, shape);
+    for d in due.iter().flatten() {
+        d.keep(thread, stack, shape);
+        d.slot.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One sample to keep for one session.
+struct Due {
+    slot: &'static Slot,
+    sid: u64,
+    generation: u32,
+    weight: u64,
+}
+
+impl Due {
+    /// Keeps the sample with `stack`: in the handler's table while no drain thread runs,
+    /// else (or when the table is full) in the ring.
+    fn keep(&self, thread: Thread, stack: &[u64], shape: Shape) {
+        let in_table = !DRAIN_RUNNING.load(Ordering::Relaxed)
+            && TABLE
+                .get()
+                .is_some_and(|t| t.add(self.sid, self.generation, thread, stack, self.weight));
+        let kept = if in_table {
             Some(shape)
         } else {
-            push(sid, generation, thread, weight, |dst| {
-                if let Some(dst) = dst.get_mut(..depth) {
+            push(self.sid, self.generation, thread, self.weight, |dst| {
+                if let Some(dst) = dst.get_mut(..stack.len()) {
                     dst.copy_from_slice(stack);
                 }
-                (depth, shape)
+                (stack.len(), shape)
             })
+        };
+        self.count(kept);
+    }
+
+    /// Counts what became of the sample.
+    fn count(&self, kept: Option<Shape>) {
+        let slot = self.slot;
+        match kept {
+            None => {
+                slot.lost.fetch_add(1, Ordering::Relaxed);
+                slot.lost_ns.fetch_add(self.weight, Ordering::Relaxed);
+            }
+            Some(Shape::LeafOnly) => {
+                slot.truncated.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Shape::Cut) => {
+                slot.cut.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(Shape::Whole) => {}
         }
-    };
-    match kept {
-        None => {
-            slot.lost.fetch_add(1, Ordering::Relaxed);
-            slot.lost_ns.fetch_add(weight, Ordering::Relaxed);
+    }
+}
+
+/// The thread's other sessions whose own signal is overdue, sampled now with this one's
+/// stack: their clocks move on, and each is entered in `due` with its slot held (its
+/// `inflight` raised: the caller lowers it once the sample is kept).
+///
+/// A session samples a thread through its own perf event, whose overflow the kernel
+/// sends as `SIGTRAP` when the thread next returns to user space; `SIGTRAP` is not queued,
+/// so when two sessions' events overflow before that return (a long system call or page
+/// fault, both events started together in a new thread) one signal is dropped. A session
+/// whose clock on this thread has run a whole period with no sample of its own lost its
+/// signal that way (its own would have come already): this signal stands in for it.
+fn overdue(clocks: &mut [Clock; CLOCKS], sid: u64, cpu: u64, due: &mut [Option<Due>; CLOCKS]) {
+    let mut n = 0;
+    for c in clocks.iter_mut() {
+        if c.sid == 0 || c.sid == sid || c.since == PAUSED {
+            continue;
         }
-        Some(Shape::LeafOnly) => {
-            slot.truncated.fetch_add(1, Ordering::Relaxed);
+        let Some(other) = SLOTS.get(c.sid as usize % MAX_SLOTS) else {
+            continue;
+        };
+        if cpu.saturating_sub(c.last) < other.period_ns.load(Ordering::Relaxed).max(1) {
+            continue;
         }
-        Some(Shape::Cut) => {
-            slot.cut.fetch_add(1, Ordering::Relaxed);
-        }
-        Some(Shape::Whole) => {}
+        other.inflight.fetch_add(1, Ordering::SeqCst);
+        let running = other.sid.load(Ordering::SeqCst) == c.sid
+            && other.paused.load(Ordering::Acquire) == 0
+            && other.inherits.load(Ordering::Relaxed);
+        let Some(entry) = due.get_mut(n).filter(|_| running) else {
+            other.inflight.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        };
+        let (weight, next) = weigh(*c, c.sid, cpu, false, First::No);
+        *c = next;
+        *entry = Some(Due {
+            slot: other,
+            sid: c.sid,
+            generation: other.generation.load(Ordering::Acquire),
+            weight,
+        });
+        n = n.saturating_add(1);
     }
 }
 
