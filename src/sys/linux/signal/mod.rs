@@ -716,7 +716,7 @@ impl Due {
 fn overdue(clocks: &mut [Clock; CLOCKS], sid: u64, cpu: u64, due: &mut [Option<Due>; CLOCKS]) {
     let mut n = 0;
     for c in clocks.iter_mut() {
-        if c.sid == 0 || c.sid == sid || c.since == PAUSED {
+        if c.sid == 0 || c.sid == sid {
             continue;
         }
         let Some(other) = SLOTS.get(c.sid as usize % MAX_SLOTS) else {
@@ -726,15 +726,19 @@ fn overdue(clocks: &mut [Clock; CLOCKS], sid: u64, cpu: u64, due: &mut [Option<D
             continue;
         }
         other.inflight.fetch_add(1, Ordering::SeqCst);
-        let running = other.sid.load(Ordering::SeqCst) == c.sid
-            && other.paused.load(Ordering::Acquire) == 0
-            && other.inherits.load(Ordering::Relaxed);
-        let Some(entry) = due.get_mut(n).filter(|_| running) else {
+        // Timer sessions' signals are queued, never dropped.
+        if other.sid.load(Ordering::SeqCst) != c.sid || !other.inherits.load(Ordering::Relaxed) {
+            other.inflight.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        // Paused, the lost sample would have dropped the CPU so far, as `take` does.
+        let paused = other.paused.load(Ordering::Acquire) != 0;
+        let (weight, next) = weigh(*c, c.sid, cpu, paused, First::No);
+        *c = next;
+        let Some(entry) = due.get_mut(n).filter(|_| !paused) else {
             other.inflight.fetch_sub(1, Ordering::SeqCst);
             continue;
         };
-        let (weight, next) = weigh(*c, c.sid, cpu, false, First::No);
-        *c = next;
         *entry = Some(Due {
             slot: other,
             sid: c.sid,
