@@ -162,6 +162,12 @@ impl Aggregate {
             }
         }
     }
+
+    /// Forgets everything before a `reset`.
+    pub(crate) fn clear(&mut self, floor: u32) {
+        self.floor = floor;
+        self.stacks.clear();
+    }
 }
 
 /// A profile with far less CPU than its wall time, explained: the work ran on threads the

@@ -11,7 +11,7 @@ use super::signal::table::StackTable;
 use super::signal::{self, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, Slot, TABLE};
 use super::signal::{MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN, ThreadStart};
 use super::timer::{self, CpuTimer};
-use crate::aggregate::{Aggregate, Collected, Measured, OwnThread, Source};
+use crate::aggregate::{Aggregate, Collected, Measured, OwnThread, Source, Thread};
 use crate::config::{Engine, Threads};
 use crate::error::Error;
 
@@ -34,6 +34,25 @@ const SEQ_MASK: u64 = (1 << 34) - 1;
 /// The consumer side of the ring and what it has drained so far.
 struct Drain {
     sessions: HashMap<u64, Aggregate>,
+    /// Each thread's latest sampled stack, in any session: where its last stretch, which no
+    /// sample follows (`signal::thread_ends`), is charged.
+    latest: HashMap<Thread, Vec<u64>>,
+}
+
+/// Threads whose latest stack [`Drain::latest`] keeps before it starts over: a process that
+/// runs for ever, spawning threads, must not grow it for ever.
+const LATEST_THREADS: usize = 4096;
+
+impl Drain {
+    /// Notes `stack` as `thread`'s latest.
+    fn sampled(&mut self, thread: Thread, stack: &[u64]) {
+        if self.latest.len() >= LATEST_THREADS && !self.latest.contains_key(&thread) {
+            self.latest.clear();
+        }
+        let latest = self.latest.entry(thread).or_default();
+        latest.clear();
+        latest.extend_from_slice(stack);
+    }
 }
 
 struct Engine_ {
@@ -100,6 +119,7 @@ fn engine() -> Result<&'static Engine_, Error> {
         Ok(Engine_ {
             drain: Mutex::new(Drain {
                 sessions: HashMap::default(),
+                latest: HashMap::default(),
             }),
             wake: Condvar::new(),
             active: AtomicUsize::new(0),
@@ -239,6 +259,7 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
                     agg.add(thread, stack, count, weight);
                 }
             }
+            drain.sampled(thread, stack);
             taken += 1;
         });
     }
@@ -246,10 +267,20 @@ fn drain_into(drain: &mut Drain, complete: bool) -> usize {
     loop {
         let more = ring.pop_with(|pop| match pop {
             Pop::Sample(s) => {
+                let stack = &s.frames[..s.depth as usize];
                 if let Some(agg) = drain.sessions.get_mut(&s.sid) {
                     if s.generation >= agg.floor {
-                        agg.add(s.thread, &s.frames[..s.depth as usize], 1, s.weight_ns);
+                        if s.depth > 0 {
+                            agg.add(s.thread, stack, 1, s.weight_ns);
+                        } else if let Some(latest) = drain.latest.get(&s.thread) {
+                            // A thread's last stretch (`signal::thread_ends`): no sample of
+                            // its own, its time joins the thread's latest stack.
+                            agg.add(s.thread, latest, 0, s.weight_ns);
+                        }
                     }
+                }
+                if s.depth > 0 {
+                    drain.sampled(s.thread, stack);
                 }
                 taken += 1;
                 true
@@ -539,6 +570,7 @@ fn close(engine: &Engine_) {
         if let Some(table) = TABLE.get() {
             table.clear();
         }
+        lock(engine).latest = HashMap::default();
     }
 }
 
@@ -683,8 +715,7 @@ pub(crate) fn reset(sid: u64) {
     let mut drain = lock(engine);
     let generation = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
     if let Some(agg) = drain.sessions.get_mut(&sid) {
-        agg.floor = generation;
-        agg.stacks.clear();
+        agg.clear(generation);
     }
     slot.lost.store(0, Ordering::Relaxed);
     slot.lost_ns.store(0, Ordering::Relaxed);

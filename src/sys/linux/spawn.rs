@@ -10,7 +10,7 @@
 use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::signal::{CLOCKS, born_into, memberships};
+use super::signal::{CLOCKS, born_into, memberships, thread_ends};
 use crate::heap::{Tag, adopt, inherited};
 
 type Start = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
@@ -48,7 +48,11 @@ unsafe extern "C-unwind" fn trampoline(hand_over: *mut c_void) -> *mut c_void {
         crate::wall::adopted(&tags);
     }
     // SAFETY: the routine and argument the program passed to `pthread_create`.
-    unsafe { start(arg) }
+    let result = unsafe { start(arg) };
+    if sessions.is_some() {
+        thread_ends();
+    }
+    result
 }
 
 /// libc's `pthread_create`, found once.

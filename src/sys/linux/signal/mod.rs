@@ -284,6 +284,40 @@ pub(crate) fn born_into(sids: [u64; CLOCKS]) {
     });
 }
 
+/// The calling thread is about to end: its CPU since its latest sample for each perf session
+/// (unpaused) goes to the ring as a sample of no frames, which the drain charges to the
+/// thread's latest sampled stack (in any session: one whose own signals were all dropped
+/// has none). Without it a thread that lives a few periods would lose up to a period of its
+/// CPU, the stretch no sample follows, and all of it for such a session.
+pub(crate) fn thread_ends() {
+    with_signals_blocked(|| {
+        let mut clocks = CLOCK.with(Cell::get);
+        let cpu = thread_cpu_ns();
+        for c in clocks.iter_mut().filter(|c| c.sid != 0) {
+            let Some(slot) = SLOTS.get(c.sid as usize % MAX_SLOTS) else {
+                continue;
+            };
+            slot.inflight.fetch_add(1, Ordering::SeqCst);
+            let running = slot.sid.load(Ordering::SeqCst) == c.sid
+                && slot.inherits.load(Ordering::Relaxed)
+                && slot.paused.load(Ordering::Acquire) == 0;
+            if running {
+                let (weight, next) = weigh(*c, c.sid, cpu, false, First::No);
+                *c = next;
+                let generation = slot.generation.load(Ordering::Acquire);
+                let lost = weight > 0
+                    && push(c.sid, generation, who(), weight, |_| (0, Shape::Whole)).is_none();
+                if lost {
+                    slot.lost.fetch_add(1, Ordering::Relaxed);
+                    slot.lost_ns.fetch_add(weight, Ordering::Relaxed);
+                }
+            }
+            slot.inflight.fetch_sub(1, Ordering::SeqCst);
+        }
+        CLOCK.with(|c| c.set(clocks));
+    });
+}
+
 /// The calling thread pauses session `sid`: the CPU of its current unpaused stretch is kept
 /// for its next sample, and what follows is not charged.
 pub(crate) fn thread_pauses(sid: u64) {
