@@ -39,9 +39,9 @@ struct Drain {
     latest: HashMap<Thread, Vec<u64>>,
 }
 
-/// Threads whose latest stack [`Drain::latest`] keeps before it starts over: a process that
-/// runs for ever, spawning threads, must not grow it for ever.
-const LATEST_THREADS: usize = 4096;
+/// Threads whose latest stack [`Drain::latest`] keeps before it starts over (1 KiB each at
+/// most): a process that runs for ever, spawning threads, must not grow it for ever.
+const LATEST_THREADS: usize = 1024;
 
 impl Drain {
     /// Notes `stack` as `thread`'s latest.
