@@ -70,6 +70,15 @@ fn work(cpu: Duration) -> Duration {
     thread_cpu() - start
 }
 
+/// Only `f` for `cpu` of this thread's CPU time; returns the CPU time really used.
+fn work_in(f: fn(u64) -> u64, cpu: Duration) -> Duration {
+    let start = thread_cpu();
+    while thread_cpu() - start < cpu {
+        f(2_000);
+    }
+    thread_cpu() - start
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Prof {
     None,
@@ -268,6 +277,41 @@ fn child(args: &[String]) {
             println!("share_a={}", o.share_a);
             println!("samples={}", o.samples);
         }
+        // 200 threads of 2 ms in heavy_a, one after another in pairs, beside one thread of
+        // 400 ms in heavy_b: what spawning costs while a profile runs, and whether threads
+        // that live two sample periods get their share (0.5 of heavy_a's and heavy_b's).
+        "short" => {
+            let mut used = Duration::ZERO;
+            let o = session(prof, hz, "short", || {
+                let long = std::thread::spawn(|| work_in(heavy_b, Duration::from_millis(400)));
+                for _ in 0..100 {
+                    let pair: Vec<_> = (0..2)
+                        .map(|_| std::thread::spawn(|| work_in(heavy_a, Duration::from_millis(2))))
+                        .collect();
+                    used += pair
+                        .into_iter()
+                        .map(|t| t.join().unwrap())
+                        .sum::<Duration>();
+                }
+                used += long.join().unwrap();
+            });
+            println!("accuracy={}", o.cpu_ns / used.as_nanos().max(1) as f64);
+            println!("share_a={}", o.share_a);
+            println!("samples={}", o.samples);
+        }
+        // 400 threads that do nothing, spawned and joined one at a time inside a session:
+        // what a thread's start and end cost while a profile runs, per thread.
+        "spawn" => {
+            let mut per_thread = Duration::ZERO;
+            session(prof, hz, "spawn", || {
+                let c0 = process_cpu();
+                for _ in 0..400 {
+                    std::thread::spawn(|| black_box(1)).join().unwrap();
+                }
+                per_thread = (process_cpu() - c0) / 400;
+            });
+            println!("spawn_us={}", per_thread.as_secs_f64() * 1e6);
+        }
         // Attribution with enough samples to tell bias from noise at 100 Hz: 2 threads of
         // 3 s CPU each (~600 samples a round). Nothing to compare without a profiler.
         "attribution" => {
@@ -393,6 +437,8 @@ fn main() {
     let long1000 = measure("long", 1000, rounds);
     let thr100 = measure("threads8", 100, rounds);
     let attr100 = measure("attribution", 100, rounds);
+    let short1000 = measure("short", 1000, rounds);
+    let spawn1000 = measure("spawn", 1000, rounds);
 
     let (p, q) = (1, 2); // profiled, pprof
     let v = |m: &Measured, i: usize, k: &str| m.value[i][k];
@@ -472,6 +518,21 @@ fn main() {
     row("same, 8 threads, 100 Hz", "0.75 ± 0.02", &|i| {
         share(&thr100, i)
     });
+    row(
+        "200 threads of 2 ms beside one of 400 ms (1000 Hz), process CPU vs off",
+        "< 1.05x",
+        &|i| format!("{:.3}x", r(&short1000, i, "process_cpu_ms")),
+    );
+    row(
+        "  share of the short threads' function (equal CPU)",
+        "0.50 ± 0.02",
+        &|i| share(&short1000, i),
+    );
+    row(
+        "a thread spawned and joined inside a profile, process CPU",
+        "",
+        &|i| format!("{:.0} µs", v(&spawn1000, i, "spawn_us")),
+    );
     let w0 = rows.iter().map(|r| r[0].len()).max().unwrap_or(0);
     println!(
         "\n| {:<w0$} | {:>14} | {:>14} | {:>12} |",
@@ -496,6 +557,10 @@ fn main() {
         v(&steady, 0, "process_cpu_ms"),
         v(&long100, 0, "process_cpu_ms"),
         v(&long100, 0, "peak_rss_kib") / 1024.0
+    );
+    println!(
+        "unprofiled: a thread spawned and joined {:.0} µs of process CPU",
+        v(&spawn1000, 0, "spawn_us")
     );
     println!("shares: mean of the rounds ± one binomial standard error of their pooled samples");
     println!("({} rounds, {:.0} s)", rounds, t0.elapsed().as_secs_f64());
