@@ -19,11 +19,11 @@ fn spun_by_a_worker() -> Duration {
     thread_cpu()
 }
 
-/// CPU time `report` charges to `spun_by_a_worker`.
-fn workers_time(report: &Report) -> Duration {
+/// CPU time `report` charges to stacks through `name`.
+fn charged_to(report: &Report, name: &str) -> Duration {
     let micros = report
         .folded_stacks()
-        .filter(|(stack, _)| stack.contains("spun_by_a_worker"))
+        .filter(|(stack, _)| stack.contains(name))
         .map(|(_, v)| v)
         .sum();
     Duration::from_micros(micros)
@@ -69,7 +69,7 @@ fn nested_profiles_each_sample_threads_spawned_inside_both() {
         // The inner profile holds the workers and the thread that waits for them: theirs is
         // nearly all of it (a share, which the total's calibration leaves alone).
         let total: u64 = inner.folded_stacks().map(|(_, v)| v).sum();
-        let share = workers_time(&inner).as_micros() as f64 / total.max(1) as f64;
+        let share = charged_to(&inner, "spun_by_a_worker").as_micros() as f64 / total.max(1) as f64;
         assert!(
             share >= 0.9,
             "inner at {inner_hz} Hz beside one at {outer_hz} Hz: the workers have {share:.3} of it"
@@ -89,16 +89,6 @@ fn short_lived_work() -> Duration {
 fn long_lived_work() -> Duration {
     spin(Duration::from_millis(150));
     thread_cpu()
-}
-
-/// CPU time `report` charges to stacks through `name`.
-fn charged_to(report: &Report, name: &str) -> Duration {
-    let micros = report
-        .folded_stacks()
-        .filter(|(stack, _)| stack.contains(name))
-        .map(|(_, v)| v)
-        .sum();
-    Duration::from_micros(micros)
 }
 
 /// A hundred threads of 1.5 ms each beside one of 150 ms, spawned inside two profiles: each

@@ -606,8 +606,9 @@ fn release(engine: &Engine_, slot: &Slot, sid: u64) {
 }
 
 /// The sampling period for a new session that asked for `period_ns`, beside sessions
-/// sampling at `live` periods: the requested one, or the nearest of ±2 %, ±4 %, ... ±10 %
-/// that keeps clear of every live period and of its multiples.
+/// sampling at `live` periods: the requested one, or the nearest within ±10 % (in 1 %
+/// steps) that is 2 % clear of every live period and of its multiples; the clearest one
+/// when none is.
 ///
 /// Each perf session's event signals its thread with `SIGTRAP`, and a signal still pending
 /// swallows the next one. A thread spawned inside two sessions (a test's and a whole-run or
@@ -697,12 +698,7 @@ fn arm(choice: Engine, period_ns: u64, sid: u64, others: &[libc::pid_t]) -> Resu
 
 /// Whether session `sid` is still collecting.
 pub(crate) fn is_live(sid: u64) -> bool {
-    slot_of(sid).is_some()
-}
-
-fn slot_of(sid: u64) -> Option<&'static Slot> {
-    let slot = &SLOTS[sid as usize % MAX_SLOTS];
-    (sid != 0 && slot.sid.load(Ordering::Acquire) == sid).then_some(slot)
+    signal::running(sid).is_some()
 }
 
 /// Discards everything sampled so far in session `sid`.
@@ -710,7 +706,9 @@ pub(crate) fn reset(sid: u64) {
     if forked() {
         return;
     }
-    let Some(slot) = slot_of(sid) else { return };
+    let Some(slot) = signal::running(sid) else {
+        return;
+    };
     let Ok(engine) = engine() else { return };
     let mut drain = lock(engine);
     let generation = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
@@ -865,7 +863,7 @@ fn machine_ticks() -> Option<[u64; 2]> {
 
 /// Stops recording samples of session `sid` until the matching [`resume`].
 pub(crate) fn pause(sid: u64) {
-    if let Some(slot) = slot_of(sid) {
+    if let Some(slot) = signal::running(sid) {
         signal::thread_pauses(sid);
         if slot.paused.fetch_add(1, Ordering::AcqRel) == 0 {
             meter(sid).bank();
@@ -893,7 +891,7 @@ fn drain_here() {
 
 /// Ends one [`pause`].
 pub(crate) fn resume(sid: u64) {
-    if let Some(slot) = slot_of(sid) {
+    if let Some(slot) = signal::running(sid) {
         if slot.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
             meter(sid).restart(false);
             signal::thread_resumes(sid);

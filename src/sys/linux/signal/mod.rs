@@ -157,16 +157,36 @@ thread_local! {
     static FORGOT: Cell<bool> = const { Cell::new(false) };
 }
 
+/// The slot session `sid` has (its index is in the id's low bits), whether or not the
+/// session still holds it.
+fn slot_for(sid: u64) -> Option<&'static Slot> {
+    SLOTS.get(sid as usize % MAX_SLOTS)
+}
+
+/// Session `sid`'s slot while the session runs.
+pub(crate) fn running(sid: u64) -> Option<&'static Slot> {
+    slot_for(sid).filter(|s| sid != 0 && s.sid.load(Ordering::Acquire) == sid)
+}
+
+/// Session `sid`'s slot, held (its `inflight` raised: the session cannot end until the
+/// holder lowers it) while the session runs with perf events, which follow the threads its
+/// threads spawn; `None`, holding nothing, otherwise.
+fn hold_inherited(sid: u64) -> Option<&'static Slot> {
+    let slot = slot_for(sid)?;
+    slot.inflight.fetch_add(1, Ordering::SeqCst);
+    if sid != 0 && slot.sid.load(Ordering::SeqCst) == sid && slot.inherits.load(Ordering::Relaxed) {
+        Some(slot)
+    } else {
+        slot.inflight.fetch_sub(1, Ordering::SeqCst);
+        None
+    }
+}
+
 /// Puts `clock` in entry `i` of `clocks`, noting in [`FORGOT`] when that gives up the clock
 /// of a session still running.
 fn replace(clocks: &mut [Clock; CLOCKS], i: usize, clock: Clock) {
     if let Some(c) = clocks.get_mut(i) {
-        let running = |sid: u64| {
-            SLOTS
-                .get(sid as usize % MAX_SLOTS)
-                .is_some_and(|s| s.sid.load(Ordering::Relaxed) == sid)
-        };
-        if c.sid != 0 && c.sid != clock.sid && running(c.sid) {
+        if c.sid != 0 && c.sid != clock.sid && running(c.sid).is_some() {
             FORGOT.with(|f| f.set(true));
         }
         *c = clock;
@@ -256,11 +276,7 @@ pub(crate) fn memberships() -> Option<[u64; CLOCKS]> {
     let clocks = CLOCK.with(Cell::get);
     let mut sids = [0; CLOCKS];
     for (sid, c) in sids.iter_mut().zip(clocks) {
-        let member = c.sid != 0
-            && SLOTS.get(c.sid as usize % MAX_SLOTS).is_some_and(|s| {
-                s.sid.load(Ordering::Acquire) == c.sid && s.inherits.load(Ordering::Relaxed)
-            });
-        if member {
+        if running(c.sid).is_some_and(|s| s.inherits.load(Ordering::Relaxed)) {
             *sid = c.sid;
         }
     }
@@ -294,14 +310,10 @@ pub(crate) fn thread_ends() {
         let mut clocks = CLOCK.with(Cell::get);
         let cpu = thread_cpu_ns();
         for c in clocks.iter_mut().filter(|c| c.sid != 0) {
-            let Some(slot) = SLOTS.get(c.sid as usize % MAX_SLOTS) else {
+            let Some(slot) = hold_inherited(c.sid) else {
                 continue;
             };
-            slot.inflight.fetch_add(1, Ordering::SeqCst);
-            let running = slot.sid.load(Ordering::SeqCst) == c.sid
-                && slot.inherits.load(Ordering::Relaxed)
-                && slot.paused.load(Ordering::Acquire) == 0;
-            if running {
+            if slot.paused.load(Ordering::Acquire) == 0 {
                 let (weight, next) = weigh(*c, c.sid, cpu, false, First::No);
                 *c = next;
                 let generation = slot.generation.load(Ordering::Acquire);
@@ -597,7 +609,7 @@ fn weigh(clock: Clock, sid: u64, cpu: u64, paused: bool, first: First) -> (u64, 
 /// Takes one sample for session `sid`: weight from the thread CPU clock, stack from the
 /// interrupted context, into the ring.
 fn record(sid: u64, overrun: u64, ctx: *mut libc::c_void) {
-    let Some(slot) = SLOTS.get(sid as usize % MAX_SLOTS) else {
+    let Some(slot) = slot_for(sid) else {
         return;
     };
     slot.inflight.fetch_add(1, Ordering::SeqCst);
@@ -656,13 +668,14 @@ fn take(slot: &'static Slot, sid: u64, overrun: u64, ctx: *mut libc::c_void) {
     };
     let (weight, next) = weigh(clock, sid, cpu, paused, first);
     replace(&mut clocks, index, next);
+    let mut due = [const { None }; CLOCKS];
+    if !paused {
+        overdue(&mut clocks, sid, cpu, &mut due);
+    }
+    CLOCK.with(|c| c.set(clocks));
     if paused {
-        CLOCK.with(|c| c.set(clocks));
         return;
     }
-    let mut due = [const { None }; CLOCKS];
-    overdue(&mut clocks, sid, cpu, &mut due);
-    CLOCK.with(|c| c.set(clocks));
     let (pc, sp, bp) = registers(ctx);
     let thread = who();
     let mine = Due {
@@ -753,18 +766,14 @@ fn overdue(clocks: &mut [Clock; CLOCKS], sid: u64, cpu: u64, due: &mut [Option<D
         if c.sid == 0 || c.sid == sid {
             continue;
         }
-        let Some(other) = SLOTS.get(c.sid as usize % MAX_SLOTS) else {
+        let period = slot_for(c.sid).map_or(0, |s| s.period_ns.load(Ordering::Relaxed));
+        if cpu.saturating_sub(c.last) < period.max(1) {
+            continue;
+        }
+        // Timer sessions' signals are queued, never dropped: only perf sessions are held.
+        let Some(other) = hold_inherited(c.sid) else {
             continue;
         };
-        if cpu.saturating_sub(c.last) < other.period_ns.load(Ordering::Relaxed).max(1) {
-            continue;
-        }
-        other.inflight.fetch_add(1, Ordering::SeqCst);
-        // Timer sessions' signals are queued, never dropped.
-        if other.sid.load(Ordering::SeqCst) != c.sid || !other.inherits.load(Ordering::Relaxed) {
-            other.inflight.fetch_sub(1, Ordering::SeqCst);
-            continue;
-        }
         // Paused, the lost sample would have dropped the CPU so far, as `take` does.
         let paused = other.paused.load(Ordering::Acquire) != 0;
         let (weight, next) = weigh(*c, c.sid, cpu, paused, First::No);
