@@ -63,10 +63,13 @@ pub(crate) struct Collected {
     pub period_ns: u64,
     /// The period it sampled at: `period_ns`, or near it, apart from other profiles'.
     pub sampling_ns: u64,
-    /// CPU time of the whole process while the profile ran (other threads, other tests).
+    /// CPU time of the whole process over the profile's unpaused stretches since its last
+    /// reset (other threads, other tests; not the setup the profile leaves out).
     pub process_cpu_ns: u64,
     pub start: SystemTime,
     pub duration: Duration,
+    /// Wall time of the profile's unpaused stretches since its last reset.
+    pub active: Duration,
 }
 
 impl Collected {
@@ -172,6 +175,10 @@ impl Aggregate {
 
 /// A profile with far less CPU than its wall time, explained: the work ran on threads the
 /// profile does not sample (a pool created before the test), or the test waited.
+///
+/// `wall` and `process_cpu_ns` cover the profile's unpaused stretches since its last reset
+/// only: setup left out with `reset`, `pause` or `unprofiled` is neither wall time the test
+/// spent nor other threads' work.
 pub(crate) fn where_cpu_went(
     wall: Duration,
     cpu_ns: u64,
@@ -409,6 +416,7 @@ mod tests {
             process_cpu_ns: 0,
             start: SystemTime::UNIX_EPOCH,
             duration: Duration::ZERO,
+            active: Duration::ZERO,
         }
     }
 

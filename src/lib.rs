@@ -679,7 +679,7 @@ fn finish_cpu(name: &str, config: &Config, session: sampler::Session) -> Report 
         start: collected.start,
         wall: collected.duration,
         note: aggregate::where_cpu_went(
-            collected.duration,
+            collected.active,
             cpu_ns,
             collected.process_cpu_ns,
             config.threads,

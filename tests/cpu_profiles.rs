@@ -107,6 +107,13 @@ fn setup_before_reset_or_paused_is_left_out() {
             "{test}: {cpu:.3}s CPU, expected ~0.3 s of work"
         );
     }
+    // Setup ten times the work, left out: no note about other threads (or waiting), since
+    // the stretch profiled was all work.
+    let err = stderr(&out);
+    for test in ["long_setup_then_reset", "long_setup_unprofiled"] {
+        assert!(err.contains(&format!("profiled: {test}  cpu ")), "{err}");
+        assert!(!err.contains(&format!("{test}: note:")), "{err}");
+    }
 }
 
 #[test]

@@ -319,8 +319,6 @@ pub(crate) struct Session {
     sampling_ns: u64,
     start: SystemTime,
     started: Instant,
-    /// CPU time of the whole process at the start, for the "where did the CPU go" hint.
-    process_cpu: u64,
     /// Why perf events were refused, when `engine=auto` fell back to the timer.
     fallback: Option<String>,
 }
@@ -394,6 +392,7 @@ impl Session {
         let fallback = (source == Source::Timer && engine_choice == Engine::Auto)
             .then(|| PERF_REFUSED.get().cloned())
             .flatten();
+        span(sid).restart(true);
         if engine.active.fetch_add(1, Ordering::AcqRel) == 0 {
             engine.wake.notify_all();
         }
@@ -408,7 +407,6 @@ impl Session {
             sampling_ns,
             start: SystemTime::now(),
             started: Instant::now(),
-            process_cpu: process_cpu_ns(),
             fallback,
         })
     }
@@ -424,8 +422,10 @@ impl Session {
         let meter = meter(self.sid);
         if self.slot.paused.load(Ordering::Acquire) == 0 {
             meter.bank();
+            span(self.sid).bank();
         }
         let measured = meter.stop();
+        let [active_ns, process_cpu_ns] = span(self.sid).counted();
         // 1. No new signals for this session.
         drop(self.armed.take());
         drop(self.own_count.take());
@@ -446,7 +446,7 @@ impl Session {
         end_exclusive(self.sid);
         let collected = Collected {
             perf_refused: self.fallback.take(),
-            process_cpu_ns: process_cpu_ns().saturating_sub(self.process_cpu),
+            process_cpu_ns,
             stacks,
             lost: self.slot.lost.load(Ordering::Relaxed),
             lost_ns: self.slot.lost_ns.load(Ordering::Relaxed),
@@ -458,6 +458,7 @@ impl Session {
             sampling_ns: self.sampling_ns,
             start: self.start,
             duration,
+            active: Duration::from_nanos(active_ns),
         };
         self.slot.sid.store(0, Ordering::SeqCst);
         close(engine);
@@ -553,12 +554,16 @@ fn record_thread_starts() -> Vec<libc::pid_t> {
 
 /// CPU time of the whole process so far.
 fn process_cpu_ns() -> u64 {
+    clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -720,6 +725,7 @@ pub(crate) fn reset(sid: u64) {
     slot.truncated.store(0, Ordering::Relaxed);
     slot.cut.store(0, Ordering::Relaxed);
     meter(sid).restart(true);
+    span(sid).restart(true);
 }
 
 /// What a perf session's total is calibrated to, summed over its unpaused stretches; kept
@@ -843,6 +849,58 @@ impl Meter {
     }
 }
 
+/// Wall time and the whole process's CPU time over a session's unpaused stretches since its
+/// last reset, for its note: setup left out with `reset` or `pause` must not read as other
+/// threads' work. Kept for every engine, where [`Meter`] counts for perf sessions only.
+struct Span {
+    /// Per reading (wall, process CPU): the sum over ended stretches, and the reading at the
+    /// current stretch's start.
+    counted: [AtomicU64; 2],
+    mark: [AtomicU64; 2],
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_SPAN: Span = Span {
+    counted: [const { AtomicU64::new(0) }; 2],
+    mark: [const { AtomicU64::new(0) }; 2],
+};
+
+static SPANS: [Span; MAX_SLOTS] = [NO_SPAN; MAX_SLOTS];
+
+fn span(sid: u64) -> &'static Span {
+    &SPANS[sid as usize % MAX_SLOTS]
+}
+
+impl Span {
+    fn now() -> [u64; 2] {
+        [clock_ns(libc::CLOCK_MONOTONIC), process_cpu_ns()]
+    }
+
+    /// Ends an unpaused stretch.
+    fn bank(&self) {
+        for (i, now) in Self::now().into_iter().enumerate() {
+            let since = now.saturating_sub(self.mark[i].load(Ordering::Relaxed));
+            self.counted[i].fetch_add(since, Ordering::Relaxed);
+            self.mark[i].store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts a stretch; `clear` forgets the ended ones (start, reset).
+    fn restart(&self, clear: bool) {
+        for (i, now) in Self::now().into_iter().enumerate() {
+            if clear {
+                self.counted[i].store(0, Ordering::Relaxed);
+            }
+            self.mark[i].store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Wall and process CPU nanoseconds over the banked stretches.
+    fn counted(&self) -> [u64; 2] {
+        self.counted.each_ref().map(|c| c.load(Ordering::Relaxed))
+    }
+}
+
 /// The machine's clock ticks so far that the hypervisor took from its CPUs while they had
 /// work (steal), and those they spent working or stolen (user, nice, system, irq, softirq,
 /// steal): the first line of /proc/stat.
@@ -867,6 +925,7 @@ pub(crate) fn pause(sid: u64) {
         signal::thread_pauses(sid);
         if slot.paused.fetch_add(1, Ordering::AcqRel) == 0 {
             meter(sid).bank();
+            span(sid).bank();
         }
         drain_here();
     }
@@ -894,6 +953,7 @@ pub(crate) fn resume(sid: u64) {
     if let Some(slot) = signal::running(sid) {
         if slot.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
             meter(sid).restart(false);
+            span(sid).restart(false);
             signal::thread_resumes(sid);
         }
     }
