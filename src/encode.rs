@@ -625,7 +625,9 @@ const RUNNERS: &[&str] = &["profiled::", "libtest_mimic::", "criterion::", "toki
 
 fn runs_the_test(name: &str, file: &str) -> bool {
     let name = name.trim_start_matches('<');
-    file.is_empty() || file.starts_with("/rustc/") || RUNNERS.iter().any(|r| name.starts_with(r))
+    file.is_empty()
+        || crate::kind::is_std_source(file)
+        || RUNNERS.iter().any(|r| name.starts_with(r))
 }
 
 /// Which object each location is in.
@@ -665,7 +667,8 @@ impl Objects<'_> {
 }
 
 /// What a sample is charged to in the summary line's `top:`: the innermost frame of the
-/// user's own code. Frames of Rust's standard library (sources under `/rustc/`) and of the
+/// user's own code. Frames of Rust's standard library ([`is_std_source`](crate::kind::is_std_source):
+/// std's own and the crates it vendors, such as its hashbrown) and of the
 /// C runtime are folded into their caller, because in test builds iterator and arithmetic
 /// helpers are not inlined and would otherwise top every summary; so are profiled's own
 /// (a thread waiting in a `profiled::sync` lock or condition variable is charged to the
@@ -692,7 +695,7 @@ fn headline_function(
             }
             innermost.get_or_insert(name.as_str());
             if !file.is_empty()
-                && !file.starts_with("/rustc/")
+                && !crate::kind::is_std_source(file)
                 && !file.starts_with(crate::kind::PROFILED_SOURCES)
             {
                 return Some(name.as_str().into());

@@ -66,6 +66,13 @@ impl Trim {
     }
 }
 
+/// Whether `file` is a source of Rust's standard library: std's own (`/rustc/<commit>/library/`)
+/// or a crate std vendors and builds into itself (`/rust/deps/hashbrown-*`, gimli and
+/// addr2line for backtraces), which are std's internals to whoever calls std.
+pub(crate) fn is_std_source(file: &str) -> bool {
+    file.starts_with("/rustc/") || file.starts_with("/rust/deps/")
+}
+
 /// profiled's own sources, as the compiler that built it recorded their paths.
 pub(crate) const PROFILED_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
 
@@ -143,6 +150,9 @@ const ALLOCATOR_FRAMES: Trim = Trim {
         "/library/alloc/src/",
         "/library/core/src/alloc/",
         "/library/std/src/alloc.rs",
+        // std's HashMap and HashSet allocate inside the hashbrown std vendors; their own
+        // frames (`std::collections::hash::..::insert`) stay, as the API the caller used.
+        "/rust/deps/hashbrown-",
     ],
 };
 const ALLOCATOR_NAMES: &[&str] = &[
@@ -379,6 +389,10 @@ mod tests {
             ),
             ("alloc_impl", format!("{std}/std/src/alloc.rs")),
             ("record", format!("{PROFILED_SOURCES}heap/hook.rs")),
+            (
+                "hashbrown::raw::alloc::inner::do_alloc<alloc::alloc::Global>",
+                "/rust/deps/hashbrown-0.16.1/src/raw/alloc.rs".into(),
+            ),
         ] {
             assert!(HEAP.trims(name, &file), "{name} in {file}");
             assert!(!CPU.trims(name, &file), "{name} in {file}");
@@ -403,5 +417,10 @@ mod tests {
             &format!("{std}/core/src/ptr/mod.rs")
         ));
         assert!(!HEAP.trims("parse", ""));
+        // A program's own hashbrown (from a registry) is its own code.
+        assert!(!HEAP.trims(
+            "hashbrown::raw::alloc::inner::do_alloc",
+            "/home/me/.cargo/registry/src/index.crates.io-1/hashbrown-0.15.2/src/raw/alloc.rs"
+        ));
     }
 }

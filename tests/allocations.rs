@@ -204,6 +204,44 @@ fn a_failed_assertion_names_the_stack_and_writes_the_offending_allocations() {
     );
 }
 
+#[inline(never)]
+fn counts_distinct(items: &[u64]) -> usize {
+    let mut seen = std::collections::HashMap::new();
+    for &i in items {
+        *seen.entry(i).or_insert(0u32) += 1;
+    }
+    seen.len()
+}
+
+/// std's HashMap allocates inside the hashbrown std vendors (sources under `/rust/deps/`):
+/// those frames are trimmed as std's `alloc` crate's are, so the stack shown reaches the code
+/// that used the map, not `hashbrown::raw::alloc::inner::do_alloc` and its callers.
+#[test]
+fn a_failed_assertion_on_std_hash_map_reaches_the_code_that_used_it() {
+    let items: Vec<u64> = (0..20_000).collect();
+    let failed = std::panic::catch_unwind(|| {
+        profiled::assert_allocations!(at_most = 1, || counts_distinct(&items))
+    });
+    let message = *failed.unwrap_err().downcast::<String>().unwrap();
+    let stack = message
+        .split("most bytes allocated at: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stack in: {message}"));
+    let frames: Vec<&str> = stack
+        .lines()
+        .map(|l| l.trim_start().trim_start_matches("<- "))
+        .take_while(|l| !l.starts_with("profile of them") && !l.is_empty())
+        .collect();
+    assert!(
+        !frames.iter().any(|f| f.starts_with("hashbrown::")),
+        "{message}"
+    );
+    assert!(
+        frames.iter().any(|f| *f == "allocations::counts_distinct"),
+        "{message}"
+    );
+}
+
 thread_local! {
     static ON_EXIT: AllocatesOnDrop = const { AllocatesOnDrop };
 }

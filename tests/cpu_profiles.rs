@@ -9,12 +9,6 @@ fn profile_env(dir: &std::path::Path, extra: &str) -> String {
     format!("cpu,dir={}{extra}", dir.display())
 }
 
-/// Four binomial standard errors of share `p` over `n` samples, plus 0.01 for the clock
-/// reads at chunk edges.
-fn workloads_tolerance(p: f64, n: f64) -> f64 {
-    4.0 * (p * (1.0 - p) / n.max(1.0)).sqrt() + 0.01
-}
-
 #[test]
 fn attribution_and_cpu_total() {
     for engine in ["", ",engine=timer"] {
@@ -40,8 +34,8 @@ fn attribution_and_cpu_total() {
         let truth: f64 = reported(&out_file)["three_to_one_split.share_a"]
             .parse()
             .unwrap();
-        let n = p.samples() as f64;
-        let tolerance = workloads_tolerance(truth, n);
+        let n = p.samples();
+        let tolerance = sampling_error(truth, n);
         assert!(
             (a - truth).abs() <= tolerance,
             "engine {engine:?}: heavy_a share {a:.3} (true {truth:.3} ±{tolerance:.3}, \
@@ -97,10 +91,8 @@ fn setup_before_reset_or_paused_is_left_out() {
     assert!(out.status.success());
     for test in ["setup_then_reset", "setup_paused"] {
         let p = read(&dir.path().join(format!("workloads/setup/{test}.cpu.pb.gz")));
-        let setup = p.share("workloads::setup_hot");
-        let work = p.share("workloads::heavy_a");
-        assert!(setup < 0.05, "{test}: setup share {setup:.3}");
-        assert!(work > 0.85, "{test}: work share {work:.3}");
+        p.assert_share_at_most("workloads::setup_hot", 0.05);
+        p.assert_share_at_least("workloads::heavy_a", 0.85);
         let cpu = p.cpu_ns() as f64 / 1e9;
         assert!(
             (0.25..0.45).contains(&cpu),
@@ -133,11 +125,7 @@ fn parallel_tests_get_their_own_work_only() {
             &dir.path()
                 .join(format!("workloads/parallel/{test}.cpu.pb.gz")),
         );
-        let share = p.share(own);
-        assert!(
-            share >= 0.95,
-            "{test}: own function has {share:.3} of the profile"
-        );
+        p.assert_share_at_least(own, 0.95);
     }
 }
 
@@ -162,14 +150,9 @@ fn spawned_threads_are_in_the_profile_and_neighbours_are_not() {
     names.sort();
     names.dedup();
     assert_eq!(names, ["worker-0", "worker-1", "worker-2", "worker-3"]);
-    let workers = p.share("workloads::worker_hot");
-    let neighbour = p.share("workloads::beta_hot");
+    p.assert_share_at_least("workloads::worker_hot", 0.9);
+    p.assert_share_at_most("workloads::beta_hot", 0.01);
     let cpu = p.cpu_ns() as f64 / 1e9;
-    assert!(workers > 0.9, "worker threads' share {workers:.3}");
-    assert!(
-        neighbour < 0.01,
-        "unprofiled neighbour leaked in: {neighbour:.3}"
-    );
     assert!(
         (0.36..0.5).contains(&cpu),
         "4 workers x 100 ms, got {cpu:.3}s"
@@ -191,7 +174,7 @@ fn async_tests_include_runtime_worker_threads() {
             .join("workloads/asyncs/multi_thread_workers.cpu.pb.gz"),
     );
     let cpu = p.cpu_ns() as f64 / 1e9;
-    assert!(p.share("workloads::async_hot") > 0.9);
+    p.assert_share_at_least("workloads::async_hot", 0.9);
     // 4 tasks on worker threads + 1 blocking task, 60 ms each.
     assert!(
         (0.27..0.4).contains(&cpu),
@@ -202,7 +185,7 @@ fn async_tests_include_runtime_worker_threads() {
             &dir.path()
                 .join(format!("workloads/asyncs/{test}.cpu.pb.gz")),
         );
-        assert!(p.share("workloads::async_hot") > 0.9, "{test}");
+        p.assert_share_at_least("workloads::async_hot", 0.9);
     }
 }
 

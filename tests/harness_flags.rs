@@ -44,22 +44,18 @@ fn profile_dir_writes_one_profile_per_test_and_a_table() {
             .join("workloads/harness")
             .join(file("alpha_work")),
     );
-    assert!(alpha.share("workloads::alpha_hot") > 0.9);
+    alpha.assert_share_at_least("workloads::alpha_hot", 0.9);
     let beta = read(&dir.path().join("workloads/harness").join(file("beta_work")));
-    assert!(
-        beta.share("workloads::beta_hot") > 0.9,
-        "reset() works in harness tests"
-    );
-    assert!(beta.share("workloads::setup_hot") < 0.05);
+    // reset() works in harness tests.
+    beta.assert_share_at_least("workloads::beta_hot", 0.9);
+    beta.assert_share_at_most("workloads::setup_hot", 0.05);
     let workers = read(
         &dir.path()
             .join("workloads/harness")
             .join(file("nested::worker_threads")),
     );
-    assert!(
-        workers.share("workloads::worker_hot") > 0.9,
-        "spawned threads are profiled"
-    );
+    // Spawned threads are profiled.
+    workers.assert_share_at_least("workloads::worker_hot", 0.9);
     // The table: a header and one row per profiled test, naming CPU, samples, top fn, file.
     let err = stderr(&out);
     assert!(err.contains("profiled: 6 profiles"), "{err}");
@@ -85,7 +81,7 @@ fn cpuprofile_writes_one_profile_of_the_whole_run() {
         "workloads::beta_hot",
         "workloads::worker_hot",
     ] {
-        assert!(p.share(hot) > 0.1, "{hot}: {}", p.share(hot));
+        p.assert_share_at_least(hot, 0.1);
     }
     // Only that file: no per-test profiles.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
@@ -126,7 +122,7 @@ fn memprofile_writes_one_heap_profile_of_the_whole_run_and_per_test_ones_beside(
     // the test spawned).
     assert_eq!(at_leaf(&p, "harness::alpha_allocates"), 64 * 64 * 1024);
     assert_eq!(at_leaf(&p, "harness::worker_allocates"), 2 * 100 * 10_000);
-    assert!(read(&cpu).share("workloads::alpha_hot") > 0.1);
+    read(&cpu).assert_share_at_least("workloads::alpha_hot", 0.1);
     let err = stderr(&out);
     assert!(err.contains("profiled: 2 profiles"), "{err}");
     assert!(
@@ -444,10 +440,8 @@ fn nextest_writes_one_profile_per_test_named_as_under_cargo_test() {
     }
     for test in ["alpha", "beta"] {
         let p = read(&dir.path().join("workloads/parallel").join(file(test)));
-        assert!(
-            p.share(&format!("workloads::{test}_hot")) > 0.95,
-            "#[profiled] under nextest: {test}"
-        );
+        // #[profiled] under nextest.
+        p.assert_share_at_least(&format!("workloads::{test}_hot"), 0.95);
     }
 }
 

@@ -136,12 +136,10 @@ fn main() {
         assert_eq!(num("tid").map(|t| t.0), Some(tid));
         assert!(num("thread").is_some_and(|t| !t.1.is_empty()));
     }
-    let n = report.samples() as f64;
+    let n = report.samples() as i64;
     let a = share("single_threaded::heavy_a");
     let truth = in_a.as_secs_f64() / used.as_secs_f64();
-    // Four binomial standard errors over n samples, and 0.01 for the clock reads at chunk
-    // edges, which the sampler cannot split exactly.
-    let tolerance = 4.0 * (truth * (1.0 - truth) / n).sqrt() + 0.01;
+    let tolerance = support::sampling_error(truth, n);
     assert!(
         (a - truth).abs() <= tolerance,
         "heavy_a share {a:.3}, true {truth:.3} ±{tolerance:.3} over {n} samples"

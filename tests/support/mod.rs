@@ -261,6 +261,56 @@ impl Read {
         with as f64 / total as f64
     }
 
+    /// `name`'s share, asserted to be at least `floor` less [`sampling_error`] over this
+    /// profile's samples: a profile of code that truly spends `floor` there falls below that
+    /// about once in 30,000 runs, however few samples a loaded machine let it take.
+    #[track_caller]
+    pub fn assert_share_at_least(&self, name: &str, floor: f64) -> f64 {
+        let (share, n) = (self.share(name), self.samples());
+        let error = sampling_error(floor, n);
+        assert!(
+            share >= floor - error,
+            "{}: {name} holds {share:.3}, expected at least {floor} - {error:.3} over {n} \
+             samples; leaves: {:?}",
+            self.path.display(),
+            self.leaves(6)
+        );
+        share
+    }
+
+    /// `name`'s share, asserted to be at most `ceiling` plus [`sampling_error`].
+    #[track_caller]
+    pub fn assert_share_at_most(&self, name: &str, ceiling: f64) -> f64 {
+        let (share, n) = (self.share(name), self.samples());
+        let error = sampling_error(ceiling, n);
+        assert!(
+            share <= ceiling + error,
+            "{}: {name} holds {share:.3}, expected at most {ceiling} + {error:.3} over {n} \
+             samples; leaves: {:?}",
+            self.path.display(),
+            self.leaves(6)
+        );
+        share
+    }
+
+    /// The `k` leaf functions with the most of the second value, with their shares: what an
+    /// assertion's message shows of a profile that surprised it.
+    pub fn leaves(&self, k: usize) -> Vec<(String, f64)> {
+        let total = self.cpu_ns().max(1) as f64;
+        let mut by: HashMap<String, i64> = HashMap::new();
+        for s in &self.profile.sample {
+            let leaf = self.stack(s).first().map_or("[none]", |f| f).to_string();
+            *by.entry(leaf).or_default() += s.value[1];
+        }
+        let mut v: Vec<(String, f64)> = by
+            .into_iter()
+            .map(|(f, w)| (f, (w as f64 / total * 1000.0).round() / 1000.0))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        v.truncate(k);
+        v
+    }
+
     /// The string value of a sample's label `key`.
     pub fn label(&self, sample: &profiled::pprof::proto::Sample, key: &str) -> Option<&str> {
         sample
@@ -281,6 +331,15 @@ impl Read {
             .map(|t| (self.s(t.r#type), self.s(t.unit)))
             .collect()
     }
+}
+
+/// How far a share estimated from `n` samples may stray from its true value `p`: four
+/// binomial standard errors (one-sided, about 1 in 30,000), plus 0.01 for the clock reads at
+/// the edges of each sample's interval. Statistical assertions take their tolerance from here,
+/// so that a loaded machine, which leaves a profile fewer samples, widens it instead of
+/// failing the test.
+pub fn sampling_error(p: f64, n: i64) -> f64 {
+    4.0 * (p * (1.0 - p) / (n.max(1) as f64)).sqrt() + 0.01
 }
 
 /// `name value` lines that fixture tests append to `FIXTURE_OUT`.
