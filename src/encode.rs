@@ -358,7 +358,8 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
             of_location: &location_module,
             modules: &sym.modules,
         };
-        if let Some(name) = headline_function(&ids, &profile, &strings, &objects) {
+        let waiting = row.str_labels.contains(&("state", "waiting"));
+        if let Some(name) = headline_function(&ids, &profile, &strings, &objects, waiting) {
             *flat.entry(name).or_default() += weight;
         }
         for (total, value) in totals.iter_mut().zip(&row.values) {
@@ -674,13 +675,27 @@ impl Objects<'_> {
 /// (a thread waiting in a `profiled::sync` lock or condition variable is charged to the
 /// code that waits, not to the wrapper). Time in another shared library without debug
 /// info (libz, libssl) is charged to that library, by file name.
+///
+/// A `waiting` sample (a wall profile's `state=waiting`) also names the call it waited in,
+/// the outermost of the frames folded into the code's (`app::load waiting in
+/// std::thread::sleep`): what the code waited for is the point of a wall profile, and the
+/// code alone cannot tell a wait from work.
 fn headline_function(
     ids: &[u64],
     profile: &proto::Profile,
     strings: &Strings,
     objects: &Objects<'_>,
+    waiting: bool,
 ) -> Option<Arc<str>> {
+    let headline = |name: &str, callee: Option<&str>| -> Arc<str> {
+        match (waiting, callee) {
+            (false, _) => name.into(),
+            (true, Some(callee)) => format!("{name} waiting in {callee}").into(),
+            (true, None) => format!("{name} waiting").into(),
+        }
+    };
     let mut innermost: Option<&str> = None;
+    let mut callee: Option<&str> = None;
     for &id in ids {
         for line in &profile.location[id as usize - 1].line {
             let f = &profile.function[line.function_id as usize - 1];
@@ -690,7 +705,7 @@ fn headline_function(
             );
             if file.is_empty() {
                 if let Some(library) = objects.library(id) {
-                    return Some(library.into());
+                    return Some(headline(&library, callee));
                 }
             }
             innermost.get_or_insert(name.as_str());
@@ -698,11 +713,12 @@ fn headline_function(
                 && !crate::kind::is_std_source(file)
                 && !file.starts_with(crate::kind::PROFILED_SOURCES)
             {
-                return Some(name.as_str().into());
+                return Some(headline(name, callee));
             }
+            callee = Some(name.as_str());
         }
     }
-    innermost.map(Into::into)
+    innermost.map(|name| headline(name, None))
 }
 
 /// Decodes a (gzipped or raw) profile; for tests and tools that inspect what we wrote.

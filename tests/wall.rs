@@ -96,6 +96,19 @@ fn wall_time_splits_between_sleeping_and_burning() {
         "{}",
         wall.summary_line(None)
     );
+    // The headline tells the wait from the work: three quarters asleep, in std's sleep.
+    let top = wall.top_function().map_or("", |t| t.0);
+    assert!(
+        top.starts_with("wall::sleeps waiting in std::thread::") && top.ends_with("::sleep"),
+        "{}",
+        wall.summary_line(None)
+    );
+    assert_eq!(
+        cpu.top_function().map(|t| t.0),
+        Some("wall::support::spin"),
+        "{}",
+        cpu.summary_line(None)
+    );
 
     // The state label: go tool pprof keeps the sleep when asked for waiting samples.
     let dir = tempfile::tempdir().unwrap();
@@ -245,7 +258,8 @@ fn waits_for_the_signal(pair: &(profiled::sync::Mutex<bool>, profiled::sync::Con
 }
 
 /// Threads waiting in profiled's own locks and condition variables are charged, in the
-/// summary's `top:`, to the code that waits, not to profiled's wrapper they wait in.
+/// summary's `top:`, to the code that waits, with the call it waited in: the wrapper's
+/// public method, not its insides.
 #[test]
 fn waits_in_profileds_locks_are_charged_to_the_caller() {
     let _turn = turn();
@@ -271,7 +285,7 @@ fn waits_in_profileds_locks_are_charged_to_the_caller() {
     let (top, _) = report.top_function().expect("samples");
     assert_eq!(
         top,
-        "wall::waits_for_the_signal",
+        "wall::waits_for_the_signal waiting in profiled::sync::Condvar::wait",
         "{}",
         report.summary_line(None)
     );
