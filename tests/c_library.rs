@@ -54,7 +54,8 @@ fn time_in_a_c_library_is_charged_to_that_library() {
 fn fills_a_hash_map(n: u64) -> usize {
     let mut map = std::collections::HashMap::new();
     for i in 0..n {
-        *map.entry(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).or_insert(0u64) += i;
+        *map.entry(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .or_insert(0u64) += i;
     }
     map.len()
 }

@@ -567,9 +567,12 @@ fn symbol_cmdline_and_index() {
         "href='symbol'",
         "href='cmdline'",
         "href='threads?debug=1'",
+        "href='heap'",
+        "href='allocs'",
     ] {
         assert!(index.text().contains(link), "{}", index.text());
     }
+    assert!(!index.text().contains("not served"), "{}", index.text());
     // The thread count, as Go counts goroutines: this process has several threads.
     let count: usize = index
         .text()

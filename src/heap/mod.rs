@@ -210,9 +210,10 @@ pub(crate) fn installed() -> bool {
 /// What `PROFILE=heap` without the wrapper fails with.
 pub(crate) fn not_installed() -> Error {
     Error::Unsupported {
-        what: "heap and allocation profiles need profiled's allocator wrapper as this test \
-               binary's global allocator; add these two lines to the test file (or wrap your \
-               own allocator: `profiled::Alloc::new(mimalloc::MiMalloc)`):\n    \
+        what: "heap and allocation profiles need profiled's allocator wrapper as the \
+               program's global allocator; add these two lines to the test file (a service: \
+               to its main.rs), or wrap your own allocator \
+               (`profiled::Alloc::new(mimalloc::MiMalloc)`):\n    \
                #[global_allocator]\n    \
                static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();"
             .into(),

@@ -566,9 +566,15 @@ fn threads_text(stacks: &[crate::sampler::ThreadStack]) -> String {
 /// router on, for the life of the process (Go's is always on). An error when the program's
 /// global allocator is not `profiled::Alloc`.
 fn service_heap(rate: u64) -> &'static Result<crate::heap::Session, String> {
-    static HEAP: std::sync::OnceLock<Result<crate::heap::Session, String>> =
-        std::sync::OnceLock::new();
-    HEAP.get_or_init(|| crate::heap::Session::start(rate, true).map_err(|e| e.to_string()))
+    SERVICE_HEAP.get_or_init(|| crate::heap::Session::start(rate, true).map_err(|e| e.to_string()))
+}
+
+static SERVICE_HEAP: std::sync::OnceLock<Result<crate::heap::Session, String>> =
+    std::sync::OnceLock::new();
+
+/// Why `heap` and `allocs` cannot be served, once a router has tried to start them.
+fn heap_unavailable() -> Option<&'static str> {
+    SERVICE_HEAP.get()?.as_ref().err().map(String::as_str)
 }
 
 /// Go's `heap` and `allocs` handlers: the profile so far, or with `seconds` what changed
@@ -927,9 +933,13 @@ async fn index() -> Response {
          <code>go tool pprof http://HOST/debug/pprof/profile?seconds=30</code></p>\n\
          Types of profiles available:\n<table>\n<thead><td>Count</td><td>Profile</td></thead>\n",
     );
-    // Counts as Go shows them, where there is something to count.
+    // Counts as Go shows them, where there is something to count. Without profiled's
+    // allocator wrapper, heap and allocs can only answer with an error: not listed as
+    // profiles, but said why below, so that nobody follows a link to a 500.
     let threads = crate::sys::thread_ids().map(|t| t.len()).ok();
-    for (name, _) in ENTRIES {
+    let unavailable = heap_unavailable();
+    let served = |name: &str| !(unavailable.is_some() && matches!(name, "heap" | "allocs"));
+    for (name, _) in ENTRIES.iter().filter(|(name, _)| served(name)) {
         let (count, link) = match (*name, threads) {
             ("threads", Some(n)) => (n.to_string(), "threads?debug=1"),
             _ => (String::new(), *name),
@@ -939,13 +949,35 @@ async fn index() -> Response {
         ));
     }
     html.push_str("</table>\n<br>\n<p>\nProfile Descriptions:\n<ul>\n");
-    for (name, what) in ENTRIES {
+    for (name, what) in ENTRIES.iter().filter(|(name, _)| served(name)) {
         html.push_str(&format!(
             "<li><div class=profile-name>{name}: </div> {what}</li>\n"
         ));
     }
+    if let Some(why) = unavailable {
+        html.push_str(&format!(
+            "<li><div class=profile-name>heap, allocs: </div> not served: {}</li>\n",
+            escape_html(why)
+        ));
+    }
     html.push_str("</ul>\n</p>\n</body>\n</html>\n");
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+/// `text` safe inside HTML.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\'' => out.push_str("&#39;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A `/debug/pprof/` server on its own thread, from [`serve`]. Dropping it (or [`stop`])
