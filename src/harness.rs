@@ -196,7 +196,8 @@ fn usage_error(message: &str) -> ! {
 
 struct Row {
     test: String,
-    /// The profile's headline amount: `1.82s cpu`, `12.3 MiB heap`.
+    kind: String,
+    /// The profile's headline amount: `1.82s`, `12.3 MiB`.
     total: String,
     samples: u64,
     top: String,
@@ -210,20 +211,12 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn record(report: &crate::Report, path: &std::path::Path) {
     let row = Row {
         test: report.name().to_string(),
+        kind: report.kind().to_string(),
         total: match report.kind() {
-            "cpu" => format!("{:.2}s cpu", report.cpu_time().as_secs_f64()),
-            kind @ ("block" | "mutex") => format!(
-                "{:.3}s {kind}",
-                report.total("delay").unwrap_or(0) as f64 / 1e9
-            ),
-            "wall" => format!(
-                "{:.2}s wall",
-                report.total("wall").unwrap_or(0) as f64 / 1e9
-            ),
-            kind => format!(
-                "{} {kind}",
-                output::bytes(report.total("alloc_space").unwrap_or(0))
-            ),
+            "cpu" => format!("{:.2}s", report.cpu_time().as_secs_f64()),
+            "block" | "mutex" => format!("{:.3}s", report.total("delay").unwrap_or(0) as f64 / 1e9),
+            "wall" => format!("{:.2}s", report.total("wall").unwrap_or(0) as f64 / 1e9),
+            _ => output::bytes(report.total("alloc_space").unwrap_or(0)),
         },
         samples: report.samples(),
         top: report
@@ -419,8 +412,8 @@ fn run_as_child(
     let result = run_one(test, name.to_string(), package, config);
     for r in ROWS.lock().unwrap_or_else(|p| p.into_inner()).iter() {
         println!(
-            "{ROW_MARK}{}\t{}\t{}\t{}\t{}",
-            r.test, r.total, r.samples, r.top, r.file
+            "{ROW_MARK}{}\t{}\t{}\t{}\t{}\t{}",
+            r.test, r.kind, r.total, r.samples, r.top, r.file
         );
     }
     match result {
@@ -491,6 +484,7 @@ fn parse_row(text: &str) -> Option<Row> {
     let mut f = text.split('\t');
     Some(Row {
         test: f.next()?.to_string(),
+        kind: f.next()?.to_string(),
         total: f.next()?.to_string(),
         samples: f.next()?.parse().ok()?,
         top: f.next()?.to_string(),
@@ -642,14 +636,53 @@ fn payload_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "Box<dyn Any>".into())
 }
 
-/// `name` cut to `max` characters, keeping its end (the most specific part of a Rust path).
+/// `name` in at most `max` characters, the function's own name kept: generic arguments go
+/// first (`call_once<…>`), then the middle of the path (`std::…::Context::new`). A name cut
+/// from the left loses the function, which is what the reader is looking for.
 fn shorten(name: &str, max: usize) -> String {
-    let count = name.chars().count();
-    if count <= max {
+    if name.chars().count() <= max {
         return name.to_string();
     }
-    let tail: String = name.chars().skip(count - (max - 1)).collect();
-    format!("…{tail}")
+    // Generic arguments open with a `<` right after a name (`Vec<T>`, `call_once::<F>`); a
+    // `<` that opens a qualified path (`<T as Trait>::f`) stays, its insides shortened.
+    let mut short = String::with_capacity(name.len());
+    let mut open: Vec<bool> = Vec::new();
+    let mut previous = ' ';
+    for c in name.chars() {
+        let hidden = open.contains(&true);
+        match c {
+            '<' => {
+                let generic = previous.is_alphanumeric() || matches!(previous, '_' | ':' | '>');
+                if generic && !hidden {
+                    short.push_str("<…");
+                } else if !hidden {
+                    short.push(c);
+                }
+                open.push(generic);
+            }
+            '>' if previous != '-' && !open.is_empty() => {
+                let generic = open.pop() == Some(true);
+                if !open.contains(&true) && (generic || !hidden) {
+                    short.push('>');
+                }
+            }
+            _ if !hidden => short.push(c),
+            _ => {}
+        }
+        previous = c;
+    }
+    let chars: Vec<char> = short.chars().collect();
+    if chars.len() <= max {
+        return short;
+    }
+    let tail = (max * 2 / 3).min(chars.len());
+    let head = max.saturating_sub(tail + 1);
+    let (start, end) = (&chars[..head], &chars[chars.len() - tail..]);
+    format!(
+        "{}…{}",
+        start.iter().collect::<String>(),
+        end.iter().collect::<String>()
+    )
 }
 
 fn print_table() {
@@ -657,24 +690,34 @@ fn print_table() {
     if rows.is_empty() {
         return;
     }
-    let w = |f: &dyn Fn(&Row) -> usize, min: usize| rows.iter().map(f).max().unwrap_or(0).max(min);
-    let (wt, wa, wp) = (
-        w(&|r| r.test.len(), 4),
-        w(&|r| r.total.len(), 5),
-        w(&|r| r.top.len(), 12),
+    // Widths in characters, as `{:<w$}` pads: the top function may hold a `…`.
+    let width = |f: &dyn Fn(&Row) -> &str, header: &str| {
+        rows.iter()
+            .map(|r| f(r).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(header.chars().count())
+    };
+    let (wt, wk, wa, wp) = (
+        width(&|r| &r.test, "test"),
+        width(&|r| &r.kind, "kind"),
+        width(&|r| &r.total, "total"),
+        width(&|r| &r.top, "top function"),
     );
     let mut out = format!(
-        "\nprofiled: {} profiles\n{:<wt$}  {:>wa$}  {:>8}  {:<wp$}  file\n",
+        "\nprofiled: {} profile{}\n{:<wt$}  {:<wk$}  {:>wa$}  {:>8}  {:<wp$}  file\n",
         rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
         "test",
+        "kind",
         "total",
         "samples",
         "top function"
     );
     for r in rows.iter() {
         out += &format!(
-            "{:<wt$}  {:>wa$}  {:>8}  {:<wp$}  {}\n",
-            r.test, r.total, r.samples, r.top, r.file
+            "{:<wt$}  {:<wk$}  {:>wa$}  {:>8}  {:<wp$}  {}\n",
+            r.test, r.kind, r.total, r.samples, r.top, r.file
         );
     }
     output::line(out.trim_end());
@@ -699,4 +742,39 @@ macro_rules! main {
             $crate::__private::harness::main(::core::option_env!("CARGO_PKG_NAME"))
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shorten;
+
+    #[test]
+    fn long_names_keep_the_function() {
+        assert_eq!(shorten("app::parse", 60), "app::parse");
+        let name = "core::ops::function::FnOnce::call_once<<std::backtrace_rs::symbolize::\
+                    gimli::Context>::new::{closure#0}, ()>";
+        assert_eq!(
+            shorten(name, 60),
+            "core::ops::function::FnOnce::call_once<…>"
+        );
+        let qualified = "<alloc::vec::Vec<T,A> as core::ops::drop::Drop>::drop";
+        assert_eq!(
+            shorten(qualified, 52),
+            "<alloc::vec::Vec<…> as core::ops::drop::Drop>::drop"
+        );
+        assert_eq!(shorten(qualified, 60), qualified);
+        // A fn type's arrow is no closing bracket.
+        assert_eq!(
+            shorten("app::apply<fn(u8) -> u8>::inner_with_a_long_name", 40),
+            "app::apply<…>::inner_with_a_long_name"
+        );
+        // Still too long without generics: the middle goes.
+        let path = "a_crate::with::a::very::deeply::nested::module::path::and_its_function";
+        let short = shorten(path, 40);
+        assert_eq!(short.chars().count(), 40, "{short}");
+        assert!(
+            short.starts_with("a_crate::") && short.ends_with("::and_its_function"),
+            "{short}"
+        );
+    }
 }

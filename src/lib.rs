@@ -237,7 +237,7 @@ pub use profiled_macros::test;
 ///     profiled::assert_allocations!(at_most = 0, || words.concat());
 /// });
 /// let message = failed.unwrap_err().downcast::<String>().unwrap();
-/// assert!(message.contains("1 allocations where at most 0 are allowed"), "{message}");
+/// assert!(message.contains("1 allocation where at most 0 are allowed"), "{message}");
 /// ```
 #[macro_export]
 macro_rules! assert_allocations {
@@ -1115,22 +1115,25 @@ impl Report {
             } else {
                 "of waiting caused by"
             };
+            let contentions = total("contentions");
             format!(
-                "profiled: {}  {} {about}{:.3}s {what} {about}{} contentions",
+                "profiled: {}  {} {about}{:.3}s {what} {about}{contentions} contention{}",
                 self.name,
                 self.kind.name,
                 Duration::from_nanos(total("delay").max(0) as u64).as_secs_f64(),
-                total("contentions"),
+                if contentions == 1 { "" } else { "s" },
             )
         } else {
             let about = if self.exact { "" } else { "~" };
             let total = |t| self.total(t).unwrap_or(0);
+            let allocations = total("alloc_objects");
             format!(
-                "profiled: {}  {} {about}{} allocated in {about}{} allocations, {about}{} in use",
+                "profiled: {}  {} {about}{} allocated in {about}{allocations} allocation{}, \
+                 {about}{} in use",
                 self.name,
                 self.kind.name,
                 output::bytes(total("alloc_space")),
-                total("alloc_objects"),
+                if allocations == 1 { "" } else { "s" },
                 output::bytes(total("inuse_space")),
             )
         };

@@ -59,7 +59,33 @@ fn profile_dir_writes_one_profile_per_test_and_a_table() {
     // The table: a header and one row per profiled test, naming CPU, samples, top fn, file.
     let err = stderr(&out);
     assert!(err.contains("profiled: 6 profiles"), "{err}");
-    assert!(err.contains("test") && err.contains("top function") && err.contains("file"));
+    // The table: each header over its column, numbers right-aligned under theirs.
+    let table: Vec<&str> = err
+        .lines()
+        .skip_while(|l| *l != "profiled: 6 profiles")
+        .skip(1)
+        .collect();
+    let header = table[0];
+    let at = |name: &str| {
+        header
+            .find(name)
+            .unwrap_or_else(|| panic!("{name}: {header}"))
+    };
+    let row = table
+        .iter()
+        .find(|l| l.starts_with("alpha_work "))
+        .expect("alpha_work's row");
+    let (kind, total_end) = (at("kind"), at("total") + "total".len());
+    assert_eq!(&row[kind..kind + 4], "cpu ", "{header}\n{row}");
+    // "0.15s" ends where "total" does.
+    assert!(
+        row[..total_end].ends_with('s') && row.as_bytes()[total_end] == b' ',
+        "{header}\n{row}"
+    );
+    assert!(
+        row[at("top function")..].starts_with("workloads::alpha_hot ("),
+        "{header}\n{row}"
+    );
     let row = err
         .lines()
         .find(|l| l.starts_with("alpha_work "))
@@ -85,7 +111,7 @@ fn cpuprofile_writes_one_profile_of_the_whole_run() {
     }
     // Only that file: no per-test profiles.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-    assert!(stderr(&out).contains("profiled: 1 profiles"));
+    assert!(stderr(&out).contains("profiled: 1 profile\n"));
 }
 
 /// Sums the second value (`alloc_space` in heap profiles, `delay` in block and mutex ones)
@@ -186,7 +212,7 @@ fn blockprofile_and_mutexprofile_write_whole_run_profiles() {
     let err = stderr(&out);
     assert!(
         err.lines()
-            .any(|l| l.starts_with("all tests ") && l.contains("s block ")),
+            .any(|l| l.starts_with("all tests  block ")),
         "a table row for the block profile: {err}"
     );
 

@@ -526,8 +526,10 @@ pub fn assert_allocations<R>(limits: Limits, package: Option<&'static str>, f: i
     let mut what = Vec::new();
     if let Some(m) = over_count {
         what.push(format!(
-            "{} allocations where at most {m} are allowed",
-            counts.allocs
+            "{} allocation{} where at most {m} {} allowed",
+            counts.allocs,
+            if counts.allocs == 1 { "" } else { "s" },
+            if m == 1 { "is" } else { "are" }
         ));
     }
     if let Some(m) = over_bytes {
