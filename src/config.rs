@@ -64,6 +64,12 @@ const ACCEPTED: &str = "kinds: cpu, heap, allocs, block, mutex, wall; options: \
                         wall_freq=<1..=1000 Hz, default 100>, dir=<path>, \
                         engine=<auto|perf|timer>, threads=<test|all>, svg";
 
+/// Why `svg` is refused without the feature, and what to do: the one thing the user needs,
+/// which the whole list of accepted items would drown.
+const SVG_NEEDS: &str = "needs profiled's `flamegraph` cargo feature: \
+                         `profiled = { version = \"0.1\", features = [\"flamegraph\"] }` \
+                         under [dev-dependencies]";
+
 /// Kinds profiled knows, implemented (`kind::KINDS`) or not: a `PROFILE` naming one of them
 /// is ours.
 const KINDS: &[&str] = &["cpu", "heap", "allocs", "block", "mutex", "wall"];
@@ -453,8 +459,8 @@ impl Config {
             return Err(Error::Config {
                 var: ENV_VAR,
                 item: "svg".into(),
-                reason: "needs profiled's `flamegraph` cargo feature".into(),
-                accepted: ACCEPTED,
+                reason: SVG_NEEDS.into(),
+                accepted: "",
             });
         }
         self.svg = on;
@@ -640,7 +646,12 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                 }
                 "svg" if cfg!(feature = "flamegraph") => config.svg = true,
                 "svg" => {
-                    return Err(bad(item, "needs profiled's `flamegraph` cargo feature"));
+                    return Err(Error::Config {
+                        var,
+                        item: item.to_string(),
+                        reason: SVG_NEEDS.into(),
+                        accepted: "",
+                    });
                 }
                 _ if KINDS.contains(&item) => {
                     return Err(bad(item, "is not implemented yet"));

@@ -23,7 +23,7 @@ pub enum Error {
         item: String,
         /// What is wrong with it.
         reason: String,
-        /// What is accepted.
+        /// What is accepted; empty where the reason says what to do instead.
         accepted: &'static str,
     },
     /// Profiling cannot run here (platform, or the process refused the set-up).
@@ -72,7 +72,11 @@ impl fmt::Display for Error {
                 reason,
                 accepted,
             } => {
-                write!(f, "{var}: `{item}` {reason}; accepted: {accepted}")
+                write!(f, "{var}: `{item}` {reason}")?;
+                if !accepted.is_empty() {
+                    write!(f, "; accepted: {accepted}")?;
+                }
+                Ok(())
             }
             Error::Unsupported { what } => f.write_str(what),
             Error::Sampler { what, source } => write!(f, "{what} failed: {source}"),

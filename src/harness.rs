@@ -188,9 +188,17 @@ fn positive(name: &str, value: &str, unit: &str, one: &str) -> Result<u64, Strin
     }
 }
 
-/// libtest's way out: the message, the usage, exit code 101, nothing written.
+/// libtest's way out of a bad command line: the message, the usage, exit code 101, nothing
+/// written.
 fn usage_error(message: &str) -> ! {
     eprintln!("error: {message}\n\n{USAGE}\nRun with --help for libtest's options.");
+    std::process::exit(101)
+}
+
+/// The way out of a command line that was right but cannot be carried out (`PROFILE`'s
+/// items, a missing allocator wrapper): the message alone, which the usage would drown.
+fn setup_error(message: &str) -> ! {
+    eprintln!("error: {message}");
     std::process::exit(101)
 }
 
@@ -246,7 +254,7 @@ pub fn main(package: Option<&'static str>) -> ! {
     };
     let env = match crate::__private::settings() {
         Ok(settings) => settings.config.clone(),
-        Err(e) => usage_error(e),
+        Err(e) => setup_error(e),
     };
     let frequency = flags.frequency.or(env.as_ref().map(|c| c.frequency));
     let heap_rate = flags.memprofilerate.or(env.as_ref().map(|c| c.heap_rate));
@@ -322,7 +330,7 @@ pub fn main(package: Option<&'static str>) -> ! {
                 .map(with_frequency);
             match config.and_then(|c| Profile::start_detached("all tests", &c)) {
                 Ok(p) => Some(p),
-                Err(e) => usage_error(&format!("cannot profile the run: {e}")),
+                Err(e) => setup_error(&format!("cannot profile the run: {e}")),
             }
         }
         _ => None,

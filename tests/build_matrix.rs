@@ -222,3 +222,28 @@ fn every_configuration_has_its_test() {
     let configs: Vec<&str> = matrix::CONFIGS.iter().map(|c| c.0).collect();
     assert_eq!(configs, TESTED);
 }
+
+/// `svg` in a build without profiled's `flamegraph` feature (the fixture has none): the test
+/// fails with the one thing to do, not the list of every accepted item.
+#[test]
+fn svg_without_the_feature_names_the_feature() {
+    let exe = {
+        let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+        matrix::build(&fixture_target(), "dev")
+    };
+    let out = Command::new(&exe)
+        .env("PROFILE", "cpu,svg")
+        .env_remove("RUST_TEST_THREADS")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(101), "{text}");
+    assert!(
+        text.contains(
+            "PROFILE: `svg` needs profiled's `flamegraph` cargo feature: `profiled = { version = \
+             \"0.1\", features = [\"flamegraph\"] }` under [dev-dependencies]"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("accepted:"), "{text}");
+}

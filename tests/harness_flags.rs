@@ -211,8 +211,7 @@ fn blockprofile_and_mutexprofile_write_whole_run_profiles() {
     }
     let err = stderr(&out);
     assert!(
-        err.lines()
-            .any(|l| l.starts_with("all tests  block ")),
+        err.lines().any(|l| l.starts_with("all tests  block ")),
         "a table row for the block profile: {err}"
     );
 
@@ -428,6 +427,13 @@ fn bad_flags_give_usage_and_exit_101() {
         assert!(err.contains("--cpuprofile FILE"), "usage text: {err}");
         assert!(!stdout(&out).contains("test result"), "no test ran");
     }
+    // A right command line with a wrong setting: the message alone, no usage to drown it.
+    let out = cargo_test("harness", &["--profile", d], &[("PROFILED", "cpu,frq=100")]);
+    assert_eq!(out.status.code(), Some(101));
+    let err = stderr(&out);
+    assert!(err.contains("did you mean"), "{err}");
+    assert!(!err.contains("--cpuprofile FILE"), "{err}");
+    assert!(!stdout(&out).contains("test result"), "no test ran");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,
