@@ -237,7 +237,7 @@ fn a_failed_assertion_on_std_hash_map_reaches_the_code_that_used_it() {
         "{message}"
     );
     assert!(
-        frames.iter().any(|f| *f == "allocations::counts_distinct"),
+        frames.contains(&"allocations::counts_distinct"),
         "{message}"
     );
 }

@@ -206,6 +206,13 @@ pub(crate) fn acceptor(tls: &Tls, addr: SocketAddr) -> Result<TlsAcceptor, Error
             server_cert(&issuer, names(addr, hosts))?
         }
     };
+    // ring's provider, chosen because it builds with a C compiler alone (aws-lc-rs adds
+    // minutes of build and, off Linux, NASM). rustls 0.23.48 deprecated it for lacking
+    // post-quantum key exchange: clients that offer X25519MLKEM768 (Go 1.24+) settle on
+    // X25519 with it, the key exchange most TLS still uses. Taken
+    // explicitly, never as the process's default provider: that would be a side effect on
+    // the program's own TLS.
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let tls_error = |e: &dyn std::fmt::Display| Error::Serve {
         what: format!("cannot set up TLS: {e}"),
