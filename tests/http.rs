@@ -652,50 +652,77 @@ mod tls {
         serve("127.0.0.1:0", config).unwrap()
     }
 
-    /// The line the server prints, pasted: the CA through `SSL_CERT_FILE`, basic auth in
-    /// the URL. Then the same over `https+insecure://`, and with wrong or no credentials.
+    /// The line the server prints, pasted into a shell: the CA through `SSL_CERT_FILE`, the
+    /// token read from its owner-only file beside the CA (never in the line, so never in
+    /// the service's logs), the host one that resolves here (not the first name given).
+    /// Then the same over `https+insecure://`, and with wrong or no credentials; a restart
+    /// keeps the token.
     #[test]
     fn go_tool_pprof_reads_it_over_tls_with_the_printed_line() {
+        use std::os::unix::fs::PermissionsExt;
         let _turn = turn();
         let dir = tempfile::tempdir().unwrap();
-        let credentials = Credentials::generate();
-        let server = tls_server(dir.path(), credentials.clone());
+        let config =
+            || Config::default().with_generated_tls(dir.path(), ["pprof.invalid", "127.0.0.1"]);
+        let server = serve("127.0.0.1:0", config()).unwrap();
+        let token_file = server
+            .token_file()
+            .expect("generated credentials")
+            .to_owned();
+        assert_eq!(token_file, dir.path().join("token"));
+        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}: readable by its owner only");
+        let token = std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        assert_eq!(token.len(), 64);
         let command = server.pprof_command().to_string();
         let ca = dir.path().join("ca.pem");
-        assert!(
-            command.starts_with(&format!(
-                "SSL_CERT_FILE={} go tool pprof 'https://",
-                ca.display()
-            )),
-            "{command}"
+        assert_eq!(
+            command,
+            format!(
+                "SSL_CERT_FILE={} go tool pprof \"https://pprof:$(cat '{}')@127.0.0.1:{}/debug/pprof/profile?seconds=30\"",
+                ca.display(),
+                token_file.display(),
+                server.local_addr().port()
+            )
         );
-        assert!(
-            command.contains(&format!("pprof:{}@", credentials.token())),
-            "{command}"
-        );
-        // The printed URL, with a 2 s profile instead of 30.
-        let url = command
-            .split('\'')
-            .nth(1)
-            .unwrap()
+        assert!(!command.contains(&token));
+
+        // Pasted, with a 2 s profile instead of 30 and -top to print it.
+        let pasted = command
+            .replace(
+                "go tool pprof",
+                &format!("{} tool pprof -top", go().display()),
+            )
             .replace("seconds=30", "seconds=2");
+        let tmp = tempfile::tempdir().unwrap();
         let _load = Load::start();
-        let (ok, out) = pprof_trusting(Some(&ca), &["-top"], &url);
-        assert!(ok, "{out}");
-        assert!(
-            cum_share(&out, "service_hot_loop").is_some_and(|s| s >= 50.0),
-            "{out}"
+        let out = Command::new("sh")
+            .args(["-c", &pasted])
+            .env("PPROF_TMPDIR", tmp.path())
+            .env("HOME", tmp.path())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
-        let insecure = url.replace("https://", "https+insecure://");
+        assert!(out.status.success(), "{pasted}: {text}");
+        assert!(
+            cum_share(&text, "service_hot_loop").is_some_and(|s| s >= 50.0),
+            "{text}"
+        );
+        let addr = server.local_addr();
+        let insecure =
+            format!("https+insecure://pprof:{token}@{addr}/debug/pprof/profile?seconds=1");
         let (ok, out) = pprof_trusting(None, &["-top"], &insecure);
         assert!(ok, "{out}");
         assert!(out.contains("service_hot_loop"), "{out}");
 
-        let addr = server.local_addr();
-        let wrong = format!(
-            "https://pprof:{}x@{addr}/debug/pprof/profile?seconds=1",
-            credentials.token()
-        );
+        let wrong = format!("https://pprof:{token}x@{addr}/debug/pprof/profile?seconds=1");
         let (ok, out) = pprof_trusting(Some(&ca), &["-raw"], &wrong);
         assert!(!ok);
         assert!(
@@ -706,6 +733,33 @@ mod tls {
         let (ok, out) = pprof_trusting(Some(&ca), &["-raw"], &none);
         assert!(!ok);
         assert!(out.contains("401 Unauthorized"), "{out}");
+
+        // A restart reads the token back: scrapers given the file keep working.
+        drop(server);
+        let again = serve("127.0.0.1:0", config()).unwrap();
+        let kept = std::fs::read_to_string(again.token_file().unwrap()).unwrap();
+        assert_eq!(kept.trim(), token);
+        let url = format!(
+            "https://pprof:{token}@{}/debug/pprof/cmdline",
+            again.local_addr()
+        );
+        let (ok, out) = pprof_trusting(Some(&ca), &["-raw"], &url);
+        assert!(!out.contains("401"), "{ok} {out}");
+    }
+
+    /// Credentials of the user's own are read from `$PPROF_TOKEN` in the printed line.
+    #[test]
+    fn own_credentials_are_not_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = Credentials::generate();
+        let server = tls_server(dir.path(), credentials.clone());
+        assert!(server.token_file().is_none());
+        let command = server.pprof_command();
+        assert!(
+            command.contains("https://pprof:$PPROF_TOKEN@127.0.0.1:"),
+            "{command}"
+        );
+        assert!(!command.contains(credentials.token()), "{command}");
     }
 
     /// A client that trusts another CA refuses the server: the certificate is checked.
@@ -826,23 +880,21 @@ mod tls {
         assert!(err.contains("with_generated_tls"), "{err}");
     }
 
-    /// Off loopback, TLS with generated credentials is accepted, and printed.
+    /// Off loopback, TLS with generated credentials is accepted; the line printed reads
+    /// their token from its file.
     #[test]
     fn tls_without_credentials_gets_generated_ones() {
         let dir = tempfile::tempdir().unwrap();
         let config = Config::default().with_generated_tls(dir.path(), ["127.0.0.1"]);
         let server = serve("0.0.0.0:0", config).unwrap();
         assert!(
-            server.pprof_command().contains("https://pprof:"),
+            server.pprof_command().contains("https://pprof:$(cat '")
+                && server.pprof_command().contains("@localhost:"),
             "{}",
             server.pprof_command()
         );
-        let token = server
-            .pprof_command()
-            .split("https://pprof:")
-            .nth(1)
-            .and_then(|rest| rest.split('@').next())
-            .unwrap();
+        let token = std::fs::read_to_string(server.token_file().unwrap()).unwrap();
+        let token = token.trim();
         assert!(
             token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()),
             "{token}"

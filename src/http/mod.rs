@@ -30,7 +30,6 @@ mod tls;
 pub use auth::{Authenticated, Credentials, RequireAuth};
 
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
-#[cfg(feature = "http-tls")]
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -988,6 +987,7 @@ fn escape_html(text: &str) -> String {
 pub struct Server {
     addr: SocketAddr,
     command: String,
+    token: Option<TokenFile>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -1005,17 +1005,33 @@ impl Server {
         self.addr
     }
 
-    /// The command that reads a CPU profile from this server, credentials included, as
-    /// printed when it started.
+    /// The shell command that reads a CPU profile from this server, as printed when it
+    /// started. It never holds the token: generated credentials' token is read from
+    /// [`token_file`](Self::token_file) (`$(cat FILE)`), your own from `$PPROF_TOKEN`.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
     /// let server = profiled::http::serve("127.0.0.1:0", profiled::http::Config::default()).unwrap();
-    /// assert!(server.pprof_command().starts_with("go tool pprof 'http://127.0.0.1:"));
+    /// assert!(server.pprof_command().starts_with("go tool pprof \"http://127.0.0.1:"));
     /// # }
     /// ```
     pub fn pprof_command(&self) -> &str {
         &self.command
+    }
+
+    /// The file that holds the token of credentials [`serve`] generated (TLS without
+    /// [`Config::with_credentials`]), readable by its owner only: `token` beside a generated
+    /// CA, kept across restarts, or a file in a private directory removed when the server
+    /// stops. `None` when there are no generated credentials.
+    ///
+    /// ```
+    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+    /// let server = profiled::http::serve("127.0.0.1:0", profiled::http::Config::default()).unwrap();
+    /// assert!(server.token_file().is_none()); // no TLS: no generated credentials
+    /// # }
+    /// ```
+    pub fn token_file(&self) -> Option<&std::path::Path> {
+        self.token.as_ref().map(|t| t.path.as_path())
     }
 
     /// Stops serving and waits for the server's thread to end. A CPU profile in progress
@@ -1061,7 +1077,10 @@ impl Drop for Server {
 /// println!("{}", server.pprof_command());
 /// # }
 /// ```
-pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Error> {
+pub fn serve(
+    addr: impl ToSocketAddrs,
+    #[cfg_attr(not(feature = "http-tls"), allow(unused_mut))] mut config: Config,
+) -> Result<Server, Error> {
     let refuse = |what: String| Error::Serve { what, source: None };
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
@@ -1080,9 +1099,19 @@ pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Err
                 .into(),
         ));
     }
-    if config.has_tls() && config.credentials.is_none() {
-        config.credentials = Some(Credentials::generate());
-    }
+    // Generated credentials' token goes to a file only its owner reads; the line printed
+    // reads it from there, so that the token never lands in the service's logs.
+    #[cfg(feature = "http-tls")]
+    let token = match (&config.tls, &config.credentials) {
+        (Some(tls), None) => {
+            let (credentials, file) = tls::generated_credentials(tls)?;
+            config.credentials = Some(credentials);
+            Some(file)
+        }
+        _ => None,
+    };
+    #[cfg(not(feature = "http-tls"))]
+    let token: Option<TokenFile> = None;
     if let Some(open) = exposed {
         let secured = config.has_tls() && config.credentials.is_some();
         if !secured && !config.insecure_plaintext {
@@ -1131,7 +1160,7 @@ pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Err
     if let Some(credentials) = &config.credentials {
         app = app.layer(RequireAuth::new(credentials));
     }
-    let command = pprof_command(&config, local);
+    let command = pprof_command(&config, local, token.as_ref().map(|t| t.path.as_path()));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
         .name("profiled-http".into())
@@ -1183,11 +1212,13 @@ pub fn serve(addr: impl ToSocketAddrs, mut config: Config) -> Result<Server, Err
             "cannot start the /debug/pprof/ server's thread".into(),
         ))?;
     crate::output::notice(&format!(
-        "/debug/pprof/ served on {local}; read it with: {command}"
+        "/debug/pprof/ served on {local}; read it with: {command}{}",
+        other_names(&config, local)
     ));
     Ok(Server {
         addr: local,
         command,
+        token,
         shutdown: Some(tx),
         thread: Some(thread),
     })
@@ -1211,37 +1242,76 @@ pub fn client_certificate(
     tls::client_certificate(dir.as_ref(), name)
 }
 
-/// The line to paste: `[SSL_CERT_FILE=<ca.pem>] go tool pprof <url of a CPU profile>`.
-fn pprof_command(config: &Config, addr: SocketAddr) -> String {
+/// Where generated credentials' token is kept: the operator reads it there.
+#[derive(Debug)]
+struct TokenFile {
+    path: PathBuf,
+    /// A private directory of the server's own, removed with it (TLS with the user's own
+    /// certificate files: no directory of profiled's to keep the token in).
+    #[cfg_attr(not(feature = "http-tls"), allow(dead_code))]
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The line to paste: `[SSL_CERT_FILE=<ca.pem>] go tool pprof "<url of a CPU profile>"`.
+/// The host is the address served on (localhost for all of them), which the generated
+/// certificate always names and which resolves wherever the line is pasted on this machine.
+/// The token is never in it: read from `token` (generated), or from `$PPROF_TOKEN` for
+/// credentials of the user's own.
+fn pprof_command(config: &Config, addr: SocketAddr, token: Option<&std::path::Path>) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() => "localhost".to_string(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         ip => ip.to_string(),
     };
     #[cfg(feature = "http-tls")]
-    let (host, scheme, trust) = match &config.tls {
-        Some(tls::Tls::Generated { dir, hosts, .. }) => (
-            hosts.first().cloned().unwrap_or(host),
+    let (scheme, trust) = match &config.tls {
+        Some(tls::Tls::Generated { dir, .. }) => (
             "https",
             format!(
                 "SSL_CERT_FILE={} ",
                 crate::output::display_path(&dir.join(tls::CA_CERT))
             ),
         ),
-        Some(tls::Tls::Files { .. }) => (host, "https", String::new()),
-        None => (host, "http", String::new()),
+        Some(tls::Tls::Files { .. }) => ("https", String::new()),
+        None => ("http", String::new()),
     };
     #[cfg(not(feature = "http-tls"))]
     let (scheme, trust) = ("http", String::new());
-    let user = config
-        .credentials
-        .as_ref()
-        .map(|c| format!("{}:{}@", c.user(), c.token()))
-        .unwrap_or_default();
+    let user = match (&config.credentials, token) {
+        (Some(c), Some(path)) => format!(
+            "{}:$(cat '{}')@",
+            c.user(),
+            crate::output::display_path(path)
+        ),
+        (Some(c), None) => format!("{}:$PPROF_TOKEN@", c.user()),
+        (None, _) => String::new(),
+    };
     format!(
-        "{trust}go tool pprof '{scheme}://{user}{host}:{}/debug/pprof/profile?seconds=30'",
+        "{trust}go tool pprof \"{scheme}://{user}{host}:{}/debug/pprof/profile?seconds=30\"",
         addr.port()
     )
+}
+
+/// The generated certificate's other names, for reading the endpoint from elsewhere.
+fn other_names(config: &Config, addr: SocketAddr) -> String {
+    #[cfg(feature = "http-tls")]
+    if let Some(tls::Tls::Generated { hosts, .. }) = &config.tls {
+        let served = addr.ip().to_string();
+        let others: Vec<&str> = hosts
+            .iter()
+            .map(String::as_str)
+            .filter(|h| *h != served && *h != "localhost")
+            .collect();
+        if !others.is_empty() {
+            return format!(
+                " (its certificate also names {}: one of those in place of the host reads \
+                 it from elsewhere)",
+                others.join(", ")
+            );
+        }
+    }
+    let _ = (config, addr);
+    String::new()
 }
 
 fn describe(addrs: &[SocketAddr]) -> String {

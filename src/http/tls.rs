@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use super::{Credentials, TokenFile};
 use crate::error::Error;
 
 /// Where the server's certificate comes from.
@@ -36,6 +37,8 @@ pub(crate) enum Tls {
 
 /// The CA's files in its directory.
 pub(crate) const CA_CERT: &str = "ca.pem";
+/// Generated credentials' token, beside the CA (owner-only, like its key).
+pub(crate) const TOKEN: &str = "token";
 const CA_KEY: &str = "ca-key.pem";
 /// A handshake that takes longer is dropped, so a client that stalls holds nothing.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +56,66 @@ fn io_failed(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::Serve {
         what,
         source: Some(e),
+    }
+}
+
+/// Credentials for a TLS server that was given none, and the file their token is in: beside
+/// a generated CA ([`kept_token`]), or, with the user's own certificate files, in a private
+/// directory of the server's own, removed when it stops.
+pub(crate) fn generated_credentials(tls: &Tls) -> Result<(Credentials, TokenFile), Error> {
+    match tls {
+        Tls::Generated { dir, .. } => {
+            let (credentials, path) = kept_token(dir)?;
+            Ok((credentials, TokenFile { path, _dir: None }))
+        }
+        Tls::Files { .. } => {
+            // tempfile makes the directory 0700.
+            let dir = tempfile::Builder::new()
+                .prefix("profiled-pprof-")
+                .tempdir()
+                .map_err(io_failed("cannot make a directory for the token"))?;
+            let credentials = Credentials::generate();
+            let path = dir.path().join(TOKEN);
+            crate::output::write_atomic(&path, format!("{}\n", credentials.token()).as_bytes())?;
+            Ok((
+                credentials,
+                TokenFile {
+                    path,
+                    _dir: Some(dir),
+                },
+            ))
+        }
+    }
+}
+
+/// Generated credentials for a server whose CA is kept in `dir`: their token is kept in
+/// `dir/token`, readable by the owner only, made on the first start and read back on later
+/// ones, so that the operator and scrapers read it from there (never from the logs) and
+/// keep working across restarts. Returns them and the file.
+pub(crate) fn kept_token(dir: &Path) -> Result<(Credentials, PathBuf), Error> {
+    let path = dir.join(TOKEN);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let credentials = Credentials::new("pprof", text.trim()).map_err(|e| Error::Serve {
+                what: format!(
+                    "the token file {} holds no usable token ({e}); remove it to have a new one \
+                     made",
+                    path.display()
+                ),
+                source: None,
+            })?;
+            Ok((credentials, path))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let credentials = Credentials::generate();
+            // Through a temporary file, created 0600, renamed into place.
+            crate::output::write_atomic(&path, format!("{}\n", credentials.token()).as_bytes())?;
+            Ok((credentials, path))
+        }
+        Err(e) => Err(Error::Serve {
+            what: format!("cannot read the token file {}", path.display()),
+            source: Some(e),
+        }),
     }
 }
 
