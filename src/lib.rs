@@ -384,6 +384,7 @@ impl Profile {
             return Err(Error::AlreadyProfiling);
         }
         let profile = Profile::start_detached(name, config)?;
+        pause_in_panic_hooks();
         CURRENT.with(|c| c.set(profile.sids()));
         Ok(Profile {
             detached: false,
@@ -1213,6 +1214,25 @@ pub fn reset() {
 /// ```
 pub fn pause() -> Paused {
     Paused::new(CURRENT.with(Cell::get))
+}
+
+/// Leaves a panic's hook out of the panicking thread's profile: std's prints the message
+/// and, with `RUST_BACKTRACE`, captures and symbolizes a backtrace, which in a test build
+/// takes longer than most tests' work and would top a failing test's profile. Wraps the hook
+/// in place when the first profile starts; a hook set later replaces the wrapper, as any.
+fn pause_in_panic_hooks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // A panic in profiled's own code may hold a lock that pausing takes.
+            let own = info
+                .location()
+                .is_some_and(|l| l.file().starts_with(kind::PROFILED_SOURCES));
+            let _paused = (!own).then(pause);
+            previous(info);
+        }));
+    });
 }
 
 /// Runs `f` with the current profile paused and returns its value.

@@ -51,6 +51,27 @@ fn outcomes_are_the_same_with_and_without_profiling() {
     );
 }
 
+/// With `RUST_BACKTRACE=1` std's panic hook captures and symbolizes a backtrace, which in
+/// a test build costs more CPU than the test's own 20 ms: the hook runs paused, so the
+/// failing test's profile is its work, not std's symbolizer.
+#[test]
+fn a_panicking_tests_profile_leaves_out_the_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cargo_test(
+        "outcomes",
+        &["--test-threads=1", "panics"],
+        &[
+            ("PROFILE", &format!("cpu,dir={}", dir.path().display())),
+            ("RUST_BACKTRACE", "1"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(101));
+    assert!(stdout(&out).contains("stack backtrace:"), "{}", stdout(&out));
+    let p = read(&dir.path().join("workloads/outcomes/panics.cpu.pb.gz"));
+    p.assert_share_at_most("default_hook", 0.02);
+    p.assert_share_at_least("workloads::heavy_a", 0.9);
+}
+
 #[test]
 fn bad_profile_values_fail_with_the_item_and_what_is_accepted() {
     for (value, item, reason) in [
