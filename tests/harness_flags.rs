@@ -455,12 +455,22 @@ fn nextest_writes_one_profile_per_test_named_as_under_cargo_test() {
         .args(["nextest", "run", "--manifest-path"])
         .arg(fixture_manifest())
         .args(["--test", "harness", "--test", "parallel", "--no-fail-fast"])
+        // What README says to add: nextest hides passing tests' output, summary lines too.
+        .args(["--success-output", "final"])
         .env("CARGO_TARGET_DIR", fixture_target())
         .env("PROFILE", format!("cpu,dir={}", dir.path().display()))
         .output()
         .unwrap();
     eprintln!("{}\n{}", stdout(&out), stderr(&out));
     assert!(out.status.success());
+    let shown = stdout(&out) + &stderr(&out);
+    for test in ["alpha", "alpha_work"] {
+        assert!(
+            shown.contains(&format!("profiled: {test}  cpu "))
+                && shown.contains(&format!("/{test}.cpu.pb.gz")),
+            "{test}'s summary line: {shown}"
+        );
+    }
     for test in TESTS {
         assert!(
             dir.path()

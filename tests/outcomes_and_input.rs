@@ -66,7 +66,11 @@ fn a_panicking_tests_profile_leaves_out_the_backtrace() {
         ],
     );
     assert_eq!(out.status.code(), Some(101));
-    assert!(stdout(&out).contains("stack backtrace:"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("stack backtrace:"),
+        "{}",
+        stdout(&out)
+    );
     let p = read(&dir.path().join("workloads/outcomes/panics.cpu.pb.gz"));
     p.assert_share_at_most("default_hook", 0.02);
     p.assert_share_at_least("workloads::heavy_a", 0.9);
