@@ -392,7 +392,7 @@ impl Session {
         let fallback = (source == Source::Timer && engine_choice == Engine::Auto)
             .then(|| PERF_REFUSED.get().cloned())
             .flatten();
-        span(sid).restart(true);
+        span(sid).restart(span_now(), true);
         if engine.active.fetch_add(1, Ordering::AcqRel) == 0 {
             engine.wake.notify_all();
         }
@@ -422,7 +422,7 @@ impl Session {
         let meter = meter(self.sid);
         if self.slot.paused.load(Ordering::Acquire) == 0 {
             meter.bank();
-            span(self.sid).bank();
+            span(self.sid).bank(span_now());
         }
         let measured = meter.stop();
         let [active_ns, process_cpu_ns] = span(self.sid).counted();
@@ -725,7 +725,7 @@ pub(crate) fn reset(sid: u64) {
     slot.truncated.store(0, Ordering::Relaxed);
     slot.cut.store(0, Ordering::Relaxed);
     meter(sid).restart(true);
-    span(sid).restart(true);
+    span(sid).restart(span_now(), true);
 }
 
 /// What a perf session's total is calibrated to, summed over its unpaused stretches; kept
@@ -744,25 +744,19 @@ struct Meter {
     own_fd: AtomicI32,
     /// The session's thread, whose CPU clock is read (by any thread) beside the events.
     tid: AtomicI32,
-    /// Per reading ([`ALL`], [`OWN`], [`CLOCK`]): the sum over ended unpaused stretches, and
-    /// the reading at the current stretch's start.
-    counted: [AtomicU64; 3],
-    mark: [AtomicU64; 3],
+    /// The readings (the sampling event's count, the own-thread event's, the thread's CPU
+    /// clock) summed over unpaused stretches.
+    stretches: Stretches<3>,
     /// The machine's steal and busy clock ticks (/proc/stat) when the session started.
     machine: [AtomicU64; 2],
 }
-
-const ALL: usize = 0;
-const OWN: usize = 1;
-const CLOCK: usize = 2;
 
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_METER: Meter = Meter {
     all_fd: AtomicI32::new(-1),
     own_fd: AtomicI32::new(-1),
     tid: AtomicI32::new(0),
-    counted: [const { AtomicU64::new(0) }; 3],
-    mark: [const { AtomicU64::new(0) }; 3],
+    stretches: Stretches::NEW,
     machine: [const { AtomicU64::new(0) }; 2],
 };
 
@@ -802,26 +796,17 @@ impl Meter {
         ])
     }
 
-    /// Ends an unpaused stretch: adds the readings' advance since its start.
+    /// Ends an unpaused stretch.
     fn bank(&self) {
         if let Some(now) = self.read() {
-            for i in [ALL, OWN, CLOCK] {
-                let since = now[i].saturating_sub(self.mark[i].load(Ordering::Relaxed));
-                self.counted[i].fetch_add(since, Ordering::Relaxed);
-                self.mark[i].store(now[i], Ordering::Relaxed);
-            }
+            self.stretches.bank(now);
         }
     }
 
     /// Starts a new unpaused stretch; `clear` also forgets the ended ones (start, reset).
     fn restart(&self, clear: bool) {
         if let Some(now) = self.read() {
-            for i in [ALL, OWN, CLOCK] {
-                if clear {
-                    self.counted[i].store(0, Ordering::Relaxed);
-                }
-                self.mark[i].store(now[i], Ordering::Relaxed);
-            }
+            self.stretches.restart(now, clear);
         }
     }
 
@@ -831,8 +816,7 @@ impl Meter {
         if self.all_fd.swap(-1, Ordering::AcqRel) < 0 {
             return None;
         }
-        let [all_ns, own_ns, own_clock_ns] =
-            self.counted.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let [all_ns, own_ns, own_clock_ns] = self.stretches.counted();
         let [steal0, busy0] = self.machine.each_ref().map(|c| c.load(Ordering::Relaxed));
         let machine = machine_ticks().and_then(|[steal, busy]| {
             (steal0 > 0 || busy0 > 0)
@@ -849,45 +833,33 @@ impl Meter {
     }
 }
 
-/// Wall time and the whole process's CPU time over a session's unpaused stretches since its
-/// last reset, for its note: setup left out with `reset` or `pause` must not read as other
-/// threads' work. Kept for every engine, where [`Meter`] counts for perf sessions only.
-struct Span {
-    /// Per reading (wall, process CPU): the sum over ended stretches, and the reading at the
-    /// current stretch's start.
-    counted: [AtomicU64; 2],
-    mark: [AtomicU64; 2],
+/// Readings (clocks, counters) summed over a session's unpaused stretches since its start or
+/// last reset: each stretch adds the readings' advance from its start to its end.
+struct Stretches<const N: usize> {
+    /// The sums over ended stretches, and the readings at the current stretch's start.
+    counted: [AtomicU64; N],
+    mark: [AtomicU64; N],
 }
 
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_SPAN: Span = Span {
-    counted: [const { AtomicU64::new(0) }; 2],
-    mark: [const { AtomicU64::new(0) }; 2],
-};
+impl<const N: usize> Stretches<N> {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const NEW: Self = Stretches {
+        counted: [const { AtomicU64::new(0) }; N],
+        mark: [const { AtomicU64::new(0) }; N],
+    };
 
-static SPANS: [Span; MAX_SLOTS] = [NO_SPAN; MAX_SLOTS];
-
-fn span(sid: u64) -> &'static Span {
-    &SPANS[sid as usize % MAX_SLOTS]
-}
-
-impl Span {
-    fn now() -> [u64; 2] {
-        [clock_ns(libc::CLOCK_MONOTONIC), process_cpu_ns()]
-    }
-
-    /// Ends an unpaused stretch.
-    fn bank(&self) {
-        for (i, now) in Self::now().into_iter().enumerate() {
+    /// Ends a stretch at readings `now`.
+    fn bank(&self, now: [u64; N]) {
+        for (i, now) in now.into_iter().enumerate() {
             let since = now.saturating_sub(self.mark[i].load(Ordering::Relaxed));
             self.counted[i].fetch_add(since, Ordering::Relaxed);
             self.mark[i].store(now, Ordering::Relaxed);
         }
     }
 
-    /// Starts a stretch; `clear` forgets the ended ones (start, reset).
-    fn restart(&self, clear: bool) {
-        for (i, now) in Self::now().into_iter().enumerate() {
+    /// Starts a stretch at readings `now`; `clear` forgets the ended ones (start, reset).
+    fn restart(&self, now: [u64; N], clear: bool) {
+        for (i, now) in now.into_iter().enumerate() {
             if clear {
                 self.counted[i].store(0, Ordering::Relaxed);
             }
@@ -895,10 +867,24 @@ impl Span {
         }
     }
 
-    /// Wall and process CPU nanoseconds over the banked stretches.
-    fn counted(&self) -> [u64; 2] {
+    /// The sums over the ended stretches.
+    fn counted(&self) -> [u64; N] {
         self.counted.each_ref().map(|c| c.load(Ordering::Relaxed))
     }
+}
+
+/// Wall time and the whole process's CPU time over a session's unpaused stretches since its
+/// last reset, for its note: setup left out with `reset` or `pause` must not read as other
+/// threads' work. Kept for every engine, where [`Meter`] counts for perf sessions only.
+static SPANS: [Stretches<2>; MAX_SLOTS] = [Stretches::NEW; MAX_SLOTS];
+
+fn span(sid: u64) -> &'static Stretches<2> {
+    &SPANS[sid as usize % MAX_SLOTS]
+}
+
+/// What [`SPANS`] sum: the monotonic clock and the process's CPU clock, now.
+fn span_now() -> [u64; 2] {
+    [clock_ns(libc::CLOCK_MONOTONIC), process_cpu_ns()]
 }
 
 /// The machine's clock ticks so far that the hypervisor took from its CPUs while they had
@@ -925,7 +911,7 @@ pub(crate) fn pause(sid: u64) {
         signal::thread_pauses(sid);
         if slot.paused.fetch_add(1, Ordering::AcqRel) == 0 {
             meter(sid).bank();
-            span(sid).bank();
+            span(sid).bank(span_now());
         }
         drain_here();
     }
@@ -953,7 +939,7 @@ pub(crate) fn resume(sid: u64) {
     if let Some(slot) = signal::running(sid) {
         if slot.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
             meter(sid).restart(false);
-            span(sid).restart(false);
+            span(sid).restart(span_now(), false);
             signal::thread_resumes(sid);
         }
     }
