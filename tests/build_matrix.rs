@@ -82,6 +82,80 @@ fn frames(p: &Read) -> Vec<(String, String, i64, i64)> {
     out
 }
 
+/// `function`'s lines resolve: some of its time has a line, and wherever the profile says
+/// line 0 (an instruction the compiler gave no line), addr2line says so too, so that no
+/// lookup was missed. How much time lands on line-0 instructions is the processor's
+/// business: a loop's volatile loads, which clang leaves without a line, hold 55 % of
+/// clang_hot on one machine and a few percent on another.
+#[track_caller]
+fn assert_lines_resolve(what: &str, p: &Read, function: &str) {
+    let pr = &p.profile;
+    let s = |i: i64| pr.string_table[i as usize].as_str();
+    let (mut lined, mut unlined) = (0, 0);
+    for loc in &pr.location {
+        for line in &loc.line {
+            let f = pr
+                .function
+                .iter()
+                .find(|f| f.id == line.function_id)
+                .unwrap();
+            if s(f.name) != function {
+                continue;
+            }
+            if line.line > 0 {
+                lined += 1;
+                continue;
+            }
+            unlined += 1;
+            let m = pr.mapping.iter().find(|m| m.id == loc.mapping_id).unwrap();
+            let path = s(m.filename);
+            let at = file_address(path, loc.address - m.memory_start + m.file_offset);
+            let loader = addr2line::Loader::new(path).unwrap();
+            let mut frames = loader.find_frames(at).unwrap();
+            let (mut theirs, mut seen) = (None, Vec::new());
+            while let Ok(Some(frame)) = frames.next() {
+                // Demangled whatever the unit's language says (a symbol-table name has none).
+                let name = frame
+                    .function
+                    .as_ref()
+                    .and_then(|f| f.raw_name().ok())
+                    .map(|n| addr2line::demangle_auto(n, None));
+                let line = frame.location.and_then(|l| l.line).unwrap_or(0);
+                if name.as_ref().is_some_and(|n| n.starts_with(function)) {
+                    theirs = Some(line);
+                }
+                seen.push((name.map(|n| n.into_owned()), line));
+            }
+            assert_eq!(
+                theirs,
+                Some(0),
+                "{what}: {function} at {:#x} ({path} {at:#x}): no line here, addr2line: {seen:?}",
+                loc.address
+            );
+        }
+    }
+    assert!(
+        lined > 0,
+        "{what}: {function} has no location with a line ({unlined} without)"
+    );
+}
+
+/// The virtual address in an ELF file (its own address space, as addr2line reads it) of
+/// file offset `offset`: through the LOAD segment that holds it.
+fn file_address(path: &str, offset: u64) -> u64 {
+    let data = std::fs::read(path).unwrap();
+    let u64_at = |i: usize| u64::from_le_bytes(data[i..i + 8].try_into().unwrap());
+    let u16_at = |i: usize| u16::from_le_bytes(data[i..i + 2].try_into().unwrap()) as usize;
+    let (phoff, size, count) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..count)
+        .map(|i| phoff + i * size)
+        .filter(|&ph| data[ph..ph + 4] == 1u32.to_le_bytes()) // PT_LOAD
+        .map(|ph| (u64_at(ph + 8), u64_at(ph + 16), u64_at(ph + 32)))
+        .find(|&(start, _, len)| (start..start + len).contains(&offset))
+        .map(|(start, vaddr, _)| offset - start + vaddr)
+        .unwrap_or_else(|| panic!("{path}: no segment holds offset {offset:#x}"))
+}
+
 /// What every configuration must give.
 fn check(config: &str, p: &Read) {
     let what = format!("{config} ({})", p.path.display());
@@ -113,11 +187,9 @@ fn check(config: &str, p: &Read) {
         .filter(|f| f.0 == "matrix::rust::hot_sum")
         .collect();
     assert!(!hot.is_empty(), "{what}");
-    // Compilers mark a few instructions with line 0, no source line (addr2line agrees):
-    // nearly all of the time has a line, and every line is in the body.
-    let all: i64 = hot.iter().map(|f| f.3).sum();
-    let lined: i64 = hot.iter().filter(|f| f.2 > 0).map(|f| f.3).sum();
-    assert!(lined * 10 >= all * 9, "{what}: hot_sum {hot:?}");
+    // Compilers mark a few instructions with line 0, no source line: those agree with
+    // addr2line, and every other line is in the body.
+    assert_lines_resolve(&what, p, "matrix::rust::hot_sum");
     for (_, file, line, _) in hot.iter().filter(|f| f.2 > 0) {
         assert!(
             file.ends_with("tests/matrix.rs") && (start..end).contains(&(*line as u64)),
@@ -142,12 +214,7 @@ fn check(config: &str, p: &Read) {
             at.iter().all(|f| f.1.ends_with(file)),
             "{what}: {function} {at:?}"
         );
-        let lined: i64 = at.iter().filter(|f| f.2 > 0).map(|f| f.3).sum();
-        assert!(
-            lined * 10 >= all * 9,
-            "{what}: {function} without lines: {:?}",
-            at.iter().map(|f| (&f.1, f.2)).collect::<Vec<_>>()
-        );
+        assert_lines_resolve(&what, p, function);
     }
     // Stacks through the library, and 2000 frames deep, reach the test function.
     for (leaf, through) in [
