@@ -10,22 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::config::{ENV_VAR, Threads};
 use crate::kind::{CPU, Row, Samples};
-
-/// The thread a sample was taken on: its kernel id and its name (`comm`, at most 15 bytes,
-/// NUL-padded), both read once per thread in the handler.
-#[derive(Clone, Copy, Default, PartialEq, Eq, Hash, Debug)]
-pub(crate) struct Thread {
-    pub tid: u32,
-    pub name: [u8; 16],
-}
-
-impl Thread {
-    /// The name as text (lossy), without the padding.
-    pub(crate) fn name(&self) -> String {
-        let end = self.name.iter().position(|&b| b == 0).unwrap_or(16);
-        String::from_utf8_lossy(self.name.get(..end).unwrap_or_default()).into_owned()
-    }
-}
+use crate::stack::Thread;
 
 /// Which source a session ended up using.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +38,7 @@ pub(crate) struct Collected {
     pub lost_ns: u64,
     pub truncated: u64,
     /// Samples whose stacks were deeper than a sample holds: their middle frames are one
-    /// `TRUNCATED` marker (src/sampler.rs).
+    /// `TRUNCATED` marker (src/stack.rs).
     pub cut: u64,
     /// The kernel's counts over the profile's unpaused stretches (perf source only).
     pub measured: Option<Measured>,
@@ -98,7 +83,7 @@ impl Collected {
         }
         let placeholders = if self.lost > 0 {
             vec![(
-                crate::encode::LOST_FUNCTION,
+                crate::stack::LOST_FUNCTION,
                 vec![as_i64(self.lost), as_i64(self.lost_ns)],
             )]
         } else {
@@ -348,7 +333,7 @@ pub(crate) fn notices(
                 "{name}: {} samples lost (sample buffer full); they are counted under {} in \
                  the profile",
                 collected.lost,
-                crate::encode::LOST_FUNCTION
+                crate::stack::LOST_FUNCTION
             ),
         });
     }

@@ -6,11 +6,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::contention::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
 use crate::error::Error;
-use crate::heap::DEFAULT_HEAP_RATE;
 use crate::kind::Kind;
-use crate::wall::DEFAULT_WALL_FREQUENCY;
 
 /// The environment variable that turns profiling on: `PROFILE=cpu cargo test`.
 ///
@@ -41,6 +38,33 @@ pub const STRICT_ENV_VAR: &str = "PROFILED";
 /// assert_eq!(profiled::Config::default().frequency(), profiled::DEFAULT_FREQUENCY);
 /// ```
 pub const DEFAULT_FREQUENCY: u32 = 1000;
+
+/// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated, on average.
+///
+/// ```
+/// assert_eq!(profiled::Config::default().heap_rate(), profiled::DEFAULT_HEAP_RATE);
+/// ```
+pub const DEFAULT_HEAP_RATE: u64 = 512 * 1024;
+
+/// Go's `-blockprofilerate` when `-blockprofile` is given: every blocking event.
+///
+/// ```
+/// assert_eq!(profiled::Config::default().block_rate(), profiled::DEFAULT_BLOCK_RATE);
+/// ```
+pub const DEFAULT_BLOCK_RATE: u64 = 1;
+/// Go's `-mutexprofilefraction` default: every contention event.
+///
+/// ```
+/// assert_eq!(profiled::Config::default().mutex_fraction(), profiled::DEFAULT_MUTEX_FRACTION);
+/// ```
+pub const DEFAULT_MUTEX_FRACTION: u64 = 1;
+
+/// Samples per second of wall time per thread, by default (fgprof's and Go's tick: 100 Hz).
+///
+/// ```
+/// assert_eq!(profiled::Config::default().wall_frequency(), profiled::DEFAULT_WALL_FREQUENCY);
+/// ```
+pub const DEFAULT_WALL_FREQUENCY: u32 = 100;
 
 /// Highest accepted wall-clock sampling rate, in Hz: each tick reads /proc for every
 /// thread sampled.

@@ -22,16 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::aggregate::Thread;
 use crate::error::Error;
 use crate::heap::{self, Tag, Want};
 use crate::kind::{Kind, Row, Samples};
-use crate::sampler::MAX_DEPTH;
-
-/// Go's `-blockprofilerate` when `-blockprofile` is given: every blocking event.
-pub const DEFAULT_BLOCK_RATE: u64 = 1;
-/// Go's `-mutexprofilefraction` default: every contention event.
-pub const DEFAULT_MUTEX_FRACTION: u64 = 1;
+use crate::stack::MAX_DEPTH;
+use crate::stack::Thread;
 
 /// Whether any block or mutex profile runs: the one check an uncontended lock makes.
 #[inline]

@@ -9,9 +9,8 @@ use rustc_hash::FxHashMap as HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::aggregate::Thread;
 use crate::kind::Samples;
-use crate::sampler::TRUNCATED;
+use crate::stack::{TRUNCATED, TRUNCATED_FUNCTION, Thread};
 use crate::symbolize::{Line as SymLine, Symbolizer};
 
 /// google/pprof proto/profile.proto, the fields we use, as prost messages.
@@ -148,22 +147,6 @@ pub mod proto {
         pub start_line: i64,
     }
 }
-
-/// Pseudo-function that carries samples the engine could not keep, as Go's
-/// `runtime/pprof.lostProfileEvent` does, so totals stay right and the loss is visible.
-///
-/// ```
-/// assert_eq!(profiled::pprof::LOST_FUNCTION, "profiled::lost_samples");
-/// ```
-pub const LOST_FUNCTION: &str = "profiled::lost_samples";
-
-/// The pseudo-function that stands for the frames left out of a stack deeper than a sample
-/// holds: its innermost frames are below it, its outermost ones (which name the test) above.
-///
-/// ```
-/// assert_eq!(profiled::pprof::TRUNCATED_FUNCTION, "[truncated]");
-/// ```
-pub const TRUNCATED_FUNCTION: &str = "[truncated]";
 
 /// Figures for the summary line, computed while encoding.
 pub(crate) struct Encoded {

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::aggregate::Thread;
+use crate::stack::Thread;
 
 /// One value each sample of a kind carries: pprof's `ValueType`.
 #[derive(Debug, PartialEq, Eq)]

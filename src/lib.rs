@@ -166,18 +166,20 @@ mod kind;
 mod modules;
 mod output;
 mod sampler;
+mod stack;
 mod symbolize;
 pub mod sync;
 mod sys;
 mod wall;
 
+pub use config::DEFAULT_HEAP_RATE;
 pub use config::{
     Config, DEFAULT_FREQUENCY, ENV_VAR, Engine, MAX_FREQUENCY, MAX_WALL_FREQUENCY, STRICT_ENV_VAR,
     Threads,
 };
-pub use contention::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
+pub use config::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
 pub use error::Error;
-pub use heap::{Allocations, DEFAULT_HEAP_RATE, allocations, allocs_per_run};
+pub use heap::{Allocations, allocations, allocs_per_run};
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
 ///
 /// Inert when `PROFILE` is unset: no thread, no signal handler, no file. Stacks with `#[test]`
@@ -201,7 +203,7 @@ pub use sys::Alloc;
 #[cfg(test)]
 #[global_allocator]
 static TEST_ALLOC: Alloc = Alloc::system();
-pub use wall::DEFAULT_WALL_FREQUENCY;
+pub use config::DEFAULT_WALL_FREQUENCY;
 
 /// Registers a test with profiled's harness (`harness = false` targets that end in
 /// [`main!`]). Takes `#[ignore]` and `#[should_panic(expected = "..")]` below it, and fns
@@ -264,9 +266,9 @@ macro_rules! assert_allocations {
 
 /// What profiled writes: pprof `profile.proto` files, gzipped.
 pub mod pprof {
-    pub use crate::encode::{LOST_FUNCTION, TRUNCATED_FUNCTION};
     #[cfg(feature = "decode")]
     pub use crate::encode::{decode, proto};
+    pub use crate::stack::{LOST_FUNCTION, TRUNCATED_FUNCTION};
 }
 
 thread_local! {
@@ -635,7 +637,7 @@ fn finish_cpu(name: &str, config: &Config, session: sampler::Session) -> Report 
             "{} samples ({:.3}s CPU) lost: the sample buffer was full; they are under {}",
             collected.lost,
             collected.lost_ns as f64 / 1e9,
-            encode::LOST_FUNCTION
+            stack::LOST_FUNCTION
         ));
     }
     comments.extend(calibration);
@@ -650,8 +652,8 @@ fn finish_cpu(name: &str, config: &Config, session: sampler::Session) -> Report 
             "{} samples had stacks deeper than {} frames: their middle frames are left \
                  out, marked by {}",
             collected.cut,
-            sampler::MAX_DEPTH,
-            encode::TRUNCATED_FUNCTION
+            stack::MAX_DEPTH,
+            stack::TRUNCATED_FUNCTION
         ));
     }
     let (encoded, unreadable) = symbolize::with(|sym| {

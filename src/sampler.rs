@@ -15,9 +15,3 @@ pub(crate) use crate::sys::{Session, forked, is_live, on_drain_start, pause, res
 #[cfg(feature = "http")]
 pub(crate) use crate::sys::{ThreadStack, thread_stacks};
 pub(crate) use crate::sys::{current_tid, stacks_of, thread_state};
-
-/// Deepest stack a sample holds; deeper stacks keep their innermost and outermost frames
-/// around a [`TRUNCATED`] marker.
-pub(crate) const MAX_DEPTH: usize = 128;
-/// Stands for the frames a deep stack lost; the encoder names it `[truncated]`.
-pub(crate) const TRUNCATED: u64 = u64::MAX;

@@ -21,13 +21,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::aggregate::Thread;
 use crate::error::Error;
 use crate::heap::{self, Tag, Want};
 use crate::kind::{Kind, Row, Samples};
-
-/// Samples per second of wall time per thread, by default (fgprof's and Go's tick: 100 Hz).
-pub const DEFAULT_WALL_FREQUENCY: u32 = 100;
+use crate::stack::Thread;
 
 /// How long the sampler waits for a thread's answer: one that does not answer (it blocks
 /// the signal, is stopped, or is exiting) is left out of that tick, and its time goes to

@@ -19,7 +19,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::store::{STORE, Store};
-use crate::sampler::MAX_DEPTH;
+use crate::stack::MAX_DEPTH;
 
 /// Sessions (heap profiles and counting scopes) open at once, process-wide.
 pub(crate) const SLOTS: usize = 64;

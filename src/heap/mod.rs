@@ -28,9 +28,6 @@ pub(crate) use store::Bucket;
 use crate::error::Error;
 use crate::kind::{Kind, Row, Samples};
 
-/// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated, on average.
-pub const DEFAULT_HEAP_RATE: u64 = 512 * 1024;
-
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
 /// What a session asks of the hooks when it claims a slot.
@@ -340,7 +337,7 @@ impl Recorded {
     /// `?seconds=N` delta profiles.
     #[cfg(feature = "http")]
     pub(crate) fn since(mut self, earlier: &Recorded) -> Recorded {
-        let before: std::collections::HashMap<(&crate::aggregate::Thread, &[u64], usize), &Bucket> =
+        let before: std::collections::HashMap<(&crate::stack::Thread, &[u64], usize), &Bucket> =
             earlier
                 .buckets
                 .iter()
@@ -597,7 +594,7 @@ mod tests {
             .collect();
         let slots: Vec<usize> = claimed.iter().map(|c| c.0).collect();
         let stack = [0x10, 0x20];
-        let thread = crate::aggregate::Thread::default();
+        let thread = crate::stack::Thread::default();
         hook::locked(|s| s.sampled(0x1000, 64, thread, &stack, &slots));
         hook::locked(|s| s.freed(0x1000));
         for (i, sid) in claimed {

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use super::hook::{LIVE, SLOT, TAGS, filter_add, filter_remove};
-use crate::aggregate::Thread;
+use crate::stack::Thread;
 
 pub(crate) static STORE: Mutex<Store> = Mutex::new(Store::new());
 

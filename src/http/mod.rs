@@ -540,7 +540,7 @@ fn threads_text(stacks: &[crate::sampler::ThreadStack]) -> String {
                 Some(stack) => {
                     out.push_str(&format!("thread {} \"{name}\":\n", thread.tid));
                     for (depth, &addr) in stack.iter().enumerate() {
-                        if addr == crate::sampler::TRUNCATED {
+                        if addr == crate::stack::TRUNCATED {
                             out.push_str("...\n\t(frames left out)\n");
                             continue;
                         }

@@ -63,7 +63,7 @@ pub(crate) fn in_handler() -> bool {
 }
 
 /// A thread and its stack, as the Linux module gives them.
-pub(crate) type ThreadStack = (crate::aggregate::Thread, Option<Vec<u64>>);
+pub(crate) type ThreadStack = (crate::stack::Thread, Option<Vec<u64>>);
 
 /// No signal handler to ask threads with here.
 #[cfg(feature = "http")]
@@ -107,11 +107,11 @@ pub(crate) fn vdso_image() -> Option<&'static [u8]> {
 pub(crate) const STACKS: bool = false;
 
 /// No unwinder here: heap profiles record no stacks.
-pub(crate) fn capture_stack(_frames: &mut [u64; crate::sampler::MAX_DEPTH]) -> usize {
+pub(crate) fn capture_stack(_frames: &mut [u64; crate::stack::MAX_DEPTH]) -> usize {
     0
 }
-pub(crate) fn current_thread() -> crate::aggregate::Thread {
-    crate::aggregate::Thread::default()
+pub(crate) fn current_thread() -> crate::stack::Thread {
+    crate::stack::Thread::default()
 }
 pub(crate) fn prepare_stacks() {}
 

@@ -11,9 +11,10 @@ use super::signal::table::StackTable;
 use super::signal::{self, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, Slot, TABLE};
 use super::signal::{MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN, ThreadStart};
 use super::timer::{self, CpuTimer};
-use crate::aggregate::{Aggregate, Collected, Measured, OwnThread, Source, Thread};
+use crate::aggregate::{Aggregate, Collected, Measured, OwnThread, Source};
 use crate::config::{Engine, Threads};
 use crate::error::Error;
+use crate::stack::Thread;
 
 /// Samples buffered between drains: 1024 × ~1 KiB.
 const RING_CAPACITY: usize = 1024;

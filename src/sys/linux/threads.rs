@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::signal::dump::{ASKED, BOARD, CELLS, DONE, DUMP_TAG, IDLE};
 use super::signal::{SI_QUEUE, VALUE_OFFSET};
-use crate::aggregate::Thread;
 use crate::error::Error;
+use crate::stack::Thread;
 
 /// A thread that has not answered within this long blocks `SIGPROF` or is stopped.
 #[cfg(any(feature = "http", test))]

@@ -15,8 +15,8 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub(crate) use crate::aggregate::Thread;
-pub(crate) use crate::sampler::{MAX_DEPTH, TRUNCATED};
+pub(crate) use crate::stack::Thread;
+pub(crate) use crate::stack::{MAX_DEPTH, TRUNCATED};
 
 /// One sample as the signal handler writes it.
 #[repr(C)]
