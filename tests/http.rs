@@ -410,9 +410,17 @@ fn one_cpu_profile_at_a_time_and_a_client_that_leaves_ends_its_own() {
         "GET /debug/pprof/profile?seconds=60 HTTP/1.1\r\nHost: x\r\n\r\n"
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the server has started it, a short profile of ours runs and answers 200; once
+    // it has, ours is refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let reply = get(addr, "/debug/pprof/profile?seconds=1");
+        if reply.status != 200 || Instant::now() > deadline {
+            break reply;
+        }
+    };
     assert_go_error(
-        &get(addr, "/debug/pprof/profile?seconds=1"),
+        &refused,
         500,
         "Could not enable CPU profiling: cpu profiling already in use",
     );
