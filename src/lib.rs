@@ -809,12 +809,15 @@ pub(crate) fn contention_report(
         format!("profiled: {name}"),
         if mutex {
             format!(
-                "mutex: unlocks of profiled::sync locks that kept others waiting, with the                  waiting each caused; one event in {} kept, values scaled up by as much                  (mutex_fraction)",
+                "mutex: unlocks of profiled::sync locks that kept others waiting, with the \
+                 waiting each caused; one event in {} kept, values scaled up by as much \
+                 (mutex_fraction)",
                 recorded.mutex_fraction
             )
         } else {
             format!(
-                "block: waits for profiled::sync locks and condition variables; events                  shorter than {} ns kept in proportion and scaled up (block_rate, as Go's)",
+                "block: waits for profiled::sync locks and condition variables; events \
+                 shorter than {} ns kept in proportion and scaled up (block_rate, as Go's)",
                 recorded.block_rate
             )
         },

@@ -88,6 +88,20 @@ fn a_wait_is_charged_to_the_waiter_and_blamed_on_the_unlocker() {
         reports.iter().map(Report::kind).collect::<Vec<_>>(),
         ["block", "mutex"]
     );
+    // The comments say what was kept, as single-spaced text (go tool pprof prints them).
+    for report in &reports {
+        let p = profiled::pprof::decode(report.pprof_gz()).unwrap();
+        let comments: Vec<&str> = p
+            .comment
+            .iter()
+            .map(|&i| p.string_table[i as usize].as_str())
+            .collect();
+        assert!(
+            comments.iter().any(|c| c.starts_with(report.kind())),
+            "{comments:?}"
+        );
+        assert!(!comments.iter().any(|c| c.contains("  ")), "{comments:?}");
+    }
     let block = of(&reports, "block");
     let delay = block.total("delay").unwrap() as f64;
     let measured = waited.as_nanos() as f64;
