@@ -16,7 +16,8 @@ use std::sync::Mutex;
 use criterion::Criterion;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 
-use crate::{Config, Profile, Remote, output};
+use crate::session::Remote;
+use crate::{Config, Profile, output};
 
 /// The benchmark profile being collected; `None` in normal benchmarking.
 static ACTIVE: Mutex<Option<Remote>> = Mutex::new(None);

@@ -166,7 +166,7 @@ impl Drop for TestGuard {
             caller,
             ..
         } = active;
-        let svg = profile.config.svg;
+        let svg = profile.config().svg;
         let result = profile.finish_all().and_then(|reports| {
             for (report, path) in reports.iter().zip(&paths) {
                 let svg = svg.then(|| output::svg_path(path));

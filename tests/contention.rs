@@ -353,8 +353,6 @@ fn a_woken_waiter_waits_for_the_mutex_like_any_other() {
     assert!(share > 0.5, "{share}: {stack}");
 }
 
-#[inline(never)]
-
 /// Sets the value and notifies while holding the lock for `hold`: the sleeper the notify
 /// wakes waits for the mutex meanwhile, and this unlock is blamed for it. Returns the least
 /// and the most of that wait the profile can hold: from after the notify to the unlock, and

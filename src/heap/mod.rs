@@ -551,7 +551,7 @@ pub fn assert_allocations<R>(limits: Limits, package: Option<&'static str>, f: i
             what.join(", and ")
         );
     };
-    let report = crate::heap_report(&name, &crate::kind::ALLOCS, &recorded);
+    let report = crate::report::heap_report(&name, &crate::kind::ALLOCS, &recorded);
     let stack = report
         .folded_stacks()
         .next()

@@ -610,7 +610,7 @@ impl Snapshot for crate::heap::Recorded {
         heap_text(self, kind)
     }
     fn report(&self, label: &str, kind: &'static crate::kind::Kind) -> crate::Report {
-        crate::heap_report(label, kind, self)
+        crate::report::heap_report(label, kind, self)
     }
 }
 
@@ -622,7 +622,7 @@ impl Snapshot for crate::contention::Recorded {
         contention_text(self, kind)
     }
     fn report(&self, label: &str, kind: &'static crate::kind::Kind) -> crate::Report {
-        crate::contention_report(label, kind, self)
+        crate::report::contention_report(label, kind, self)
     }
 }
 
