@@ -433,7 +433,7 @@ pub fn allocations<R>(f: impl FnOnce() -> R) -> Allocations {
 
 /// Runs `f` under a counting session.
 #[track_caller]
-fn counted<R>(f: impl FnOnce() -> R) -> (Allocations, R) {
+pub(crate) fn counted<R>(f: impl FnOnce() -> R) -> (Allocations, R) {
     if !installed() {
         panic!("profiled::allocations: {}", not_installed());
     }
@@ -486,93 +486,6 @@ pub fn allocs_per_run<R>(runs: u32, mut f: impl FnMut() -> R) -> f64 {
         return 0.0;
     }
     (counts.allocs / u64::from(runs)) as f64
-}
-
-/// The limits `assert_allocations!` checks.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Limits {
-    pub allocs: Option<u64>,
-    pub bytes: Option<u64>,
-}
-
-/// What `assert_allocations!` expands to: counts `f`'s allocations exactly and records each
-/// one's stack; over a limit, writes those allocations as a profile and panics with its
-/// path and the stack that allocated the most.
-#[doc(hidden)]
-#[track_caller]
-pub fn assert_allocations<R>(limits: Limits, package: Option<&'static str>, f: impl FnOnce() -> R) {
-    let site = std::panic::Location::caller();
-    if !installed() {
-        panic!("profiled::assert_allocations!: {}", not_installed());
-    }
-    // Where stacks cannot be taken, the counts alone.
-    let recording = match Session::start(1, false) {
-        Ok(session) => Some(session),
-        Err(_) if !crate::sys::STACKS => None,
-        Err(e) => panic!("profiled::assert_allocations!: {e}"),
-    };
-    let (counts, result) = counted(f);
-    let recorded = recording.map(Session::finish);
-    drop(result);
-    let over_count = limits.allocs.filter(|&m| counts.allocs > m);
-    let over_bytes = limits.bytes.filter(|&m| counts.alloc_bytes > m);
-    if over_count.is_none() && over_bytes.is_none() {
-        return;
-    }
-    let mut what = Vec::new();
-    if let Some(m) = over_count {
-        what.push(format!(
-            "{} allocation{} where at most {m} {} allowed",
-            counts.allocs,
-            if counts.allocs == 1 { "" } else { "s" },
-            if m == 1 { "is" } else { "are" }
-        ));
-    }
-    if let Some(m) = over_bytes {
-        what.push(format!(
-            "{} bytes allocated where at most {m} are allowed",
-            counts.alloc_bytes
-        ));
-    }
-    let test = std::thread::current().name().unwrap_or("main").to_string();
-    let file = site
-        .file()
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
-        .trim_end_matches(".rs")
-        .to_string();
-    let name = format!("{test}::{file}_{}", site.line());
-    let Some(recorded) = recorded else {
-        panic!(
-            "profiled::assert_allocations! at {site}: {} (no profile: stacks cannot be taken \
-             on this platform)",
-            what.join(", and ")
-        );
-    };
-    let report = crate::report::heap_report(&name, &crate::kind::ALLOCS, &recorded);
-    let stack = report
-        .folded_stacks()
-        .next()
-        .map(|(stack, _)| {
-            let frames: Vec<&str> = stack.rsplit(';').take(8).collect();
-            frames.join("\n      <- ")
-        })
-        .unwrap_or_else(|| "(no stack recorded)".into());
-    let path = crate::output::profile_dir(None, package)
-        .join(format!("{}.allocs.pb.gz", crate::output::file_stem(&name)));
-    let written = match report.write(&path) {
-        Ok(()) => format!(
-            "profile of them: {0}\n  read it with: go tool pprof -sample_index=alloc_space -top {0}",
-            crate::output::display_path(&path)
-        ),
-        Err(e) => format!("their profile could not be written: {e}"),
-    };
-    panic!(
-        "profiled::assert_allocations! at {site}: {}\n  most bytes allocated at: {stack}\n  {written}",
-        what.join(", and ")
-    );
 }
 
 #[cfg(test)]
