@@ -176,6 +176,7 @@ pub use config::{
 };
 pub use config::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
 pub use error::Error;
+pub use heap::Alloc;
 pub use heap::{Allocations, allocations, allocs_per_run};
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
 ///
@@ -196,7 +197,6 @@ pub use heap::{Allocations, allocations, allocs_per_run};
 pub use profiled_macros::profiled;
 pub use report::Report;
 pub use session::{Paused, Profile, pause, reset, unprofiled};
-pub use sys::Alloc;
 
 // Unit tests count what the code under test allocates (`allocations`).
 #[cfg(test)]

@@ -28,10 +28,16 @@
 //! producer.join().unwrap();
 //! ```
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: the watched raw lock implements unsafe traits and is allowed it.
+#![deny(unsafe_code)]
 
 #[cfg(feature = "parking_lot")]
 pub mod parking_lot;
+// lock_api's raw lock traits are unsafe to implement: the watched raw lock under
+// `parking_lot`'s locks, and nothing else here, may say `unsafe`.
+#[cfg(feature = "parking_lot")]
+#[allow(unsafe_code)]
+mod raw_lock;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

@@ -30,7 +30,7 @@
 
 use std::time::{Duration, Instant};
 
-pub use crate::sys::Watched;
+pub use crate::sync::raw_lock::Watched;
 pub use parking_lot::lock_api;
 
 use crate::contention::{self, now};

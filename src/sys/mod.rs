@@ -13,23 +13,12 @@
 //!   `prepare_stacks`; on Linux, spawned threads join their creator's heap sessions
 //!   (linux/spawn.rs).
 //!
-//! alloc.rs, the allocator wrapper, and raw_lock.rs, the watched raw lock under
-//! `profiled::sync::parking_lot`, are shared by all platforms: `GlobalAlloc` and lock_api's
-//! raw lock traits are unsafe traits, so they live here, with the rest of the crate's
-//! `unsafe`.
+//! Portable code that must say `unsafe` to implement an unsafe trait lives with its kind:
+//! the allocator wrapper in src/heap/alloc.rs, the watched raw lock in src/sync/raw_lock.rs.
 //!
 //! `linux` is Linux x86_64, where profiles are taken. `unsupported` is every other target:
 //! it compiles everywhere, sessions refuse to start with a clear error, and `#[profiled]`
 //! stays inert while no profile is asked for.
-
-mod alloc;
-pub use alloc::Alloc;
-
-// lock_api's raw lock traits are unsafe to implement, so the watched raw lock is here too.
-#[cfg(feature = "parking_lot")]
-mod raw_lock;
-#[cfg(feature = "parking_lot")]
-pub use raw_lock::Watched;
 
 #[cfg(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported)))]
 mod linux;
@@ -94,8 +83,8 @@ mod tests {
         // The allocator wrapper and the watched raw lock may say `unsafe` (unsafe traits),
         // nothing else.
         let wrappers = [
-            root.join("src/sys/alloc.rs"),
-            root.join("src/sys/raw_lock.rs"),
+            root.join("src/heap/alloc.rs"),
+            root.join("src/sync/raw_lock.rs"),
         ];
         let mut found = Vec::new();
         let mut checked = 0;

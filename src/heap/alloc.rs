@@ -1,10 +1,10 @@
-//! The allocator wrapper: the one piece of `unsafe` every platform shares, since
-//! `GlobalAlloc` is an unsafe trait. It forwards to the wrapped allocator and tells
-//! `crate::heap`'s hooks what happened, by address and size; all the logic is there.
+//! The allocator wrapper: `unsafe` that every platform shares, since `GlobalAlloc` is an
+//! unsafe trait. It forwards to the wrapped allocator and tells the heap's hooks what
+//! happened, by address and size; all the logic is there.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 
-use crate::heap::{on_alloc, on_free};
+use super::{on_alloc, on_free};
 
 /// The global allocator wrapper that heap profiles (`PROFILE=heap`, `allocs`) and
 /// [`allocations`](crate::allocations) read: install it once per test binary, around the
