@@ -61,6 +61,18 @@ fn source_line(marker: &str) -> u64 {
         + 1
 }
 
+/// The function a location's line is in.
+fn function_of<'a>(
+    p: &'a Read,
+    line: &profiled::pprof::proto::Line,
+) -> &'a profiled::pprof::proto::Function {
+    p.profile
+        .function
+        .iter()
+        .find(|f| f.id == line.function_id)
+        .unwrap()
+}
+
 /// `(function name, file, line)` of every frame of every sample, with its CPU weight.
 fn frames(p: &Read) -> Vec<(String, String, i64, i64)> {
     let pr = &p.profile;
@@ -70,11 +82,7 @@ fn frames(p: &Read) -> Vec<(String, String, i64, i64)> {
         for id in &sample.location_id {
             let loc = pr.location.iter().find(|l| l.id == *id).unwrap();
             for line in &loc.line {
-                let f = pr
-                    .function
-                    .iter()
-                    .find(|f| f.id == line.function_id)
-                    .unwrap();
+                let f = function_of(p, line);
                 out.push((s(f.name), s(f.filename), line.line, sample.value[1]));
             }
         }
@@ -94,12 +102,7 @@ fn assert_lines_resolve(what: &str, p: &Read, function: &str) {
     let (mut lined, mut unlined) = (0, 0);
     for loc in &pr.location {
         for line in &loc.line {
-            let f = pr
-                .function
-                .iter()
-                .find(|f| f.id == line.function_id)
-                .unwrap();
-            if s(f.name) != function {
+            if s(function_of(p, line).name) != function {
                 continue;
             }
             if line.line > 0 {
