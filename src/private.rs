@@ -199,6 +199,13 @@ pub fn in_signal_handler() -> bool {
     crate::sampler::in_handler()
 }
 
+/// Whether the signal handler's unwinder knows every module loaded now (rebuilt since the
+/// last `dlopen`), for tests that order themselves by the rebuild, not by sleeping.
+#[cfg(all(target_os = "linux", target_arch = "x86_64", feature = "__test-hooks"))]
+pub fn unwinder_knows_every_module() -> bool {
+    crate::sys::knows_every_module()
+}
+
 /// The limits `assert_allocations!` checks.
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, Default)]

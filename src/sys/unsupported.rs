@@ -61,6 +61,10 @@ pub(crate) fn on_drain_start(_work: fn()) {}
 pub(crate) fn in_handler() -> bool {
     false
 }
+#[cfg(feature = "__test-hooks")]
+pub(crate) fn knows_every_module() -> bool {
+    true
+}
 
 /// A thread and its stack, as the Linux module gives them.
 pub(crate) type ThreadStack = (crate::stack::Thread, Option<Vec<u64>>);

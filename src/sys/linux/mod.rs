@@ -18,6 +18,8 @@ pub(crate) use map::{map_file, release};
 pub(crate) use modules::{generation as modules_generation, known as known_modules, vdso_image};
 #[cfg(feature = "__test-hooks")]
 pub(crate) use signal::in_handler;
+#[cfg(feature = "__test-hooks")]
+pub(crate) use signal::unwind::knows_every_module;
 pub(crate) use signal::{capture_stack, who as current_thread};
 #[cfg(feature = "http")]
 pub(crate) use threads::{ThreadStack, thread_stacks};

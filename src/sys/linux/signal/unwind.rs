@@ -126,6 +126,19 @@ pub(crate) fn prepare(modules: &[Module], generation: u64) {
     };
     WALKER.store(Box::into_raw(Box::new(walker)), Ordering::Release);
     NEW_CODE.store(QUIET, Ordering::Release);
+    #[cfg(feature = "__test-hooks")]
+    INSTALLED.store(generation, Ordering::Release);
+}
+
+/// The module generation of the unwinder installed last (test hooks only: the generation in
+/// [`MODULES_GENERATION`] is claimed before its unwinder is built).
+#[cfg(feature = "__test-hooks")]
+static INSTALLED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Whether the installed unwinder knows every module loaded now.
+#[cfg(feature = "__test-hooks")]
+pub(crate) fn knows_every_module() -> bool {
+    INSTALLED.load(Ordering::Acquire) == crate::sys::modules_generation()
 }
 
 /// A walk met `address`: if no known module holds it, wakes the drain thread (once
