@@ -74,9 +74,8 @@ pub(crate) fn generated_credentials(tls: &Tls) -> Result<(Credentials, TokenFile
                 .prefix("profiled-pprof-")
                 .tempdir()
                 .map_err(io_failed("cannot make a directory for the token"))?;
-            let credentials = Credentials::generate();
             let path = dir.path().join(TOKEN);
-            crate::output::write_atomic(&path, format!("{}\n", credentials.token()).as_bytes())?;
+            let credentials = new_token(&path)?;
             Ok((
                 credentials,
                 TokenFile {
@@ -92,7 +91,7 @@ pub(crate) fn generated_credentials(tls: &Tls) -> Result<(Credentials, TokenFile
 /// `dir/token`, readable by the owner only, made on the first start and read back on later
 /// ones, so that the operator and scrapers read it from there (never from the logs) and
 /// keep working across restarts. Returns them and the file.
-pub(crate) fn kept_token(dir: &Path) -> Result<(Credentials, PathBuf), Error> {
+fn kept_token(dir: &Path) -> Result<(Credentials, PathBuf), Error> {
     let path = dir.join(TOKEN);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -106,17 +105,20 @@ pub(crate) fn kept_token(dir: &Path) -> Result<(Credentials, PathBuf), Error> {
             })?;
             Ok((credentials, path))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let credentials = Credentials::generate();
-            // Through a temporary file, created 0600, renamed into place.
-            crate::output::write_atomic(&path, format!("{}\n", credentials.token()).as_bytes())?;
-            Ok((credentials, path))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((new_token(&path)?, path)),
         Err(e) => Err(Error::Serve {
             what: format!("cannot read the token file {}", path.display()),
             source: Some(e),
         }),
     }
+}
+
+/// New credentials, their token written to `path` through a temporary file (created 0600)
+/// renamed into place: readable by the owner only, never half-written.
+fn new_token(path: &Path) -> Result<Credentials, Error> {
+    let credentials = Credentials::generate();
+    crate::output::write_atomic(path, format!("{}\n", credentials.token()).as_bytes())?;
+    Ok(credentials)
 }
 
 /// The CA's parameters: the same on every start, so a key read back from `ca-key.pem`
