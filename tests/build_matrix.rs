@@ -100,6 +100,8 @@ fn assert_lines_resolve(what: &str, p: &Read, function: &str) {
     let pr = &p.profile;
     let s = |i: i64| pr.string_table[i as usize].as_str();
     let (mut lined, mut unlined) = (0, 0);
+    // Each object read and loaded once, not once per location.
+    let mut objects = std::collections::HashMap::new();
     for loc in &pr.location {
         for line in &loc.line {
             if s(function_of(p, line).name) != function {
@@ -112,8 +114,13 @@ fn assert_lines_resolve(what: &str, p: &Read, function: &str) {
             unlined += 1;
             let m = pr.mapping.iter().find(|m| m.id == loc.mapping_id).unwrap();
             let path = s(m.filename);
-            let at = file_address(path, loc.address - m.memory_start + m.file_offset);
-            let loader = addr2line::Loader::new(path).unwrap();
+            let (data, loader) = objects.entry(path).or_insert_with(|| {
+                (
+                    std::fs::read(path).unwrap(),
+                    addr2line::Loader::new(path).unwrap(),
+                )
+            });
+            let at = file_address(path, data, loc.address - m.memory_start + m.file_offset);
             let mut frames = loader.find_frames(at).unwrap();
             let (mut theirs, mut seen) = (None, Vec::new());
             while let Ok(Some(frame)) = frames.next() {
@@ -145,8 +152,7 @@ fn assert_lines_resolve(what: &str, p: &Read, function: &str) {
 
 /// The virtual address in an ELF file (its own address space, as addr2line reads it) of
 /// file offset `offset`: through the LOAD segment that holds it.
-fn file_address(path: &str, offset: u64) -> u64 {
-    let data = std::fs::read(path).unwrap();
+fn file_address(path: &str, data: &[u8], offset: u64) -> u64 {
     let u64_at = |i: usize| u64::from_le_bytes(data[i..i + 8].try_into().unwrap());
     let u16_at = |i: usize| u16::from_le_bytes(data[i..i + 2].try_into().unwrap()) as usize;
     let (phoff, size, count) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
