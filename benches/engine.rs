@@ -142,7 +142,7 @@ fn session(prof: Prof, hz: u32, name: &str, f: impl FnOnce()) -> Outcome {
             let config = profiled::Config::default().with_frequency(hz).unwrap();
             let p = profiled::Profile::start(name, &config).unwrap();
             f();
-            let report = p.finish().unwrap();
+            let report = p.finish().unwrap().remove(0);
             report
                 .write(&out_dir().join(format!("{name}.pb.gz")))
                 .unwrap();

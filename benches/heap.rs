@@ -125,13 +125,13 @@ fn child(name: &str) -> Figures {
         "heap-512k" | "heap-rate-1" => {
             let rate = if name == "heap-512k" { 512 * 1024 } else { 1 };
             let config = profiled::Config::default()
-                .with_kinds(["heap"])
+                .with_kinds([profiled::Kind::Heap])
                 .unwrap()
                 .with_heap_rate(rate)
                 .unwrap();
             let profile = profiled::Profile::start(name, &config).unwrap();
             let figures = measure();
-            let report = profile.finish().unwrap();
+            let report = profile.finish().unwrap().remove(0);
             assert!(report.total("alloc_space").unwrap() > 0);
             figures
         }
@@ -181,7 +181,9 @@ fn small_workload() -> f64 {
 /// (wrapper-off, counting, heap at 512 KiB), the added ns per pair and the workload ratio
 /// to the plain allocator.
 fn hooks(rounds: usize) -> (f64, [(f64, f64); 3]) {
-    let config = profiled::Config::default().with_kinds(["heap"]).unwrap();
+    let config = profiled::Config::default()
+        .with_kinds([profiled::Kind::Heap])
+        .unwrap();
     let run = |mode: usize| -> (f64, f64) {
         let measure = || (pairs(500_000), small_workload());
         match mode {

@@ -180,7 +180,7 @@ fn profiled_on(f: Run) -> (f64, f64) {
     let config = profiled::Config::parse("block,mutex").unwrap().unwrap();
     let profile = profiled::Profile::start("locks", &config).unwrap();
     let r = f();
-    drop(profile.finish_all());
+    drop(profile.finish());
     r
 }
 

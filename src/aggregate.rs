@@ -8,9 +8,42 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, SystemTime};
 
-use crate::config::{ENV_VAR, Threads};
-use crate::kind::{CPU, Row, Samples};
+use crate::config::{Config, Threads};
+use crate::kind::{Figures, Format, Notice, Row, Samples, Trim, ValueType};
 use crate::stack::Thread;
+
+/// CPU time, sampled: Go's `-cpuprofile` (`samples/count`, `cpu/nanoseconds`).
+pub(crate) const CPU: Format = Format {
+    name: "cpu",
+    sample_types: &[
+        ValueType {
+            kind: "samples",
+            unit: "count",
+        },
+        ValueType {
+            kind: "cpu",
+            unit: "nanoseconds",
+        },
+    ],
+    period_type: ValueType {
+        kind: "cpu",
+        unit: "nanoseconds",
+    },
+    main: 1,
+    default: 1,
+    folded_divisor: 1000,
+    trim: Trim::NONE,
+    headline,
+};
+
+/// `cpu 1.82s  1820 samples`.
+fn headline(f: &Figures<'_>) -> String {
+    format!(
+        "cpu {:.2}s  {} samples",
+        Duration::from_nanos(f.total("cpu").max(0) as u64).as_secs_f64(),
+        f.count
+    )
+}
 
 /// Which source a session ended up using.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +123,7 @@ impl Collected {
             Vec::new()
         };
         Samples {
-            kind: &CPU,
+            format: &CPU,
             rows,
             placeholders,
             period: as_i64(weight.checked_div(count).unwrap_or(self.period_ns)),
@@ -197,18 +230,20 @@ pub(crate) fn where_cpu_went(
             "{head}, while other threads of the process used {:.2}s: the timer engine samples \
              only the test's own thread, so threads it spawns are not in the profile (nor \
              pools made before it, nor other tests); use perf events (engine=perf, where the \
-             kernel allows them) or {ENV_VAR}=cpu,threads=all (run profiled tests one at a \
+             kernel allows them) or {}=cpu,threads=all (run profiled tests one at a \
              time: --test-threads=1)",
-            secs(elsewhere)
+            secs(elsewhere),
+            Config::ENV_VAR
         ))
     } else if threads == Threads::Test && elsewhere >= wall_ns / 4 {
         Some(format!(
             "{head}, while other threads of the process used {:.2}s: work that runs on threads \
              created before the test (a global pool such as rayon's, a lazily built runtime, a \
              pool in a static) is not in a per-test profile, nor are other tests running in \
-             parallel; {ENV_VAR}=cpu,threads=all samples every thread (run profiled tests one \
+             parallel; {}=cpu,threads=all samples every thread (run profiled tests one \
              at a time: --test-threads=1)",
-            secs(elsewhere)
+            secs(elsewhere),
+            Config::ENV_VAR
         ))
     } else {
         Some(format!(
@@ -288,19 +323,9 @@ const OWN_NS_FOR_STEAL: u64 = 100_000_000;
 /// Busy clock ticks of the machine (USER_HZ, 10 ms) from which its steal fraction is.
 const MACHINE_TICKS_FOR_STEAL: u64 = 20;
 
-/// What the user should hear about a finished profile, beyond its summary line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Notice {
-    /// Said once per process (the same cause would repeat for every test), or `None`: said
-    /// for each profile.
-    pub once: Option<&'static str>,
-    pub text: String,
-}
-
 /// The notices a finished profile gives: perf events refused, a rate far below the one asked
-/// for, lost samples.
+/// for, lost samples (said of the profile: its report puts its name first).
 pub(crate) fn notices(
-    name: &str,
     collected: &Collected,
     requested_hz: u32,
     samples: u64,
@@ -330,8 +355,8 @@ pub(crate) fn notices(
         out.push(Notice {
             once: None,
             text: format!(
-                "{name}: {} samples lost (sample buffer full); they are counted under {} in \
-                 the profile",
+                "{} samples lost (sample buffer full); they are counted under {} in the \
+                 profile",
                 collected.lost,
                 crate::stack::LOST_FUNCTION
             ),

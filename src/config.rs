@@ -6,81 +6,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+use crate::error::{Error, Repr};
 use crate::kind::Kind;
-
-/// The environment variable that turns profiling on: `PROFILE=cpu cargo test`.
-///
-/// `PROFILE` is also a common variable of Makefiles and CI scripts (`PROFILE=release`), so a
-/// value that names none of profiled's kinds or options, nor anything close to one, is taken
-/// to be someone else's: it is ignored, with one notice per process. [`STRICT_ENV_VAR`] is
-/// always parsed strictly and wins over it.
-///
-/// ```
-/// assert_eq!(profiled::ENV_VAR, "PROFILE");
-/// ```
-pub const ENV_VAR: &str = "PROFILE";
-
-/// The strict spelling of [`ENV_VAR`]: `PROFILED=cpu cargo test`. When set (and not empty) it
-/// wins over `PROFILE`, and any item it holds that profiled does not know is an error.
-///
-/// ```
-/// assert_eq!(profiled::STRICT_ENV_VAR, "PROFILED");
-/// ```
-pub const STRICT_ENV_VAR: &str = "PROFILED";
-
-/// Sampling rate used when `freq=` is not given, in Hz.
-///
-/// High enough that a 50 ms test gets about 50 samples; the engine weights every sample by the
-/// CPU time that really elapsed, so totals stay right when the kernel delivers fewer.
-///
-/// ```
-/// assert_eq!(profiled::Config::default().frequency(), profiled::DEFAULT_FREQUENCY);
-/// ```
-pub const DEFAULT_FREQUENCY: u32 = 1000;
-
-/// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated, on average.
-///
-/// ```
-/// assert_eq!(profiled::Config::default().heap_rate(), profiled::DEFAULT_HEAP_RATE);
-/// ```
-pub const DEFAULT_HEAP_RATE: u64 = 512 * 1024;
-
-/// Go's `-blockprofilerate` when `-blockprofile` is given: every blocking event.
-///
-/// ```
-/// assert_eq!(profiled::Config::default().block_rate(), profiled::DEFAULT_BLOCK_RATE);
-/// ```
-pub const DEFAULT_BLOCK_RATE: u64 = 1;
-/// Go's `-mutexprofilefraction` default: every contention event.
-///
-/// ```
-/// assert_eq!(profiled::Config::default().mutex_fraction(), profiled::DEFAULT_MUTEX_FRACTION);
-/// ```
-pub const DEFAULT_MUTEX_FRACTION: u64 = 1;
-
-/// Samples per second of wall time per thread, by default (fgprof's and Go's tick: 100 Hz).
-///
-/// ```
-/// assert_eq!(profiled::Config::default().wall_frequency(), profiled::DEFAULT_WALL_FREQUENCY);
-/// ```
-pub const DEFAULT_WALL_FREQUENCY: u32 = 100;
-
-/// Highest accepted wall-clock sampling rate, in Hz: each tick reads /proc for every
-/// thread sampled.
-///
-/// ```
-/// assert!(profiled::Config::parse("wall,wall_freq=1001").is_err());
-/// ```
-pub const MAX_WALL_FREQUENCY: u32 = 1000;
-
-/// Highest accepted sampling rate, in Hz.
-///
-/// ```
-/// let too_fast = format!("cpu,freq={}", profiled::MAX_FREQUENCY + 1);
-/// assert!(profiled::Config::parse(&too_fast).is_err());
-/// ```
-pub const MAX_FREQUENCY: u32 = 10_000;
 
 const ACCEPTED: &str = "kinds: cpu, heap, allocs, block, mutex, wall; options: \
                         freq=<1..=10000 Hz, default 1000>, heap_rate=<bytes, default 524288>, \
@@ -94,9 +21,15 @@ const SVG_NEEDS: &str = "needs profiled's `flamegraph` cargo feature: \
                          `profiled = { version = \"0.1\", features = [\"flamegraph\"] }` \
                          under [dev-dependencies]";
 
-/// Kinds profiled knows, implemented (`kind::KINDS`) or not: a `PROFILE` naming one of them
-/// is ours.
-const KINDS: &[&str] = &["cpu", "heap", "allocs", "block", "mutex", "wall"];
+/// Every kind's name: a `PROFILE` naming one of them is ours.
+const KINDS: [&str; 6] = [
+    Kind::Cpu.name(),
+    Kind::Heap.name(),
+    Kind::Allocs.name(),
+    Kind::Block.name(),
+    Kind::Mutex.name(),
+    Kind::Wall.name(),
+];
 /// Options without a value.
 const FLAGS: &[&str] = &["svg"];
 /// Options with a value (`key=value`).
@@ -167,7 +100,7 @@ pub enum Threads {
 #[non_exhaustive]
 pub struct Config {
     /// The kinds of profile, in the order asked for, each once.
-    pub(crate) kinds: Vec<&'static Kind>,
+    pub(crate) kinds: Vec<Kind>,
     /// Heap profiles: one sampled allocation per this many bytes, on average.
     pub(crate) heap_rate: u64,
     /// Block profiles: events this many nanoseconds long or longer are all kept.
@@ -188,22 +121,97 @@ pub struct Config {
     pub(crate) svg: bool,
 }
 
+impl Config {
+    /// The environment variable that turns profiling on: `PROFILE=cpu cargo test`.
+    ///
+    /// `PROFILE` is also a common variable of Makefiles and CI scripts (`PROFILE=release`), so a
+    /// value that names none of profiled's kinds or options, nor anything close to one, is taken
+    /// to be someone else's: it is ignored, with one notice per process. [`Config::STRICT_ENV_VAR`] is
+    /// always parsed strictly and wins over it.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::ENV_VAR, "PROFILE");
+    /// ```
+    pub const ENV_VAR: &str = "PROFILE";
+
+    /// The strict spelling of [`Config::ENV_VAR`]: `PROFILED=cpu cargo test`. When set (and not empty) it
+    /// wins over `PROFILE`, and any item it holds that profiled does not know is an error.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::STRICT_ENV_VAR, "PROFILED");
+    /// ```
+    pub const STRICT_ENV_VAR: &str = "PROFILED";
+
+    /// Sampling rate used when `freq=` is not given, in Hz.
+    ///
+    /// High enough that a 50 ms test gets about 50 samples; the engine weights every sample by the
+    /// CPU time that really elapsed, so totals stay right when the kernel delivers fewer.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().frequency(), profiled::Config::DEFAULT_FREQUENCY);
+    /// ```
+    pub const DEFAULT_FREQUENCY: u32 = 1000;
+
+    /// Go's default `runtime.MemProfileRate`: one sample per 512 KiB allocated, on average.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().heap_rate(), profiled::Config::DEFAULT_HEAP_RATE);
+    /// ```
+    pub const DEFAULT_HEAP_RATE: u64 = 512 * 1024;
+
+    /// Go's `-blockprofilerate` when `-blockprofile` is given: every blocking event.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().block_rate(), profiled::Config::DEFAULT_BLOCK_RATE);
+    /// ```
+    pub const DEFAULT_BLOCK_RATE: u64 = 1;
+    /// Go's `-mutexprofilefraction` default: every contention event.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().mutex_fraction(), profiled::Config::DEFAULT_MUTEX_FRACTION);
+    /// ```
+    pub const DEFAULT_MUTEX_FRACTION: u64 = 1;
+
+    /// Samples per second of wall time per thread, by default (fgprof's and Go's tick: 100 Hz).
+    ///
+    /// ```
+    /// assert_eq!(profiled::Config::default().wall_frequency(), profiled::Config::DEFAULT_WALL_FREQUENCY);
+    /// ```
+    pub const DEFAULT_WALL_FREQUENCY: u32 = 100;
+
+    /// Highest accepted wall-clock sampling rate, in Hz: each tick reads /proc for every
+    /// thread sampled.
+    ///
+    /// ```
+    /// assert!(profiled::Config::parse("wall,wall_freq=1001").is_err());
+    /// ```
+    pub const MAX_WALL_FREQUENCY: u32 = 1000;
+
+    /// Highest accepted sampling rate, in Hz.
+    ///
+    /// ```
+    /// let too_fast = format!("cpu,freq={}", profiled::Config::MAX_FREQUENCY + 1);
+    /// assert!(profiled::Config::parse(&too_fast).is_err());
+    /// ```
+    pub const MAX_FREQUENCY: u32 = 10_000;
+}
+
 impl Default for Config {
-    /// A CPU profile at [`DEFAULT_FREQUENCY`] into the default directory.
+    /// A CPU profile at [`Config::DEFAULT_FREQUENCY`] into the default directory.
     ///
     /// ```
     /// let c = profiled::Config::default();
-    /// assert_eq!(c.frequency(), profiled::DEFAULT_FREQUENCY);
+    /// assert_eq!(c.frequency(), profiled::Config::DEFAULT_FREQUENCY);
     /// assert_eq!(c.to_string(), "cpu");
     /// ```
     fn default() -> Self {
         Config {
-            kinds: vec![&crate::kind::CPU],
-            heap_rate: DEFAULT_HEAP_RATE,
-            block_rate: DEFAULT_BLOCK_RATE,
-            mutex_fraction: DEFAULT_MUTEX_FRACTION,
-            wall_frequency: DEFAULT_WALL_FREQUENCY,
-            frequency: DEFAULT_FREQUENCY,
+            kinds: vec![Kind::Cpu],
+            heap_rate: Config::DEFAULT_HEAP_RATE,
+            block_rate: Config::DEFAULT_BLOCK_RATE,
+            mutex_fraction: Config::DEFAULT_MUTEX_FRACTION,
+            wall_frequency: Config::DEFAULT_WALL_FREQUENCY,
+            frequency: Config::DEFAULT_FREQUENCY,
             dir: None,
             engine: Engine::Auto,
             threads: Threads::Test,
@@ -213,49 +221,39 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The kinds of profile asked for, in order: `cpu`, `heap`, `allocs`.
+    /// The kinds of profile asked for, in order.
     ///
     /// ```
+    /// use profiled::Kind;
     /// let c = profiled::Config::parse("heap,cpu").unwrap().unwrap();
-    /// assert_eq!(c.kinds().collect::<Vec<_>>(), ["heap", "cpu"]);
+    /// assert_eq!(c.kinds(), [Kind::Heap, Kind::Cpu]);
     /// ```
-    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.kinds.iter().map(|k| k.name)
+    pub fn kinds(&self) -> &[Kind] {
+        &self.kinds
     }
 
-    /// Sets the kinds of profile; an error names a kind profiled does not know.
+    /// Sets the kinds of profile, in order, each once; an empty list is an error.
     ///
     /// ```
-    /// let c = profiled::Config::default().with_kinds(["cpu", "heap"]).unwrap();
+    /// use profiled::{Config, Kind};
+    /// let c = Config::default().with_kinds([Kind::Cpu, Kind::Heap]).unwrap();
     /// assert_eq!(c.to_string(), "cpu,heap");
-    /// assert!(profiled::Config::default().with_kinds(["heep"]).is_err());
-    /// assert!(profiled::Config::default().with_kinds([""; 0]).is_err());
+    /// assert!(Config::default().with_kinds([]).is_err());
     /// ```
-    pub fn with_kinds<'a>(
-        mut self,
-        kinds: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Config, Error> {
+    pub fn with_kinds(mut self, kinds: impl IntoIterator<Item = Kind>) -> Result<Config, Error> {
         let mut chosen = Vec::new();
-        for name in kinds {
-            let Some(kind) = crate::kind::find(name.trim()) else {
-                return Err(Error::Config {
-                    var: ENV_VAR,
-                    item: name.to_string(),
-                    reason: "is not a kind of profile profiled takes".into(),
-                    accepted: ACCEPTED,
-                });
-            };
+        for kind in kinds {
             if !chosen.contains(&kind) {
                 chosen.push(kind);
             }
         }
         if chosen.is_empty() {
-            return Err(Error::Config {
-                var: ENV_VAR,
+            return Err(Error::from(Repr::Config {
+                var: Config::ENV_VAR,
                 item: String::new(),
                 reason: "names no profile kind".into(),
                 accepted: ACCEPTED,
-            });
+            }));
         }
         self.kinds = chosen;
         Ok(self)
@@ -265,7 +263,7 @@ impl Config {
     /// `runtime.MemProfileRate`); 1 records every allocation.
     ///
     /// ```
-    /// assert_eq!(profiled::Config::default().heap_rate(), profiled::DEFAULT_HEAP_RATE);
+    /// assert_eq!(profiled::Config::default().heap_rate(), profiled::Config::DEFAULT_HEAP_RATE);
     /// ```
     pub fn heap_rate(&self) -> u64 {
         self.heap_rate
@@ -280,12 +278,12 @@ impl Config {
     /// ```
     pub fn with_heap_rate(mut self, bytes: u64) -> Result<Config, Error> {
         if bytes == 0 {
-            return Err(Error::Config {
-                var: ENV_VAR,
+            return Err(Error::from(Repr::Config {
+                var: Config::ENV_VAR,
                 item: "heap_rate=0".into(),
                 reason: "is out of range (1 records every allocation)".into(),
                 accepted: ACCEPTED,
-            });
+            }));
         }
         self.heap_rate = bytes;
         Ok(self)
@@ -296,7 +294,7 @@ impl Config {
     /// every wait.
     ///
     /// ```
-    /// assert_eq!(profiled::Config::default().block_rate(), profiled::DEFAULT_BLOCK_RATE);
+    /// assert_eq!(profiled::Config::default().block_rate(), profiled::Config::DEFAULT_BLOCK_RATE);
     /// ```
     pub fn block_rate(&self) -> u64 {
         self.block_rate
@@ -321,7 +319,7 @@ impl Config {
     /// `runtime.SetMutexProfileFraction`); 1 keeps every event.
     ///
     /// ```
-    /// assert_eq!(profiled::Config::default().mutex_fraction(), profiled::DEFAULT_MUTEX_FRACTION);
+    /// assert_eq!(profiled::Config::default().mutex_fraction(), profiled::Config::DEFAULT_MUTEX_FRACTION);
     /// ```
     pub fn mutex_fraction(&self) -> u64 {
         self.mutex_fraction
@@ -346,13 +344,13 @@ impl Config {
     /// time.
     ///
     /// ```
-    /// assert_eq!(profiled::Config::default().wall_frequency(), profiled::DEFAULT_WALL_FREQUENCY);
+    /// assert_eq!(profiled::Config::default().wall_frequency(), profiled::Config::DEFAULT_WALL_FREQUENCY);
     /// ```
     pub fn wall_frequency(&self) -> u32 {
         self.wall_frequency
     }
 
-    /// Sets the wall-clock sampling rate, 1 to [`MAX_WALL_FREQUENCY`] Hz.
+    /// Sets the wall-clock sampling rate, 1 to [`Config::MAX_WALL_FREQUENCY`] Hz.
     ///
     /// ```
     /// let c = profiled::Config::default().with_wall_frequency(500).unwrap();
@@ -360,7 +358,7 @@ impl Config {
     /// assert!(profiled::Config::default().with_wall_frequency(0).is_err());
     /// ```
     pub fn with_wall_frequency(mut self, hz: u32) -> Result<Config, Error> {
-        if !(1..=MAX_WALL_FREQUENCY).contains(&hz) {
+        if !(1..=Config::MAX_WALL_FREQUENCY).contains(&hz) {
             return Err(out_of_range(&format!("wall_freq={hz}"), "1 to 1000 Hz"));
         }
         self.wall_frequency = hz;
@@ -368,8 +366,8 @@ impl Config {
     }
 
     /// Whether a kind is asked for.
-    pub(crate) fn wants(&self, kind: &Kind) -> bool {
-        self.kinds.iter().any(|k| k.name == kind.name)
+    pub(crate) fn wants(&self, kind: Kind) -> bool {
+        self.kinds.contains(&kind)
     }
 
     /// Requested samples per second of each thread's CPU time.
@@ -381,7 +379,7 @@ impl Config {
         self.frequency
     }
 
-    /// The sampling rate, 1 to [`MAX_FREQUENCY`] Hz; anything else is an error that says so.
+    /// The sampling rate, 1 to [`Config::MAX_FREQUENCY`] Hz; anything else is an error that says so.
     ///
     /// ```
     /// let c = profiled::Config::default().with_frequency(250).unwrap();
@@ -389,13 +387,13 @@ impl Config {
     /// assert!(profiled::Config::default().with_frequency(0).is_err());
     /// ```
     pub fn with_frequency(mut self, hz: u32) -> Result<Config, Error> {
-        if !(1..=MAX_FREQUENCY).contains(&hz) {
-            return Err(Error::Config {
-                var: ENV_VAR,
+        if !(1..=Config::MAX_FREQUENCY).contains(&hz) {
+            return Err(Error::from(Repr::Config {
+                var: Config::ENV_VAR,
                 item: format!("freq={hz}"),
                 reason: "is out of range".into(),
                 accepted: ACCEPTED,
-            });
+            }));
         }
         self.frequency = hz;
         Ok(self)
@@ -480,12 +478,12 @@ impl Config {
     /// ```
     pub fn with_svg(mut self, on: bool) -> Result<Config, Error> {
         if on && !cfg!(feature = "flamegraph") {
-            return Err(Error::Config {
-                var: ENV_VAR,
+            return Err(Error::from(Repr::Config {
+                var: Config::ENV_VAR,
                 item: "svg".into(),
                 reason: SVG_NEEDS.into(),
                 accepted: "",
-            });
+            }));
         }
         self.svg = on;
         Ok(self)
@@ -504,7 +502,7 @@ pub(crate) struct FromEnv {
 
 impl Config {
     /// Reads `PROFILED`, else `PROFILE`. `Ok(None)` when profiling is off: both unset or
-    /// empty, or `PROFILE` holding a value that is not for profiled (see [`ENV_VAR`]).
+    /// empty, or `PROFILE` holding a value that is not for profiled (see [`Config::ENV_VAR`]).
     ///
     /// ```
     /// // In doctests the variables are normally unset.
@@ -524,22 +522,23 @@ impl Config {
                 .filter(|v| !v.to_string_lossy().trim().is_empty())
                 .map(|v| (name, v))
         };
-        let Some((var, raw)) = value(STRICT_ENV_VAR).or_else(|| value(ENV_VAR)) else {
+        let Some((var, raw)) = value(Config::STRICT_ENV_VAR).or_else(|| value(Config::ENV_VAR))
+        else {
             return Ok(FromEnv {
                 config: None,
-                var: ENV_VAR,
+                var: Config::ENV_VAR,
                 ignored: None,
             });
         };
-        let strict = var == STRICT_ENV_VAR;
+        let strict = var == Config::STRICT_ENV_VAR;
         let Some(text) = raw.to_str() else {
             if strict {
-                return Err(Error::Config {
+                return Err(Error::from(Repr::Config {
                     var,
                     item: raw.to_string_lossy().into_owned(),
                     reason: "is not valid UTF-8".into(),
                     accepted: ACCEPTED,
-                });
+                }));
             }
             return Ok(FromEnv {
                 config: None,
@@ -571,24 +570,25 @@ impl Config {
     /// assert!(err.to_string().contains("did you mean `cpu`?"));
     /// ```
     pub fn parse(text: &str) -> Result<Option<Config>, Error> {
-        parse_in(text, ENV_VAR)
+        parse_in(text, Config::ENV_VAR)
     }
 }
 
 fn out_of_range(item: &str, hint: &str) -> Error {
-    Error::Config {
-        var: ENV_VAR,
+    Error::from(Repr::Config {
+        var: Config::ENV_VAR,
         item: item.into(),
         reason: format!("is out of range ({hint})"),
         accepted: ACCEPTED,
-    }
+    })
 }
 
 fn ignored_notice(value: &str) -> String {
+    let (var, strict) = (Config::ENV_VAR, Config::STRICT_ENV_VAR);
     format!(
-        "{ENV_VAR}={value} names none of profiled's profile kinds or options, so it is \
-         taken to be another tool's setting and ignored; to ask profiled for profiles use \
-         {STRICT_ENV_VAR}=cpu (or {ENV_VAR}=cpu)"
+        "{var}={value} names none of profiled's profile kinds or options, so it is taken to be \
+         another tool's setting and ignored; to ask profiled for profiles use {strict}=cpu \
+         (or {var}=cpu)"
     )
 }
 
@@ -646,11 +646,13 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
     if items.is_empty() {
         return Ok(None);
     }
-    let bad = |item: &str, reason: &str| Error::Config {
-        var,
-        item: item.to_string(),
-        reason: reason.to_string(),
-        accepted: ACCEPTED,
+    let bad = |item: &str, reason: &str| {
+        Error::from(Repr::Config {
+            var,
+            item: item.to_string(),
+            reason: reason.to_string(),
+            accepted: ACCEPTED,
+        })
     };
     let unknown = |item: &str, word: &str, what: &str, known: &[&[&str]]| {
         let hint = closest(word, known.iter().flat_map(|k| k.iter().copied()))
@@ -663,22 +665,19 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
     for &item in &items {
         match item.split_once('=') {
             None => match item {
-                _ if crate::kind::find(item).is_some() => {
-                    if let Some(k) = crate::kind::find(item).filter(|k| !config.kinds.contains(k)) {
+                _ if Kind::find(item).is_some() => {
+                    if let Some(k) = Kind::find(item).filter(|k| !config.kinds.contains(k)) {
                         config.kinds.push(k);
                     }
                 }
                 "svg" if cfg!(feature = "flamegraph") => config.svg = true,
                 "svg" => {
-                    return Err(Error::Config {
+                    return Err(Error::from(Repr::Config {
                         var,
                         item: item.to_string(),
                         reason: SVG_NEEDS.into(),
                         accepted: "",
-                    });
-                }
-                _ if KINDS.contains(&item) => {
-                    return Err(bad(item, "is not implemented yet"));
+                    }));
                 }
                 _ if KEYS.contains(&item) => {
                     return Err(bad(item, "needs a value (`key=value`)"));
@@ -688,7 +687,7 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                         item,
                         item,
                         "profile kind or option",
-                        &[KINDS, FLAGS],
+                        &[&KINDS, FLAGS],
                     ));
                 }
             },
@@ -698,7 +697,7 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                         .trim()
                         .parse()
                         .map_err(|_| bad(item, "is not a whole number of Hz"))?;
-                    if !(1..=MAX_FREQUENCY).contains(&hz) {
+                    if !(1..=Config::MAX_FREQUENCY).contains(&hz) {
                         return Err(bad(item, "is out of range"));
                     }
                     config.frequency = hz;
@@ -718,7 +717,7 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                         .trim()
                         .parse()
                         .map_err(|_| bad(item, "is not a whole number of Hz"))?;
-                    if !(1..=MAX_WALL_FREQUENCY).contains(&hz) {
+                    if !(1..=Config::MAX_WALL_FREQUENCY).contains(&hz) {
                         return Err(bad(item, "is out of range"));
                     }
                     config.wall_frequency = hz;
@@ -782,21 +781,21 @@ impl fmt::Display for Config {
     /// assert_eq!(c.to_string(), "cpu,freq=250");
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kinds: Vec<&str> = self.kinds().collect();
+        let kinds: Vec<&str> = self.kinds.iter().map(|k| k.name()).collect();
         f.write_str(&kinds.join(","))?;
-        if self.frequency != DEFAULT_FREQUENCY {
+        if self.frequency != Config::DEFAULT_FREQUENCY {
             write!(f, ",freq={}", self.frequency)?;
         }
-        if self.heap_rate != DEFAULT_HEAP_RATE {
+        if self.heap_rate != Config::DEFAULT_HEAP_RATE {
             write!(f, ",heap_rate={}", self.heap_rate)?;
         }
-        if self.block_rate != DEFAULT_BLOCK_RATE {
+        if self.block_rate != Config::DEFAULT_BLOCK_RATE {
             write!(f, ",block_rate={}", self.block_rate)?;
         }
-        if self.mutex_fraction != DEFAULT_MUTEX_FRACTION {
+        if self.mutex_fraction != Config::DEFAULT_MUTEX_FRACTION {
             write!(f, ",mutex_fraction={}", self.mutex_fraction)?;
         }
-        if self.wall_frequency != DEFAULT_WALL_FREQUENCY {
+        if self.wall_frequency != Config::DEFAULT_WALL_FREQUENCY {
             write!(f, ",wall_freq={}", self.wall_frequency)?;
         }
         if let Some(dir) = &self.dir {
@@ -850,14 +849,14 @@ mod tests {
         let c = Config::parse("heap,cpu,heap,allocs,heap_rate=1")
             .unwrap()
             .unwrap();
-        assert_eq!(c.kinds().collect::<Vec<_>>(), ["heap", "cpu", "allocs"]);
+        assert_eq!(c.kinds(), [Kind::Heap, Kind::Cpu, Kind::Allocs]);
         assert_eq!(c.heap_rate, 1);
-        assert!(c.wants(&crate::kind::ALLOCS));
+        assert!(c.wants(Kind::Allocs));
         assert_eq!(c.to_string(), "heap,cpu,allocs,heap_rate=1");
         assert_eq!(Config::parse(&c.to_string()).unwrap().unwrap(), c);
         let only_heap = Config::parse("heap").unwrap().unwrap();
-        assert!(!only_heap.wants(&crate::kind::CPU));
-        assert_eq!(only_heap.heap_rate, DEFAULT_HEAP_RATE);
+        assert!(!only_heap.wants(Kind::Cpu));
+        assert_eq!(only_heap.heap_rate, Config::DEFAULT_HEAP_RATE);
         for (text, reason) in [
             (
                 "heap,heap_rate=0",
@@ -872,8 +871,8 @@ mod tests {
         }
         let wall = Config::parse("wall,wall_freq=250").unwrap().unwrap();
         assert_eq!(
-            (wall.kinds().next(), wall.wall_frequency),
-            (Some("wall"), 250)
+            (wall.kinds(), wall.wall_frequency),
+            (&[Kind::Wall][..], 250)
         );
         assert_eq!(Config::parse(&wall.to_string()).unwrap().unwrap(), wall);
         assert!(err("wall,wall_freq=0").contains("`wall_freq=0` is out of range"));
@@ -884,7 +883,7 @@ mod tests {
         let c = Config::parse("block,mutex,block_rate=10000,mutex_fraction=5")
             .unwrap()
             .unwrap();
-        assert_eq!(c.kinds().collect::<Vec<_>>(), ["block", "mutex"]);
+        assert_eq!(c.kinds(), [Kind::Block, Kind::Mutex]);
         assert_eq!((c.block_rate, c.mutex_fraction), (10_000, 5));
         assert_eq!(Config::parse(&c.to_string()).unwrap().unwrap(), c);
         let plain = Config::parse("block").unwrap().unwrap();

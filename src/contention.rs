@@ -2,8 +2,8 @@
 //! (src/sync.rs) see: how long a thread waited for a lock or a condition variable, and
 //! which unlock made others wait.
 //!
-//! A session claims a slot beside the heap sessions (src/heap: the same slots and thread
-//! tags, so a thread a test spawns is in the test's contention profiles too) and a
+//! A session claims a slot (src/membership.rs: the slots and thread tags the heap sessions
+//! use too, so a thread a test spawns is in the test's contention profiles) and a
 //! recording here. A lock that had to wait calls [`blocked`] with the wait; an unlock that
 //! kept others waiting calls [`unlocked`] with the waiting it caused. Each decides, per
 //! session of the calling thread, whether to keep the event (Go's `blockprofilerate` and
@@ -16,28 +16,165 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::error::Error;
-use crate::heap::{self, Tag, Want};
-use crate::kind::{Kind, Row, Samples};
+use crate::config::{Config, Threads};
+use crate::error::{Error, Repr};
+use crate::kind::{
+    self, Controls, Figures, Finished, Format, Kind, PROFILED_SOURCES, Row, Samples, Trim,
+    ValueType,
+};
+use crate::membership::{self, SLOTS, Tag};
 use crate::stack::MAX_DEPTH;
 use crate::stack::Thread;
+
+/// Go's block and mutex profile sample types.
+const CONTENTION_TYPES: &[ValueType] = &[
+    ValueType {
+        kind: "contentions",
+        unit: "count",
+    },
+    ValueType {
+        kind: "delay",
+        unit: "nanoseconds",
+    },
+];
+
+/// The frames between the code that locked (or unlocked) and the stack walk: profiled's
+/// locks and recorder, the std lock they wrap, and a guard's drop glue.
+const LOCK_FRAMES: Trim = Trim {
+    names: LOCK_NAMES,
+    files: &[
+        PROFILED_SOURCES,
+        "/library/std/src/sync/",
+        "/library/std/src/sys/",
+        // Bare drop glue of a guard (`drop_in_place<..>` in core's ptr module) is not
+        // matched here: its name, which holds the guard's type, is.
+    ],
+};
+const LOCK_NAMES: &[&str] = &[
+    "profiled::",
+    "<profiled::",
+    "core::ptr::drop_in_place<profiled::",
+    "drop_in_place<profiled::",
+    "std::sync::",
+    "<std::sync::",
+    "std::sys::",
+    "core::ptr::drop_in_place<std::sync::",
+    "drop_in_place<std::sync::",
+    // profiled::sync::parking_lot's locks are lock_api's over parking_lot's.
+    "lock_api::",
+    "<lock_api::",
+    "core::ptr::drop_in_place<lock_api::",
+    "drop_in_place<lock_api::",
+    "parking_lot::",
+    "<parking_lot::",
+    "parking_lot_core::",
+];
+
+/// Where threads waited for profiled's locks and condition variables: Go's
+/// `-blockprofile` (`contentions`, `delay` in nanoseconds, upscaled for `block_rate`).
+pub(crate) const BLOCK: Format = Format {
+    name: "block",
+    sample_types: CONTENTION_TYPES,
+    period_type: ValueType {
+        kind: "contentions",
+        unit: "count",
+    },
+    main: 1,
+    default: 1,
+    folded_divisor: 1000,
+    trim: LOCK_FRAMES,
+    headline: block_headline,
+};
+
+/// The unlocks that kept others waiting, with the waiting they caused: Go's
+/// `-mutexprofile` (values scaled by `mutex_fraction`).
+pub(crate) const MUTEX: Format = Format {
+    name: "mutex",
+    headline: mutex_headline,
+    ..BLOCK
+};
+
+/// `block 0.120s waiting in 12 contentions`.
+fn block_headline(f: &Figures<'_>) -> String {
+    contention_headline(f, "waiting in")
+}
+
+/// `mutex 0.120s of waiting caused by 12 contentions`.
+fn mutex_headline(f: &Figures<'_>) -> String {
+    contention_headline(f, "of waiting caused by")
+}
+
+fn contention_headline(f: &Figures<'_>, what: &str) -> String {
+    let about = f.about();
+    let contentions = f.total("contentions");
+    format!(
+        "{} {about}{:.3}s {what} {about}{contentions} contention{}",
+        f.format.name,
+        Duration::from_nanos(f.total("delay").max(0) as u64).as_secs_f64(),
+        if contentions == 1 { "" } else { "s" },
+    )
+}
+
+/// One slot's lock state, beside its membership (src/membership.rs) at the same index.
+struct LockSlot {
+    /// Block profile rate in nanoseconds, 0 for none.
+    block: AtomicU64,
+    /// Mutex profile fraction, 0 for none.
+    mutex: AtomicU64,
+}
+
+static LOCKS: [LockSlot; SLOTS] = [const {
+    LockSlot {
+        block: AtomicU64::new(0),
+        mutex: AtomicU64::new(0),
+    }
+}; SLOTS];
+
+/// Claimed slots with a block or mutex profile: 0 lets a lock skip every check. Read by
+/// every lock of `profiled::sync`, so on a cache line of its own: the neighbours written by
+/// the allocation hooks would make each read a miss.
+static CONTENDED: Padded<AtomicUsize> = Padded(AtomicUsize::new(0));
+/// Claimed slots with a mutex profile: 0 lets a waiter skip the blame bookkeeping.
+static MUTEXES: AtomicUsize = AtomicUsize::new(0);
+
+/// A value alone on its cache line (two lines: the adjacent-line prefetcher pairs them).
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub T);
 
 /// Whether any block or mutex profile runs: the one check an uncontended lock makes.
 #[inline]
 pub(crate) fn on() -> bool {
-    heap::CONTENDED.0.load(Ordering::Relaxed) != 0
+    CONTENDED.0.load(Ordering::Relaxed) != 0
 }
 
 /// Whether any mutex profile runs: waiters register so that the unlock can blame.
 #[inline]
 pub(crate) fn mutex_on() -> bool {
-    heap::MUTEXES.load(Ordering::Relaxed) != 0
+    MUTEXES.load(Ordering::Relaxed) != 0
+}
+
+/// Sets slot `i`'s block rate and mutex fraction (0: off), keeping the counts of slots
+/// with each in step.
+fn set_slot(i: usize, block: u64, mutex: u64) {
+    let Some(slot) = LOCKS.get(i) else { return };
+    let old_block = slot.block.swap(block, Ordering::Relaxed);
+    let old_mutex = slot.mutex.swap(mutex, Ordering::Relaxed);
+    match (old_mutex > 0, mutex > 0) {
+        (false, true) => drop(MUTEXES.fetch_add(1, Ordering::Relaxed)),
+        (true, false) => drop(MUTEXES.fetch_sub(1, Ordering::Relaxed)),
+        _ => {}
+    }
+    match (old_block > 0 || old_mutex > 0, block > 0 || mutex > 0) {
+        (false, true) => drop(CONTENDED.0.fetch_add(1, Ordering::Release)),
+        (true, false) => drop(CONTENDED.0.fetch_sub(1, Ordering::Release)),
+        _ => {}
+    }
 }
 
 /// Nanoseconds on a monotonic clock, from the first call in the process.
@@ -98,23 +235,23 @@ pub(crate) fn unlocked(delay: u64) {
 const REACH: usize = 8;
 
 fn record(which: Which, delay: u64) {
-    if crate::sys::process_id() != heap::claimed_by() {
+    if crate::sys::process_id() != membership::claimed_by() {
         // A forked child: a thread that does not exist here may have held the store.
         return;
     }
     let delay = delay.max(1);
     let mut kept = [(0u64, 0f64, 0i64); REACH];
     let mut n = 0;
-    heap::each_slot(|_, slot| {
-        if slot.paused.load(Ordering::Relaxed) > 0 {
+    membership::each_slot(|i, member| {
+        let Some(slot) = LOCKS.get(i).filter(|_| !member.is_paused()) else {
             return;
-        }
+        };
         let value = match which {
             Which::Block => keep_block(delay, slot.block.load(Ordering::Relaxed)),
             Which::Mutex => keep_mutex(delay, slot.mutex.load(Ordering::Relaxed)),
         };
         if let (Some(value), Some(cell)) = (value, kept.get_mut(n)) {
-            *cell = (slot.sid.load(Ordering::Relaxed), value.0, value.1);
+            *cell = (member.sid(), value.0, value.1);
             n += 1;
         }
     });
@@ -152,7 +289,7 @@ fn keep_block(delay: u64, rate: u64) -> Option<(f64, i64)> {
     if delay >= rate {
         return Some((1.0, delay as i64));
     }
-    if heap::uniform() * rate as f64 > delay as f64 {
+    if membership::uniform() * rate as f64 > delay as f64 {
         return None;
     }
     Some((rate as f64 / delay as f64, rate as i64))
@@ -163,7 +300,7 @@ fn keep_mutex(delay: u64, fraction: u64) -> Option<(f64, i64)> {
     if fraction == 0 {
         return None;
     }
-    if fraction > 1 && heap::uniform() * fraction as f64 > 1.0 {
+    if fraction > 1 && membership::uniform() * fraction as f64 > 1.0 {
         return None;
     }
     Some((
@@ -200,25 +337,20 @@ impl Session {
     /// profile at `mutex` fraction (0: none).
     pub(crate) fn start(block: u64, mutex: u64, all: bool) -> Result<Session, Error> {
         if !crate::sys::STACKS {
-            return Err(Error::Unsupported {
+            return Err(Error::from(Repr::Unsupported {
                 what: format!(
                     "block and mutex profiles are not supported on this platform ({}-{}); \
                      profiled takes stacks on Linux x86_64",
                     std::env::consts::OS,
                     std::env::consts::ARCH
                 ),
-            });
+            }));
         }
         crate::sys::prepare_stacks();
-        let (slot, sid) = heap::claim(Want {
-            block,
-            mutex,
-            all,
-            ..Want::default()
-        })?;
+        let (slot, sid) = membership::claim(all, |i, _| set_slot(i, block, mutex))?;
         store(|s| s.insert(sid, Recording::default()));
         if !all {
-            heap::join(Tag {
+            membership::join(Tag {
                 slot: slot as u8,
                 sid,
             });
@@ -231,10 +363,6 @@ impl Session {
             start: SystemTime::now(),
             started: Instant::now(),
         })
-    }
-
-    pub(crate) fn sid(&self) -> u64 {
-        self.sid
     }
 
     /// What was recorded so far, recording going on (the endpoint's profiles).
@@ -250,15 +378,15 @@ impl Session {
 
     /// Changes the block rate and mutex fraction (0: off) from now on, keeping what was
     /// recorded.
-    #[cfg(feature = "http")]
     pub(crate) fn set_rates(&mut self, block: u64, mutex: u64) {
-        heap::set_contention(self.sid, block, mutex);
+        if let Some(i) = membership::slot_of(self.sid) {
+            set_slot(i, block, mutex);
+        }
         self.block = block;
         self.mutex = mutex;
     }
 
     /// The block rate and mutex fraction in force (0: off).
-    #[cfg(feature = "http")]
     pub(crate) fn rates(&self) -> (u64, u64) {
         (self.block, self.mutex)
     }
@@ -284,8 +412,8 @@ impl Session {
     }
 
     fn stop(&self) -> Recording {
-        heap::leave(self.sid);
-        heap::release(self.slot, self.sid);
+        membership::leave(self.sid);
+        membership::release(self.slot, self.sid, || set_slot(self.slot, 0, 0));
         store(|s| s.remove(&self.sid)).unwrap_or_default()
     }
 }
@@ -343,11 +471,11 @@ impl Recorded {
     }
 
     /// The events of `kind` (block or mutex) as its samples.
-    pub(crate) fn samples(&self, kind: &'static Kind) -> Samples<'_> {
-        let buckets = if kind.name == crate::kind::MUTEX.name {
-            &self.mutex
+    pub(crate) fn samples(&self, kind: Kind) -> Samples<'_> {
+        let (format, buckets) = if kind == Kind::Mutex {
+            (&MUTEX, &self.mutex)
         } else {
-            &self.block
+            (&BLOCK, &self.block)
         };
         let rows = buckets
             .iter()
@@ -360,7 +488,7 @@ impl Recorded {
             })
             .collect();
         Samples {
-            kind,
+            format,
             rows,
             placeholders: Vec::new(),
             period: 1,
@@ -370,9 +498,165 @@ impl Recorded {
     }
 }
 
+/// The process's block and mutex profile: every thread, created at the first switch or
+/// request, never stopped (Go's is always there, empty while its rate is 0).
+static PROCESS: Mutex<Option<Session>> = Mutex::new(None);
+
+/// Runs `f` on the process's contention session, starting it (both rates 0) if needed.
+fn process<R>(f: impl FnOnce(&mut Session) -> R) -> Result<R, String> {
+    let mut locks = PROCESS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if locks.is_none() {
+        *locks = Some(Session::start(0, 0, true).map_err(|e| e.to_string())?);
+    }
+    Ok(f(locks.as_mut().expect("set above")))
+}
+
+/// Turns the process's block profile (served at `/debug/pprof/block`, feature `http`) on
+/// or off, for every thread of the process: Go's `runtime.SetBlockProfileRate`. `ns` ≤ 0 turns it off; 1 records every
+/// wait for a [`crate::sync`] lock or condition variable; larger values keep waits at least
+/// that long and shorter ones in proportion to their length, scaled up. What was recorded
+/// is kept when the rate changes. Per-test block profiles (`PROFILE=block`) are separate.
+///
+/// ```
+/// profiled::sync::set_block_profile_rate(1);
+/// let m = profiled::sync::Mutex::new(0);
+/// *m.lock().unwrap() += 1;
+/// profiled::sync::set_block_profile_rate(0);
+/// ```
+pub fn set_block_profile_rate(ns: i64) {
+    let _ = process(|s| {
+        let (_, mutex) = s.rates();
+        s.set_rates(ns.max(0) as u64, mutex);
+    });
+}
+
+/// Turns the process's mutex profile (served at `/debug/pprof/mutex`, feature `http`) on
+/// or off: Go's
+/// `runtime.SetMutexProfileFraction`. About one contention event in `n` is kept, scaled
+/// up; 0 turns it off; a negative `n` only reads. Returns the fraction in force before.
+///
+/// ```
+/// assert_eq!(profiled::sync::set_mutex_profile_fraction(-1), 0);
+/// assert_eq!(profiled::sync::set_mutex_profile_fraction(5), 0);
+/// assert_eq!(profiled::sync::set_mutex_profile_fraction(0), 5);
+/// ```
+pub fn set_mutex_profile_fraction(n: i64) -> i64 {
+    process(|s| {
+        let (block, mutex) = s.rates();
+        if n >= 0 {
+            s.set_rates(block, n as u64);
+        }
+        mutex as i64
+    })
+    .unwrap_or(0)
+}
+
+/// What the process's block and mutex profile recorded so far, started (both off) if it
+/// was not.
+#[cfg(feature = "http")]
+pub(crate) fn process_snapshot() -> Result<Recorded, String> {
+    process(|s| s.snapshot())
+}
+
+/// What `reset()` and `pause()` reach of a lock session.
+static CONTROLS: Controls = Controls {
+    reset,
+    pause: membership::pause,
+    resume: membership::resume,
+    is_live: membership::is_live,
+};
+
+/// Starts the lock source: a block profile, a mutex profile or both, as `config` asks.
+pub(crate) fn start(config: &Config) -> Result<Box<dyn kind::Running>, Error> {
+    let wants = |k| config.kinds.contains(&k);
+    Ok(Box::new(Session::start(
+        if wants(Kind::Block) {
+            config.block_rate
+        } else {
+            0
+        },
+        if wants(Kind::Mutex) {
+            config.mutex_fraction
+        } else {
+            0
+        },
+        config.threads == Threads::All,
+    )?))
+}
+
+impl kind::Running for Session {
+    fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    fn controls(&self) -> &'static Controls {
+        &CONTROLS
+    }
+
+    fn finish(self: Box<Self>) -> Box<dyn kind::Recorded> {
+        Box::new(Session::finish(*self))
+    }
+}
+
+impl kind::Recorded for Recorded {
+    fn finished(&self, kind: Kind) -> Finished<'_> {
+        let mutex = kind == Kind::Mutex;
+        let comments = vec![if mutex {
+            format!(
+                "mutex: unlocks of profiled::sync locks that kept others waiting, with the \
+                 waiting each caused; one event in {} kept, values scaled up by as much \
+                 (mutex_fraction)",
+                self.mutex_fraction
+            )
+        } else {
+            format!(
+                "block: waits for profiled::sync locks and condition variables; events \
+                 shorter than {} ns kept in proportion and scaled up (block_rate, as Go's)",
+                self.block_rate
+            )
+        }];
+        let samples = self.samples(kind);
+        let count = samples.rows.len() as u64;
+        Finished {
+            comments,
+            exact: if mutex {
+                self.mutex_fraction <= 1
+            } else {
+                self.block_rate <= 1
+            },
+            ..Finished::new(samples, count)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lock_frames_are_trimmed_by_their_source_file() {
+        let std = "/rustc/0123abcd/library";
+        for (name, file) in [
+            (
+                "lock_contended",
+                format!("{std}/std/src/sys/sync/mutex/futex.rs"),
+            ),
+            ("lock<u32>", format!("{std}/std/src/sync/poison/mutex.rs")),
+            (
+                "drop_in_place<profiled::sync::MutexGuard<u32>>",
+                format!("{std}/core/src/ptr/mod.rs"),
+            ),
+        ] {
+            assert!(BLOCK.trims(name, &file), "{name} in {file}");
+        }
+        // Drop glue of the user's types stays.
+        assert!(!BLOCK.trims(
+            "drop_in_place<app::Doc>",
+            &format!("{std}/core/src/ptr/mod.rs")
+        ));
+    }
 
     #[test]
     fn block_sampling_is_gos_and_unbiased() {

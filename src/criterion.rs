@@ -121,13 +121,13 @@ impl criterion::profiler::Profiler for Profiler {
             return;
         };
         let svg = self.config.svg;
-        let result = profile.finish_all().and_then(|reports| {
+        let result = profile.finish().and_then(|reports| {
             for report in reports {
                 let kind = report.kind();
                 let path = benchmark_dir.join(format!("{kind}.pb.gz"));
                 // The CPU flamegraph keeps the name criterion users know.
                 let svg = svg.then(|| match kind {
-                    "cpu" => benchmark_dir.join("flamegraph.svg"),
+                    crate::Kind::Cpu => benchmark_dir.join("flamegraph.svg"),
                     _ => benchmark_dir.join(format!("{kind}-flamegraph.svg")),
                 });
                 report.publish(&path, svg.as_deref())?;

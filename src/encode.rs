@@ -192,7 +192,7 @@ type FunctionKey = (Arc<str>, Arc<str>, Arc<str>);
 
 pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symbolizer) -> Encoded {
     use proto::*;
-    let kind = input.kind;
+    let kind = input.format;
     let main = kind.main;
     let mut strings = Strings::new();
     let value_type = |t: &crate::kind::ValueType, strings: &mut Strings| ValueType {
@@ -470,13 +470,13 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
     }
 }
 
-/// `ids` (leaf first) without the leading frames `kind` trims (`Kind::trims`): whole
+/// `ids` (leaf first) without the leading frames `kind` trims (`Format::trims`): whole
 /// locations, and the leading inlined frames of the first location kept,
 /// which becomes a location of its own (made once, remembered in `trimmed`). A stack made
 /// of nothing else is kept whole.
 fn trim(
     ids: Vec<u64>,
-    kind: &crate::kind::Kind,
+    kind: &crate::kind::Format,
     profile: &mut proto::Profile,
     strings: &Strings,
     location_module: &mut Vec<Option<usize>>,
@@ -709,7 +709,7 @@ fn headline_function(
 /// ```
 /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
 /// let profile = profiled::Profile::start("docs", &profiled::Config::default()).unwrap();
-/// let report = profile.finish().unwrap();
+/// let report = profile.finish().unwrap().remove(0);
 /// let decoded = profiled::pprof::decode(report.pprof_gz()).unwrap();
 /// assert_eq!(decoded.string_table[0], "");
 /// assert_eq!(decoded.sample_type.len(), 2);
@@ -732,7 +732,31 @@ pub fn decode(bytes: &[u8]) -> std::io::Result<proto::Profile> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::{Kind, Row, ValueType};
+    use crate::kind::{Format, Row, ValueType};
+
+    /// A kind of sample types no real kind has.
+    static BYTES: Format = Format {
+        name: "test",
+        sample_types: &[
+            ValueType {
+                kind: "objects",
+                unit: "count",
+            },
+            ValueType {
+                kind: "space",
+                unit: "bytes",
+            },
+        ],
+        period_type: ValueType {
+            kind: "space",
+            unit: "bytes",
+        },
+        main: 1,
+        default: 1,
+        folded_divisor: 1,
+        trim: crate::kind::Trim::NONE,
+        headline: |_| String::new(),
+    };
     use std::io::Read;
 
     /// A kind with other sample types goes through the same encoder: its types, its period,
@@ -740,31 +764,10 @@ mod tests {
     /// main value, and placeholders.
     #[test]
     fn any_kind_is_encoded_with_its_own_sample_types() {
-        static BYTES: Kind = Kind {
-            name: "test",
-            sample_types: &[
-                ValueType {
-                    kind: "objects",
-                    unit: "count",
-                },
-                ValueType {
-                    kind: "space",
-                    unit: "bytes",
-                },
-            ],
-            period_type: ValueType {
-                kind: "space",
-                unit: "bytes",
-            },
-            main: 1,
-            default: 1,
-            folded_divisor: 1,
-            trim: crate::kind::Trim::NONE,
-        };
         let here = any_kind_is_encoded_with_its_own_sample_types as *const () as u64;
         let (a, b) = ([here], [here + 1, here]);
         let input = Samples {
-            kind: &BYTES,
+            format: &BYTES,
             rows: vec![
                 Row {
                     thread: None,
@@ -838,7 +841,7 @@ mod tests {
             str_labels: Vec::new(),
         };
         let input = Samples {
-            kind: &crate::kind::CPU,
+            format: &BYTES,
             rows: vec![row(&a), row(&b)],
             placeholders: Vec::new(),
             period: 1000,

@@ -28,7 +28,7 @@ use std::sync::Mutex;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-use crate::{Config, Profile, output};
+use crate::{Config, Kind, Profile, output};
 
 /// One registered test; built by `#[profiled::test]`.
 #[doc(hidden)]
@@ -162,10 +162,10 @@ fn split(argv: Vec<OsString>) -> Result<(Flags, Vec<OsString>), String> {
                         "invalid value '{value}' for '--profile-freq': not a whole number of Hz"
                     )
                 })?;
-                if !(1..=crate::MAX_FREQUENCY).contains(&hz) {
+                if !(1..=crate::Config::MAX_FREQUENCY).contains(&hz) {
                     return Err(format!(
                         "invalid value '{value}' for '--profile-freq': accepted 1..={}",
-                        crate::MAX_FREQUENCY
+                        crate::Config::MAX_FREQUENCY
                     ));
                 }
                 flags.frequency = Some(hz);
@@ -220,12 +220,7 @@ fn record(report: &crate::Report, path: &std::path::Path) {
     let row = Row {
         test: report.name().to_string(),
         kind: report.kind().to_string(),
-        total: match report.kind() {
-            "cpu" => format!("{:.2}s", report.cpu_time().as_secs_f64()),
-            "block" | "mutex" => format!("{:.3}s", report.total("delay").unwrap_or(0) as f64 / 1e9),
-            "wall" => format!("{:.2}s", report.total("wall").unwrap_or(0) as f64 / 1e9),
-            _ => output::bytes(report.total("alloc_space").unwrap_or(0)),
-        },
+        total: report.main_total(),
         samples: report.samples(),
         top: report
             .top_function()
@@ -320,10 +315,10 @@ pub fn main(package: Option<&'static str>) -> ! {
     let whole = match (whole_run, args.list) {
         (true, false) => {
             let kinds = [
-                flags.cpuprofile.as_ref().map(|_| "cpu"),
-                flags.memprofile.as_ref().map(|_| "heap"),
-                flags.blockprofile.as_ref().map(|_| "block"),
-                flags.mutexprofile.as_ref().map(|_| "mutex"),
+                flags.cpuprofile.as_ref().map(|_| Kind::Cpu),
+                flags.memprofile.as_ref().map(|_| Kind::Heap),
+                flags.blockprofile.as_ref().map(|_| Kind::Block),
+                flags.mutexprofile.as_ref().map(|_| Kind::Mutex),
             ];
             let config = Config::default()
                 .with_kinds(kinds.into_iter().flatten())
@@ -355,7 +350,7 @@ pub fn main(package: Option<&'static str>) -> ! {
     let conclusion = libtest_mimic::run(&args, trials);
 
     if let Some(profile) = whole {
-        match profile.finish_all().and_then(|reports| {
+        match profile.finish().and_then(|reports| {
             for (r, path) in reports.iter().zip(&whole_paths) {
                 r.publish(path, None)?;
                 record(r, path);
@@ -615,9 +610,9 @@ fn run_here(
         }
     };
     if let (Some(profile), Some(config)) = (profile, config) {
-        let written = profile.finish_all().and_then(|reports| {
+        let written = profile.finish().and_then(|reports| {
             for (r, kind) in reports.iter().zip(&config.kinds) {
-                let path = output::profile_path(config.dir.as_deref(), package, name, kind);
+                let path = output::profile_path(config.dir.as_deref(), package, name, *kind);
                 let svg = config.svg.then(|| output::svg_path(&path));
                 r.publish(&path, svg.as_deref())?;
                 record(r, &path);

@@ -1,16 +1,111 @@
-//! Kinds of profile: what each one's samples carry and how its files are named.
+//! Kinds of profile: the list of them ([`Kind`]), and the shapes every kind's module fills
+//! in: its [`Format`] (sample types, trims, headline), its running session ([`Running`],
+//! with the [`Controls`] that `reset()` and `pause()` reach) and its finished data
+//! ([`Recorded`], which gives a [`Finished`] per kind).
 //!
-//! A kind is a [`Kind`] registered in [`KINDS`] plus a source that fills [`Samples`] for it
-//! (the CPU kind's is the sampler, turned into `Samples` by `Collected::samples` in
-//! src/aggregate.rs). Everything downstream is shared: symbolization, the pprof encoding
-//! with the kind's sample types, folded stacks and the summary's `top:`, file names, atomic
-//! writes and the summary line.
+//! A kind's module knows nothing of reports, symbols or pprof: src/report.rs turns a
+//! `Finished` into a `Report`, and src/session.rs starts and stops the sources.
 
 #![forbid(unsafe_code)]
 
+use std::fmt;
+use std::str::FromStr;
 use std::time::{Duration, SystemTime};
 
+use crate::error::{Error, Repr};
 use crate::stack::Thread;
+
+/// A kind of profile: what `PROFILE` names, and what a [`Report`](crate::Report) holds.
+///
+/// ```
+/// use profiled::Kind;
+/// let kind: Kind = "heap".parse().unwrap();
+/// assert_eq!(kind, Kind::Heap);
+/// assert_eq!(kind.to_string(), "heap");
+/// assert!("heep".parse::<Kind>().unwrap_err().to_string().contains("accepted: cpu, heap"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Kind {
+    /// CPU time, sampled: Go's `-cpuprofile`.
+    Cpu,
+    /// Sampled allocations still live (and allocated), unbiased: Go's `-memprofile`.
+    Heap,
+    /// The same data as `Heap`, shown by bytes allocated: Go's `allocs` profile.
+    Allocs,
+    /// Waits for `profiled::sync` locks and condition variables: Go's `-blockprofile`.
+    Block,
+    /// Unlocks that kept others waiting: Go's `-mutexprofile`.
+    Mutex,
+    /// Every thread on wall time, running or waiting: fgprof's profile.
+    Wall,
+    /// Calls of a test hook: a kind built for profiled's own unit tests (src/tally.rs).
+    #[cfg(test)]
+    Tally,
+}
+
+impl Kind {
+    /// Every kind, in the order `PROFILE`'s documentation lists them.
+    ///
+    /// ```
+    /// assert_eq!(profiled::Kind::ALL.len(), 6);
+    /// ```
+    pub const ALL: &'static [Kind] = &[
+        Kind::Cpu,
+        Kind::Heap,
+        Kind::Allocs,
+        Kind::Block,
+        Kind::Mutex,
+        Kind::Wall,
+    ];
+
+    /// Its name in `PROFILE` and in file names (`<test>.<name>.pb.gz`).
+    ///
+    /// ```
+    /// assert_eq!(profiled::Kind::Mutex.name(), "mutex");
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kind::Cpu => "cpu",
+            Kind::Heap => "heap",
+            Kind::Allocs => "allocs",
+            Kind::Block => "block",
+            Kind::Mutex => "mutex",
+            Kind::Wall => "wall",
+            #[cfg(test)]
+            Kind::Tally => "tally",
+        }
+    }
+
+    /// The kind called `name`.
+    pub(crate) fn find(name: &str) -> Option<Kind> {
+        Kind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+
+    /// Every kind's name, for error messages (a test checks it against [`Kind::ALL`]).
+    pub(crate) const NAMES: &'static str = "cpu, heap, allocs, block, mutex, wall";
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Kind, Error> {
+        Kind::find(s.trim()).ok_or_else(|| {
+            Error::from(Repr::Config {
+                var: "kind",
+                item: s.to_string(),
+                reason: "is not a kind of profile profiled takes".into(),
+                accepted: Kind::NAMES,
+            })
+        })
+    }
+}
 
 /// One value each sample of a kind carries: pprof's `ValueType`.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,10 +114,13 @@ pub(crate) struct ValueType {
     pub unit: &'static str,
 }
 
-/// A kind of profile.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Kind {
-    /// Its name in `PROFILE`/`PROFILED` and in file names (`<test>.<name>.pb.gz`).
+/// How a kind's samples are laid out and read: pprof's sample and period types, the value
+/// that ranks, the frames to trim, the summary's headline. Each kind's module defines its
+/// own.
+#[derive(Debug)]
+pub(crate) struct Format {
+    /// Its name in file names and pprof's comments (a [`Kind`]'s, or the endpoint's
+    /// `threads`).
     pub name: &'static str,
     /// The values of every sample, in order (pprof's `sample_type`).
     pub sample_types: &'static [ValueType],
@@ -40,6 +138,14 @@ pub(crate) struct Kind {
     /// allocation: the allocator's own frames, so that a heap profile's leaf is the code that
     /// allocated.
     pub trim: Trim,
+    /// The summary line's figures after the profile's name (`cpu 1.82s  1820 samples`).
+    pub headline: fn(&Figures<'_>) -> String,
+}
+
+impl PartialEq for Format {
+    fn eq(&self, other: &Format) -> bool {
+        self.name == other.name
+    }
 }
 
 /// Frames a kind drops from the leaf side of its stacks: by the function's name, or by its
@@ -76,217 +182,7 @@ pub(crate) fn is_std_source(file: &str) -> bool {
 /// profiled's own sources, as the compiler that built it recorded their paths.
 pub(crate) const PROFILED_SOURCES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
 
-/// CPU time, sampled: Go's `-cpuprofile` (`samples/count`, `cpu/nanoseconds`).
-pub(crate) const CPU: Kind = Kind {
-    name: "cpu",
-    sample_types: &[
-        ValueType {
-            kind: "samples",
-            unit: "count",
-        },
-        ValueType {
-            kind: "cpu",
-            unit: "nanoseconds",
-        },
-    ],
-    period_type: ValueType {
-        kind: "cpu",
-        unit: "nanoseconds",
-    },
-    main: 1,
-    default: 1,
-    folded_divisor: 1000,
-    trim: Trim::NONE,
-};
-
-/// Every thread's stack at one moment, one sample per thread (Go's `goroutine` profile):
-/// served by `/debug/pprof/threads`, not a per-test kind.
-#[cfg(feature = "http")]
-pub(crate) const THREADS: Kind = Kind {
-    name: "threads",
-    sample_types: &[ValueType {
-        kind: "threads",
-        unit: "count",
-    }],
-    period_type: ValueType {
-        kind: "threads",
-        unit: "count",
-    },
-    main: 0,
-    default: 0,
-    folded_divisor: 1,
-    trim: Trim::NONE,
-};
-
-/// Go's heap profile sample types, in Go's order.
-const HEAP_TYPES: &[ValueType] = &[
-    ValueType {
-        kind: "alloc_objects",
-        unit: "count",
-    },
-    ValueType {
-        kind: "alloc_space",
-        unit: "bytes",
-    },
-    ValueType {
-        kind: "inuse_objects",
-        unit: "count",
-    },
-    ValueType {
-        kind: "inuse_space",
-        unit: "bytes",
-    },
-];
-
-/// The frames an allocation passes through before it reaches the allocator: the wrapper,
-/// the `__rust_alloc` shims, and std's `alloc` crate (`RawVec` growth, `Box::new`,
-/// collections' node allocation). `<` opens trait impls: `<alloc::vec::Vec<T> as ..>` is
-/// matched by its type, `<u8 as alloc::vec::SpecFromElem>` by its trait.
-const ALLOCATOR_FRAMES: Trim = Trim {
-    names: ALLOCATOR_NAMES,
-    // std's sources are recorded as `/rustc/<commit>/library/..` (or rust-src's copy).
-    files: &[
-        PROFILED_SOURCES,
-        "/library/alloc/src/",
-        "/library/core/src/alloc/",
-        "/library/std/src/alloc.rs",
-        // std's HashMap and HashSet allocate inside the hashbrown std vendors; their own
-        // frames (`std::collections::hash::..::insert`) stay, as the API the caller used.
-        "/rust/deps/hashbrown-",
-    ],
-};
-const ALLOCATOR_NAMES: &[&str] = &[
-    "profiled::",
-    "<profiled::",
-    "alloc::",
-    "<alloc::",
-    "core::alloc::",
-    "<core::alloc::",
-    "std::alloc::",
-    "<std::alloc::",
-    "__rustc::",
-    "__rust_alloc",
-    "__rust_dealloc",
-    "__rust_realloc",
-    "__rust_alloc_zeroed",
-    "__rdl_",
-    "__rg_",
-];
-
-/// Sampled allocations of a test, unbiased: Go's `-memprofile` (`alloc_objects`,
-/// `alloc_space`, `inuse_objects`, `inuse_space`), `inuse_space` shown by default; the
-/// summary's `top:` and flamegraphs weigh bytes allocated.
-pub(crate) const HEAP: Kind = Kind {
-    name: "heap",
-    sample_types: HEAP_TYPES,
-    period_type: ValueType {
-        kind: "space",
-        unit: "bytes",
-    },
-    main: 1,
-    default: 3,
-    folded_divisor: 1,
-    trim: ALLOCATOR_FRAMES,
-};
-
-/// The same data as [`HEAP`] with `alloc_space` shown by default (Go's `allocs` profile).
-pub(crate) const ALLOCS: Kind = Kind {
-    name: "allocs",
-    default: 1,
-    ..HEAP
-};
-
-/// Go's block and mutex profile sample types.
-const CONTENTION_TYPES: &[ValueType] = &[
-    ValueType {
-        kind: "contentions",
-        unit: "count",
-    },
-    ValueType {
-        kind: "delay",
-        unit: "nanoseconds",
-    },
-];
-
-/// The frames between the code that locked (or unlocked) and the stack walk: profiled's
-/// locks and recorder, the std lock they wrap, and a guard's drop glue.
-const LOCK_FRAMES: Trim = Trim {
-    names: LOCK_NAMES,
-    files: &[
-        PROFILED_SOURCES,
-        "/library/std/src/sync/",
-        "/library/std/src/sys/",
-        // Bare drop glue of a guard (`drop_in_place<..>` in core's ptr module) is not
-        // matched here: its name, which holds the guard's type, is.
-    ],
-};
-const LOCK_NAMES: &[&str] = &[
-    "profiled::",
-    "<profiled::",
-    "core::ptr::drop_in_place<profiled::",
-    "drop_in_place<profiled::",
-    "std::sync::",
-    "<std::sync::",
-    "std::sys::",
-    "core::ptr::drop_in_place<std::sync::",
-    "drop_in_place<std::sync::",
-    // profiled::sync::parking_lot's locks are lock_api's over parking_lot's.
-    "lock_api::",
-    "<lock_api::",
-    "core::ptr::drop_in_place<lock_api::",
-    "drop_in_place<lock_api::",
-    "parking_lot::",
-    "<parking_lot::",
-    "parking_lot_core::",
-];
-
-/// Where threads waited for profiled's locks and condition variables: Go's
-/// `-blockprofile` (`contentions`, `delay` in nanoseconds, upscaled for `block_rate`).
-pub(crate) const BLOCK: Kind = Kind {
-    name: "block",
-    sample_types: CONTENTION_TYPES,
-    period_type: ValueType {
-        kind: "contentions",
-        unit: "count",
-    },
-    main: 1,
-    default: 1,
-    folded_divisor: 1000,
-    trim: LOCK_FRAMES,
-};
-
-/// The unlocks that kept others waiting, with the waiting they caused: Go's
-/// `-mutexprofile` (values scaled by `mutex_fraction`).
-pub(crate) const MUTEX: Kind = Kind {
-    name: "mutex",
-    ..BLOCK
-};
-
-/// Every thread of a test on wall time, running or waiting (fgprof's profile for Go):
-/// `samples/count`, `wall/nanoseconds`, with a `state` label.
-pub(crate) const WALL: Kind = Kind {
-    name: "wall",
-    sample_types: &[
-        ValueType {
-            kind: "samples",
-            unit: "count",
-        },
-        ValueType {
-            kind: "wall",
-            unit: "nanoseconds",
-        },
-    ],
-    period_type: ValueType {
-        kind: "wall",
-        unit: "nanoseconds",
-    },
-    main: 1,
-    default: 1,
-    folded_divisor: 1000,
-    trim: Trim::NONE,
-};
-
-impl Kind {
+impl Format {
     /// Whether a frame of function `name`, from source `file` (empty if unknown), is one
     /// this kind trims from the top of stacks (see [`Trim`]).
     pub(crate) fn trims(&self, name: &str, file: &str) -> bool {
@@ -302,23 +198,15 @@ impl Kind {
     }
 }
 
-/// Every kind profiled takes. `PROFILE`'s grammar and the file names are checked against it.
-pub(crate) const KINDS: &[&Kind] = &[&CPU, &HEAP, &ALLOCS, &BLOCK, &MUTEX, &WALL];
-
-/// The kind called `name`.
-pub(crate) fn find(name: &str) -> Option<&'static Kind> {
-    KINDS.iter().copied().find(|k| k.name == name)
-}
-
 /// What a finished session of any kind hands the encoder.
 pub(crate) struct Samples<'a> {
-    pub kind: &'static Kind,
-    /// Stacks (leaf first, raw addresses) with their values in `kind.sample_types` order.
+    pub format: &'static Format,
+    /// Stacks (leaf first, raw addresses) with their values in `format.sample_types` order.
     pub rows: Vec<Row<'a>>,
     /// Values that belong to no stack, shown under a placeholder frame of that name
     /// (samples lost to a full buffer).
     pub placeholders: Vec<(&'static str, Vec<i64>)>,
-    /// What one sample stood for, in `kind.period_type` units.
+    /// What one sample stood for, in `format.period_type` units.
     pub period: i64,
     pub start: SystemTime,
     pub duration: Duration,
@@ -335,92 +223,132 @@ pub(crate) struct Row<'a> {
     pub str_labels: Vec<(&'static str, &'static str)>,
 }
 
+impl Samples<'_> {
+    /// Each sample type's total over rows and placeholders (what the encoder's totals are).
+    pub(crate) fn totals(&self) -> Vec<i64> {
+        let mut totals = vec![0i64; self.format.sample_types.len()];
+        let values = self
+            .rows
+            .iter()
+            .map(|r| &r.values)
+            .chain(self.placeholders.iter().map(|p| &p.1));
+        for v in values {
+            for (t, x) in totals.iter_mut().zip(v) {
+                *t = t.saturating_add(*x);
+            }
+        }
+        totals
+    }
+}
+
+/// A finished profile of one kind, as plain data: its samples, and what its report says
+/// about them. src/report.rs symbolizes and encodes it.
+pub(crate) struct Finished<'a> {
+    pub samples: Samples<'a>,
+    /// pprof comments after the profile's name.
+    pub comments: Vec<String>,
+    /// Why the profile may not show what the user expects, and what to do about it.
+    pub note: Option<String>,
+    /// What [`Report::samples`](crate::Report::samples) says.
+    pub count: u64,
+    /// Every event recorded: the values are counts, not estimates.
+    pub exact: bool,
+    /// Samples lost because a buffer was full.
+    pub lost: u64,
+    /// What else the user should hear about how it was taken.
+    pub notices: Vec<Notice>,
+}
+
+impl<'a> Finished<'a> {
+    /// A finished profile with nothing to add to its samples.
+    pub(crate) fn new(samples: Samples<'a>, count: u64) -> Finished<'a> {
+        Finished {
+            samples,
+            comments: Vec::new(),
+            note: None,
+            count,
+            exact: false,
+            lost: 0,
+            notices: Vec::new(),
+        }
+    }
+}
+
+/// What the user should hear about a finished profile, beyond its summary line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Notice {
+    /// Said once per process (the same cause would repeat for every test), or `None`: said
+    /// for each profile.
+    pub once: Option<&'static str>,
+    pub text: String,
+}
+
+/// The figures a headline is made of.
+pub(crate) struct Figures<'a> {
+    pub format: &'static Format,
+    /// Each sample type's total, in the format's order.
+    pub totals: &'a [i64],
+    pub count: u64,
+    pub exact: bool,
+}
+
+impl Figures<'_> {
+    /// The total of sample type `name` (0 for one the format lacks).
+    pub(crate) fn total(&self, name: &str) -> i64 {
+        self.format
+            .sample_types
+            .iter()
+            .position(|t| t.kind == name)
+            .and_then(|i| self.totals.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `~` before an estimate, nothing before an exact figure.
+    pub(crate) fn about(&self) -> &'static str {
+        if self.exact { "" } else { "~" }
+    }
+}
+
+/// What `reset()`, `pause()` and a profile's liveness check reach of a running session,
+/// by its id: functions, so that a thread's current profile is plain `Copy` data.
+pub(crate) struct Controls {
+    pub reset: fn(u64),
+    pub pause: fn(u64),
+    pub resume: fn(u64),
+    pub is_live: fn(u64) -> bool,
+}
+
+/// A source's session while it records (src/session.rs holds them).
+pub(crate) trait Running: Send {
+    /// Its id, which its [`Controls`] take.
+    fn sid(&self) -> u64;
+    fn controls(&self) -> &'static Controls;
+    /// Stops recording; what was recorded.
+    fn finish(self: Box<Self>) -> Box<dyn Recorded>;
+}
+
+/// What a source recorded, for each of its kinds.
+pub(crate) trait Recorded {
+    /// The finished profile of `kind`, one of its source's.
+    fn finished(&self, kind: Kind) -> Finished<'_>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_is_consistent() {
-        for kind in KINDS {
-            assert!(kind.main < kind.sample_types.len(), "{}", kind.name);
-            assert!(kind.default < kind.sample_types.len(), "{}", kind.name);
-            assert!(kind.folded_divisor > 0, "{}", kind.name);
-            assert_eq!(find(kind.name), Some(*kind));
+    fn names_are_lower_case_words_listed_once() {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names.join(", "), Kind::NAMES);
+        for &kind in Kind::ALL {
             assert!(
-                kind.name.bytes().all(|b| b.is_ascii_lowercase()),
-                "{}: a kind's name is a lower-case word, in PROFILE and in file names",
-                kind.name
+                kind.name().bytes().all(|b| b.is_ascii_lowercase()),
+                "{kind}: a kind's name is a lower-case word, in PROFILE and in file names"
             );
+            assert_eq!(kind.name().parse::<Kind>().unwrap(), kind);
         }
-        assert_eq!(find("nope"), None);
-    }
-
-    #[test]
-    fn allocator_frames_are_trimmed_by_path_or_by_trait() {
-        for name in [
-            "__rustc::__rust_alloc",
-            "alloc::raw_vec::finish_grow",
-            "<alloc::vec::Vec<T> as core::clone::Clone>::clone",
-            "<u8 as alloc::vec::spec_from_elem::SpecFromElem>::from_elem",
-            "<profiled::sys::alloc::Alloc<A> as core::alloc::global::GlobalAlloc>::alloc",
-            "profiled::heap::hook::record",
-        ] {
-            assert!(HEAP.trims(name, ""), "{name}");
-        }
-        for name in [
-            "app::parse",
-            "<app::Doc as core::clone::Clone>::clone",
-            "std::collections::hash::map::HashMap<K,V,S>::insert",
-            "allocator_api2::boxed::Box::new",
-        ] {
-            assert!(!HEAP.trims(name, ""), "{name}");
-        }
-        assert!(!CPU.trims("alloc::raw_vec::finish_grow", ""));
-    }
-
-    #[test]
-    fn bare_names_are_trimmed_by_their_source_file() {
-        // Inlined frames of code built with `debug = "line-tables-only"`: no module path.
-        let std = "/rustc/0123abcd/library";
-        for (name, file) in [
-            (
-                "with_capacity_zeroed_in<alloc::alloc::Global>",
-                format!("{std}/alloc/src/raw_vec/mod.rs"),
-            ),
-            ("alloc_impl", format!("{std}/std/src/alloc.rs")),
-            ("record", format!("{PROFILED_SOURCES}heap/hook.rs")),
-            (
-                "hashbrown::raw::alloc::inner::do_alloc<alloc::alloc::Global>",
-                "/rust/deps/hashbrown-0.16.1/src/raw/alloc.rs".into(),
-            ),
-        ] {
-            assert!(HEAP.trims(name, &file), "{name} in {file}");
-            assert!(!CPU.trims(name, &file), "{name} in {file}");
-        }
-        for (name, file) in [
-            (
-                "lock_contended",
-                format!("{std}/std/src/sys/sync/mutex/futex.rs"),
-            ),
-            ("lock<u32>", format!("{std}/std/src/sync/poison/mutex.rs")),
-            (
-                "drop_in_place<profiled::sync::MutexGuard<u32>>",
-                format!("{std}/core/src/ptr/mod.rs"),
-            ),
-        ] {
-            assert!(BLOCK.trims(name, &file), "{name} in {file}");
-        }
-        // The user's code, and drop glue of the user's types, stay.
-        assert!(!HEAP.trims("parse", "/home/me/app/src/parse.rs"));
-        assert!(!BLOCK.trims(
-            "drop_in_place<app::Doc>",
-            &format!("{std}/core/src/ptr/mod.rs")
-        ));
-        assert!(!HEAP.trims("parse", ""));
-        // A program's own hashbrown (from a registry) is its own code.
-        assert!(!HEAP.trims(
-            "hashbrown::raw::alloc::inner::do_alloc",
-            "/home/me/.cargo/registry/src/index.crates.io-1/hashbrown-0.15.2/src/raw/alloc.rs"
-        ));
+        assert_eq!(Kind::find("nope"), None);
     }
 }

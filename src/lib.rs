@@ -43,7 +43,7 @@
 //!
 //! `PROFILE` is a common name (`PROFILE=release` in Makefiles): a value that names none of
 //! these kinds or options, nor comes close to one, is left to whoever set it, with one
-//! notice. [`STRICT_ENV_VAR`] (`PROFILED=cpu`) is always read strictly and wins over it. A
+//! notice. [`Config::STRICT_ENV_VAR`] (`PROFILED=cpu`) is always read strictly and wins over it. A
 //! bad item fails every profiled test with a message that names the variable, the item and
 //! what is accepted ([`Config::parse`] reads the same grammar).
 //!
@@ -63,10 +63,12 @@
 //! # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
 //! let profile = profiled::Profile::start("startup", &profiled::Config::default()).unwrap();
 //! let total: u64 = (0..1_000_000u64).sum();
-//! let report = profile.finish().unwrap();
-//! # let dir = tempfile::tempdir().unwrap();
-//! # let path = dir.path().join("startup.cpu.pb.gz");
-//! report.write(&path).unwrap();
+//! // One report per kind the config asks for: here the CPU profile alone.
+//! for report in profile.finish().unwrap() {
+//!     # let dir = tempfile::tempdir().unwrap();
+//!     let path = dir.path().join(format!("startup.{}.pb.gz", report.kind()));
+//!     report.write(&path).unwrap();
+//! }
 //! # assert!(total > 0);
 //! # }
 //! ```
@@ -116,7 +118,8 @@
 //! let report = profiled::Profile::start("f", &profiled::Config::default())
 //!     .unwrap()
 //!     .finish()
-//!     .unwrap();
+//!     .unwrap()
+//!     .remove(0);
 //! # let dir = tempfile::tempdir().unwrap();
 //! report.write_flamegraph(&dir.path().join("f.cpu.svg")).unwrap();
 //! # }
@@ -158,6 +161,7 @@ mod heap;
 #[cfg(feature = "http")]
 pub mod http;
 mod kind;
+mod membership;
 mod modules;
 mod output;
 mod report;
@@ -167,17 +171,15 @@ mod stack;
 mod symbolize;
 pub mod sync;
 mod sys;
+#[cfg(test)]
+mod tally;
 mod wall;
 
-pub use config::DEFAULT_HEAP_RATE;
-pub use config::{
-    Config, DEFAULT_FREQUENCY, ENV_VAR, Engine, MAX_FREQUENCY, MAX_WALL_FREQUENCY, STRICT_ENV_VAR,
-    Threads,
-};
-pub use config::{DEFAULT_BLOCK_RATE, DEFAULT_MUTEX_FRACTION};
-pub use error::Error;
+pub use config::{Config, Engine, Threads};
+pub use error::{Error, ErrorKind};
 pub use heap::Alloc;
 pub use heap::{Allocations, allocations, allocs_per_run};
+pub use kind::Kind;
 /// Marks a test (sync, or async under `#[tokio::test]`) to be profiled when `PROFILE` asks.
 ///
 /// Inert when `PROFILE` is unset: no thread, no signal handler, no file. Stacks with `#[test]`
@@ -202,7 +204,6 @@ pub use session::{Paused, Profile, pause, reset, unprofiled};
 #[cfg(test)]
 #[global_allocator]
 static TEST_ALLOC: Alloc = Alloc::system();
-pub use config::DEFAULT_WALL_FREQUENCY;
 
 /// Registers a test with profiled's harness (`harness = false` targets that end in
 /// [`main!`]). Takes `#[ignore]` and `#[should_panic(expected = "..")]` below it, and fns

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+use crate::error::{Error, Repr};
 use crate::kind::Kind;
 
 /// libtest's name for a test from the macro's `module_path!()` and the fn name: the module
@@ -79,9 +79,9 @@ pub(crate) fn profile_path(
     dir: Option<&Path>,
     package: Option<&str>,
     test: &str,
-    kind: &Kind,
+    kind: Kind,
 ) -> PathBuf {
-    profile_dir(dir, package).join(format!("{}.{}.pb.gz", file_stem(test), kind.name))
+    profile_dir(dir, package).join(format!("{}.{}.pb.gz", file_stem(test), kind.name()))
 }
 
 /// `x.<kind>.pb.gz` -> `x.<n>.<kind>.pb.gz`.
@@ -93,7 +93,7 @@ pub(crate) fn numbered(path: &Path, n: u32) -> PathBuf {
     let split = name
         .strip_suffix(".pb.gz")
         .and_then(|s| s.rsplit_once('.'))
-        .filter(|(_, kind)| crate::kind::find(kind).is_some());
+        .filter(|(_, kind)| crate::kind::Kind::find(kind).is_some());
     match split {
         Some((stem, kind)) => path.with_file_name(format!("{stem}.{n}.{kind}.pb.gz")),
         None => path.with_file_name(format!("{name}.{n}")),
@@ -134,10 +134,12 @@ pub(crate) fn file_stem(test: &str) -> String {
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let io = |action: &'static str, path: &Path| {
         let path = path.to_path_buf();
-        move |source| Error::Io {
-            action,
-            path,
-            source,
+        move |source| {
+            Error::from(Repr::Io {
+                action,
+                path,
+                source,
+            })
         }
     };
     let dir = path
@@ -251,7 +253,7 @@ mod tests {
     #[test]
     fn file_names_carry_the_kind_and_a_number_before_it() {
         let dir = Path::new("/p");
-        let path = profile_path(Some(dir), None, "m::t", &crate::kind::CPU);
+        let path = profile_path(Some(dir), None, "m::t", crate::kind::Kind::Cpu);
         assert!(path.starts_with(dir));
         assert_eq!(path.file_name().unwrap(), "m.t.cpu.pb.gz");
         assert_eq!(numbered(&path, 2).file_name().unwrap(), "m.t.2.cpu.pb.gz");

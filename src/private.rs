@@ -100,7 +100,7 @@ impl TestGuard {
             .kinds
             .iter()
             .map(|kind| {
-                let path = output::profile_path(config.dir.as_deref(), package, &name, kind);
+                let path = output::profile_path(config.dir.as_deref(), package, &name, *kind);
                 unique_path(path, &name)
             })
             .collect();
@@ -165,7 +165,7 @@ impl Drop for TestGuard {
             ..
         } = active;
         let svg = profile.config().svg;
-        let result = profile.finish_all().and_then(|reports| {
+        let result = profile.finish().and_then(|reports| {
             for (report, path) in reports.iter().zip(&paths) {
                 let svg = svg.then(|| output::svg_path(path));
                 report.publish(path, svg.as_deref())?;
@@ -269,7 +269,12 @@ pub fn assert_allocations<R>(limits: Limits, package: Option<&'static str>, f: i
             what.join(", and ")
         );
     };
-    let report = crate::report::heap_report(&name, &crate::kind::ALLOCS, &recorded);
+    let kind = crate::Kind::Allocs;
+    let report = crate::Report::new(
+        &name,
+        kind,
+        crate::kind::Recorded::finished(&recorded, kind),
+    );
     let stack = report
         .folded_stacks()
         .next()

@@ -8,237 +8,22 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use crate::config::Config;
 use crate::error::Error;
-use crate::{aggregate, contention, encode, heap, kind, output, sampler, stack, symbolize, wall};
+use crate::kind::{Figures, Finished, Format, Kind, Notice};
+use crate::{encode, output, symbolize};
 
-/// A finished CPU session's report.
-pub(crate) fn finish_cpu(name: &str, config: &Config, session: sampler::Session) -> Report {
-    let mut collected = session.finish();
-    let calibration = aggregate::calibrate(&mut collected);
-    let mut comments = vec![
-        format!("profiled: {name}"),
-        format!(
-            "sampler: {} at {} Hz requested; each sample weighs the CPU time since the \
-                 thread's previous sample",
-            collected.source.name(),
-            config.frequency
-        ),
-    ];
-    if collected.sampling_ns != collected.period_ns {
-        // Said so that a reader comparing sample counts with the rate asked for is not
-        // puzzled (src/sys/linux/engine.rs `apart`).
-        comments.push(format!(
-            "sampled at {:.0} Hz: other profiles were running, and periods \
-             apart keep their signals from falling due together",
-            1e9 / collected.sampling_ns.max(1) as f64
-        ));
-    }
-    if collected.lost > 0 {
-        comments.push(format!(
-            "{} samples ({:.3}s CPU) lost: the sample buffer was full; they are under {}",
-            collected.lost,
-            collected.lost_ns as f64 / 1e9,
-            stack::LOST_FUNCTION
-        ));
-    }
-    comments.extend(calibration);
-    if collected.truncated > 0 {
-        comments.push(format!(
-            "{} samples kept with their leaf frame only",
-            collected.truncated
-        ));
-    }
-    if collected.cut > 0 {
-        comments.push(format!(
-            "{} samples had stacks deeper than {} frames: their middle frames are left \
-                 out, marked by {}",
-            collected.cut,
-            stack::MAX_DEPTH,
-            stack::TRUNCATED_FUNCTION
-        ));
-    }
-    let (encoded, unreadable) = symbolize::with(|sym| {
-        let encoded = encode::encode(&collected.samples(), &comments, sym);
-        (encoded, sym.take_notices())
-    });
-    // The CPU kind's values: [samples, CPU ns].
-    let total = |i: usize| u64::try_from(encoded.totals[i]).unwrap_or(0);
-    let (samples, cpu_ns) = (total(0), total(1));
-    let mut notices = aggregate::notices(name, &collected, config.frequency, samples, cpu_ns);
-    notices.extend(
-        unreadable
-            .into_iter()
-            .map(|text| aggregate::Notice { once: None, text }),
-    );
-    Report {
-        name: name.to_string(),
-        kind: &kind::CPU,
-        totals: encoded.totals,
-        gz: encoded.gz,
-        samples,
-        cpu: Duration::from_nanos(cpu_ns),
-        top: encoded.top,
-        folded: encoded.folded,
-        lost: collected.lost,
-        start: collected.start,
-        wall: collected.duration,
-        note: aggregate::where_cpu_went(
-            collected.active,
-            cpu_ns,
-            collected.process_cpu_ns,
-            config.threads,
-            collected.source,
-        ),
-        notices,
-        exact: true,
-    }
+/// `samples` symbolized and encoded as gzipped pprof with `comments`: for profiles that
+/// are no [`Report`] (the endpoint's snapshot of every thread).
+#[cfg(feature = "http")]
+pub(crate) fn pprof(samples: &crate::kind::Samples<'_>, comments: &[String]) -> Vec<u8> {
+    symbolize::with(|sym| encode::encode(samples, comments, sym)).gz
 }
 
-/// A finished heap session's report as `kind` (heap or allocs: the same data).
-pub(crate) fn heap_report(
-    name: &str,
-    kind: &'static kind::Kind,
-    recorded: &heap::Recorded,
-) -> Report {
-    let comments = [
-        format!("profiled: {name}"),
-        if recorded.rate <= 1 {
-            "heap: every allocation recorded (heap_rate=1)".to_string()
-        } else {
-            format!(
-                "heap: allocations sampled once per {} bytes on average (a Poisson process \
-                 over bytes, as Go's), values unbiased as Go's",
-                recorded.rate
-            )
-        },
-    ];
-    let count = recorded
-        .buckets
-        .iter()
-        .map(|b| b.allocs.max(0) as u64)
-        .sum();
-    // An empty sampled profile is not "allocated nothing": say what it means.
-    let note = (count == 0 && recorded.rate > 1).then(|| {
-        format!(
-            "no allocation was sampled: heap profiles sample one allocation per {} allocated \
-             on average, as Go's do, so a test that allocates less is rarely caught; \
-             heap_rate=1 records every allocation (PROFILE=heap,heap_rate=1)",
-            output::bytes(i64::try_from(recorded.rate).unwrap_or(i64::MAX))
-        )
-    });
-    report_of(
-        name,
-        &recorded.samples(kind),
-        &comments,
-        count,
-        note,
-        recorded.rate <= 1,
-    )
-}
-
-/// The report of a finished session of any kind but CPU: its samples symbolized and
-/// encoded; `count` is what [`Report::samples`] says.
-fn report_of(
-    name: &str,
-    samples: &kind::Samples<'_>,
-    comments: &[String],
-    count: u64,
-    note: Option<String>,
-    exact: bool,
-) -> Report {
-    let (encoded, unreadable) = symbolize::with(|sym| {
-        let encoded = encode::encode(samples, comments, sym);
-        (encoded, sym.take_notices())
-    });
-    Report {
-        name: name.to_string(),
-        kind: samples.kind,
-        samples: count,
-        cpu: Duration::ZERO,
-        gz: encoded.gz,
-        top: encoded.top,
-        folded: encoded.folded,
-        totals: encoded.totals,
-        lost: 0,
-        start: samples.start,
-        wall: samples.duration,
-        note,
-        notices: unreadable
-            .into_iter()
-            .map(|text| aggregate::Notice { once: None, text })
-            .collect(),
-        exact,
-    }
-}
-
-/// A finished wall-clock session's report.
-pub(crate) fn wall_report(name: &str, recorded: &wall::Recorded) -> Report {
-    let comments = [
-        format!("profiled: {name}"),
-        format!(
-            "wall: every thread of the test sampled {} times a second of wall time, running \
-             or not; label state=running|waiting (go tool pprof -tagfocus=state=waiting)",
-            recorded.frequency
-        ),
-    ];
-    let (waiting, total) = recorded.waiting_and_total();
-    let note = (total > 0).then(|| {
-        format!(
-            "{:.0}% of the sampled threads' wall time was spent waiting (state=waiting)",
-            100.0 * waiting as f64 / total as f64
-        )
-    });
-    let count = recorded.rows.iter().map(|r| r.3.max(0) as u64).sum();
-    report_of(
-        name,
-        &recorded.samples(&kind::WALL),
-        &comments,
-        count,
-        note,
-        false,
-    )
-}
-
-/// A finished contention session's report as `kind` (block or mutex).
-pub(crate) fn contention_report(
-    name: &str,
-    kind: &'static kind::Kind,
-    recorded: &contention::Recorded,
-) -> Report {
-    let mutex = kind.name == kind::MUTEX.name;
-    let comments = [
-        format!("profiled: {name}"),
-        if mutex {
-            format!(
-                "mutex: unlocks of profiled::sync locks that kept others waiting, with the \
-                 waiting each caused; one event in {} kept, values scaled up by as much \
-                 (mutex_fraction)",
-                recorded.mutex_fraction
-            )
-        } else {
-            format!(
-                "block: waits for profiled::sync locks and condition variables; events \
-                 shorter than {} ns kept in proportion and scaled up (block_rate, as Go's)",
-                recorded.block_rate
-            )
-        },
-    ];
-    let samples = recorded.samples(kind);
-    let exact = if mutex {
-        recorded.mutex_fraction <= 1
-    } else {
-        recorded.block_rate <= 1
-    };
-    let count = samples.rows.len() as u64;
-    report_of(name, &samples, &comments, count, None, exact)
-}
-
-/// A finished CPU profile: the encoded pprof file and its headline figures.
+/// A finished profile of one kind: the encoded pprof file and its headline figures.
 ///
 /// ```
 /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-/// let report = profiled::Profile::start("r", &profiled::Config::default()).unwrap().finish().unwrap();
+/// let report = profiled::Profile::start("r", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
 /// let dir = tempfile::tempdir().unwrap();
 /// let path = dir.path().join("r.cpu.pb.gz");
 /// report.write(&path).unwrap();
@@ -248,14 +33,14 @@ pub(crate) fn contention_report(
 #[derive(Clone)]
 pub struct Report {
     name: String,
-    kind: &'static kind::Kind,
+    kind: Kind,
+    format: &'static Format,
     /// Each sample type's total, in the kind's order.
     totals: Vec<i64>,
     /// Heap kinds: every allocation recorded, no estimate.
     exact: bool,
     gz: Vec<u8>,
     samples: u64,
-    cpu: Duration,
     top: Option<(String, f64)>,
     folded: Vec<(String, u64)>,
     lost: u64,
@@ -264,15 +49,58 @@ pub struct Report {
     /// Why the profile may not show what the user expects, and what to do about it.
     note: Option<String>,
     /// What else the user should hear (perf refused, rate short, samples lost).
-    notices: Vec<aggregate::Notice>,
+    notices: Vec<Notice>,
 }
 
 impl Report {
+    /// A finished profile of `kind`, symbolized and encoded: the one place where that
+    /// happens, for every kind and every integration.
+    pub(crate) fn new(name: &str, kind: Kind, finished: Finished<'_>) -> Report {
+        let mut comments = vec![format!("profiled: {name}")];
+        comments.extend(finished.comments);
+        let (encoded, unreadable) = symbolize::with(|sym| {
+            let encoded = encode::encode(&finished.samples, &comments, sym);
+            (encoded, sym.take_notices())
+        });
+        let notices = finished
+            .notices
+            .into_iter()
+            .map(|n| match n.once {
+                Some(_) => n,
+                None => Notice {
+                    once: None,
+                    text: format!("{name}: {}", n.text),
+                },
+            })
+            .chain(
+                unreadable
+                    .into_iter()
+                    .map(|text| Notice { once: None, text }),
+            )
+            .collect();
+        Report {
+            name: name.to_string(),
+            kind,
+            format: finished.samples.format,
+            totals: encoded.totals,
+            exact: finished.exact,
+            gz: encoded.gz,
+            samples: finished.count,
+            top: encoded.top,
+            folded: encoded.folded,
+            lost: finished.lost,
+            start: finished.samples.start,
+            wall: finished.samples.duration,
+            note: finished.note,
+            notices,
+        }
+    }
+
     /// The profile's name.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("n", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("n", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// assert_eq!(r.name(), "n");
     /// # }
     /// ```
@@ -280,16 +108,16 @@ impl Report {
         &self.name
     }
 
-    /// The kind of profile: `cpu`, `heap` or `allocs`.
+    /// The kind of profile.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("k", &profiled::Config::default()).unwrap().finish().unwrap();
-    /// assert_eq!(r.kind(), "cpu");
+    /// let r = profiled::Profile::start("k", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
+    /// assert_eq!(r.kind(), profiled::Kind::Cpu);
     /// # }
     /// ```
-    pub fn kind(&self) -> &'static str {
-        self.kind.name
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     /// The total of one of the kind's sample types over the whole profile (`cpu`,
@@ -299,14 +127,14 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("t", &profiled::Config::default()).unwrap().finish().unwrap();
-    /// assert_eq!(r.total("cpu"), Some(r.cpu_time().as_nanos() as i64));
+    /// let r = profiled::Profile::start("t", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
+    /// assert_eq!(r.total("cpu"), Some(r.cpu_time().unwrap().as_nanos() as i64));
     /// assert_eq!(r.total("inuse_space"), None);
     /// # }
     /// ```
     pub fn total(&self, sample_type: &str) -> Option<i64> {
         let i = self
-            .kind
+            .format
             .sample_types
             .iter()
             .position(|t| t.kind == sample_type)?;
@@ -317,7 +145,7 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("g", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("g", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// assert_eq!(&r.pprof_gz()[..2], &[0x1f, 0x8b]);
     /// # }
     /// ```
@@ -330,7 +158,7 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("s", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("s", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// assert!(r.samples() < 10, "nothing ran");
     /// # }
     /// ```
@@ -338,23 +166,24 @@ impl Report {
         self.samples
     }
 
-    /// Total CPU time in the profile (zero for other kinds).
+    /// Total CPU time in a CPU profile; `None` for other kinds.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("c", &profiled::Config::default()).unwrap().finish().unwrap();
-    /// assert!(r.cpu_time() < std::time::Duration::from_secs(1));
+    /// let r = profiled::Profile::start("c", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
+    /// assert!(r.cpu_time().unwrap() < std::time::Duration::from_secs(1));
     /// # }
     /// ```
-    pub fn cpu_time(&self) -> Duration {
-        self.cpu
+    pub fn cpu_time(&self) -> Option<Duration> {
+        (self.kind == Kind::Cpu)
+            .then(|| Duration::from_nanos(self.total("cpu").unwrap_or(0).max(0) as u64))
     }
 
     /// Samples lost because the sample buffer was full.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("l", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("l", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// assert_eq!(r.lost_samples(), 0);
     /// # }
     /// ```
@@ -366,7 +195,7 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("t", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("t", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// if let Some((name, share)) = r.top_function() { assert!(!name.is_empty() && share <= 1.0); }
     /// # }
     /// ```
@@ -378,12 +207,26 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// assert!(r.wall_time().1 < std::time::Duration::from_secs(10));
     /// # }
     /// ```
     pub fn wall_time(&self) -> (SystemTime, Duration) {
         (self.start, self.wall)
+    }
+
+    /// The total of the kind's main value, in its unit: CPU, wall or waiting time in
+    /// seconds, bytes allocated (the harness's table).
+    #[cfg_attr(not(feature = "harness"), allow(dead_code))]
+    pub(crate) fn main_total(&self) -> String {
+        let main = self.format.main;
+        let total = self.totals.get(main).copied().unwrap_or(0);
+        match self.format.sample_types.get(main).map(|t| t.unit) {
+            Some("nanoseconds") if total >= 1_000_000_000 => format!("{:.2}s", total as f64 / 1e9),
+            Some("nanoseconds") => format!("{:.3}s", total as f64 / 1e9),
+            Some("bytes") => output::bytes(total),
+            _ => total.to_string(),
+        }
     }
 
     /// Why the profile may not hold what you expect (far less CPU than wall time, threads
@@ -393,7 +236,7 @@ impl Report {
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
     /// let p = profiled::Profile::start("waits", &profiled::Config::default()).unwrap();
     /// std::thread::sleep(std::time::Duration::from_millis(100));
-    /// let r = p.finish().unwrap();
+    /// let r = p.finish().unwrap().remove(0);
     /// assert!(r.note().unwrap().contains("the test mostly waited"));
     /// # }
     /// ```
@@ -408,7 +251,7 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// for warning in r.warnings() {
     ///     eprintln!("{warning}");
     /// }
@@ -422,7 +265,7 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("w", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// let dir = tempfile::tempdir().unwrap();
     /// r.write(&dir.path().join("deep/dir/w.pb.gz")).unwrap();
     /// # }
@@ -436,7 +279,7 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("f", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("f", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// for (stack, micros) in r.folded_stacks() { assert!(!stack.is_empty()); let _ = micros; }
     /// # }
     /// ```
@@ -449,7 +292,7 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("svg", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("svg", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// let dir = tempfile::tempdir().unwrap();
     /// r.write_flamegraph(&dir.path().join("svg.cpu.svg")).unwrap();
     /// # }
@@ -488,55 +331,22 @@ impl Report {
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let r = profiled::Profile::start("x", &profiled::Config::default()).unwrap().finish().unwrap();
+    /// let r = profiled::Profile::start("x", &profiled::Config::default()).unwrap().finish().unwrap().remove(0);
     /// assert!(r.summary_line(None).contains(" samples"));
     /// # }
     /// ```
     pub fn summary_line(&self, path: Option<&Path>) -> String {
-        let mut line = if self.kind.name == "cpu" {
-            format!(
-                "profiled: {}  cpu {:.2}s  {} samples",
-                self.name,
-                self.cpu.as_secs_f64(),
-                self.samples
-            )
-        } else if self.kind.name == "wall" {
-            format!(
-                "profiled: {}  wall {:.2}s over {} samples",
-                self.name,
-                Duration::from_nanos(self.total("wall").unwrap_or(0).max(0) as u64).as_secs_f64(),
-                self.samples
-            )
-        } else if self.kind.name == "block" || self.kind.name == "mutex" {
-            let about = if self.exact { "" } else { "~" };
-            let total = |t| self.total(t).unwrap_or(0);
-            let what = if self.kind.name == "block" {
-                "waiting in"
-            } else {
-                "of waiting caused by"
-            };
-            let contentions = total("contentions");
-            format!(
-                "profiled: {}  {} {about}{:.3}s {what} {about}{contentions} contention{}",
-                self.name,
-                self.kind.name,
-                Duration::from_nanos(total("delay").max(0) as u64).as_secs_f64(),
-                if contentions == 1 { "" } else { "s" },
-            )
-        } else {
-            let about = if self.exact { "" } else { "~" };
-            let total = |t| self.total(t).unwrap_or(0);
-            let allocations = total("alloc_objects");
-            format!(
-                "profiled: {}  {} {about}{} allocated in {about}{allocations} allocation{}, \
-                 {about}{} in use",
-                self.name,
-                self.kind.name,
-                output::bytes(total("alloc_space")),
-                if allocations == 1 { "" } else { "s" },
-                output::bytes(total("inuse_space")),
-            )
+        let figures = Figures {
+            format: self.format,
+            totals: &self.totals,
+            count: self.samples,
+            exact: self.exact,
         };
+        let mut line = format!(
+            "profiled: {}  {}",
+            self.name,
+            (self.format.headline)(&figures)
+        );
         match &self.top {
             Some((name, share)) => line += &format!("  top: {name} ({:.0}%)", share * 100.0),
             None => line += "  top: -",
@@ -555,8 +365,8 @@ impl fmt::Debug for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Report")
             .field("name", &self.name)
+            .field("kind", &self.kind)
             .field("samples", &self.samples)
-            .field("cpu", &self.cpu)
             .field("top", &self.top)
             .finish_non_exhaustive()
     }

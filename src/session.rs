@@ -9,72 +9,112 @@
 use std::cell::Cell;
 use std::fmt;
 
-use crate::config::{Config, Threads};
-use crate::error::Error;
-use crate::report::{Report, contention_report, finish_cpu, heap_report, wall_report};
-use crate::{contention, heap, kind, sampler, symbolize, wall};
+use crate::config::Config;
+#[cfg(feature = "http")]
+use crate::config::Threads;
+use crate::error::{Error, Repr};
+use crate::kind::{self, Controls, Format, Kind, Running};
+use crate::report::Report;
+use crate::{aggregate, contention, heap, membership, sampler, wall};
+
+/// A source of samples, with the kinds it records.
+struct Source {
+    /// Each kind it records, with its format.
+    kinds: &'static [(Kind, &'static Format)],
+    /// Starts a session for the kinds `config` asks of it.
+    start: fn(&Config) -> Result<Box<dyn Running>, Error>,
+}
+
+/// Every source, in the order a profile starts them. Adding a kind is its module, its
+/// [`Kind`] variant and its entry here: nothing else names it.
+const SOURCES: &[Source] = &[
+    Source {
+        kinds: &[
+            (Kind::Block, &contention::BLOCK),
+            (Kind::Mutex, &contention::MUTEX),
+        ],
+        start: contention::start,
+    },
+    Source {
+        kinds: &[(Kind::Wall, &wall::WALL)],
+        start: wall::start,
+    },
+    Source {
+        kinds: &[(Kind::Cpu, &aggregate::CPU)],
+        start: sampler::start,
+    },
+    // Last: a heap session must not see profiled's own allocations of the others' starts.
+    // Finishing goes the other way, so it stops first: building reports allocates.
+    Source {
+        kinds: &[(Kind::Heap, &heap::HEAP), (Kind::Allocs, &heap::ALLOCS)],
+        start: heap::start,
+    },
+    #[cfg(test)]
+    Source {
+        kinds: &[(Kind::Tally, &crate::tally::TALLY)],
+        start: crate::tally::start,
+    },
+];
+
+/// The source that records `kind`.
+fn source_of(kind: Kind) -> Option<usize> {
+    SOURCES
+        .iter()
+        .position(|s| s.kinds.iter().any(|(k, _)| *k == kind))
+}
+
+/// One running session, as `reset()`, `pause()` and a [`Remote`] reach it.
+#[derive(Clone, Copy)]
+struct Handle {
+    sid: u64,
+    controls: &'static Controls,
+}
+
+/// The sessions of one profile, one per source at most: plain data, so that a thread's
+/// current profile is a `Cell`.
+#[derive(Clone, Copy, Default)]
+struct Handles([Option<Handle>; SOURCES.len()]);
+
+impl PartialEq for Handles {
+    fn eq(&self, other: &Handles) -> bool {
+        let sids = |h: &Handles| h.0.map(|h| h.map(|h| h.sid));
+        sids(self) == sids(other)
+    }
+}
+
+impl fmt::Debug for Handles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().flatten().map(|h| h.sid))
+            .finish()
+    }
+}
 
 thread_local! {
-    /// Session ids of the profile this thread started (CPU, heap, contention), 0 for none.
-    static CURRENT: Cell<Sids> = const { Cell::new(Sids { cpu: 0, heap: 0, locks: 0, wall: 0 }) };
+    /// The sessions of the profile this thread started, none for none.
+    static CURRENT: Cell<Handles> = const { Cell::new(Handles([None; SOURCES.len()])) };
 }
 
-/// The sessions of one profile, one per source: what `reset()`, `pause()` and a
-/// [`Remote`] reach.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Sids {
-    cpu: u64,
-    heap: u64,
-    /// Block and mutex (one session).
-    locks: u64,
-    wall: u64,
-}
-
-impl Sids {
+impl Handles {
+    fn each(self, f: impl Fn(&Controls, u64)) {
+        for h in self.0.iter().flatten() {
+            f(h.controls, h.sid);
+        }
+    }
     fn is_none(self) -> bool {
-        self == Sids::default()
+        self.0.iter().all(Option::is_none)
     }
     fn is_live(self) -> bool {
-        (self.cpu != 0 && sampler::is_live(self.cpu))
-            || (self.heap != 0 && heap::is_live(self.heap))
-            || (self.locks != 0 && heap::is_live(self.locks))
-            || (self.wall != 0 && wall::is_live(self.wall))
+        self.0.iter().flatten().any(|h| (h.controls.is_live)(h.sid))
     }
     fn reset(self) {
-        if self.cpu != 0 {
-            sampler::reset(self.cpu);
-        }
-        if self.heap != 0 {
-            heap::reset(self.heap);
-        }
-        if self.locks != 0 {
-            contention::reset(self.locks);
-        }
-        if self.wall != 0 {
-            wall::reset(self.wall);
-        }
+        self.each(|c, sid| (c.reset)(sid));
     }
     fn pause(self) {
-        if self.cpu != 0 {
-            sampler::pause(self.cpu);
-        }
-        for sid in [self.heap, self.locks].into_iter().filter(|&s| s != 0) {
-            heap::pause(sid);
-        }
-        if self.wall != 0 {
-            wall::pause(self.wall);
-        }
+        self.each(|c, sid| (c.pause)(sid));
     }
     fn resume(self) {
-        if self.cpu != 0 {
-            sampler::resume(self.cpu);
-        }
-        for sid in [self.heap, self.locks].into_iter().filter(|&s| s != 0) {
-            heap::resume(sid);
-        }
-        if self.wall != 0 {
-            wall::resume(self.wall);
-        }
+        self.each(|c, sid| (c.resume)(sid));
     }
 }
 
@@ -89,26 +129,24 @@ impl Sids {
 /// let mut x = 0u64;
 /// for i in 0..50_000_000u64 { x = x.wrapping_mul(31).wrapping_add(i); }
 /// std::hint::black_box(x);
-/// let report = profile.finish().unwrap();
-/// assert!(report.cpu_time() > std::time::Duration::ZERO);
+/// let reports = profile.finish().unwrap();
+/// assert!(reports[0].cpu_time().unwrap() > std::time::Duration::ZERO);
 /// # }
 /// ```
 pub struct Profile {
     name: String,
     config: Config,
-    cpu: Option<sampler::Session>,
-    heap: Option<heap::Session>,
-    locks: Option<contention::Session>,
-    wall: Option<wall::Session>,
+    /// One session per source its kinds need, by the source's index in [`SOURCES`].
+    running: Vec<(usize, Box<dyn Running>)>,
     detached: bool,
 }
 
 impl Profile {
-    /// Starts profiling the calling thread (with [`Threads::All`], every thread of the
+    /// Starts profiling the calling thread (with [`Threads::All`](crate::Threads::All), every thread of the
     /// process). `name` ends up in the profile's comments and the summary line. The
     /// config's [`Config::dir`] and [`Config::svg`] are for the files `#[profiled]` and the
     /// harness name; here [`Report::write`] takes the path. Fails on unsupported platforms,
-    /// when this thread already profiles, and for [`Threads::All`] while other profiles run.
+    /// when this thread already profiles, and for [`Threads::All`](crate::Threads::All) while other profiles run.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
@@ -123,28 +161,32 @@ impl Profile {
         // here.
         let current = CURRENT.with(Cell::get);
         if !current.is_none() && !current.is_live() {
-            CURRENT.with(|c| c.set(Sids::default()));
+            CURRENT.with(|c| c.set(Handles::default()));
         }
         if !CURRENT.with(Cell::get).is_none() {
-            return Err(Error::AlreadyProfiling);
+            return Err(Error::from(Repr::AlreadyProfiling));
         }
         let profile = Profile::start_detached(name, config)?;
         pause_in_panic_hooks();
-        CURRENT.with(|c| c.set(profile.sids()));
+        CURRENT.with(|c| c.set(profile.handles()));
         Ok(Profile {
             detached: false,
             ..profile
         })
     }
 
-    /// The sessions' ids.
-    fn sids(&self) -> Sids {
-        Sids {
-            cpu: self.cpu.as_ref().map_or(0, sampler::Session::sid),
-            heap: self.heap.as_ref().map_or(0, heap::Session::sid),
-            locks: self.locks.as_ref().map_or(0, contention::Session::sid),
-            wall: self.wall.as_ref().map_or(0, wall::Session::sid),
+    /// The sessions, as `reset()` and `pause()` reach them.
+    fn handles(&self) -> Handles {
+        let mut handles = Handles::default();
+        for (source, running) in &self.running {
+            if let Some(h) = handles.0.get_mut(*source) {
+                *h = Some(Handle {
+                    sid: running.sid(),
+                    controls: running.controls(),
+                });
+            }
         }
+        handles
     }
 
     /// Discards everything sampled so far (Go's `b.ResetTimer`, for the profile).
@@ -157,7 +199,7 @@ impl Profile {
     /// # }
     /// ```
     pub fn reset(&self) {
-        self.sids().reset();
+        self.handles().reset();
     }
 
     /// Pauses sampling for this profile until the guard drops.
@@ -173,7 +215,7 @@ impl Profile {
     /// # }
     /// ```
     pub fn pause(&self) -> Paused {
-        Paused::new(self.sids())
+        Paused::new(self.handles())
     }
 
     /// The name given at start.
@@ -200,52 +242,18 @@ impl Profile {
         // profiled's own allocations.
         let name = name.into();
         let owned = config.clone();
-        let (block, mutex) = (config.wants(&kind::BLOCK), config.wants(&kind::MUTEX));
-        let locks = if block || mutex {
-            Some(contention::Session::start(
-                if block { config.block_rate } else { 0 },
-                if mutex { config.mutex_fraction } else { 0 },
-                config.threads == Threads::All,
-            )?)
-        } else {
-            None
-        };
-        let wall = if config.wants(&kind::WALL) {
-            Some(wall::Session::start(
-                config.wall_frequency,
-                config.threads == Threads::All,
-            )?)
-        } else {
-            None
-        };
-        let cpu = if config.wants(&kind::CPU) {
-            sampler::on_drain_start(symbolize::prewarm);
-            Some(sampler::Session::start(
-                config.frequency,
-                config.engine,
-                config.threads,
-                true,
-            )?)
-        } else {
-            None
-        };
-        // The heap session last, for the same reason; one that cannot start (no wrapper)
-        // drops those started above, which stops them.
-        let heap = if config.wants(&kind::HEAP) || config.wants(&kind::ALLOCS) {
-            Some(heap::Session::start(
-                config.heap_rate,
-                config.threads == Threads::All,
-            )?)
-        } else {
-            None
-        };
+        let mut running = Vec::with_capacity(SOURCES.len());
+        for (i, source) in SOURCES.iter().enumerate() {
+            if source.kinds.iter().any(|(k, _)| config.wants(*k)) {
+                // One that cannot start (the heap's, without the wrapper) drops those
+                // started before it, which stops them.
+                running.push((i, (source.start)(config)?));
+            }
+        }
         Ok(Profile {
             name,
             config: owned,
-            cpu,
-            heap,
-            locks,
-            wall,
+            running,
             detached: true,
         })
     }
@@ -255,16 +263,15 @@ impl Profile {
     /// each get what they ask for).
     #[cfg(feature = "http")]
     pub(crate) fn start_shared(name: impl Into<String>, config: &Config) -> Result<Profile, Error> {
-        sampler::on_drain_start(symbolize::prewarm);
-        let session =
-            sampler::Session::start(config.frequency, config.engine, Threads::All, false)?;
+        let cpu = source_of(Kind::Cpu).unwrap_or_default();
+        let session = sampler::start_with(config, Threads::All, false)?;
         Ok(Profile {
             name: name.into(),
-            config: config.clone(),
-            cpu: Some(session),
-            heap: None,
-            locks: None,
-            wall: None,
+            config: Config {
+                kinds: vec![Kind::Cpu],
+                ..config.clone()
+            },
+            running: vec![(cpu, session)],
             detached: true,
         })
     }
@@ -278,84 +285,72 @@ impl Profile {
     /// brackets the timed routine with it, far from the `Profile`).
     #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
     pub(crate) fn remote(&self) -> Remote {
-        Remote(self.sids())
+        Remote(self.handles())
     }
 
-    /// Stops sampling, symbolizes and encodes the profile of its config's first kind (see
-    /// [`Profile::finish_all`] for every kind).
-    ///
-    /// ```
-    /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
-    /// let p = profiled::Profile::start("f", &profiled::Config::default()).unwrap();
-    /// let report = p.finish().unwrap();
-    /// assert_eq!(report.name(), "f");
-    /// # }
-    /// ```
-    pub fn finish(self) -> Result<Report, Error> {
-        let mut reports = self.finish_all()?;
-        Ok(reports.remove(0))
-    }
-
-    /// Stops every kind's session and gives one report per kind, in the config's order.
+    /// Stops every kind's session and gives one report per kind, in the order the config
+    /// names them.
     ///
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
     /// #[global_allocator]
     /// static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();
     ///
-    /// let config = profiled::Config::parse("cpu,heap").unwrap().unwrap();
+    /// use profiled::Kind;
+    /// let config = profiled::Config::default().with_kinds([Kind::Cpu, Kind::Heap]).unwrap();
     /// let p = profiled::Profile::start("both", &config).unwrap();
     /// let kept: Vec<Vec<u8>> = (0..100).map(|_| vec![0; 100_000]).collect();
-    /// let reports = p.finish_all().unwrap();
-    /// assert_eq!(reports.iter().map(|r| r.kind()).collect::<Vec<_>>(), ["cpu", "heap"]);
+    /// let reports = p.finish().unwrap();
+    /// assert_eq!(reports.iter().map(|r| r.kind()).collect::<Vec<_>>(), [Kind::Cpu, Kind::Heap]);
     /// assert!(reports[1].total("inuse_space").unwrap() > 5_000_000);
     /// # drop(kept);
     /// # }
     /// ```
-    pub fn finish_all(self) -> Result<Vec<Report>, Error> {
+    pub fn finish(self) -> Result<Vec<Report>, Error> {
         if !self.detached {
-            CURRENT.with(|c| c.set(Sids::default()));
+            CURRENT.with(|c| c.set(Handles::default()));
         }
-        if sampler::forked() || heap::forked() {
+        if sampler::forked() || membership_forked() {
             // The drain lock may have been held at the fork, by a thread that does not exist
             // here: finishing could hang, and would steal the parent's samples anyway.
             drop(self);
-            return Err(Error::Unsupported {
+            return Err(Error::from(Repr::Unsupported {
                 what: "a profile can only be finished by the process that started it, not by a \
                        child forked from it"
                     .into(),
-            });
+            }));
         }
         let Profile {
             name,
             config,
-            cpu,
-            heap,
-            locks,
-            wall,
+            mut running,
             ..
         } = self;
-        // The heap session stops first: building the CPU report allocates.
-        let recorded = heap.map(heap::Session::finish);
-        let waits = locks.map(contention::Session::finish);
-        let walled = wall.map(wall::Session::finish);
-        let mut cpu = cpu.map(|session| finish_cpu(&name, &config, session));
-        let mut reports = Vec::with_capacity(config.kinds.len());
-        for kind in &config.kinds {
-            match (kind.name, &recorded) {
-                ("cpu", _) => reports.extend(cpu.take()),
-                ("wall", _) => {
-                    reports.extend(walled.as_ref().map(|w| wall_report(&name, w)));
-                }
-                ("block" | "mutex", _) => {
-                    reports.extend(waits.as_ref().map(|w| contention_report(&name, kind, w)));
-                }
-                (_, Some(recorded)) => reports.push(heap_report(&name, kind, recorded)),
-                _ => {}
-            }
+        // Every session stops before any report is built, the last started first: the
+        // heap's, which must not see what finishing allocates (this list's first push
+        // comes after it stopped).
+        let mut recorded = Vec::new();
+        while let Some((source, session)) = running.pop() {
+            let data = session.finish();
+            recorded.push((source, data));
         }
+        let reports = config
+            .kinds
+            .iter()
+            .filter_map(|&kind| {
+                let source = source_of(kind)?;
+                let (_, data) = recorded.iter().find(|(s, _)| *s == source)?;
+                Some(Report::new(&name, kind, data.finished(kind)))
+            })
+            .collect();
         Ok(reports)
     }
+}
+
+/// Whether this is a child forked after a session that follows threads started here.
+fn membership_forked() -> bool {
+    let pid = membership::claimed_by();
+    pid != 0 && pid != crate::sys::process_id()
 }
 
 impl fmt::Debug for Profile {
@@ -368,9 +363,9 @@ impl fmt::Debug for Profile {
 
 /// Pauses and resumes one profile; a no-op once it has finished. Copied into code that cannot
 /// hold the [`Profile`] (criterion's measurement).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
-pub(crate) struct Remote(Sids);
+pub(crate) struct Remote(Handles);
 
 #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
 impl Remote {
@@ -445,13 +440,13 @@ pub fn unprofiled<R>(f: impl FnOnce() -> R) -> R {
 /// ```
 #[must_use = "sampling resumes as soon as the guard is dropped"]
 pub struct Paused {
-    sids: Sids,
+    sids: Handles,
     // Not Send: pausing and resuming belong to one thread's view of its profile.
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
 impl Paused {
-    fn new(sids: Sids) -> Paused {
+    fn new(sids: Handles) -> Paused {
         sids.pause();
         Paused {
             sids,
@@ -471,5 +466,70 @@ impl fmt::Debug for Paused {
         f.debug_struct("Paused")
             .field("active", &!self.sids.is_none())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_one_source_and_a_format_of_its_name() {
+        for &kind in Kind::ALL {
+            let entries: Vec<&Format> = SOURCES
+                .iter()
+                .flat_map(|s| s.kinds.iter())
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, f)| *f)
+                .collect();
+            assert_eq!(entries.len(), 1, "{kind}: one source records it");
+            let format = entries[0];
+            assert_eq!(format.name, kind.name());
+            assert!(format.main < format.sample_types.len(), "{kind}");
+            assert!(format.default < format.sample_types.len(), "{kind}");
+            assert!(format.folded_divisor > 0, "{kind}");
+        }
+        let listed: usize = SOURCES.iter().map(|s| s.kinds.len()).sum();
+        // The test kind is in no list users see.
+        assert_eq!(
+            listed,
+            Kind::ALL.len() + 1,
+            "every source's kind is in Kind::ALL"
+        );
+    }
+
+    /// src/tally.rs, its variant and its entry in SOURCES are all a kind takes: it starts,
+    /// resets, pauses and finishes with the profile, and its report has its own sample
+    /// types, headline and comments.
+    #[test]
+    fn a_kind_is_one_module_one_variant_and_one_entry() {
+        let config = Config::default().with_kinds([Kind::Tally]).unwrap();
+        let profile = Profile::start("tallied", &config).unwrap();
+        crate::tally::record();
+        reset();
+        crate::tally::record();
+        unprofiled(crate::tally::record);
+        crate::tally::record();
+        let reports = profile.finish().unwrap();
+        assert_eq!(reports.len(), 1);
+        let report = &reports[0];
+        assert_eq!(report.kind(), Kind::Tally);
+        assert_eq!(report.total("calls"), Some(2));
+        assert_eq!(report.samples(), 2);
+        assert!(
+            report
+                .summary_line(None)
+                .starts_with("profiled: tallied  tally 2 calls"),
+            "{}",
+            report.summary_line(None)
+        );
+        let decoded = crate::encode::decode(report.pprof_gz()).unwrap();
+        let s = |i: i64| decoded.string_table[i as usize].as_str();
+        assert_eq!(s(decoded.sample_type[0].r#type), "calls");
+        let comments: Vec<&str> = decoded.comment.iter().map(|&c| s(c)).collect();
+        assert_eq!(
+            comments,
+            ["profiled: tallied", "tally: one sample per call"]
+        );
     }
 }

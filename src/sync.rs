@@ -50,8 +50,10 @@ use std::time::Duration;
 
 pub use std::sync::WaitTimeoutResult;
 
+pub use crate::contention::{set_block_profile_rate, set_mutex_profile_fraction};
+
+use crate::contention::Padded;
 use crate::contention::{self, now};
-use crate::heap::Padded;
 
 /// Blame bookkeeping of one contended lock: the threads waiting for it and the sum of
 /// their waits' starts, each counted from the previous unlock at the latest.

@@ -21,10 +21,45 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rustc_hash::FxBuildHasher;
 
-use crate::error::Error;
-use crate::heap::{self, Tag, Want};
-use crate::kind::{Kind, Row, Samples};
+use crate::config::{Config, Threads};
+use crate::error::{Error, Repr};
+use crate::kind::{self, Controls, Figures, Finished, Format, Kind, Row, Samples, Trim, ValueType};
+use crate::membership::{self, Tag};
 use crate::stack::Thread;
+
+/// Every thread of a test on wall time, running or waiting (fgprof's profile for Go):
+/// `samples/count`, `wall/nanoseconds`, with a `state` label.
+pub(crate) const WALL: Format = Format {
+    name: "wall",
+    sample_types: &[
+        ValueType {
+            kind: "samples",
+            unit: "count",
+        },
+        ValueType {
+            kind: "wall",
+            unit: "nanoseconds",
+        },
+    ],
+    period_type: ValueType {
+        kind: "wall",
+        unit: "nanoseconds",
+    },
+    main: 1,
+    default: 1,
+    folded_divisor: 1000,
+    trim: Trim::NONE,
+    headline,
+};
+
+/// `wall 1.20s over 120 samples`.
+fn headline(f: &Figures<'_>) -> String {
+    format!(
+        "wall {:.2}s over {} samples",
+        Duration::from_nanos(f.total("wall").max(0) as u64).as_secs_f64(),
+        f.count
+    )
+}
 
 /// How long the sampler waits for a thread's answer: one that does not answer (it blocks
 /// the signal, is stopped, or is exiting) is left out of that tick, and its time goes to
@@ -80,7 +115,7 @@ fn sessions() -> std::sync::MutexGuard<'static, HashMap<u64, Recording, FxBuildH
     not(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported))),
     allow(dead_code)
 )]
-pub(crate) fn adopted(tags: &[Tag]) {
+fn adopted(tags: &[Tag]) {
     if ACTIVE.load(Ordering::Relaxed) == 0 {
         return;
     }
@@ -122,23 +157,21 @@ impl Session {
     /// every thread of the process) at `frequency` Hz of wall time.
     pub(crate) fn start(frequency: u32, all: bool) -> Result<Session, Error> {
         if !crate::sys::STACKS {
-            return Err(Error::Unsupported {
+            return Err(Error::from(Repr::Unsupported {
                 what: format!(
                     "wall-clock profiles are not supported on this platform ({}-{}); \
                      profiled takes stacks on Linux x86_64",
                     std::env::consts::OS,
                     std::env::consts::ARCH
                 ),
-            });
+            }));
         }
         // The signal handler and unwinder, set up now rather than at the first tick.
         crate::sampler::stacks_of(&[], PATIENCE)?;
-        let (slot, sid) = heap::claim(Want {
-            all,
-            ..Want::default()
-        })?;
+        membership::on_adopt(adopted);
+        let (slot, sid) = membership::claim(all, |_, _| {})?;
         if !all {
-            heap::join(Tag {
+            membership::join(Tag {
                 slot: slot as u8,
                 sid,
             });
@@ -174,10 +207,6 @@ impl Session {
         })
     }
 
-    pub(crate) fn sid(&self) -> u64 {
-        self.sid
-    }
-
     /// Stops sampling and takes what was recorded.
     pub(crate) fn finish(self) -> Recorded {
         let duration = self.started.elapsed();
@@ -200,8 +229,8 @@ impl Session {
     }
 
     fn stop(&self) -> Option<Recording> {
-        heap::leave(self.sid);
-        heap::release(self.slot, self.sid);
+        membership::leave(self.sid);
+        membership::release(self.slot, self.sid, || {});
         let rec = sessions().remove(&self.sid);
         if rec.is_some() {
             ACTIVE.fetch_sub(1, Ordering::Relaxed);
@@ -253,16 +282,16 @@ fn start_sampler() -> Result<(), Error> {
         }
     });
     match failed {
-        Some(e) => Err(Error::Sampler {
+        Some(e) => Err(Error::from(Repr::Sampler {
             what: "starting the wall-clock sampler thread",
             source: e,
-        }),
+        })),
         None => Ok(()),
     }
 }
 
 fn sampler_loop() {
-    heap::own_thread();
+    membership::own_thread();
     SAMPLER_TID.store(crate::sampler::current_tid(), Ordering::Relaxed);
     let mut last = Instant::now();
     loop {
@@ -397,7 +426,7 @@ fn tick(elapsed: Duration) {
 
 impl Recorded {
     /// The recording as the wall kind's samples, each with its `state` label.
-    pub(crate) fn samples(&self, kind: &'static Kind) -> Samples<'_> {
+    pub(crate) fn samples(&self) -> Samples<'_> {
         let rows = self
             .rows
             .iter()
@@ -410,7 +439,7 @@ impl Recorded {
             })
             .collect();
         Samples {
-            kind,
+            format: &WALL,
             rows,
             placeholders: Vec::new(),
             period: 1_000_000_000 / i64::from(self.frequency.max(1)),
@@ -424,5 +453,58 @@ impl Recorded {
         self.rows
             .iter()
             .fold((0, 0), |(w, t), r| (if r.2 { w + r.4 } else { w }, t + r.4))
+    }
+}
+
+/// What `reset()` and `pause()` reach of a wall session.
+static CONTROLS: Controls = Controls {
+    reset,
+    pause,
+    resume,
+    is_live,
+};
+
+/// Starts the wall source as `config` asks.
+pub(crate) fn start(config: &Config) -> Result<Box<dyn kind::Running>, Error> {
+    Ok(Box::new(Session::start(
+        config.wall_frequency,
+        config.threads == Threads::All,
+    )?))
+}
+
+impl kind::Running for Session {
+    fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    fn controls(&self) -> &'static Controls {
+        &CONTROLS
+    }
+
+    fn finish(self: Box<Self>) -> Box<dyn kind::Recorded> {
+        Box::new(Session::finish(*self))
+    }
+}
+
+impl kind::Recorded for Recorded {
+    fn finished(&self, _: Kind) -> Finished<'_> {
+        let comments = vec![format!(
+            "wall: every thread of the test sampled {} times a second of wall time, running \
+             or not; label state=running|waiting (go tool pprof -tagfocus=state=waiting)",
+            self.frequency
+        )];
+        let (waiting, total) = self.waiting_and_total();
+        let note = (total > 0).then(|| {
+            format!(
+                "{:.0}% of the sampled threads' wall time was spent waiting (state=waiting)",
+                100.0 * waiting as f64 / total as f64
+            )
+        });
+        let count = self.rows.iter().map(|r| r.3.max(0) as u64).sum();
+        Finished {
+            comments,
+            note,
+            ..Finished::new(self.samples(), count)
+        }
     }
 }

@@ -273,7 +273,7 @@ fn allocations_in_thread_local_destructors_are_counted() {
 #[test]
 fn a_forked_child_never_waits_on_the_heap_store() {
     let config = profiled::Config::default()
-        .with_kinds(["heap"])
+        .with_kinds([profiled::Kind::Heap])
         .unwrap()
         .with_heap_rate(1)
         .unwrap();
@@ -320,7 +320,7 @@ fn a_forked_child_never_waits_on_the_heap_store() {
     for b in busy {
         b.join().unwrap();
     }
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     assert!(report.total("alloc_objects").unwrap() > 0);
 }
 
@@ -330,7 +330,7 @@ fn a_forked_child_never_waits_on_the_heap_store() {
 fn a_heap_profile_too_small_to_sample_says_why() {
     let heap = |rate| {
         profiled::Config::default()
-            .with_kinds(["heap"])
+            .with_kinds([profiled::Kind::Heap])
             .unwrap()
             .with_heap_rate(rate)
             .unwrap()
@@ -338,7 +338,7 @@ fn a_heap_profile_too_small_to_sample_says_why() {
     // About 1 KiB allocated against one sample per GiB: caught once in a million runs.
     let profile = profiled::Profile::start("unsampled", &heap(1 << 30)).unwrap();
     drop(std::hint::black_box(hand_counted()));
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     assert_eq!(report.samples(), 0);
     let note = report.note().expect("a note on the empty profile");
     assert!(
@@ -348,13 +348,13 @@ fn a_heap_profile_too_small_to_sample_says_why() {
 
     let profile = profiled::Profile::start("exact", &heap(1)).unwrap();
     drop(std::hint::black_box(hand_counted()));
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     assert!(report.samples() >= 11, "{}", report.samples());
     assert_eq!(report.note(), None);
 
     let config = heap(1);
     let profile = profiled::Profile::start("nothing", &config).unwrap();
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     assert_eq!(
         (report.samples(), report.note()),
         (0, None),

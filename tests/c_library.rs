@@ -42,7 +42,7 @@ fn time_in_a_c_library_is_charged_to_that_library() {
         };
         assert_eq!(r, 0);
     }
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     let (top, share) = report.top_function().expect("samples");
     assert_eq!(top, "libz.so.1", "{}", report.summary_line(None));
     let floor = 0.8 - support::sampling_error(0.8, report.samples() as i64);
@@ -67,7 +67,7 @@ fn time_in_std_hash_map_is_charged_to_the_code_that_uses_it() {
     while thread_cpu() - start < Duration::from_millis(300) {
         std::hint::black_box(fills_a_hash_map(20_000));
     }
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     let (top, _) = report.top_function().expect("samples");
     assert_eq!(
         top,

@@ -16,7 +16,7 @@ fn config(text: &str) -> Config {
 
 /// The report of `kind` among a profile's reports.
 fn of<'a>(reports: &'a [Report], kind: &str) -> &'a Report {
-    reports.iter().find(|r| r.kind() == kind).unwrap()
+    reports.iter().find(|r| r.kind().name() == kind).unwrap()
 }
 
 /// Asserts that each function's waits were recorded on stacks through it, for about as long
@@ -83,10 +83,10 @@ fn a_wait_is_charged_to_the_waiter_and_blamed_on_the_unlocker() {
         waited += waits_for_the_lock(&m);
         holder.join().unwrap();
     }
-    let reports = profile.finish_all().unwrap();
+    let reports = profile.finish().unwrap();
     assert_eq!(
         reports.iter().map(Report::kind).collect::<Vec<_>>(),
-        ["block", "mutex"]
+        [profiled::Kind::Block, profiled::Kind::Mutex]
     );
     // The comments say what was kept, as single-spaced text (go tool pprof prints them).
     for report in &reports {
@@ -97,7 +97,7 @@ fn a_wait_is_charged_to_the_waiter_and_blamed_on_the_unlocker() {
             .map(|&i| p.string_table[i as usize].as_str())
             .collect();
         assert!(
-            comments.iter().any(|c| c.starts_with(report.kind())),
+            comments.iter().any(|c| c.starts_with(report.kind().name())),
             "{comments:?}"
         );
         assert!(!comments.iter().any(|c| c.contains("  ")), "{comments:?}");
@@ -166,7 +166,7 @@ fn handoffs(
                     std::thread::yield_now();
                 }
             }
-            p.finish_all().unwrap()
+            p.finish().unwrap()
         })
     };
     let waiter = std::thread::spawn(move || {
@@ -181,7 +181,7 @@ fn handoffs(
             waits.push(t.elapsed().as_nanos() as f64);
             taken.store(i, Ordering::Release);
         }
-        (p.finish_all().unwrap(), waits)
+        (p.finish().unwrap(), waits)
     });
     let (waiter, waits) = waiter.join().unwrap();
     (holder.join().unwrap(), waiter, waits)
@@ -200,7 +200,7 @@ fn sampled_totals_are_unbiased() {
     )
     .unwrap();
     let (holder, waiter, waits) = handoffs(2000, "mutex", "block");
-    let sampled = sampled.finish_all().unwrap();
+    let sampled = sampled.finish().unwrap();
     // The estimators' variances, from each event's length d as the waiter measured it (an
     // upper bound of what the lock timed, and of the blame, which excludes the wake-up):
     // block, a wait d < rate kept with probability d/rate as rate: d (rate - d), counted
@@ -288,7 +288,7 @@ fn condvar_and_rwlock_waits_are_recorded() {
     let read_wait = t.elapsed();
     writer.join().unwrap();
 
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     assert_waits_recorded(
         &report,
         &[
@@ -337,7 +337,7 @@ fn a_woken_waiter_waits_for_the_mutex_like_any_other() {
     std::thread::sleep(Duration::from_millis(20));
     produces_holding_the_lock(&queue, hold);
     consumer.join().unwrap();
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     let blamed = report.total("delay").unwrap();
     // At least one notify finds the consumer waiting and the producer holds on for 20 ms
     // after it; each such wait ends at an unlock in the producer.
@@ -419,7 +419,7 @@ fn a_waiter_back_asleep_is_not_waiting_for_the_mutex() {
     }
     let last = notify_holding(&pair, 2, Duration::from_millis(10));
     sleeper.join().unwrap();
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     let blamed = report.total("delay").unwrap() as u128;
     // Blamed: the sleeper's two waits for the mutex, each inside its notify's hold, and
     // nothing of the 60 ms of holds while it slept.
@@ -458,7 +458,7 @@ fn a_profile_sees_only_its_own_threads() {
     neighbour.join().unwrap();
     other.join().unwrap();
     // `other` was spawned by this thread, so it is the profile's: its wait is in.
-    let reports = profile.finish_all().unwrap();
+    let reports = profile.finish().unwrap();
     assert_eq!(of(&reports, "block").total("contentions"), Some(1));
     // The unlock was the neighbour's, outside the profile: no blame here.
     assert_eq!(of(&reports, "mutex").total("contentions"), Some(0));
@@ -491,7 +491,7 @@ fn reset_and_pause_reach_contention_profiles() {
         let _paused = profiled::pause();
         contend(&m);
     }
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     assert_eq!(report.total("contentions"), Some(1));
 }
 
@@ -541,7 +541,7 @@ fn poisoning_is_reported_as_std_reports_it() {
     held.wait();
     assert_eq!(*m.lock().unwrap_err().into_inner(), 9);
     assert!(holder.join().is_err());
-    let report = profile.finish_all().unwrap();
+    let report = profile.finish().unwrap();
     assert_eq!(of(&report, "block").total("contentions"), Some(1));
 }
 
@@ -559,7 +559,7 @@ fn go_tool_pprof_reads_block_and_mutex_profiles() {
     waits_for_the_lock(&m);
     holder.join().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for report in profile.finish_all().unwrap() {
+    for report in profile.finish().unwrap() {
         let path = dir.path().join(format!("t.{}.pb.gz", report.kind()));
         report.write(&path).unwrap();
         let raw = support::go_tool_pprof(&["-raw"], &path);
@@ -569,7 +569,7 @@ fn go_tool_pprof_reads_block_and_mutex_profiles() {
             report.kind()
         );
         let top = support::go_tool_pprof(&["-top", "-sample_index=delay"], &path);
-        let expect = if report.kind() == "block" {
+        let expect = if report.kind() == profiled::Kind::Block {
             "waits_for_the_lock"
         } else {
             "holds_the_lock"
@@ -612,7 +612,7 @@ mod tokio_locks {
         let held = locks::Semaphore::new(0);
         let (_, waited) =
             rt.block_on(async { tokio::join!(holds_async(&m, &held), waits_async(&m, &held)) });
-        let reports = profile.finish_all().unwrap();
+        let reports = profile.finish().unwrap();
         let block = of(&reports, "block");
         let delay = block.total("delay").unwrap() as f64;
         let measured = waited.as_nanos() as f64;
@@ -669,7 +669,7 @@ mod parking_lot_locks {
             holder.join().unwrap();
         }
         assert_eq!(*m.lock(), 3);
-        let reports = profile.finish_all().unwrap();
+        let reports = profile.finish().unwrap();
         let block = of(&reports, "block");
         let delay = block.total("delay").unwrap() as f64;
         let measured = waited.as_nanos() as f64;
@@ -764,7 +764,7 @@ mod parking_lot_locks {
         let condvar_wait = t.elapsed();
         notifier.join().unwrap();
 
-        let report = profile.finish().unwrap();
+        let report = profile.finish().unwrap().remove(0);
         assert_waits_recorded(
             &report,
             &[

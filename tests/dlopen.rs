@@ -87,7 +87,7 @@ fn a_library_loaded_and_unloaded_during_the_profile_is_unwound_and_named() {
         calls_into_library(hot, Duration::from_millis(500));
         assert_eq!(libc::dlclose(lib), 0);
     }
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     let path = dir.path().join("dlopen.cpu.pb.gz");
     report.write(&path).unwrap();
     let p = read(&path);

@@ -276,9 +276,9 @@ fn go_tool_pprof_reads_the_block_and_mutex_profiles() {
     let base = format!("http://{}/debug/pprof", server.local_addr());
     // Off until switched on, as Go's: this wait is not recorded.
     contend(service_holds, service_waits_unwatched);
-    profiled::http::set_block_profile_rate(1);
-    assert_eq!(profiled::http::set_mutex_profile_fraction(1), 0);
-    assert_eq!(profiled::http::set_mutex_profile_fraction(-1), 1);
+    profiled::sync::set_block_profile_rate(1);
+    assert_eq!(profiled::sync::set_mutex_profile_fraction(1), 0);
+    assert_eq!(profiled::sync::set_mutex_profile_fraction(-1), 1);
     // On threads the server never saw: the profiles have every thread.
     std::thread::spawn(|| contend(service_holds, service_waits))
         .join()
@@ -313,8 +313,8 @@ fn go_tool_pprof_reads_the_block_and_mutex_profiles() {
     let row = top_row(&["-sample_index=delay"], &format!("{base}/block?seconds=2"));
     window.join().unwrap();
     assert!(row.ends_with("http::service_waits_in_the_window"), "{row}");
-    profiled::http::set_block_profile_rate(0);
-    assert_eq!(profiled::http::set_mutex_profile_fraction(0), 1);
+    profiled::sync::set_block_profile_rate(0);
+    assert_eq!(profiled::sync::set_mutex_profile_fraction(0), 1);
 }
 
 /// The cum% `go tool pprof -top` shows for the first row naming `function`.
@@ -501,7 +501,7 @@ fn a_test_profile_and_the_endpoint_profile_run_side_by_side() {
     let before = thread_cpu();
     test_thread_work(Duration::from_millis(300));
     let spent = thread_cpu() - before;
-    let report = mine.finish().unwrap();
+    let report = mine.finish().unwrap().remove(0);
     let reply = endpoint.join().unwrap();
     assert_eq!(reply.status, 200, "{}", reply.text());
     // The test's profile holds its own thread, all of its CPU, and not the load's.
@@ -514,7 +514,10 @@ fn a_test_profile_and_the_endpoint_profile_run_side_by_side() {
         !own.iter().any(|f| f.contains("service_hot_loop")),
         "{own:?}"
     );
-    let (got, want) = (report.cpu_time().as_secs_f64(), spent.as_secs_f64());
+    let (got, want) = (
+        report.cpu_time().unwrap().as_secs_f64(),
+        spent.as_secs_f64(),
+    );
     assert!(
         (got - want).abs() <= 0.1 * want + 0.01,
         "test profile: {got:.3} s of CPU, the thread used {want:.3} s"

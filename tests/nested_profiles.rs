@@ -42,11 +42,11 @@ fn nested_profiles_each_sample_threads_spawned_inside_both() {
                 .map(|_| std::thread::spawn(spun_by_a_worker))
                 .collect();
             let spun: Duration = workers.into_iter().map(|w| w.join().unwrap()).sum();
-            (inner.finish().unwrap(), spun)
+            (inner.finish().unwrap().remove(0), spun)
         })
         .join()
         .unwrap();
-        let outer = outer.finish().unwrap();
+        let outer = outer.finish().unwrap().remove(0);
         // The inner profile, started second, says its rate is not quite the one asked for.
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("inner.pb.gz");
@@ -115,11 +115,11 @@ fn short_lived_threads_keep_their_time_in_nested_profiles() {
                 .sum::<Duration>();
         }
         let long = long.join().unwrap();
-        (inner.finish().unwrap(), short, long)
+        (inner.finish().unwrap().remove(0), short, long)
     })
     .join()
     .unwrap();
-    let outer = outer.finish().unwrap();
+    let outer = outer.finish().unwrap().remove(0);
     for report in [&inner, &outer] {
         // Short against long, charged and measured (to the closures' ends; starting and
         // ending a thread costs a little more, charged to it too): a ratio that the total's

@@ -21,7 +21,7 @@ fn config(text: &str) -> Config {
 }
 
 fn of<'a>(reports: &'a [Report], kind: &str) -> &'a Report {
-    reports.iter().find(|r| r.kind() == kind).unwrap()
+    reports.iter().find(|r| r.kind().name() == kind).unwrap()
 }
 
 /// The share of a report's main value in stacks that contain `function`.
@@ -60,7 +60,7 @@ fn wall_time_splits_between_sleeping_and_burning() {
     // On a loaded machine the burn takes longer than its CPU time: what the wall clock
     // saw is what the profile must show.
     let burned = t.elapsed();
-    let reports = profile.finish_all().unwrap();
+    let reports = profile.finish().unwrap();
     let wall = of(&reports, "wall");
     let expected = slept.as_secs_f64() / (slept + burned).as_secs_f64();
     let got = share(wall, "wall::sleeps");
@@ -143,7 +143,7 @@ fn spawned_threads_are_sampled_waiting() {
     for w in workers {
         w.join().unwrap();
     }
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     // Two workers asleep 200 ms each, and this thread waiting for them as long.
     let worker_ns: u64 = report
         .folded_stacks()
@@ -210,7 +210,7 @@ fn waiting_threads_see_no_eintr() {
     assert!(locker.join().unwrap());
     waiter.join().unwrap();
     assert_eq!(raw_reader.join().unwrap().unwrap(), 1);
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     // They were sampled: the profile holds seven threads' waiting.
     assert!(report.samples() > 300, "{} samples", report.samples());
 }
@@ -232,7 +232,7 @@ fn idle_tokio_workers_show_as_parked() {
         .unwrap();
     rt.block_on(user_async_work());
     drop(rt);
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     // The workers' stacks (folded: what the runtime was doing, user code absent).
     let parked_us: u64 = report
         .folded_stacks()
@@ -281,7 +281,7 @@ fn waits_in_profileds_locks_are_charged_to_the_caller() {
     for w in waiters {
         w.join().unwrap();
     }
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     let (top, _) = report.top_function().expect("samples");
     assert_eq!(
         top,

@@ -15,176 +15,63 @@
 // `unsafe` (src/sys's test walks the source to keep it so).
 #[allow(unsafe_code)]
 mod alloc;
+mod format;
 mod hook;
 mod store;
 
 pub use alloc::Alloc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use hook::{ACTIVE, ALL, PID, SLOT, SLOTS};
-pub(crate) use hook::{CONTENDED, MUTEXES, Padded, Slot, each_slot, join, leave};
-pub(crate) use hook::{Tag, uniform};
-#[cfg(all(target_os = "linux", target_arch = "x86_64", not(profiled_unsupported)))]
-pub(crate) use hook::{adopt, inherited};
-pub(crate) use hook::{on_alloc, on_free, own_thread};
+use hook::{COUNTING, HEAP_SLOTS};
+pub(crate) use hook::{on_alloc, on_free};
 pub(crate) use store::Bucket;
 
-use crate::error::Error;
-use crate::kind::{Kind, Row, Samples};
+use crate::config::{Config, Threads};
+use crate::error::{Error, Repr};
+use crate::kind::{self, Controls, Finished, Kind, Row, Samples};
+use crate::membership::{self, Tag};
+use crate::output;
+pub(crate) use format::{ALLOCS, HEAP};
 
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-/// What a session asks of the hooks when it claims a slot.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Want {
-    /// Heap profile: sample every `rate` bytes on average; 0 for none.
-    pub rate: u64,
-    /// Exact allocation counts.
-    pub count: bool,
-    /// Every thread of the process, tagged or not.
-    pub all: bool,
-    /// Block profile rate in nanoseconds (src/contention); 0 for none.
-    pub block: u64,
-    /// Mutex profile fraction; 0 for none.
-    pub mutex: u64,
-}
-
-/// Claims a free slot for a new session: `(index, sid)`, the slot's index in the sid's low
-/// byte so that `pause(sid)` finds it. The slots and the threads' tags serve every source
-/// that follows a test's threads without signals: the allocation hooks and the locks.
-pub(crate) fn claim(want: Want) -> Result<(usize, u64), Error> {
-    for (i, slot) in SLOT.iter().enumerate() {
-        let sid = (NEXT.fetch_add(1, Ordering::Relaxed) << 8) | i as u64;
-        if slot
-            .sid
-            .compare_exchange(0, sid, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            continue;
+/// Claims a slot for a heap session sampling every `rate` bytes (0: none) or counting
+/// exactly (`count`), for `all` threads or the tagged ones.
+fn claim(rate: u64, count: bool, all: bool) -> Result<(usize, u64), Error> {
+    membership::claim(all, |i, sid| {
+        let Some(slot) = HEAP_SLOTS.get(i) else {
+            return;
+        };
+        slot.rate.store(rate, Ordering::Relaxed);
+        slot.count.store(count, Ordering::Relaxed);
+        if count {
+            COUNTING.fetch_add(1, Ordering::Relaxed);
         }
-        slot.rate.store(want.rate, Ordering::Relaxed);
-        slot.count.store(want.count, Ordering::Relaxed);
-        if want.count {
-            hook::COUNTING.fetch_add(1, Ordering::Relaxed);
-        }
-        slot.block.store(want.block, Ordering::Relaxed);
-        slot.mutex.store(want.mutex, Ordering::Relaxed);
-        if want.mutex > 0 {
-            hook::MUTEXES.fetch_add(1, Ordering::Relaxed);
-        }
-        if want.block > 0 || want.mutex > 0 {
-            hook::CONTENDED.0.fetch_add(1, Ordering::Release);
-        }
-        slot.paused.store(0, Ordering::Relaxed);
         // A counting session's owned tally is its claimer's (see `hook::Counters`).
-        slot.counters.clear(if want.count { hook::me() } else { 0 });
-        if want.rate > 0 {
+        slot.counters
+            .clear(if count { membership::me() } else { 0 });
+        if rate > 0 {
             hook::locked(|s| s.open(sid));
         }
-        let _ = PID.compare_exchange(0, std::process::id(), Ordering::Relaxed, Ordering::Relaxed);
-        if want.all {
-            slot.all_threads.store(true, Ordering::Release);
-            ALL.fetch_or(1 << i, Ordering::AcqRel);
-        }
-        ACTIVE.fetch_add(1, Ordering::Release);
-        hook::changed();
-        return Ok((i, sid));
-    }
-    Err(Error::Unsupported {
-        what: format!(
-            "more than {SLOTS} heap, block and mutex profiles and allocation counts at once"
-        ),
     })
 }
 
-pub(crate) fn release(i: usize, sid: u64) {
-    let Some(slot) = SLOT.get(i) else { return };
-    if slot.sid.load(Ordering::Acquire) != sid {
-        return;
-    }
-    if slot.all_threads.swap(false, Ordering::AcqRel) {
-        ALL.fetch_and(!(1 << i), Ordering::AcqRel);
-    }
-    if slot.count.swap(false, Ordering::Relaxed) {
-        hook::COUNTING.fetch_sub(1, Ordering::Relaxed);
-    }
-    let block = slot.block.swap(0, Ordering::Relaxed);
-    let mutex = slot.mutex.swap(0, Ordering::Relaxed);
-    if mutex > 0 {
-        hook::MUTEXES.fetch_sub(1, Ordering::Relaxed);
-    }
-    if block > 0 || mutex > 0 {
-        hook::CONTENDED.0.fetch_sub(1, Ordering::Release);
-    }
-    slot.sid.store(0, Ordering::Release);
-    ACTIVE.fetch_sub(1, Ordering::Release);
-    hook::changed();
-}
-
-/// Changes a live session's block rate and mutex fraction (0: off), keeping what it
-/// recorded: the endpoint's process-wide switch. Callers serialize changes of one session.
-#[cfg(feature = "http")]
-pub(crate) fn set_contention(sid: u64, block: u64, mutex: u64) {
-    let Some(slot) = slot_of(sid) else { return };
-    let old_block = slot.block.swap(block, Ordering::Relaxed);
-    let old_mutex = slot.mutex.swap(mutex, Ordering::Relaxed);
-    match (old_mutex > 0, mutex > 0) {
-        (false, true) => drop(hook::MUTEXES.fetch_add(1, Ordering::Relaxed)),
-        (true, false) => drop(hook::MUTEXES.fetch_sub(1, Ordering::Relaxed)),
-        _ => {}
-    }
-    match (old_block > 0 || old_mutex > 0, block > 0 || mutex > 0) {
-        (false, true) => drop(hook::CONTENDED.0.fetch_add(1, Ordering::Release)),
-        (true, false) => drop(hook::CONTENDED.0.fetch_sub(1, Ordering::Release)),
-        _ => {}
-    }
-}
-
-/// The slot of a live session `sid`.
-pub(crate) fn slot_of(sid: u64) -> Option<&'static Slot> {
-    SLOT.get((sid & 0xff) as usize)
-        .filter(|s| sid != 0 && s.sid.load(Ordering::Acquire) == sid)
-}
-
-/// Whether heap session `sid` is running.
-pub(crate) fn is_live(sid: u64) -> bool {
-    slot_of(sid).is_some()
-}
-
-/// The process that claimed the first slot (0: none yet).
-pub(crate) fn claimed_by() -> u32 {
-    PID.load(Ordering::Relaxed)
-}
-
-/// Whether this is a child forked after a heap session started here.
-pub(crate) fn forked() -> bool {
-    let pid = PID.load(Ordering::Relaxed);
-    pid != 0 && pid != crate::sys::process_id()
-}
-
-/// Pauses heap session `sid` (nested pauses count).
-pub(crate) fn pause(sid: u64) {
-    if let Some(s) = slot_of(sid) {
-        s.paused.fetch_add(1, Ordering::Relaxed);
-        hook::changed();
-    }
-}
-
-/// Ends one [`pause`].
-pub(crate) fn resume(sid: u64) {
-    if let Some(s) = slot_of(sid) {
-        let _ = s
-            .paused
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1));
-        hook::changed();
-    }
+/// Releases a heap session's slot.
+fn release(i: usize, sid: u64) {
+    membership::release(i, sid, || {
+        let Some(slot) = HEAP_SLOTS.get(i) else {
+            return;
+        };
+        slot.rate.store(0, Ordering::Relaxed);
+        if slot.count.swap(false, Ordering::Relaxed) {
+            COUNTING.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
 }
 
 /// Drops what heap session `sid` recorded so far.
 pub(crate) fn reset(sid: u64) {
-    if let Some(s) = slot_of(sid) {
+    if let Some(s) = membership::slot_of(sid).and_then(|i| HEAP_SLOTS.get(i)) {
         s.counters.clear(s.counters.owner.load(Ordering::Relaxed));
         hook::locked(|store| store.clear(sid));
     }
@@ -195,16 +82,15 @@ pub(crate) fn reset(sid: u64) {
 pub(crate) fn installed() -> bool {
     static INSTALLED: OnceLock<bool> = OnceLock::new();
     *INSTALLED.get_or_init(|| {
-        let Ok((i, sid)) = claim(Want {
-            count: true,
-            ..Want::default()
-        }) else {
+        let Ok((i, sid)) = claim(0, true, false) else {
             return false;
         };
-        hook::join(Tag { slot: i as u8, sid });
+        membership::join(Tag { slot: i as u8, sid });
         drop(std::hint::black_box(Box::new(0u64)));
-        hook::leave(sid);
-        let seen = SLOT.get(i).is_some_and(|s| s.counters.totals().allocs > 0);
+        membership::leave(sid);
+        let seen = HEAP_SLOTS
+            .get(i)
+            .is_some_and(|s| s.counters.totals().allocs > 0);
         release(i, sid);
         seen
     })
@@ -212,7 +98,7 @@ pub(crate) fn installed() -> bool {
 
 /// What `PROFILE=heap` without the wrapper fails with.
 pub(crate) fn not_installed() -> Error {
-    Error::Unsupported {
+    Error::from(Repr::Unsupported {
         what: "heap and allocation profiles need profiled's allocator wrapper as the \
                program's global allocator; add these two lines to the test file (a service: \
                to its main.rs), or wrap your own allocator \
@@ -220,7 +106,7 @@ pub(crate) fn not_installed() -> Error {
                #[global_allocator]\n    \
                static ALLOC: profiled::Alloc<std::alloc::System> = profiled::Alloc::system();"
             .into(),
-    }
+    })
 }
 
 /// A heap profile being recorded.
@@ -245,26 +131,22 @@ impl Session {
     /// now on (`all`: every thread), one per `rate` bytes on average.
     pub(crate) fn start(rate: u64, all: bool) -> Result<Session, Error> {
         if !crate::sys::STACKS {
-            return Err(Error::Unsupported {
+            return Err(Error::from(Repr::Unsupported {
                 what: format!(
                     "heap profiles are not supported on this platform ({}-{}); profiled \
                      takes stacks on Linux x86_64 (allocation counts work everywhere)",
                     std::env::consts::OS,
                     std::env::consts::ARCH
                 ),
-            });
+            }));
         }
         if !installed() {
             return Err(not_installed());
         }
         crate::sys::prepare_stacks();
-        let (slot, sid) = claim(Want {
-            rate: rate.max(1),
-            all,
-            ..Want::default()
-        })?;
+        let (slot, sid) = claim(rate.max(1), false, all)?;
         if !all {
-            hook::join(Tag {
+            membership::join(Tag {
                 slot: slot as u8,
                 sid,
             });
@@ -276,10 +158,6 @@ impl Session {
             start: SystemTime::now(),
             started: Instant::now(),
         })
-    }
-
-    pub(crate) fn sid(&self) -> u64 {
-        self.sid
     }
 
     /// What was recorded so far, recording going on (the endpoint's always-on profile).
@@ -310,7 +188,7 @@ impl Session {
 
     /// Leaves the calling thread's tags, frees the slot and closes the recording.
     fn stop(&self) -> store::Recording {
-        hook::leave(self.sid);
+        membership::leave(self.sid);
         release(self.slot, self.sid);
         hook::locked(|s| s.close(self.sid))
     }
@@ -361,7 +239,7 @@ impl Recorded {
     }
 
     /// The recording as `kind`'s samples (heap and allocs carry the same four values).
-    pub(crate) fn samples(&self, kind: &'static Kind) -> Samples<'_> {
+    pub(crate) fn samples(&self, kind: Kind) -> Samples<'_> {
         let rows = self
             .buckets
             .iter()
@@ -380,12 +258,71 @@ impl Recorded {
             })
             .collect();
         Samples {
-            kind,
+            format: if kind == Kind::Allocs { &ALLOCS } else { &HEAP },
             rows,
             placeholders: Vec::new(),
             period: self.rate as i64,
             start: self.start,
             duration: self.duration,
+        }
+    }
+}
+
+/// What `reset()` and `pause()` reach of a heap session.
+static CONTROLS: Controls = Controls {
+    reset,
+    pause: membership::pause,
+    resume: membership::resume,
+    is_live: membership::is_live,
+};
+
+/// Starts the heap source (both heap kinds) as `config` asks.
+pub(crate) fn start(config: &Config) -> Result<Box<dyn kind::Running>, Error> {
+    let session = Session::start(config.heap_rate, config.threads == Threads::All)?;
+    // The profile must not see its own box.
+    Ok(membership::unrecorded(|| Box::new(session)))
+}
+
+impl kind::Running for Session {
+    fn sid(&self) -> u64 {
+        self.sid
+    }
+
+    fn controls(&self) -> &'static Controls {
+        &CONTROLS
+    }
+
+    fn finish(self: Box<Self>) -> Box<dyn kind::Recorded> {
+        Box::new(Session::finish(*self))
+    }
+}
+
+impl kind::Recorded for Recorded {
+    fn finished(&self, kind: Kind) -> Finished<'_> {
+        let comments = vec![if self.rate <= 1 {
+            "heap: every allocation recorded (heap_rate=1)".to_string()
+        } else {
+            format!(
+                "heap: allocations sampled once per {} bytes on average (a Poisson process \
+                 over bytes, as Go's), values unbiased as Go's",
+                self.rate
+            )
+        }];
+        let count = self.buckets.iter().map(|b| b.allocs.max(0) as u64).sum();
+        // An empty sampled profile is not "allocated nothing": say what it means.
+        let note = (count == 0 && self.rate > 1).then(|| {
+            format!(
+                "no allocation was sampled: heap profiles sample one allocation per {} \
+                 allocated on average, as Go's do, so a test that allocates less is rarely \
+                 caught; heap_rate=1 records every allocation (PROFILE=heap,heap_rate=1)",
+                output::bytes(i64::try_from(self.rate).unwrap_or(i64::MAX))
+            )
+        });
+        Finished {
+            comments,
+            note,
+            exact: self.rate <= 1,
+            ..Finished::new(self.samples(kind), count)
         }
     }
 }
@@ -443,26 +380,26 @@ pub(crate) fn counted<R>(f: impl FnOnce() -> R) -> (Allocations, R) {
     if !installed() {
         panic!("profiled::allocations: {}", not_installed());
     }
-    let (i, sid) = match claim(Want {
-        count: true,
-        ..Want::default()
-    }) {
+    let (i, sid) = match claim(0, true, false) {
         Ok(claimed) => claimed,
         Err(e) => panic!("profiled::allocations: {e}"),
     };
-    hook::join(Tag { slot: i as u8, sid });
+    membership::join(Tag { slot: i as u8, sid });
     /// Leaves the session even when `f` panics.
     struct Leave(usize, u64);
     impl Drop for Leave {
         fn drop(&mut self) {
-            hook::leave(self.1);
+            membership::leave(self.1);
             release(self.0, self.1);
         }
     }
     let leave = Leave(i, sid);
     let result = f();
-    hook::leave(sid);
-    let counts = SLOT[i].counters.totals();
+    membership::leave(sid);
+    let counts = HEAP_SLOTS
+        .get(i)
+        .map(|s| s.counters.totals())
+        .unwrap_or_default();
     drop(leave);
     (counts, result)
 }
@@ -502,14 +439,8 @@ mod tests {
     /// whole-run one, an assertion's): freeing a block they all sampled reaches each.
     #[test]
     fn a_free_reaches_every_session_that_sampled_the_block() {
-        let claimed: Vec<(usize, u64)> = (0..hook::TAGS)
-            .map(|_| {
-                claim(Want {
-                    rate: 1,
-                    ..Want::default()
-                })
-                .unwrap()
-            })
+        let claimed: Vec<(usize, u64)> = (0..membership::TAGS)
+            .map(|_| claim(1, false, false).unwrap())
             .collect();
         let slots: Vec<usize> = claimed.iter().map(|c| c.0).collect();
         let stack = [0x10, 0x20];

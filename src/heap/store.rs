@@ -3,7 +3,8 @@
 //!
 //! Reached from the allocation hooks (under their lint fence: no panics) and from sessions,
 //! always through [`super::hook`], which keeps this thread's own allocations out while the
-//! lock is held.
+//! lock is held. The filter over the live table's addresses lets a free of an unsampled
+//! block skip the lock.
 
 #![deny(
     clippy::arithmetic_side_effects,
@@ -16,10 +17,66 @@
 use rustc_hash::FxBuildHasher;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use super::hook::{LIVE, SLOT, TAGS, filter_add, filter_remove};
+use crate::membership::{self, TAGS};
 use crate::stack::Thread;
+
+/// Sampled blocks in the live table.
+pub(crate) static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Filter over the addresses in the live table, one bit per bucket: a free whose bit is
+/// clear is known unsampled without the lock. Every free reads it, so it is bits (8 KiB):
+/// the counting filter it replaced (16 Ki two-byte cells, 32 KiB) filled this machine's
+/// whole L1 data cache and cost the program's own data its place there.
+const FILTER_BITS: u32 = 16;
+static FILTER: [AtomicU64; 1 << (FILTER_BITS - 6)] =
+    [const { AtomicU64::new(0) }; 1 << (FILTER_BITS - 6)];
+/// Live sampled blocks per bucket, which say when a bit may be cleared: only changed under
+/// the store's lock, never read by a free's fast path.
+static BUCKETS: [AtomicU32; 1 << FILTER_BITS] = [const { AtomicU32::new(0) }; 1 << FILTER_BITS];
+
+/// The bucket of `addr`: Fibonacci hashing, as allocations are aligned and the low bits
+/// alone would crowd.
+fn bucket(addr: usize) -> usize {
+    ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FILTER_BITS)) as usize
+}
+
+/// Bucket `b`'s word of [`FILTER`] and its bit in it.
+fn filter_bit(b: usize) -> (Option<&'static AtomicU64>, u64) {
+    (FILTER.get(b >> 6), 1 << (b & 63))
+}
+
+/// Whether the block at `addr` may be in the live table (its filter bit is set).
+#[inline(always)]
+pub(crate) fn maybe_sampled(addr: usize) -> bool {
+    let (word, bit) = filter_bit(bucket(addr));
+    word.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
+}
+
+/// A sampled block entered the live table (under the store's lock).
+fn filter_add(addr: usize) {
+    let b = bucket(addr);
+    if let Some(count) = BUCKETS.get(b) {
+        if count.fetch_add(1, Ordering::Relaxed) == 0 {
+            if let (Some(word), bit) = filter_bit(b) {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A sampled block left the live table (under the store's lock).
+fn filter_remove(addr: usize) {
+    let b = bucket(addr);
+    if let Some(count) = BUCKETS.get(b) {
+        if count.fetch_sub(1, Ordering::Relaxed) == 1 {
+            if let (Some(word), bit) = filter_bit(b) {
+                word.fetch_and(!bit, Ordering::Relaxed);
+            }
+        }
+    }
+}
 
 pub(crate) static STORE: Mutex<Store> = Mutex::new(Store::new());
 
@@ -158,14 +215,16 @@ impl Store {
         let mut live = Live::default();
         let mut any = false;
         for &i in slots {
-            let Some(slot) = SLOT.get(i) else { continue };
-            let sid = slot.sid.load(Ordering::Acquire);
+            let Some(slot) = membership::slot(i) else {
+                continue;
+            };
+            let sid = slot.sid();
             let Some(rec) = self.sessions.get_mut(&sid) else {
                 continue;
             };
             // A process-wide profile keys by stack and size alone, as Go's: per thread, a
             // service whose threads come and go would grow it without bound.
-            let thread = if slot.all_threads.load(Ordering::Relaxed) {
+            let thread = if slot.all_threads() {
                 Thread::default()
             } else {
                 thread

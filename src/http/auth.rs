@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
-use crate::error::Error;
+use crate::error::{Error, Repr};
 
 /// A user name and token that requests must present, with HTTP basic auth.
 ///
@@ -40,12 +40,14 @@ impl Credentials {
     /// ```
     pub fn new(user: impl Into<String>, token: impl Into<String>) -> Result<Credentials, Error> {
         let (user, token) = (user.into(), token.into());
-        let bad = |what: &str| Error::Serve {
-            what: format!(
-                "credentials: {what}; accepted: a non-empty user without `:` and a non-empty \
+        let bad = |what: &str| {
+            Error::from(Repr::Serve {
+                what: format!(
+                    "credentials: {what}; accepted: a non-empty user without `:` and a non-empty \
                  token, both printable ASCII without spaces"
-            ),
-            source: None,
+                ),
+                source: None,
+            })
         };
         let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
         if user.is_empty() || user.contains(':') || !printable(&user) {

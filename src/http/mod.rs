@@ -43,7 +43,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::config::{Config as ProfileConfig, Threads};
-use crate::error::Error;
+use crate::error::{Error, Repr};
+use crate::kind::{Format, Trim, ValueType};
 
 /// Go's default CPU profile length when `seconds` is absent, not a number, or not positive.
 const DEFAULT_SECONDS: u64 = 30;
@@ -107,7 +108,7 @@ impl Config {
         self
     }
 
-    /// Sets the sampling rate of CPU profiles, in Hz (1 to [`MAX_FREQUENCY`](crate::MAX_FREQUENCY)).
+    /// Sets the sampling rate of CPU profiles, in Hz (1 to [`MAX_FREQUENCY`](crate::Config::MAX_FREQUENCY)).
     ///
     /// ```
     /// let config = profiled::http::Config::default().with_frequency(250).unwrap();
@@ -262,19 +263,19 @@ pub fn router(config: &Config) -> Router {
         .route("/debug/pprof/threads", get(threads))
         .route(
             "/debug/pprof/heap",
-            get(|state, query| heap(state, query, &crate::kind::HEAP)),
+            get(|state, query| heap(state, query, crate::Kind::Heap)),
         )
         .route(
             "/debug/pprof/allocs",
-            get(|state, query| heap(state, query, &crate::kind::ALLOCS)),
+            get(|state, query| heap(state, query, crate::Kind::Allocs)),
         )
         .route(
             "/debug/pprof/block",
-            get(|state, query| contention(state, query, &crate::kind::BLOCK)),
+            get(|state, query| contention(state, query, crate::Kind::Block)),
         )
         .route(
             "/debug/pprof/mutex",
-            get(|state, query| contention(state, query, &crate::kind::MUTEX)),
+            get(|state, query| contention(state, query, crate::Kind::Mutex)),
         )
         .route("/debug/pprof/{*name}", get(unknown))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SYMBOL_BODY))
@@ -377,7 +378,10 @@ async fn profile(State(config): State<Arc<Config>>, RawQuery(query): RawQuery) -
     let finished = tokio::task::spawn_blocking(move || {
         let report = profile.finish();
         drop(busy);
-        report.map(|report| attachment("profile", report.pprof_gz().to_vec()))
+        report.map(|reports| {
+            let gz = reports.first().map(|r| r.pprof_gz().to_vec());
+            attachment("profile", gz.unwrap_or_default())
+        })
     })
     .await;
     collected(finished)
@@ -510,7 +514,7 @@ fn threads_profile(
         })
         .collect();
     let samples = crate::kind::Samples {
-        kind: &crate::kind::THREADS,
+        format: &THREADS,
         rows,
         placeholders: Vec::new(),
         period: 1,
@@ -521,8 +525,27 @@ fn threads_profile(
         "profiled: threads of process {}",
         std::process::id()
     )];
-    crate::symbolize::with(|sym| crate::encode::encode(&samples, &comments, sym)).gz
+    crate::report::pprof(&samples, &comments)
 }
+
+/// Every thread's stack at one moment, one sample per thread (Go's `goroutine` profile):
+/// served by `/debug/pprof/threads`, not a per-test kind.
+pub(crate) const THREADS: Format = Format {
+    name: "threads",
+    sample_types: &[ValueType {
+        kind: "threads",
+        unit: "count",
+    }],
+    period_type: ValueType {
+        kind: "threads",
+        unit: "count",
+    },
+    main: 0,
+    default: 0,
+    folded_divisor: 1,
+    trim: Trim::NONE,
+    headline: |f| format!("threads {}", f.count),
+};
 
 /// Each thread as Go prints a goroutine: a header line, then each frame's function and, on
 /// the next line after a tab, its file and line, innermost first.
@@ -581,7 +604,7 @@ fn heap_unavailable() -> Option<&'static str> {
 async fn heap(
     State(config): State<Arc<Config>>,
     RawQuery(query): RawQuery,
-    kind: &'static crate::kind::Kind,
+    kind: crate::Kind,
 ) -> Response {
     let rate = config.profile.heap_rate;
     snapshot_endpoint(&config, query, kind, move || match service_heap(rate) {
@@ -593,24 +616,20 @@ async fn heap(
 
 /// A process-wide recording that Go's snapshot endpoints serve (heap, allocs, block,
 /// mutex): whole, as what changed over `?seconds=N`, or as Go's legacy text (`debug=1`).
-trait Snapshot: Send + 'static {
+trait Snapshot: crate::kind::Recorded + Send + 'static {
     /// What was recorded after `earlier`, a snapshot of the same recording.
     fn since(self, earlier: &Self) -> Self;
     /// Go's legacy text for `kind`.
-    fn text(&self, kind: &crate::kind::Kind) -> String;
-    /// The profile of `kind`.
-    fn report(&self, label: &str, kind: &'static crate::kind::Kind) -> crate::Report;
+    fn text(&self, kind: crate::Kind) -> String;
 }
 
 impl Snapshot for crate::heap::Recorded {
     fn since(self, earlier: &Self) -> Self {
         crate::heap::Recorded::since(self, earlier)
     }
-    fn text(&self, kind: &crate::kind::Kind) -> String {
-        heap_text(self, kind)
-    }
-    fn report(&self, label: &str, kind: &'static crate::kind::Kind) -> crate::Report {
-        crate::report::heap_report(label, kind, self)
+    fn text(&self, kind: crate::Kind) -> String {
+        let _ = kind; // heap and allocs print the same text, as Go's
+        heap_text(self)
     }
 }
 
@@ -618,11 +637,8 @@ impl Snapshot for crate::contention::Recorded {
     fn since(self, earlier: &Self) -> Self {
         crate::contention::Recorded::since(self, earlier)
     }
-    fn text(&self, kind: &crate::kind::Kind) -> String {
+    fn text(&self, kind: crate::Kind) -> String {
         contention_text(self, kind)
-    }
-    fn report(&self, label: &str, kind: &'static crate::kind::Kind) -> crate::Report {
-        crate::report::contention_report(label, kind, self)
     }
 }
 
@@ -631,7 +647,7 @@ impl Snapshot for crate::contention::Recorded {
 async fn snapshot_endpoint<R: Snapshot>(
     config: &Config,
     query: Option<String>,
-    kind: &'static crate::kind::Kind,
+    kind: crate::Kind,
     take: impl Fn() -> Result<R, String> + Send + 'static,
 ) -> Response {
     let (debug, seconds) = match snapshot_params(query.as_deref(), config) {
@@ -649,7 +665,7 @@ async fn snapshot_endpoint<R: Snapshot>(
         }
         None => None,
     };
-    let name = kind.name;
+    let name = kind.name();
     let made = tokio::task::spawn_blocking(move || {
         let now = match take() {
             Ok(now) => now,
@@ -666,7 +682,12 @@ async fn snapshot_endpoint<R: Snapshot>(
                 Some(s) => format!("{name}: what changed over {s} seconds"),
                 None => format!("{name} of process {}", std::process::id()),
             };
-            attachment(name, recorded.report(&label, kind).pprof_gz().to_vec())
+            attachment(
+                name,
+                crate::Report::new(&label, kind, recorded.finished(kind))
+                    .pprof_gz()
+                    .to_vec(),
+            )
         })
     })
     .await;
@@ -710,75 +731,26 @@ fn snapshot_params(query: Option<&str>, config: &Config) -> Result<(i64, Option<
     Ok((debug, seconds))
 }
 
-/// The process's block and mutex profile: every thread, created at the first switch or
-/// request, never stopped (Go's is always there, empty while its rate is 0).
-static LOCKS: std::sync::Mutex<Option<crate::contention::Session>> = std::sync::Mutex::new(None);
-
-/// Runs `f` on the process's contention session, starting it (both rates 0) if needed.
-fn service_locks<R>(f: impl FnOnce(&mut crate::contention::Session) -> R) -> Result<R, String> {
-    let mut locks = LOCKS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if locks.is_none() {
-        *locks = Some(crate::contention::Session::start(0, 0, true).map_err(|e| e.to_string())?);
-    }
-    Ok(f(locks.as_mut().expect("set above")))
-}
-
-/// Turns the block profile served at `/debug/pprof/block` on or off, for every thread of
-/// the process: Go's `runtime.SetBlockProfileRate`. `ns` ≤ 0 turns it off; 1 records every
-/// wait for a [`crate::sync`] lock or condition variable; larger values keep waits at least
-/// that long and shorter ones in proportion to their length, scaled up. What was recorded
-/// is kept when the rate changes. Per-test block profiles (`PROFILE=block`) are separate.
-///
-/// ```
-/// profiled::http::set_block_profile_rate(1);
-/// let m = profiled::sync::Mutex::new(0);
-/// *m.lock().unwrap() += 1;
-/// profiled::http::set_block_profile_rate(0);
-/// ```
-pub fn set_block_profile_rate(ns: i64) {
-    let _ = service_locks(|s| {
-        let (_, mutex) = s.rates();
-        s.set_rates(ns.max(0) as u64, mutex);
-    });
-}
-
-/// Turns the mutex profile served at `/debug/pprof/mutex` on or off: Go's
-/// `runtime.SetMutexProfileFraction`. About one contention event in `n` is kept, scaled
-/// up; 0 turns it off; a negative `n` only reads. Returns the fraction in force before.
-///
-/// ```
-/// assert_eq!(profiled::http::set_mutex_profile_fraction(-1), 0);
-/// assert_eq!(profiled::http::set_mutex_profile_fraction(5), 0);
-/// assert_eq!(profiled::http::set_mutex_profile_fraction(0), 5);
-/// ```
-pub fn set_mutex_profile_fraction(n: i64) -> i64 {
-    service_locks(|s| {
-        let (block, mutex) = s.rates();
-        if n >= 0 {
-            s.set_rates(block, n as u64);
-        }
-        mutex as i64
-    })
-    .unwrap_or(0)
-}
-
 /// Go's `block` and `mutex` handlers: the profile so far, or with `seconds` what changed
 /// over that many seconds; `debug=1` for the legacy text format.
 async fn contention(
     State(config): State<Arc<Config>>,
     RawQuery(query): RawQuery,
-    kind: &'static crate::kind::Kind,
+    kind: crate::Kind,
 ) -> Response {
-    snapshot_endpoint(&config, query, kind, || service_locks(|l| l.snapshot())).await
+    snapshot_endpoint(&config, query, kind, crate::contention::process_snapshot).await
 }
 
 /// Go's legacy text block and mutex profiles (`debug=1`): `--- contention:` (or
 /// `--- mutex:`), the clock rate (nanoseconds here, so a cycle is a nanosecond), then each
 /// stack's delay and count, its addresses, and one `#` line per frame.
-fn contention_text(recorded: &crate::contention::Recorded, kind: &crate::kind::Kind) -> String {
-    let mutex = kind.name == crate::kind::MUTEX.name;
+fn contention_text(recorded: &crate::contention::Recorded, kind: crate::Kind) -> String {
+    let mutex = kind == crate::Kind::Mutex;
+    let format = if mutex {
+        &crate::contention::MUTEX
+    } else {
+        &crate::contention::BLOCK
+    };
     let (buckets, header) = if mutex {
         // The values are already scaled up: a period of 1 leaves them as they are.
         (
@@ -795,7 +767,7 @@ fn contention_text(recorded: &crate::contention::Recorded, kind: &crate::kind::K
     crate::symbolize::with(|sym| {
         for b in buckets {
             let head = format!("{} {}", b.delay, b.count.round() as i64);
-            stack_text(&mut out, sym, &head, &b.stack, kind);
+            stack_text(&mut out, sym, &head, &b.stack, format);
         }
     });
     out
@@ -808,7 +780,7 @@ fn stack_text(
     sym: &mut crate::symbolize::Symbolizer,
     head: &str,
     stack: &[u64],
-    kind: &crate::kind::Kind,
+    format: &crate::kind::Format,
 ) {
     let mut frames = Vec::new();
     let mut trimming = true;
@@ -818,7 +790,7 @@ fn stack_text(
             && resolved
                 .lines
                 .iter()
-                .all(|l| kind.trims(&l.function, &l.file))
+                .all(|l| format.trims(&l.function, &l.file))
         {
             continue;
         }
@@ -846,7 +818,7 @@ fn stack_text(
 /// rate, then each (stack, size) with its raw sampled counts (`in use: bytes [allocated:
 /// bytes]`), its addresses, and one `#` line per frame. `go tool pprof` reads it, unbiasing
 /// with the header's rate, and names the addresses through `/debug/pprof/symbol`.
-fn heap_text(recorded: &crate::heap::Recorded, kind: &crate::kind::Kind) -> String {
+fn heap_text(recorded: &crate::heap::Recorded) -> String {
     let size = |b: &crate::heap::Bucket, n: i64| n.saturating_mul(b.size as i64);
     let live = |b: &crate::heap::Bucket| b.allocs.saturating_sub(b.frees);
     let (mut inuse, mut inuse_bytes, mut allocs, mut alloc_bytes) = (0i64, 0i64, 0i64, 0i64);
@@ -869,7 +841,7 @@ fn heap_text(recorded: &crate::heap::Recorded, kind: &crate::kind::Kind) -> Stri
                 b.allocs,
                 size(b, b.allocs)
             );
-            stack_text(&mut out, sym, &head, &b.stack, kind);
+            stack_text(&mut out, sym, &head, &b.stack, &crate::heap::HEAP);
         }
     });
     out
@@ -1081,12 +1053,14 @@ pub fn serve(
     addr: impl ToSocketAddrs,
     #[cfg_attr(not(feature = "http-tls"), allow(unused_mut))] mut config: Config,
 ) -> Result<Server, Error> {
-    let refuse = |what: String| Error::Serve { what, source: None };
+    let refuse = |what: String| Error::from(Repr::Serve { what, source: None });
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .map_err(|e| Error::Serve {
-            what: "the address to serve /debug/pprof/ on".into(),
-            source: Some(e),
+        .map_err(|e| {
+            Error::from(Repr::Serve {
+                what: "the address to serve /debug/pprof/ on".into(),
+                source: Some(e),
+            })
         })?
         .collect();
     let exposed = addrs.iter().find(|a| !a.ip().is_loopback()).copied();
@@ -1138,9 +1112,11 @@ pub fn serve(
         }
     }
     let failed = |what: String| {
-        move |e| Error::Serve {
-            what,
-            source: Some(e),
+        move |e| {
+            Error::from(Repr::Serve {
+                what,
+                source: Some(e),
+            })
         }
     };
     let listener = StdListener::bind(&addrs[..])
@@ -1165,7 +1141,7 @@ pub fn serve(
     let thread = std::thread::Builder::new()
         .name("profiled-http".into())
         .spawn(move || {
-            crate::heap::own_thread();
+            crate::membership::own_thread();
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

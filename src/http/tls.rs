@@ -18,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use super::{Credentials, TokenFile};
-use crate::error::Error;
+use crate::error::{Error, Repr};
 
 /// Where the server's certificate comes from.
 #[derive(Clone, Debug)]
@@ -45,17 +45,21 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn failed(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> Error {
     let what = what.into();
-    move |e| Error::Serve {
-        what: format!("{what}: {e}"),
-        source: None,
+    move |e| {
+        Error::from(Repr::Serve {
+            what: format!("{what}: {e}"),
+            source: None,
+        })
     }
 }
 
 fn io_failed(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
-    move |e| Error::Serve {
-        what,
-        source: Some(e),
+    move |e| {
+        Error::from(Repr::Serve {
+            what,
+            source: Some(e),
+        })
     }
 }
 
@@ -95,21 +99,21 @@ fn kept_token(dir: &Path) -> Result<(Credentials, PathBuf), Error> {
     let path = dir.join(TOKEN);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let credentials = Credentials::new("pprof", text.trim()).map_err(|e| Error::Serve {
+            let credentials = Credentials::new("pprof", text.trim()).map_err(|e| Error::from(Repr::Serve {
                 what: format!(
                     "the token file {} holds no usable token ({e}); remove it to have a new one \
                      made",
                     path.display()
                 ),
                 source: None,
-            })?;
+            }))?;
             Ok((credentials, path))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((new_token(&path)?, path)),
-        Err(e) => Err(Error::Serve {
+        Err(e) => Err(Error::from(Repr::Serve {
             what: format!("cannot read the token file {}", path.display()),
             source: Some(e),
-        }),
+        })),
     }
 }
 
@@ -214,13 +218,13 @@ pub(crate) fn client_certificate(dir: &Path, name: &str) -> Result<(PathBuf, Pat
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(Error::Serve {
+        return Err(Error::from(Repr::Serve {
             what: format!(
                 "client certificate name {name:?}: accepted: letters, digits, `-` and `_` \
                  (it names the files)"
             ),
             source: None,
-        });
+        }));
     }
     let issuer = load_or_create_ca(dir)?;
     let (cert, key) = leaf(
@@ -256,13 +260,17 @@ pub(crate) fn acceptor(tls: &Tls, addr: SocketAddr) -> Result<TlsAcceptor, Error
         Tls::Files { cert, key } => {
             let chain = CertificateDer::pem_file_iter(cert)
                 .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| Error::Serve {
-                    what: format!("cannot read the certificate chain {}: {e}", cert.display()),
-                    source: None,
+                .map_err(|e| {
+                    Error::from(Repr::Serve {
+                        what: format!("cannot read the certificate chain {}: {e}", cert.display()),
+                        source: None,
+                    })
                 })?;
-            let private = PrivateKeyDer::from_pem_file(key).map_err(|e| Error::Serve {
-                what: format!("cannot read the private key {}: {e}", key.display()),
-                source: None,
+            let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+                Error::from(Repr::Serve {
+                    what: format!("cannot read the private key {}: {e}", key.display()),
+                    source: None,
+                })
             })?;
             (chain, private)
         }
@@ -279,9 +287,11 @@ pub(crate) fn acceptor(tls: &Tls, addr: SocketAddr) -> Result<TlsAcceptor, Error
     // the program's own TLS.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls_error = |e: &dyn std::fmt::Display| Error::Serve {
-        what: format!("cannot set up TLS: {e}"),
-        source: None,
+    let tls_error = |e: &dyn std::fmt::Display| {
+        Error::from(Repr::Serve {
+            what: format!("cannot set up TLS: {e}"),
+            source: None,
+        })
     };
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

@@ -1106,7 +1106,7 @@ mod tests {
         // Memory is bounded too: a corrupted length or count must not make the reader
         // allocate what it says. The bound is twice the intact program's peak (its lookups
         // reach ~4.5 MB, the corrupted ones at most ~5 MB when this was written) plus 1 MiB.
-        let intact = crate::allocations(|| {
+        let intact = crate::heap::allocations(|| {
             let mut object = Object::open(&exe, "", Separate::Everything).unwrap();
             for &addr in &addresses {
                 lookup(&mut object, addr);
@@ -1117,7 +1117,7 @@ mod tests {
         std::thread::spawn(move || {
             for (name, bytes, path) in cases {
                 let mut panicked = None;
-                let counts = crate::allocations(|| {
+                let counts = crate::heap::allocations(|| {
                     let mut object = Object::open(&path, "", Separate::Everything).unwrap();
                     for &addr in &addresses {
                         let looked_up =

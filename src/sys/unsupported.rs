@@ -1,5 +1,5 @@
 //! Every target but Linux x86_64: no sampler, so a profile that is asked for refuses to start
-//! with [`Error::Unsupported`]; files are read into memory instead of mapped.
+//! with an unsupported-platform error; files are read into memory instead of mapped.
 
 #![forbid(unsafe_code)]
 
@@ -8,19 +8,19 @@ use std::io::Read;
 
 use crate::aggregate::Collected;
 use crate::config::{Engine, Threads};
-use crate::error::Error;
+use crate::error::{Error, Repr};
 use crate::modules::Module;
 
 /// What a profile started on this platform fails with.
 pub(crate) fn unsupported() -> Error {
-    Error::Unsupported {
+    Error::from(Repr::Unsupported {
         what: format!(
             "CPU profiling is not supported on this platform ({}-{}); \
              profiled samples on Linux x86_64",
             std::env::consts::OS,
             std::env::consts::ARCH
         ),
-    }
+    })
 }
 
 /// Never constructed: [`Session::start`] always fails here.

@@ -95,7 +95,7 @@ fn main() {
     let prof = jemalloc_pprof::PROF_CTL
         .as_ref()
         .expect("jemalloc built with profiling");
-    let config = profiled::Config::default().with_kinds(["heap"]).unwrap();
+    let config = profiled::Config::default().with_kinds([profiled::Kind::Heap]).unwrap();
     let run = |mode: usize| -> f64 {
         match mode {
             0 => workload(),
@@ -148,7 +148,7 @@ fn main() {
     let profile = profiled::Profile::start("live", &config).unwrap();
     let live = build(100_000);
     let t = Instant::now();
-    let report = profile.finish().unwrap();
+    let report = profile.finish().unwrap().remove(0);
     let our_dump = t.elapsed();
     let ours = report.pprof_gz();
     drop(live);

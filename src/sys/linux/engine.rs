@@ -13,7 +13,7 @@ use super::signal::{MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN, ThreadStart};
 use super::timer::{self, CpuTimer};
 use crate::aggregate::{Aggregate, Collected, Measured, OwnThread, Source};
 use crate::config::{Engine, Threads};
-use crate::error::Error;
+use crate::error::{Error, Repr};
 use crate::stack::Thread;
 
 /// Samples buffered between drains: 1024 × ~1 KiB.
@@ -128,7 +128,7 @@ fn engine() -> Result<&'static Engine_, Error> {
     });
     let engine = engine
         .as_ref()
-        .map_err(|e| Error::Unsupported { what: e.clone() })?;
+        .map_err(|e| Error::from(Repr::Unsupported { what: e.clone() }))?;
     ensure_drain_thread()?;
     Ok(engine)
 }
@@ -167,7 +167,9 @@ pub(crate) fn prepare_unwinder() {
 fn ensure_drain_thread() -> Result<(), Error> {
     static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
     if let Some(done) = STARTED.get() {
-        return done.clone().map_err(|what| Error::Unsupported { what });
+        return done
+            .clone()
+            .map_err(|what| Error::from(Repr::Unsupported { what }));
     }
     if process_threads() <= 1 {
         return Ok(());
@@ -177,14 +179,14 @@ fn ensure_drain_thread() -> Result<(), Error> {
             std::thread::Builder::new()
                 .name("profiled-drain".into())
                 .spawn(|| {
-                    crate::heap::own_thread();
+                    crate::membership::own_thread();
                     drain_loop()
                 })
                 .map(|_| DRAIN_RUNNING.store(true, Ordering::Release))
                 .map_err(|e| format!("cannot start the drain thread: {e}"))
         })
         .clone()
-        .map_err(|what| Error::Unsupported { what })
+        .map_err(|what| Error::from(Repr::Unsupported { what }))
 }
 
 /// Threads in this process now (`num_threads` of /proc/self/stat); 0 if unreadable, which
@@ -497,7 +499,7 @@ impl Drop for Session {
 /// Refuses a `threads=all` session while others run, and any session while one runs: a
 /// profile of every thread would take the other profiles' samples (and they its).
 fn exclusive_check(engine: &Engine_, threads: Threads, alone: bool) -> Result<(), Error> {
-    let refuse = |what: String| Error::Unsupported { what };
+    let refuse = |what: String| Error::from(Repr::Unsupported { what });
     let all = EXCLUSIVE.load(Ordering::Relaxed);
     if all != 0 && (threads == Threads::All || ALONE.load(Ordering::Relaxed)) {
         return Err(refuse(
@@ -599,7 +601,7 @@ fn claim() -> Result<(u64, &'static Slot), Error> {
             }
         }
     }
-    Err(Error::TooManyProfiles { limit: MAX_SLOTS })
+    Err(Error::from(Repr::TooManyProfiles { limit: MAX_SLOTS }))
 }
 
 fn release(engine: &Engine_, slot: &Slot, sid: u64) {
@@ -663,9 +665,11 @@ fn apart(period_ns: u64, live: &[u64]) -> u64 {
 /// exited meanwhile are skipped).
 fn arm(choice: Engine, period_ns: u64, sid: u64, others: &[libc::pid_t]) -> Result<Armed, Error> {
     let timers = || {
-        let main = CpuTimer::start(period_ns, sid).map_err(|source| Error::Sampler {
-            what: "timer_create(CLOCK_THREAD_CPUTIME_ID)",
-            source,
+        let main = CpuTimer::start(period_ns, sid).map_err(|source| {
+            Error::from(Repr::Sampler {
+                what: "timer_create(CLOCK_THREAD_CPUTIME_ID)",
+                source,
+            })
         })?;
         let rest = others
             .iter()
@@ -680,14 +684,12 @@ fn arm(choice: Engine, period_ns: u64, sid: u64, others: &[libc::pid_t]) -> Resu
     };
     match choice {
         Engine::Timer => timers(),
-        Engine::Perf => {
-            PerfEvent::open(period_ns, sid)
-                .map(perf)
-                .map_err(|source| Error::Sampler {
-                    what: "perf_event_open(task-clock, sigtrap)",
-                    source,
-                })
-        }
+        Engine::Perf => PerfEvent::open(period_ns, sid).map(perf).map_err(|source| {
+            Error::from(Repr::Sampler {
+                what: "perf_event_open(task-clock, sigtrap)",
+                source,
+            })
+        }),
         Engine::Auto => {
             if PERF_REFUSED.get().is_none() {
                 match PerfEvent::open(period_ns, sid) {

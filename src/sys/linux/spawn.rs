@@ -11,7 +11,7 @@ use std::ffi::{c_int, c_void};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::signal::{CLOCKS, born_into, memberships, thread_ends};
-use crate::heap::{Tag, adopt, inherited};
+use crate::membership::{Tag, adopt, inherited};
 
 type Start = unsafe extern "C-unwind" fn(*mut c_void) -> *mut c_void;
 type Create = unsafe extern "C" fn(
@@ -45,7 +45,6 @@ unsafe extern "C-unwind" fn trampoline(hand_over: *mut c_void) -> *mut c_void {
     }
     if let Some(tags) = tags {
         adopt(tags);
-        crate::wall::adopted(&tags);
     }
     // SAFETY: the routine and argument the program passed to `pthread_create`.
     let result = unsafe { start(arg) };

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use super::signal::dump::{ASKED, BOARD, CELLS, DONE, DUMP_TAG, IDLE};
 use super::signal::{SI_QUEUE, VALUE_OFFSET};
 use crate::error::Error;
+#[cfg(feature = "http")]
+use crate::error::Repr;
 use crate::stack::Thread;
 
 /// A thread that has not answered within this long blocks `SIGPROF` or is stopped.
@@ -25,9 +27,11 @@ pub(crate) type ThreadStack = (Thread, Option<Vec<u64>>);
 /// The stacks of every thread of the process, in thread id order.
 #[cfg(feature = "http")]
 pub(crate) fn thread_stacks() -> Result<Vec<ThreadStack>, Error> {
-    let mut tids = super::thread_ids().map_err(|e| Error::Sampler {
-        what: "listing the process's threads (/proc/self/task)",
-        source: e,
+    let mut tids = super::thread_ids().map_err(|e| {
+        Error::from(Repr::Sampler {
+            what: "listing the process's threads (/proc/self/task)",
+            source: e,
+        })
     })?;
     tids.sort_unstable();
     stacks_of(&tids, PATIENCE)
