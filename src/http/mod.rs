@@ -14,8 +14,8 @@
 //! | `/debug/pprof/threads` | every thread's current stack: a profile, or text with `debug=1` |
 //! | `/debug/pprof/heap` | sampled allocations since the router was made, `inuse_space` by default; `?seconds=N` for what changed over N seconds, `debug=1` for Go's text (needs [`crate::Alloc`]) |
 //! | `/debug/pprof/allocs` | the same, `alloc_space` by default |
-//! | `/debug/pprof/block` | waits for [`crate::sync`] locks and condition variables, once [`set_block_profile_rate`] turned it on; `?seconds=N`, `debug=1` as for `heap` |
-//! | `/debug/pprof/mutex` | unlocks of [`crate::sync`] locks that kept others waiting, once [`set_mutex_profile_fraction`] turned it on; `?seconds=N`, `debug=1` |
+//! | `/debug/pprof/block` | waits for [`crate::sync`] locks and condition variables, once [`set_block_profile_rate`](crate::sync::set_block_profile_rate) turned it on; `?seconds=N`, `debug=1` as for `heap` |
+//! | `/debug/pprof/mutex` | unlocks of [`crate::sync`] locks that kept others waiting, once [`set_mutex_profile_fraction`](crate::sync::set_mutex_profile_fraction) turned it on; `?seconds=N`, `debug=1` |
 //! | anything else under `/debug/pprof/` | 404 `Unknown profile`, as Go answers |
 //!
 //! Errors are `text/plain` with `X-Go-Pprof: 1`, which is what makes `go tool pprof` print
