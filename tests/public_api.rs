@@ -321,12 +321,14 @@ impl Api<'_> {
         all.join(" + ")
     }
 
-    /// A path with its generic arguments.
+    /// A path's last segment (how the source spells the rest, `super::` or `crate::`, is
+    /// not the API) with its generic arguments.
     fn path(&self, p: &Value) -> String {
-        let name = p["path"]
+        let written = p["path"]
             .as_str()
             .or_else(|| p["name"].as_str())
             .unwrap_or("");
+        let name = written.rsplit("::").next().unwrap_or(written);
         format!("{name}{}", self.args(&p["args"]))
     }
 

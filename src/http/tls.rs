@@ -17,7 +17,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::{Credentials, TokenFile};
+use super::Credentials;
+use super::server::TokenFile;
 use crate::error::{Error, Repr};
 
 /// Where the server's certificate comes from.

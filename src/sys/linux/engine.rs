@@ -1,79 +1,52 @@
-//! Sessions on Linux x86_64: slot claiming, source selection, drain and finish.
+//! Sessions on Linux x86_64: setting the engine up, slot claiming, source selection,
+//! reset, pause and finish. The drain is src/sys/linux/drain.rs; what a session is measured
+//! against, src/sys/linux/meter.rs.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::perf::{PerfEvent, read_count};
-use super::signal::ring::{Pop, Ring};
+use super::drain::{Drain, drain_here, drain_into, ensure_drain_thread, lock};
+use super::meter::{meter, span, span_now};
+use super::perf::PerfEvent;
+use super::signal::ring::Ring;
 use super::signal::table::StackTable;
-use super::signal::{self, DRAIN_RUNNING, MAX_SLOTS, RING, SLOTS, Slot, TABLE};
+use super::signal::{self, MAX_SLOTS, RING, SLOTS, Slot, TABLE};
 use super::signal::{MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN, ThreadStart};
 use super::timer::{self, CpuTimer};
-use crate::aggregate::{Aggregate, Collected, Measured, OwnThread, Source};
+use crate::aggregate::{Aggregate, Collected, Source};
 use crate::config::{Engine, Threads};
 use crate::error::{Error, Repr};
-use crate::stack::Thread;
 
 /// Samples buffered between drains: 1024 × ~1 KiB.
-const RING_CAPACITY: usize = 1024;
+pub(super) const RING_CAPACITY: usize = 1024;
 /// Distinct stacks aggregated in the handler while no drain thread runs: 4096 × ~1 KiB of
 /// address space, of which only entries in use cost memory.
 const TABLE_CAPACITY: usize = 4096;
-/// The drain wakes often enough that the ring, at the rate samples arrived lately, is a
-/// quarter full at most: every 4 ms at 1 kHz on 64 busy cores, at the longest interval for a
-/// test or two on a laptop, where waking 200 times a second would cost more than sampling.
-const DRAIN_FIRST: Duration = Duration::from_millis(5);
-const DRAIN_MIN: Duration = Duration::from_millis(1);
-const DRAIN_MAX: Duration = Duration::from_millis(50);
 /// `Slot::sid` while a session is shutting down: handlers ignore it, starts don't claim it.
 const CLOSING: u64 = u64::MAX;
 /// The session counter's bits in a session id, between the slot index and the tag.
 const SEQ_MASK: u64 = (1 << 34) - 1;
 
-/// The consumer side of the ring and what it has drained so far.
-struct Drain {
-    sessions: HashMap<u64, Aggregate>,
-    /// Each thread's latest sampled stack, in any session: where its last stretch, which no
-    /// sample follows (`signal::thread_ends`), is charged.
-    latest: HashMap<Thread, Vec<u64>>,
+pub(super) struct Engine_ {
+    pub(super) drain: Mutex<Drain>,
+    pub(super) wake: Condvar,
+    pub(super) active: AtomicUsize,
 }
 
-/// Threads whose latest stack [`Drain::latest`] keeps before it starts over (1 KiB each at
-/// most): a process that runs for ever, spawning threads, must not grow it for ever.
-const LATEST_THREADS: usize = 1024;
-
-impl Drain {
-    /// Notes `stack` as `thread`'s latest.
-    fn sampled(&mut self, thread: Thread, stack: &[u64]) {
-        if self.latest.len() >= LATEST_THREADS && !self.latest.contains_key(&thread) {
-            self.latest.clear();
-        }
-        let latest = self.latest.entry(thread).or_default();
-        latest.clear();
-        latest.extend_from_slice(stack);
-    }
-}
-
-struct Engine_ {
-    drain: Mutex<Drain>,
-    wake: Condvar,
-    active: AtomicUsize,
-}
-
-static ENGINE: OnceLock<Result<Engine_, String>> = OnceLock::new();
+pub(super) static ENGINE: OnceLock<Result<Engine_, String>> = OnceLock::new();
 static NEXT_SID: AtomicU64 = AtomicU64::new(1);
 static PERF_REFUSED: OnceLock<String> = OnceLock::new();
 static MODULES_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The process that set the engine up. A child forked while profiles run inherits their
 /// state (and, at the moment of the fork, possibly a held drain lock and no drain thread);
 /// it must not finish, reset or disable what belongs to the parent.
-static ENGINE_PID: AtomicU32 = AtomicU32::new(0);
+pub(super) static ENGINE_PID: AtomicU32 = AtomicU32::new(0);
 
 /// Work the drain thread does first, while the first profile runs (opening the binary's
 /// debug info): given by the layer above, which owns symbolization.
-static IDLE_WORK: OnceLock<fn()> = OnceLock::new();
+pub(super) static IDLE_WORK: OnceLock<fn()> = OnceLock::new();
 
 /// Sets the work a drain thread does before its first drain.
 pub(crate) fn on_drain_start(work: fn()) {
@@ -81,7 +54,7 @@ pub(crate) fn on_drain_start(work: fn()) {
 }
 
 /// The drain thread, which `threads=all` does not sample (its work is profiled's own).
-static DRAIN_TID: AtomicI32 = AtomicI32::new(0);
+pub(super) static DRAIN_TID: AtomicI32 = AtomicI32::new(0);
 /// Serializes session starts against the `threads=all` exclusivity check.
 static STARTING: Mutex<()> = Mutex::new(());
 /// Session id of the `threads=all` session running, 0 if none.
@@ -156,149 +129,6 @@ pub(crate) fn prepare_unwinder() {
         let modules = super::modules::loaded();
         super::modules::remember(&modules);
         signal::unwind::prepare(&modules, generation);
-    }
-}
-
-/// Starts the drain thread once the process has more than one thread. A single-threaded
-/// process stays single-threaded: its first `pthread_create` would switch glibc's malloc to
-/// its locking paths for good and change what the profile measures. Until a drain thread
-/// runs, handlers aggregate into the table and sessions drain it themselves (at pause,
-/// reset and finish).
-fn ensure_drain_thread() -> Result<(), Error> {
-    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Some(done) = STARTED.get() {
-        return done
-            .clone()
-            .map_err(|what| Error::from(Repr::Unsupported { what }));
-    }
-    if process_threads() <= 1 {
-        return Ok(());
-    }
-    STARTED
-        .get_or_init(|| {
-            std::thread::Builder::new()
-                .name("profiled-drain".into())
-                .spawn(|| {
-                    crate::membership::own_thread();
-                    drain_loop()
-                })
-                .map(|_| DRAIN_RUNNING.store(true, Ordering::Release))
-                .map_err(|e| format!("cannot start the drain thread: {e}"))
-        })
-        .clone()
-        .map_err(|what| Error::from(Repr::Unsupported { what }))
-}
-
-/// Threads in this process now (`num_threads` of /proc/self/stat); 0 if unreadable, which
-/// counts as "has threads".
-fn process_threads() -> usize {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces; the
-    // thread count is field 20, the 18th after it.
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(17)?.parse().ok())
-        .unwrap_or(usize::MAX)
-}
-
-fn lock(engine: &Engine_) -> MutexGuard<'_, Drain> {
-    // A panic while holding the lock leaves the maps consistent (each insert is atomic).
-    engine.drain.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn drain_loop() {
-    // The engine is set before this thread can observe it: wait for it.
-    let engine = loop {
-        if let Some(Ok(e)) = ENGINE.get() {
-            break e;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    // SAFETY: gettid has no preconditions.
-    DRAIN_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
-    if let Some(work) = IDLE_WORK.get() {
-        work();
-    }
-    let mut guard = lock(engine);
-    let mut every = DRAIN_FIRST;
-    loop {
-        if engine.active.load(Ordering::Acquire) == 0 {
-            guard = engine.wake.wait(guard).unwrap_or_else(|p| p.into_inner());
-            every = DRAIN_FIRST;
-            continue;
-        }
-        let drained = drain_into(&mut guard, false);
-        let capacity = RING.get().map_or(RING_CAPACITY, Ring::capacity);
-        every = next_interval(every, drained, capacity);
-        drop(guard);
-        let new_code = signal::unwind::sleep_unless_new_code(every);
-        prepare_unwinder();
-        if new_code {
-            signal::unwind::new_code_looked_at();
-        }
-        guard = lock(engine);
-    }
-}
-
-/// The next sleep after `drained` samples arrived during `every`: long enough to batch,
-/// short enough that at that rate a quarter of the ring fills at most.
-fn next_interval(every: Duration, drained: usize, capacity: usize) -> Duration {
-    let quarter = (capacity / 4).max(1) as u32;
-    let fill_time = match drained {
-        0 => DRAIN_MAX,
-        n => every.saturating_mul(quarter) / n as u32,
-    };
-    fill_time.clamp(DRAIN_MIN, DRAIN_MAX)
-}
-
-/// Moves samples from the ring into their sessions' aggregates and says how many it took.
-/// With `complete`, waits out cells that a handler is still filling, so everything pushed
-/// before the call is taken.
-fn drain_into(drain: &mut Drain, complete: bool) -> usize {
-    let mut taken = 0;
-    if let Some(table) = TABLE.get() {
-        table.drain(|(sid, generation, thread, stack, count, weight)| {
-            if let Some(agg) = drain.sessions.get_mut(&sid) {
-                if generation >= agg.floor {
-                    agg.add(thread, stack, count, weight);
-                }
-            }
-            drain.sampled(thread, stack);
-            taken += 1;
-        });
-    }
-    let Some(ring) = RING.get() else { return taken };
-    loop {
-        let more = ring.pop_with(|pop| match pop {
-            Pop::Sample(s) => {
-                let stack = &s.frames[..s.depth as usize];
-                if let Some(agg) = drain.sessions.get_mut(&s.sid) {
-                    if s.generation >= agg.floor {
-                        if s.depth > 0 {
-                            agg.add(s.thread, stack, 1, s.weight_ns);
-                        } else if let Some(latest) = drain.latest.get(&s.thread) {
-                            // A thread's last stretch (`signal::thread_ends`): no sample of
-                            // its own, its time joins the thread's latest stack.
-                            agg.add(s.thread, latest, 0, s.weight_ns);
-                        }
-                    }
-                }
-                if s.depth > 0 {
-                    drain.sampled(s.thread, stack);
-                }
-                taken += 1;
-                true
-            }
-            Pop::Empty => false,
-            Pop::Busy => {
-                if complete {
-                    std::thread::yield_now();
-                }
-                complete
-            }
-        });
-        if !more {
-            return taken;
-        }
     }
 }
 
@@ -555,21 +385,6 @@ fn record_thread_starts() -> Vec<libc::pid_t> {
     tids
 }
 
-/// CPU time of the whole process so far.
-fn process_cpu_ns() -> u64 {
-    clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// One session fewer. The last one out empties the stack table: with no session open no
 /// handler can be adding to it (each session waited out its handlers), and starts wait.
 fn close(engine: &Engine_) {
@@ -731,183 +546,6 @@ pub(crate) fn reset(sid: u64) {
     span(sid).restart(span_now(), true);
 }
 
-/// What a perf session's total is calibrated to, summed over its unpaused stretches; kept
-/// apart from the handler's [`Slot`], which never reads it.
-///
-/// The sampling event counts the CPU time of every thread the session samples, but its
-/// clock also runs while the hypervisor has taken the CPU away (steal time): on a busy host
-/// it over-counts by that much, where the threads' CPU clocks (and the sample weights, read
-/// from them) do not. So the session thread is counted twice more, by an event of its own
-/// and by its CPU clock (their ratio tells its steal share), and the machine's steal ticks
-/// are read at start and end, for the spawned threads when the session thread ran too
-/// little to tell.
-struct Meter {
-    /// The sampling event's fd and the own-thread counting event's; -1 when not counting.
-    all_fd: AtomicI32,
-    own_fd: AtomicI32,
-    /// The session's thread, whose CPU clock is read (by any thread) beside the events.
-    tid: AtomicI32,
-    /// The readings (the sampling event's count, the own-thread event's, the thread's CPU
-    /// clock) summed over unpaused stretches.
-    stretches: Stretches<3>,
-    /// The machine's steal and busy clock ticks (/proc/stat) when the session started.
-    machine: [AtomicU64; 2],
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_METER: Meter = Meter {
-    all_fd: AtomicI32::new(-1),
-    own_fd: AtomicI32::new(-1),
-    tid: AtomicI32::new(0),
-    stretches: Stretches::NEW,
-    machine: [const { AtomicU64::new(0) }; 2],
-};
-
-static METERS: [Meter; MAX_SLOTS] = [NO_METER; MAX_SLOTS];
-
-fn meter(sid: u64) -> &'static Meter {
-    &METERS[sid as usize % MAX_SLOTS]
-}
-
-impl Meter {
-    /// Starts counting with the session's sampling event and, if it opened, the calling
-    /// thread's own counting event.
-    fn start(&self, all: &PerfEvent, own: Option<&PerfEvent>) {
-        // SAFETY: gettid has no preconditions.
-        self.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
-        self.own_fd
-            .store(own.map_or(-1, PerfEvent::fd), Ordering::Relaxed);
-        self.all_fd.store(all.fd(), Ordering::Release);
-        let [steal, busy] = machine_ticks().unwrap_or_default();
-        self.machine[0].store(steal, Ordering::Relaxed);
-        self.machine[1].store(busy, Ordering::Relaxed);
-        self.restart(true);
-    }
-
-    /// The three readings now; `None` when not counting. A reading that fails is 0 (the
-    /// own-thread pair then drops out of the calibration).
-    fn read(&self) -> Option<[u64; 3]> {
-        let all = self.all_fd.load(Ordering::Acquire);
-        if all < 0 {
-            return None;
-        }
-        let own = self.own_fd.load(Ordering::Acquire);
-        Some([
-            read_count(all).unwrap_or(0),
-            (own >= 0).then(|| read_count(own)).flatten().unwrap_or(0),
-            timer::thread_cpu_ns(self.tid.load(Ordering::Relaxed)).unwrap_or(0),
-        ])
-    }
-
-    /// Ends an unpaused stretch.
-    fn bank(&self) {
-        if let Some(now) = self.read() {
-            self.stretches.bank(now);
-        }
-    }
-
-    /// Starts a new unpaused stretch; `clear` also forgets the ended ones (start, reset).
-    fn restart(&self, clear: bool) {
-        if let Some(now) = self.read() {
-            self.stretches.restart(now, clear);
-        }
-    }
-
-    /// Stops counting (before the events close) and returns what was counted, if anything.
-    fn stop(&self) -> Option<Measured> {
-        self.own_fd.store(-1, Ordering::Release);
-        if self.all_fd.swap(-1, Ordering::AcqRel) < 0 {
-            return None;
-        }
-        let [all_ns, own_ns, own_clock_ns] = self.stretches.counted();
-        let [steal0, busy0] = self.machine.each_ref().map(|c| c.load(Ordering::Relaxed));
-        let machine = machine_ticks().and_then(|[steal, busy]| {
-            (steal0 > 0 || busy0 > 0)
-                .then(|| (steal.saturating_sub(steal0), busy.saturating_sub(busy0)))
-        });
-        Some(Measured {
-            all_ns,
-            machine,
-            own: (own_ns > 0 && own_clock_ns > 0).then_some(OwnThread {
-                counted_ns: own_ns,
-                clock_ns: own_clock_ns,
-            }),
-        })
-    }
-}
-
-/// Readings (clocks, counters) summed over a session's unpaused stretches since its start or
-/// last reset: each stretch adds the readings' advance from its start to its end.
-struct Stretches<const N: usize> {
-    /// The sums over ended stretches, and the readings at the current stretch's start.
-    counted: [AtomicU64; N],
-    mark: [AtomicU64; N],
-}
-
-impl<const N: usize> Stretches<N> {
-    #[allow(clippy::declare_interior_mutable_const)]
-    const NEW: Self = Stretches {
-        counted: [const { AtomicU64::new(0) }; N],
-        mark: [const { AtomicU64::new(0) }; N],
-    };
-
-    /// Ends a stretch at readings `now`.
-    fn bank(&self, now: [u64; N]) {
-        for (i, now) in now.into_iter().enumerate() {
-            let since = now.saturating_sub(self.mark[i].load(Ordering::Relaxed));
-            self.counted[i].fetch_add(since, Ordering::Relaxed);
-            self.mark[i].store(now, Ordering::Relaxed);
-        }
-    }
-
-    /// Starts a stretch at readings `now`; `clear` forgets the ended ones (start, reset).
-    fn restart(&self, now: [u64; N], clear: bool) {
-        for (i, now) in now.into_iter().enumerate() {
-            if clear {
-                self.counted[i].store(0, Ordering::Relaxed);
-            }
-            self.mark[i].store(now, Ordering::Relaxed);
-        }
-    }
-
-    /// The sums over the ended stretches.
-    fn counted(&self) -> [u64; N] {
-        self.counted.each_ref().map(|c| c.load(Ordering::Relaxed))
-    }
-}
-
-/// Wall time and the whole process's CPU time over a session's unpaused stretches since its
-/// last reset, for its note: setup left out with `reset` or `pause` must not read as other
-/// threads' work. Kept for every engine, where [`Meter`] counts for perf sessions only.
-static SPANS: [Stretches<2>; MAX_SLOTS] = [Stretches::NEW; MAX_SLOTS];
-
-fn span(sid: u64) -> &'static Stretches<2> {
-    &SPANS[sid as usize % MAX_SLOTS]
-}
-
-/// What [`SPANS`] sum: the monotonic clock and the process's CPU clock, now.
-fn span_now() -> [u64; 2] {
-    [clock_ns(libc::CLOCK_MONOTONIC), process_cpu_ns()]
-}
-
-/// The machine's clock ticks so far that the hypervisor took from its CPUs while they had
-/// work (steal), and those they spent working or stolen (user, nice, system, irq, softirq,
-/// steal): the first line of /proc/stat.
-fn machine_ticks() -> Option<[u64; 2]> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    let at = |i: usize| fields.get(i).copied().unwrap_or(0);
-    // user nice system idle iowait irq softirq steal
-    let steal = at(7);
-    Some([steal, at(0) + at(1) + at(2) + at(5) + at(6) + steal])
-}
-
 /// Stops recording samples of session `sid` until the matching [`resume`].
 pub(crate) fn pause(sid: u64) {
     if let Some(slot) = signal::running(sid) {
@@ -917,23 +555,6 @@ pub(crate) fn pause(sid: u64) {
             span(sid).bank(span_now());
         }
         drain_here();
-    }
-}
-
-/// Without a drain thread, the session's own thread drains at its pauses (criterion pauses
-/// after every timed batch) once the ring, which takes only what the table could not, is a
-/// quarter full. Not before: the table keeps counting in place, and a drain allocates from
-/// the heap the measured code is using, which would change what it measures.
-fn drain_here() {
-    if DRAIN_RUNNING.load(Ordering::Acquire) || forked() {
-        return;
-    }
-    let Some(ring) = RING.get() else { return };
-    if ring.len() < ring.capacity() / 4 {
-        return;
-    }
-    if let Some(Ok(engine)) = ENGINE.get() {
-        drain_into(&mut lock(engine), false);
     }
 }
 
@@ -971,21 +592,5 @@ mod tests {
             .collect();
         let p = apart(ms, &crowd);
         assert!(crowd.iter().all(|&q| q.abs_diff(p) >= ms / 100), "{p}");
-    }
-
-    #[test]
-    fn drain_interval_follows_the_sample_rate() {
-        let ms = Duration::from_millis;
-        // 1 kHz on one thread: 5 samples per 5 ms; a quarter ring (256) takes 256 ms.
-        assert_eq!(next_interval(ms(5), 5, 1024), DRAIN_MAX);
-        assert_eq!(next_interval(ms(5), 0, 1024), DRAIN_MAX);
-        // 64 busy cores at 1 kHz: 320 per 5 ms, a quarter ring in 4 ms.
-        assert_eq!(next_interval(ms(5), 320, 1024), ms(4));
-        // A full ring in 50 ms: a quarter fills in 12.5 ms.
-        assert_eq!(
-            next_interval(ms(50), 1024, 1024),
-            ms(12) + Duration::from_micros(500)
-        );
-        assert_eq!(next_interval(ms(1), 1024, 1024), DRAIN_MIN);
     }
 }

@@ -1,8 +1,10 @@
 //! Linux x86_64: perf events and CPU timers deliver signals, a fenced handler walks the
 //! stack into a lock-free ring, and the engine drains it per session.
 
+mod drain;
 mod engine;
 mod map;
+mod meter;
 mod modules;
 mod perf;
 mod signal;
