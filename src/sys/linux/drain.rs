@@ -10,8 +10,8 @@ use std::time::Duration;
 use super::engine::{
     DRAIN_TID, ENGINE, Engine_, IDLE_WORK, RING_CAPACITY, forked, prepare_unwinder,
 };
+use super::signal;
 use super::signal::ring::{Pop, Ring};
-use super::signal::{self, DRAIN_RUNNING, RING, TABLE};
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Repr};
 use crate::stack::Thread;
@@ -70,7 +70,7 @@ pub(super) fn ensure_drain_thread() -> Result<(), Error> {
                     crate::membership::own_thread();
                     drain_loop()
                 })
-                .map(|_| DRAIN_RUNNING.store(true, Ordering::Release))
+                .map(|_| signal::drain_started())
                 .map_err(|e| format!("cannot start the drain thread: {e}"))
         })
         .clone()
@@ -115,7 +115,7 @@ fn drain_loop() {
             continue;
         }
         let drained = drain_into(&mut guard, false);
-        let capacity = RING.get().map_or(RING_CAPACITY, Ring::capacity);
+        let capacity = signal::ring().map_or(RING_CAPACITY, Ring::capacity);
         every = next_interval(every, drained, capacity);
         drop(guard);
         let new_code = signal::unwind::sleep_unless_new_code(every);
@@ -143,7 +143,7 @@ fn next_interval(every: Duration, drained: usize, capacity: usize) -> Duration {
 /// before the call is taken.
 pub(super) fn drain_into(drain: &mut Drain, complete: bool) -> usize {
     let mut taken = 0;
-    if let Some(table) = TABLE.get() {
+    if let Some(table) = signal::table() {
         table.drain(|(sid, generation, thread, stack, count, weight)| {
             if let Some(agg) = drain.sessions.get_mut(&sid) {
                 if generation >= agg.floor {
@@ -154,7 +154,9 @@ pub(super) fn drain_into(drain: &mut Drain, complete: bool) -> usize {
             taken += 1;
         });
     }
-    let Some(ring) = RING.get() else { return taken };
+    let Some(ring) = signal::ring() else {
+        return taken;
+    };
     loop {
         let more = ring.pop_with(|pop| match pop {
             Pop::Sample(s) => {
@@ -195,10 +197,10 @@ pub(super) fn drain_into(drain: &mut Drain, complete: bool) -> usize {
 /// quarter full. Not before: the table keeps counting in place, and a drain allocates from
 /// the heap the measured code is using, which would change what it measures.
 pub(super) fn drain_here() {
-    if DRAIN_RUNNING.load(Ordering::Acquire) || forked() {
+    if signal::drain_running() || forked() {
         return;
     }
-    let Some(ring) = RING.get() else { return };
+    let Some(ring) = signal::ring() else { return };
     if ring.len() < ring.capacity() / 4 {
         return;
     }

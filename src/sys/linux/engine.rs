@@ -10,10 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use super::drain::{Drain, drain_here, drain_into, ensure_drain_thread, lock};
 use super::meter::{meter, span, span_now};
 use super::perf::PerfEvent;
-use super::signal::ring::Ring;
-use super::signal::table::StackTable;
-use super::signal::{self, MAX_SLOTS, RING, SLOTS, Slot, TABLE};
-use super::signal::{MAX_STARTS, STARTS, STARTS_FULL, STARTS_LEN, ThreadStart};
+use super::signal::{self, MAX_SLOTS, Slot};
 use super::timer::{self, CpuTimer};
 use crate::aggregate::{Aggregate, Collected, Source};
 use crate::config::{Engine, Threads};
@@ -24,10 +21,6 @@ pub(super) const RING_CAPACITY: usize = 1024;
 /// Distinct stacks aggregated in the handler while no drain thread runs: 4096 × ~1 KiB of
 /// address space, of which only entries in use cost memory.
 const TABLE_CAPACITY: usize = 4096;
-/// `Slot::sid` while a session is shutting down: handlers ignore it, starts don't claim it.
-const CLOSING: u64 = u64::MAX;
-/// The session counter's bits in a session id, between the slot index and the tag.
-const SEQ_MASK: u64 = (1 << 34) - 1;
 
 pub(super) struct Engine_ {
     pub(super) drain: Mutex<Drain>,
@@ -83,8 +76,7 @@ fn engine() -> Result<&'static Engine_, Error> {
             .unwrap_or(RING_CAPACITY);
         #[cfg(not(feature = "__test-hooks"))]
         let capacity = RING_CAPACITY;
-        let _ = RING.set(Ring::new(capacity));
-        let _ = TABLE.set(StackTable::new(TABLE_CAPACITY));
+        signal::make_buffers(capacity, TABLE_CAPACITY);
         ENGINE_PID.store(std::process::id(), Ordering::Relaxed);
         // Everything the handler touches is ready before it is installed.
         prepare_unwinder();
@@ -172,22 +164,8 @@ impl Session {
         let starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
         exclusive_check(engine, threads, alone)?;
         let (sid, slot) = claim()?;
-        let live: Vec<u64> = SLOTS
-            .iter()
-            .filter(|s| !std::ptr::eq(*s, slot) && s.sid.load(Ordering::Acquire) != 0)
-            .map(|s| s.period_ns.load(Ordering::Relaxed))
-            .collect();
-        let sampling_ns = apart(period_ns, &live);
-        slot.generation.store(0, Ordering::Relaxed);
-        slot.paused.store(0, Ordering::Relaxed);
-        slot.lost.store(0, Ordering::Relaxed);
-        slot.lost_ns.store(0, Ordering::Relaxed);
-        slot.truncated.store(0, Ordering::Relaxed);
-        slot.cut.store(0, Ordering::Relaxed);
-        slot.period_ns.store(sampling_ns, Ordering::Relaxed);
-        slot.all_threads
-            .store(threads == Threads::All, Ordering::Relaxed);
-        slot.inherits.store(false, Ordering::Relaxed);
+        let sampling_ns = apart(period_ns, &signal::periods_beside(slot));
+        slot.prepare(sampling_ns, threads == Threads::All);
         lock(engine).sessions.insert(sid, Aggregate::default());
         signal::mark_thread(sid);
         let others = if threads == Threads::All {
@@ -197,7 +175,7 @@ impl Session {
         } else {
             Vec::new()
         };
-        slot.sid.store(sid, Ordering::SeqCst);
+        slot.open(sid);
         let mut own_count = None;
         let armed = match arm(engine_choice, sampling_ns, sid, &others) {
             Ok(a) => a,
@@ -210,7 +188,7 @@ impl Session {
         let source = match &armed {
             Armed::Perf(events) => {
                 // Threads spawned from now on are sampled from birth.
-                slot.inherits.store(true, Ordering::Relaxed);
+                slot.inherit();
                 // The kernel's counts calibrate the total; with `threads=all` there is one
                 // event per thread, and the thread clocks' weights stand as they are.
                 if let [event] = events.as_slice() {
@@ -253,7 +231,7 @@ impl Session {
         let engine = engine().expect("a session exists, so the engine started");
         let duration = self.started.elapsed();
         let meter = meter(self.sid);
-        if self.slot.paused.load(Ordering::Acquire) == 0 {
+        if !self.slot.is_paused() {
             meter.bank();
             span(self.sid).bank(span_now());
         }
@@ -263,10 +241,7 @@ impl Session {
         drop(self.armed.take());
         drop(self.own_count.take());
         // 2. No handler will take a sample for it; wait for those already inside.
-        self.slot.sid.store(CLOSING, Ordering::SeqCst);
-        while self.slot.inflight.load(Ordering::SeqCst) != 0 {
-            std::thread::yield_now();
-        }
+        self.slot.close();
         // 3. Everything it pushed is in the ring now.
         let mut drain = lock(engine);
         drain_into(&mut drain, true);
@@ -277,14 +252,15 @@ impl Session {
             .unwrap_or_default();
         drop(drain);
         end_exclusive(self.sid);
+        let losses = self.slot.losses();
         let collected = Collected {
             perf_refused: self.fallback.take(),
             process_cpu_ns,
             stacks,
-            lost: self.slot.lost.load(Ordering::Relaxed),
-            lost_ns: self.slot.lost_ns.load(Ordering::Relaxed),
-            truncated: self.slot.truncated.load(Ordering::Relaxed),
-            cut: self.slot.cut.load(Ordering::Relaxed),
+            lost: losses.lost,
+            lost_ns: losses.lost_ns,
+            truncated: losses.truncated,
+            cut: losses.cut,
             measured,
             source: self.source,
             period_ns: self.period_ns,
@@ -293,7 +269,7 @@ impl Session {
             duration,
             active: Duration::from_nanos(active_ns),
         };
-        self.slot.sid.store(0, Ordering::SeqCst);
+        self.slot.free();
         close(engine);
         collected
     }
@@ -313,12 +289,9 @@ impl Drop for Session {
             drop(self.armed.take());
             drop(self.own_count.take());
             if let Ok(engine) = engine() {
-                self.slot.sid.store(CLOSING, Ordering::SeqCst);
-                while self.slot.inflight.load(Ordering::SeqCst) != 0 {
-                    std::thread::yield_now();
-                }
+                self.slot.close();
                 lock(engine).sessions.remove(&self.sid);
-                self.slot.sid.store(0, Ordering::SeqCst);
+                self.slot.free();
                 close(engine);
             }
             end_exclusive(self.sid);
@@ -355,33 +328,22 @@ fn end_exclusive(sid: u64) {
         .compare_exchange(sid, 0, Ordering::AcqRel, Ordering::Relaxed)
         .is_ok()
     {
-        STARTS_LEN.store(0, Ordering::Release);
-        STARTS_FULL.store(false, Ordering::Relaxed);
+        signal::clear_starts();
     }
 }
 
 /// Lists the process's other threads (not the caller, not the drain) and records each one's
-/// CPU time now in [`STARTS`], where their first samples look it up.
+/// CPU time now (`signal::set_starts`), where their first samples look it up.
 fn record_thread_starts() -> Vec<libc::pid_t> {
     // SAFETY: gettid has no preconditions.
     let me = unsafe { libc::gettid() };
     let drain = DRAIN_TID.load(Ordering::Relaxed);
     let mut tids = super::thread_ids().unwrap_or_default();
     tids.retain(|&tid| tid != me && tid != drain);
-    let mut len = 0;
-    for &tid in &tids {
-        let Some(cpu) = timer::thread_cpu_ns(tid) else {
-            continue;
-        };
-        let Some(entry): Option<&ThreadStart> = STARTS.get(len) else {
-            STARTS_FULL.store(true, Ordering::Relaxed);
-            break;
-        };
-        entry.tid.store(tid, Ordering::Relaxed);
-        entry.cpu_ns.store(cpu, Ordering::Relaxed);
-        len += 1;
-    }
-    STARTS_LEN.store(len.min(MAX_STARTS), Ordering::Release);
+    signal::set_starts(
+        tids.iter()
+            .filter_map(|&tid| Some((tid, timer::thread_cpu_ns(tid)?))),
+    );
     tids
 }
 
@@ -390,7 +352,7 @@ fn record_thread_starts() -> Vec<libc::pid_t> {
 fn close(engine: &Engine_) {
     let _starting = STARTING.lock().unwrap_or_else(|p| p.into_inner());
     if engine.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-        if let Some(table) = TABLE.get() {
+        if let Some(table) = signal::table() {
             table.clear();
         }
         lock(engine).latest = HashMap::default();
@@ -399,33 +361,17 @@ fn close(engine: &Engine_) {
 
 fn claim() -> Result<(u64, &'static Slot), Error> {
     for _ in 0..4 {
-        let seq = NEXT_SID.fetch_add(1, Ordering::Relaxed);
-        for offset in 0..MAX_SLOTS {
-            let index = (seq as usize + offset) % MAX_SLOTS;
-            let slot = &SLOTS[index];
-            // The id carries its slot index in the low bits (see `signal::record`) and
-            // `SID_TAG` in the top ones; the reserved value CLOSING is never produced.
-            let sid = signal::SID_TAG | ((seq & SEQ_MASK) << 6) | index as u64;
-            // Claim with a placeholder so handlers ignore the slot until it is set up.
-            if slot
-                .sid
-                .compare_exchange(0, CLOSING, Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-            {
-                return Ok((sid, slot));
-            }
+        if let Some(claimed) = signal::claim(NEXT_SID.fetch_add(1, Ordering::Relaxed)) {
+            return Ok(claimed);
         }
     }
     Err(Error::from(Repr::TooManyProfiles { limit: MAX_SLOTS }))
 }
 
 fn release(engine: &Engine_, slot: &Slot, sid: u64) {
-    slot.sid.store(CLOSING, Ordering::SeqCst);
-    while slot.inflight.load(Ordering::SeqCst) != 0 {
-        std::thread::yield_now();
-    }
+    slot.close();
     lock(engine).sessions.remove(&sid);
-    slot.sid.store(0, Ordering::SeqCst);
+    slot.free();
 }
 
 /// The sampling period for a new session that asked for `period_ns`, beside sessions
@@ -534,14 +480,10 @@ pub(crate) fn reset(sid: u64) {
     };
     let Ok(engine) = engine() else { return };
     let mut drain = lock(engine);
-    let generation = slot.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    let generation = slot.next_generation();
     if let Some(agg) = drain.sessions.get_mut(&sid) {
         agg.clear(generation);
     }
-    slot.lost.store(0, Ordering::Relaxed);
-    slot.lost_ns.store(0, Ordering::Relaxed);
-    slot.truncated.store(0, Ordering::Relaxed);
-    slot.cut.store(0, Ordering::Relaxed);
     meter(sid).restart(true);
     span(sid).restart(span_now(), true);
 }
@@ -550,7 +492,7 @@ pub(crate) fn reset(sid: u64) {
 pub(crate) fn pause(sid: u64) {
     if let Some(slot) = signal::running(sid) {
         signal::thread_pauses(sid);
-        if slot.paused.fetch_add(1, Ordering::AcqRel) == 0 {
+        if slot.pause() {
             meter(sid).bank();
             span(sid).bank(span_now());
         }
@@ -561,7 +503,7 @@ pub(crate) fn pause(sid: u64) {
 /// Ends one [`pause`].
 pub(crate) fn resume(sid: u64) {
     if let Some(slot) = signal::running(sid) {
-        if slot.paused.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if slot.resume() {
             meter(sid).restart(false);
             span(sid).restart(span_now(), false);
             signal::thread_resumes(sid);

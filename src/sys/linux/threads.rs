@@ -4,10 +4,9 @@
 //! /proc says a thread is doing, which needs no signal.
 
 use std::sync::Mutex;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::signal::dump::{ASKED, BOARD, CELLS, DONE, DUMP_TAG, IDLE};
+use super::signal::dump::{self, CELLS};
 use super::signal::{SI_QUEUE, VALUE_OFFSET};
 use crate::error::Error;
 #[cfg(feature = "http")]
@@ -44,47 +43,26 @@ pub(crate) fn stacks_of(tids: &[i32], patience: Duration) -> Result<Vec<ThreadSt
     let _one = DUMPING.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = Vec::with_capacity(tids.len());
     for batch in tids.chunks(CELLS) {
-        for (i, (&tid, cell)) in batch.iter().zip(&BOARD).enumerate() {
-            cell.tid.store(tid, Ordering::Relaxed);
-            cell.depth.store(0, Ordering::Relaxed);
-            cell.state.store(ASKED, Ordering::Release);
-            ask(tid, DUMP_TAG | i as u64);
+        for (i, &tid) in batch.iter().enumerate() {
+            if let Some(value) = dump::ask(i, tid) {
+                ask(tid, value);
+            }
         }
         let deadline = Instant::now() + patience;
-        let cells = &BOARD[..batch.len()];
-        while Instant::now() < deadline
-            && !cells
-                .iter()
-                .all(|c| c.state.load(Ordering::Acquire) == DONE)
-        {
+        while Instant::now() < deadline && !dump::all_answered(batch.len()) {
             std::thread::sleep(Duration::from_millis(1));
         }
-        for (&tid, cell) in batch.iter().zip(cells) {
-            // Take the cell back: an answer that comes later is ignored. A handler that is
-            // writing now is waited for (it walks one stack: microseconds).
-            while cell
-                .state
-                .compare_exchange(ASKED, IDLE, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-                && cell.state.load(Ordering::Acquire) != DONE
-            {
-                std::thread::yield_now();
+        for (i, &tid) in batch.iter().enumerate() {
+            match dump::take(i) {
+                Some((thread, frames)) => out.push((thread, Some(frames))),
+                None => {
+                    let thread = Thread {
+                        tid: tid as u32,
+                        name: thread_name(tid),
+                    };
+                    out.push((thread, None));
+                }
             }
-            if cell.state.load(Ordering::Acquire) == DONE {
-                // SAFETY: DONE, seen with Acquire: the handler has finished writing and
-                // will not write again until the cell is asked again, by us.
-                let (thread, frames) = unsafe { (*cell.thread.get(), &*cell.frames.get()) };
-                let depth = cell.depth.load(Ordering::Relaxed).min(frames.len());
-                out.push((thread, Some(frames[..depth].to_vec())));
-                cell.state.store(IDLE, Ordering::Release);
-            } else {
-                let thread = Thread {
-                    tid: tid as u32,
-                    name: thread_name(tid),
-                };
-                out.push((thread, None));
-            }
-            cell.tid.store(0, Ordering::Relaxed);
         }
     }
     Ok(out)

@@ -40,26 +40,26 @@ pub(crate) const MAX_SLOTS: usize = 64;
 /// Per-profile state the handler reads. A slot is owned by one session at a time, identified
 /// by `sid` (slot index in the low 6 bits, a process-unique counter above).
 pub(crate) struct Slot {
-    pub sid: AtomicU64,
-    pub generation: AtomicU32,
-    pub paused: AtomicU32,
+    sid: AtomicU64,
+    generation: AtomicU32,
+    paused: AtomicU32,
     /// Handlers currently inside `record` for this slot; a session ends only at zero.
-    pub inflight: AtomicU32,
+    inflight: AtomicU32,
     /// Nominal sampling period, the largest weight a sample of unknown start may get.
-    pub period_ns: AtomicU64,
+    period_ns: AtomicU64,
     /// Samples (and their CPU time) that could not be kept: ring full or no unwind cache.
-    pub lost: AtomicU64,
-    pub lost_ns: AtomicU64,
+    lost: AtomicU64,
+    lost_ns: AtomicU64,
     /// Samples kept with their leaf frame only, because no unwind cache was free.
-    pub truncated: AtomicU64,
+    truncated: AtomicU64,
     /// Samples whose stacks were deeper than a sample holds (middle frames left out).
-    pub cut: AtomicU64,
+    cut: AtomicU64,
     /// The session samples every thread of the process (`threads=all`): threads that
     /// existed before it started find their starting CPU time in [`STARTS`].
-    pub all_threads: AtomicBool,
+    all_threads: AtomicBool,
     /// The session's source follows the threads its threads spawn (perf events): a thread
     /// spawned by a member is a member from birth.
-    pub inherits: AtomicBool,
+    inherits: AtomicBool,
 }
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -77,12 +77,138 @@ const EMPTY: Slot = Slot {
     inherits: AtomicBool::new(false),
 };
 
-pub(crate) static SLOTS: [Slot; MAX_SLOTS] = [EMPTY; MAX_SLOTS];
+static SLOTS: [Slot; MAX_SLOTS] = [EMPTY; MAX_SLOTS];
+
+/// `Slot::sid` while a session is being set up or shut down: handlers ignore it, claims
+/// pass it by.
+const CLOSING: u64 = u64::MAX;
+/// The session counter's bits in a session id, between the slot index and the tag.
+const SEQ_MASK: u64 = (1 << 34) - 1;
+
+/// What a session's samples could not keep whole, counted by its handlers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Losses {
+    /// Samples (and their CPU time) that could not be kept: ring full or no unwind cache.
+    pub lost: u64,
+    pub lost_ns: u64,
+    /// Samples kept with their leaf frame only.
+    pub truncated: u64,
+    /// Samples whose middle frames were left out.
+    pub cut: u64,
+}
+
+/// Claims a free slot, trying from the `seq`-th: its session id (slot index in the low
+/// bits, `SID_TAG` in the top ones, never `CLOSING`) and the slot, which handlers ignore
+/// until [`Slot::open`].
+pub(crate) fn claim(seq: u64) -> Option<(u64, &'static Slot)> {
+    for offset in 0..MAX_SLOTS {
+        let index = (seq as usize).wrapping_add(offset) % MAX_SLOTS;
+        let slot = SLOTS.get(index)?;
+        let sid = SID_TAG | ((seq & SEQ_MASK) << 6) | index as u64;
+        if slot
+            .sid
+            .compare_exchange(0, CLOSING, Ordering::SeqCst, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Some((sid, slot));
+        }
+    }
+    None
+}
+
+/// The sampling periods of the sessions running beside `slot`.
+pub(crate) fn periods_beside(slot: &Slot) -> Vec<u64> {
+    SLOTS
+        .iter()
+        .filter(|s| !std::ptr::eq(*s, slot) && s.sid.load(Ordering::Acquire) != 0)
+        .map(|s| s.period_ns.load(Ordering::Relaxed))
+        .collect()
+}
+
+impl Slot {
+    /// Sets a claimed slot up for a session sampling every `period_ns` of `all_threads`
+    /// (or of its own and their descendants), before [`Slot::open`].
+    pub(crate) fn prepare(&self, period_ns: u64, all_threads: bool) {
+        self.generation.store(0, Ordering::Relaxed);
+        self.paused.store(0, Ordering::Relaxed);
+        self.clear_losses();
+        self.period_ns.store(period_ns, Ordering::Relaxed);
+        self.all_threads.store(all_threads, Ordering::Relaxed);
+        self.inherits.store(false, Ordering::Relaxed);
+    }
+
+    /// Handlers take samples for `sid` from now on.
+    pub(crate) fn open(&self, sid: u64) {
+        self.sid.store(sid, Ordering::SeqCst);
+    }
+
+    /// Threads the session's threads spawn are members from birth (perf events follow
+    /// them).
+    pub(crate) fn inherit(&self) {
+        self.inherits.store(true, Ordering::Relaxed);
+    }
+
+    /// No handler takes a sample for the session from now on; returns once those inside
+    /// have left.
+    pub(crate) fn close(&self) {
+        self.sid.store(CLOSING, Ordering::SeqCst);
+        while self.inflight.load(Ordering::SeqCst) != 0 {
+            std::thread::yield_now();
+        }
+    }
+
+    /// Frees a closed slot for the next session.
+    pub(crate) fn free(&self) {
+        self.sid.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether the session is paused.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire) != 0
+    }
+
+    /// One pause more; whether it is the first.
+    pub(crate) fn pause(&self) -> bool {
+        self.paused.fetch_add(1, Ordering::AcqRel) == 0
+    }
+
+    /// One pause fewer; whether it was the last.
+    pub(crate) fn resume(&self) -> bool {
+        self.paused.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Starts a new generation (`reset()`): samples of older ones are dropped when
+    /// drained, and the losses start again. Returns the new generation.
+    pub(crate) fn next_generation(&self) -> u32 {
+        let generation = self
+            .generation
+            .fetch_add(1, Ordering::AcqRel)
+            .wrapping_add(1);
+        self.clear_losses();
+        generation
+    }
+
+    fn clear_losses(&self) {
+        for counter in [&self.lost, &self.lost_ns, &self.truncated, &self.cut] {
+            counter.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// What the session's samples could not keep whole.
+    pub(crate) fn losses(&self) -> Losses {
+        Losses {
+            lost: self.lost.load(Ordering::Relaxed),
+            lost_ns: self.lost_ns.load(Ordering::Relaxed),
+            truncated: self.truncated.load(Ordering::Relaxed),
+            cut: self.cut.load(Ordering::Relaxed),
+        }
+    }
+}
 
 /// A thread that existed when a `threads=all` session started, and its CPU time then.
-pub(crate) struct ThreadStart {
-    pub tid: AtomicI32,
-    pub cpu_ns: AtomicU64,
+struct ThreadStart {
+    tid: AtomicI32,
+    cpu_ns: AtomicU64,
 }
 
 /// Threads a `threads=all` session found at its start (at most one such session runs at a
@@ -93,10 +219,32 @@ const NO_START: ThreadStart = ThreadStart {
     tid: AtomicI32::new(0),
     cpu_ns: AtomicU64::new(0),
 };
-pub(crate) const MAX_STARTS: usize = 4096;
-pub(crate) static STARTS: [ThreadStart; MAX_STARTS] = [NO_START; MAX_STARTS];
-pub(crate) static STARTS_LEN: AtomicUsize = AtomicUsize::new(0);
-pub(crate) static STARTS_FULL: AtomicBool = AtomicBool::new(false);
+const MAX_STARTS: usize = 4096;
+static STARTS: [ThreadStart; MAX_STARTS] = [NO_START; MAX_STARTS];
+static STARTS_LEN: AtomicUsize = AtomicUsize::new(0);
+static STARTS_FULL: AtomicBool = AtomicBool::new(false);
+
+/// Records the threads a `threads=all` session found at its start, with their CPU time
+/// then, for their first samples to weigh from (before the session's events are opened).
+pub(crate) fn set_starts(starts: impl IntoIterator<Item = (libc::pid_t, u64)>) {
+    let mut len = 0;
+    for (tid, cpu_ns) in starts {
+        let Some(entry) = STARTS.get(len) else {
+            STARTS_FULL.store(true, Ordering::Relaxed);
+            break;
+        };
+        entry.tid.store(tid, Ordering::Relaxed);
+        entry.cpu_ns.store(cpu_ns, Ordering::Relaxed);
+        len = len.wrapping_add(1);
+    }
+    STARTS_LEN.store(len.min(MAX_STARTS), Ordering::Release);
+}
+
+/// Forgets the starts (after the session's events are closed).
+pub(crate) fn clear_starts() {
+    STARTS_LEN.store(0, Ordering::Release);
+    STARTS_FULL.store(false, Ordering::Relaxed);
+}
 
 /// The CPU time the calling thread had when the `threads=all` session started: `Some(0)` for
 /// a thread born since (all its CPU is the session's), `None` when unknown.
@@ -113,11 +261,37 @@ fn start_of_this_thread() -> Option<u64> {
 }
 
 /// Where handlers put samples; set once, before any handler is installed.
-pub(crate) static RING: OnceLock<Ring> = OnceLock::new();
+static RING: OnceLock<Ring> = OnceLock::new();
 /// Where handlers aggregate samples while no drain thread runs; set with the ring.
-pub(crate) static TABLE: OnceLock<StackTable> = OnceLock::new();
+static TABLE: OnceLock<StackTable> = OnceLock::new();
 /// Whether a drain thread empties the ring; until one does, handlers use [`TABLE`].
-pub(crate) static DRAIN_RUNNING: AtomicBool = AtomicBool::new(false);
+static DRAIN_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// Makes the ring and the table (once, before [`install`]).
+pub(crate) fn make_buffers(ring: usize, table: usize) {
+    let _ = RING.set(Ring::new(ring));
+    let _ = TABLE.set(StackTable::new(table));
+}
+
+/// The ring samples are drained from.
+pub(crate) fn ring() -> Option<&'static Ring> {
+    RING.get()
+}
+
+/// The table handlers count stacks in while no drain thread runs.
+pub(crate) fn table() -> Option<&'static StackTable> {
+    TABLE.get()
+}
+
+/// A drain thread empties the ring from now on.
+pub(crate) fn drain_started() {
+    DRAIN_RUNNING.store(true, Ordering::Release);
+}
+
+/// Whether a drain thread empties the ring.
+pub(crate) fn drain_running() -> bool {
+    DRAIN_RUNNING.load(Ordering::Acquire)
+}
 
 /// What a thread's next sample weighs, in its own CPU clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
