@@ -56,7 +56,10 @@ const DEFAULT_SECONDS: u64 = 30;
 /// Longest body `symbol` accepts: far more addresses than any profile needs names for.
 const MAX_SYMBOL_BODY: usize = 1 << 20;
 
-/// The `/debug/pprof/` routes, to merge into the service's own axum app.
+/// The `/debug/pprof/` routes, to merge into the service's own axum app. The first call
+/// (or [`serve`]'s) also starts the process's heap profile, which `heap` and `allocs` serve
+/// from then on: Go's is always on, and one started at the first request would show
+/// nothing yet. It needs [`crate::Alloc`]; without it those two endpoints say so.
 ///
 /// ```
 /// let app: axum::Router = axum::Router::new()
