@@ -22,14 +22,9 @@ const SVG_NEEDS: &str = "needs profiled's `flamegraph` cargo feature: \
                          under [dev-dependencies]";
 
 /// Every kind's name: a `PROFILE` naming one of them is ours.
-const KINDS: [&str; 6] = [
-    Kind::Cpu.name(),
-    Kind::Heap.name(),
-    Kind::Allocs.name(),
-    Kind::Block.name(),
-    Kind::Mutex.name(),
-    Kind::Wall.name(),
-];
+fn kind_names() -> Vec<&'static str> {
+    Kind::ALL.iter().map(|k| k.name()).collect()
+}
 /// Options without a value.
 const FLAGS: &[&str] = &["svg"];
 /// Options with a value (`key=value`).
@@ -597,7 +592,8 @@ fn ignored_notice(value: &str) -> String {
 fn mentions_ours(text: &str) -> bool {
     text.split(',').map(str::trim).any(|item| {
         let word = item.split_once('=').map_or(item, |(k, _)| k.trim());
-        let all = KINDS.iter().chain(FLAGS).chain(KEYS);
+        let kinds = kind_names();
+        let all = kinds.iter().chain(FLAGS).chain(KEYS);
         all.clone().any(|known| *known == word) || closest(word, all.copied()).is_some()
     })
 }
@@ -687,7 +683,7 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                         item,
                         item,
                         "profile kind or option",
-                        &[&KINDS, FLAGS],
+                        &[&kind_names(), FLAGS],
                     ));
                 }
             },
@@ -842,6 +838,11 @@ mod tests {
         assert_eq!(c.engine, Engine::Perf);
         assert_eq!(c.threads, Threads::All);
         assert_eq!(Config::parse(&c.to_string()).unwrap().unwrap(), c);
+    }
+
+    #[test]
+    fn the_accepted_list_names_every_kind() {
+        assert!(ACCEPTED.starts_with(&format!("kinds: {}; ", Kind::NAMES)));
     }
 
     #[test]
