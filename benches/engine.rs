@@ -485,11 +485,9 @@ fn main() {
         "< 2 ms",
         &|i| format!("{:.2} ms", v(&steady, i, "later_ms")),
     );
-    row(
-        "  the same, wall",
-        "< 1 ms",
-        &|i| format!("{:.2} ms", v(&steady, i, "later_wall_ms")),
-    );
+    row("  the same, wall", "< 1 ms", &|i| {
+        format!("{:.2} ms", v(&steady, i, "later_wall_ms"))
+    });
     row(
         "200 tests of 5 ms at 1000 Hz, process CPU vs off",
         "< 1.5x",

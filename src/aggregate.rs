@@ -201,6 +201,7 @@ pub(crate) fn where_cpu_went(
     wall: Duration,
     cpu_ns: u64,
     process_cpu_ns: u64,
+    period_ns: u64,
     threads: Threads,
     source: Source,
 ) -> Option<String> {
@@ -245,6 +246,11 @@ pub(crate) fn where_cpu_went(
             secs(elsewhere),
             Config::ENV_VAR
         ))
+    } else if cpu_ns < period_ns {
+        // Not one sample period of CPU and nothing elsewhere to explain: the summary line
+        // says so already ("0 samples"), and on the tiny tests of a parallel run, whose wall
+        // time is mostly waiting for a core, the note would be noise on every other line.
+        None
     } else {
         Some(format!(
             "{head}: the test mostly waited (sleep, I/O, locks, channels) or its work ran \
@@ -339,6 +345,7 @@ pub(crate) fn notices(
                 "perf events unavailable ({reason}); sampling with a thread CPU timer: threads \
                  spawned by a test are not sampled and the rate is bounded by the kernel tick"
             ),
+            minor: false,
         });
     }
     if let Some(achieved) = rate_shortfall(requested_hz, samples, cpu_ns, collected.source) {
@@ -349,6 +356,7 @@ pub(crate) fn notices(
                  are the CPU time really elapsed, so totals stay exact",
                 collected.source.name()
             ),
+            minor: false,
         });
     }
     if collected.lost > 0 {
@@ -360,6 +368,7 @@ pub(crate) fn notices(
                 collected.lost,
                 crate::stack::LOST_FUNCTION
             ),
+            minor: false,
         });
     }
     out
@@ -381,6 +390,30 @@ fn rate_shortfall(requested_hz: u32, samples: u64, cpu_ns: u64, source: Source) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_under_one_period_of_cpu_gets_no_waiting_note() {
+        let ms = 1_000_000;
+        let note = |cpu_ns, process_cpu_ns| {
+            where_cpu_went(
+                Duration::from_millis(200),
+                cpu_ns,
+                process_cpu_ns,
+                ms,
+                Threads::Test,
+                Source::Perf,
+            )
+        };
+        // Only slept: the summary's "0 samples" says it all.
+        assert_eq!(note(0, 0), None);
+        assert_eq!(note(ms - 1, ms - 1), None);
+        // Some CPU, mostly waiting: said, with what to use instead.
+        let waited = note(5 * ms, 5 * ms).unwrap();
+        assert!(waited.contains("the test mostly waited"), "{waited}");
+        // No CPU of its own while other threads worked: said, since threads=all helps.
+        let elsewhere = note(0, 150 * ms).unwrap();
+        assert!(elsewhere.contains("threads=all"), "{elsewhere}");
+    }
 
     #[test]
     fn a_rate_shortfall_is_reported_for_the_timer_only() {

@@ -13,7 +13,7 @@ const ACCEPTED: &str = "kinds: cpu, heap, allocs, block, mutex, wall; options: \
                         freq=<1..=10000 Hz, default 1000>, heap_rate=<bytes, default 524288>, \
                         block_rate=<ns, default 1>, mutex_fraction=<n, default 1>, \
                         wall_freq=<1..=1000 Hz, default 100>, dir=<path>, \
-                        engine=<auto|perf|timer>, threads=<test|all>, svg";
+                        engine=<auto|perf|timer>, threads=<test|all>, svg, verbose";
 
 /// Why `svg` is refused without the feature, and what to do: the one thing the user needs,
 /// which the whole list of accepted items would drown.
@@ -26,7 +26,7 @@ fn kind_names() -> Vec<&'static str> {
     Kind::ALL.iter().map(|k| k.name()).collect()
 }
 /// Options without a value.
-const FLAGS: &[&str] = &["svg"];
+const FLAGS: &[&str] = &["svg", "verbose"];
 /// Options with a value (`key=value`).
 const KEYS: &[&str] = &[
     "freq",
@@ -114,6 +114,9 @@ pub struct Config {
     pub(crate) threads: Threads,
     /// Also write an SVG flamegraph beside each profile (needs the `flamegraph` feature).
     pub(crate) svg: bool,
+    /// Also print the notices nobody can act on in a test run (a system library's missing
+    /// debug file).
+    pub(crate) verbose: bool,
 }
 
 impl Config {
@@ -211,6 +214,7 @@ impl Default for Config {
             engine: Engine::Auto,
             threads: Threads::Test,
             svg: false,
+            verbose: false,
         }
     }
 }
@@ -483,6 +487,28 @@ impl Config {
         self.svg = on;
         Ok(self)
     }
+
+    /// Whether every notice is printed, those about the machine rather than the code (a
+    /// system library without its debug file) too.
+    ///
+    /// ```
+    /// assert!(!profiled::Config::default().verbose());
+    /// assert!(profiled::Config::parse("cpu,verbose").unwrap().unwrap().verbose());
+    /// ```
+    pub fn verbose(&self) -> bool {
+        self.verbose
+    }
+
+    /// Prints every notice (`PROFILE=cpu,verbose`).
+    ///
+    /// ```
+    /// let c = profiled::Config::default().with_verbose(true);
+    /// assert_eq!(c.to_string(), "cpu,verbose");
+    /// ```
+    pub fn with_verbose(mut self, on: bool) -> Config {
+        self.verbose = on;
+        self
+    }
 }
 
 /// The outcome of reading the environment: a config (or off), and a notice to print once
@@ -667,6 +693,7 @@ fn parse_in(text: &str, var: &'static str) -> Result<Option<Config>, Error> {
                     }
                 }
                 "svg" if cfg!(feature = "flamegraph") => config.svg = true,
+                "verbose" => config.verbose = true,
                 "svg" => {
                     return Err(Error::from(Repr::Config {
                         var,
@@ -807,6 +834,9 @@ impl fmt::Display for Config {
         }
         if self.svg {
             f.write_str(",svg")?;
+        }
+        if self.verbose {
+            f.write_str(",verbose")?;
         }
         Ok(())
     }

@@ -120,7 +120,7 @@ impl criterion::profiler::Profiler for Profiler {
         let Some(profile) = self.current.take() else {
             return;
         };
-        let svg = self.config.svg;
+        let (svg, verbose) = (self.config.svg, self.config.verbose);
         let result = profile.finish().and_then(|reports| {
             for report in reports {
                 let kind = report.kind();
@@ -130,7 +130,7 @@ impl criterion::profiler::Profiler for Profiler {
                     crate::Kind::Cpu => benchmark_dir.join("flamegraph.svg"),
                     _ => benchmark_dir.join(format!("{kind}-flamegraph.svg")),
                 });
-                report.publish(&path, svg.as_deref())?;
+                report.publish(&path, svg.as_deref(), verbose)?;
             }
             Ok(())
         });

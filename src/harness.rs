@@ -352,7 +352,7 @@ pub fn main(package: Option<&'static str>) -> ! {
     if let Some(profile) = whole {
         match profile.finish().and_then(|reports| {
             for (r, path) in reports.iter().zip(&whole_paths) {
-                r.publish(path, None)?;
+                r.publish(path, None, false)?;
                 record(r, path);
             }
             Ok(())
@@ -614,7 +614,7 @@ fn run_here(
             for (r, kind) in reports.iter().zip(&config.kinds) {
                 let path = output::profile_path(config.dir.as_deref(), package, name, *kind);
                 let svg = config.svg.then(|| output::svg_path(&path));
-                r.publish(&path, svg.as_deref())?;
+                r.publish(&path, svg.as_deref(), config.verbose)?;
                 record(r, &path);
             }
             Ok(())

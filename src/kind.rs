@@ -281,6 +281,9 @@ pub(crate) struct Notice {
     /// for each profile.
     pub once: Option<&'static str>,
     pub text: String,
+    /// About the machine rather than the code (a system library's missing debug file):
+    /// printed only with `verbose`.
+    pub minor: bool,
 }
 
 /// The figures a headline is made of.

@@ -159,7 +159,9 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         .tempfile_in(dir)
         .map_err(io("create a temporary file in", dir))?;
     tmp.write_all(bytes).map_err(io("write", tmp.path()))?;
-    tmp.as_file().sync_data().map_err(io("sync", tmp.path()))?;
+    // No fdatasync: a profile is a test artifact. Readers get the whole file or none from
+    // the rename; surviving a power cut is not worth the 1 to 5 ms of wall time it cost
+    // every test on a busy disk (BENCHMARKS.md).
     tmp.persist(path)
         .map_err(|e| io("rename into place", path)(e.error))?;
     Ok(())

@@ -164,11 +164,11 @@ impl Drop for TestGuard {
             caller,
             ..
         } = active;
-        let svg = profile.config().svg;
+        let (svg, verbose) = (profile.config().svg, profile.config().verbose);
         let result = profile.finish().and_then(|reports| {
             for (report, path) in reports.iter().zip(&paths) {
                 let svg = svg.then(|| output::svg_path(path));
-                report.publish(path, svg.as_deref())?;
+                report.publish(path, svg.as_deref(), verbose)?;
             }
             Ok(())
         });

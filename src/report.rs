@@ -68,15 +68,11 @@ impl Report {
             .map(|n| match n.once {
                 Some(_) => n,
                 None => Notice {
-                    once: None,
                     text: format!("{name}: {}", n.text),
+                    ..n
                 },
             })
-            .chain(
-                unreadable
-                    .into_iter()
-                    .map(|text| Notice { once: None, text }),
-            )
+            .chain(unreadable)
             .collect();
         Report {
             name: name.to_string(),
@@ -235,9 +231,15 @@ impl Report {
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
     /// let p = profiled::Profile::start("waits", &profiled::Config::default()).unwrap();
-    /// std::thread::sleep(std::time::Duration::from_millis(100));
+    /// let start = std::time::Instant::now();
+    /// let mut x = 0u64;
+    /// while start.elapsed() < std::time::Duration::from_millis(20) {
+    ///     x = std::hint::black_box(x.wrapping_add(1));
+    /// }
+    /// std::thread::sleep(std::time::Duration::from_millis(300));
     /// let r = p.finish().unwrap().remove(0);
-    /// assert!(r.note().unwrap().contains("the test mostly waited"));
+    /// // "only 0.02s of CPU in 0.32s of wall time: the test mostly waited ..."
+    /// assert!(r.note().unwrap().contains("s of CPU in"));
     /// # }
     /// ```
     pub fn note(&self) -> Option<&str> {
@@ -305,9 +307,15 @@ impl Report {
 
     /// Writes the profile to `path` (and, with the `flamegraph` feature, an SVG to `svg`),
     /// then prints the summary line: what every integration does with a finished profile.
-    pub(crate) fn publish(&self, path: &Path, svg: Option<&Path>) -> Result<(), Error> {
+    /// Notices about the machine rather than the code are printed only when `verbose`.
+    pub(crate) fn publish(
+        &self,
+        path: &Path,
+        svg: Option<&Path>,
+        verbose: bool,
+    ) -> Result<(), Error> {
         self.write(path)?;
-        for notice in &self.notices {
+        for notice in printed(&self.notices, verbose) {
             if notice.once.is_none_or(first_time) {
                 output::notice(&notice.text);
             }
@@ -372,6 +380,12 @@ impl fmt::Debug for Report {
     }
 }
 
+/// The notices [`Report::publish`] prints: every one with `verbose`, else those about the
+/// code (not a system library's missing debug file, which nobody can act on in a test run).
+fn printed(notices: &[Notice], verbose: bool) -> impl Iterator<Item = &Notice> {
+    notices.iter().filter(move |n| verbose || !n.minor)
+}
+
 /// Whether a once-per-process notice of kind `kind` has not been printed yet (and now is).
 fn first_time(kind: &'static str) -> bool {
     static SAID: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
@@ -381,4 +395,29 @@ fn first_time(kind: &'static str) -> bool {
     }
     said.push(kind);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minor_notices_are_printed_only_when_verbose() {
+        let notice = |text: &str, minor| Notice {
+            once: None,
+            text: text.into(),
+            minor,
+        };
+        let notices = [
+            notice("/lib/libgcc_s.so.1: its debug info was moved", true),
+            notice("the program: its debug info is split", false),
+        ];
+        let texts = |verbose| -> Vec<&str> {
+            printed(&notices, verbose)
+                .map(|n| n.text.as_str())
+                .collect()
+        };
+        assert_eq!(texts(false), ["the program: its debug info is split"]);
+        assert_eq!(texts(true).len(), 2);
+    }
 }

@@ -140,6 +140,7 @@ impl kind::Recorded for Recorded {
             collected.active,
             cpu_ns,
             collected.process_cpu_ns,
+            collected.sampling_ns,
             self.threads,
             collected.source,
         );

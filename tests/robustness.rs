@@ -274,11 +274,13 @@ fn work_on_a_pool_made_before_the_test_is_explained_and_threads_all_catches_it()
             && err.contains("PROFILE=cpu,threads=all"),
         "{err}"
     );
+    // A test that only slept holds no sample, and its summary line says so: a note
+    // would be noise (on a parallel run's tiny tests, on every line).
     assert!(
-        err.contains("profiled: c_sleeps: note: only 0.00s of CPU in 0.2")
-            && err.contains("the test mostly waited"),
+        err.contains("profiled: c_sleeps  cpu 0.00s  0 samples"),
         "{err}"
     );
+    assert!(!err.contains("profiled: c_sleeps: note:"), "{err}");
 
     // threads=all: every thread of the process, pool included.
     let value = format!("cpu,threads=all,dir={}", dir.path().display());

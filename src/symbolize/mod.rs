@@ -14,6 +14,7 @@ use rustc_hash::FxHashMap as HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::kind::Notice;
 use crate::modules::Module;
 use crate::sys;
 
@@ -56,7 +57,7 @@ pub(crate) struct Symbolizer {
     objects: HashMap<PathBuf, Option<Object>>,
     cache: HashMap<u64, Resolved>,
     /// What could not be read, for the profile being encoded to tell (each once).
-    notices: Vec<String>,
+    notices: Vec<Notice>,
 }
 
 static SYMBOLIZER: Mutex<Option<Symbolizer>> = Mutex::new(None);
@@ -238,7 +239,7 @@ pub(crate) fn prewarm() {
 
 impl Symbolizer {
     /// What could not be read since last asked, each said once per process.
-    pub(crate) fn take_notices(&mut self) -> Vec<String> {
+    pub(crate) fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
     }
 
@@ -288,7 +289,13 @@ impl Symbolizer {
                                 object.dwarf.as_ref().and_then(|d| d.unreadable.as_ref())
                             });
                             if let Some(why) = why {
-                                self.notices.push(format!("{}: {why}", m.path.display()));
+                                self.notices.push(Notice {
+                                    once: None,
+                                    text: format!("{}: {why}", m.path.display()),
+                                    // A system library's missing debug file is the machine's,
+                                    // not the code's: the program's own is worth a line.
+                                    minor: !m.is_main,
+                                });
                                 object.said = true;
                             }
                         }
