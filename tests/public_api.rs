@@ -59,8 +59,9 @@ fn the_public_api_is_the_snapshot() {
             diff += &format!("+ {new}\n");
         }
         panic!(
-            "the public API changed:\n{diff}\nif that is meant, update the snapshot: \
-             PUBLIC_API=bless cargo test --all-features --test public_api"
+            "the public API changed:\n{diff}\nif that is meant, update the snapshot \
+             (PUBLIC_API=bless cargo test --all-features --test public_api) and say what \
+             changed in CHANGELOG.md"
         );
     }
 }
