@@ -616,9 +616,9 @@ fn ignored_notice(value: &str) -> String {
 /// Whether any item names one of our kinds or options, or comes close to one (a misspelling
 /// must fail loudly, not be ignored).
 fn mentions_ours(text: &str) -> bool {
+    let kinds = kind_names();
     text.split(',').map(str::trim).any(|item| {
         let word = item.split_once('=').map_or(item, |(k, _)| k.trim());
-        let kinds = kind_names();
         let all = kinds.iter().chain(FLAGS).chain(KEYS);
         all.clone().any(|known| *known == word) || closest(word, all.copied()).is_some()
     })

@@ -223,7 +223,7 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
     let mut functions: HashMap<FunctionKey, u64> = HashMap::default();
     let mut mappings: HashMap<Option<usize>, (u64, bool)> = HashMap::default();
     let mut flat: HashMap<Arc<str>, i64> = HashMap::default();
-    let mut totals = vec![0i64; kind.sample_types.len()];
+    let totals = input.totals();
     let mut folded = Vec::new();
 
     let mut function_id = |line: &SymLine, strings: &mut Strings, profile: &mut Profile| -> u64 {
@@ -345,9 +345,6 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
         if let Some(name) = headline_function(&ids, &profile, &strings, &objects, waiting) {
             *flat.entry(name).or_default() += weight;
         }
-        for (total, value) in totals.iter_mut().zip(&row.values) {
-            *total += value;
-        }
         let label = row.thread.map(|thread| {
             let name = match thread.name() {
                 n if n.is_empty() => format!("thread {}", thread.tid),
@@ -403,9 +400,6 @@ pub(crate) fn encode(input: &Samples<'_>, comments: &[String], sym: &mut Symboli
             value: values.clone(),
             label: vec![],
         });
-        for (total, value) in totals.iter_mut().zip(values) {
-            *total += value;
-        }
         folded.push((
             name.to_string(),
             width(values.get(main).copied().unwrap_or(0)),

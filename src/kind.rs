@@ -296,15 +296,19 @@ pub(crate) struct Figures<'a> {
 }
 
 impl Figures<'_> {
-    /// The total of sample type `name` (0 for one the format lacks).
-    pub(crate) fn total(&self, name: &str) -> i64 {
-        self.format
+    /// The total of sample type `name`, `None` for one the format lacks.
+    pub(crate) fn get(&self, name: &str) -> Option<i64> {
+        let i = self
+            .format
             .sample_types
             .iter()
-            .position(|t| t.kind == name)
-            .and_then(|i| self.totals.get(i))
-            .copied()
-            .unwrap_or(0)
+            .position(|t| t.kind == name)?;
+        self.totals.get(i).copied()
+    }
+
+    /// The total of sample type `name` (0 for one the format lacks).
+    pub(crate) fn total(&self, name: &str) -> i64 {
+        self.get(name).unwrap_or(0)
     }
 
     /// `~` before an estimate, nothing before an exact figure.

@@ -129,12 +129,17 @@ impl Report {
     /// # }
     /// ```
     pub fn total(&self, sample_type: &str) -> Option<i64> {
-        let i = self
-            .format
-            .sample_types
-            .iter()
-            .position(|t| t.kind == sample_type)?;
-        self.totals.get(i).copied()
+        self.figures().get(sample_type)
+    }
+
+    /// What the headline and the totals are read from.
+    fn figures(&self) -> Figures<'_> {
+        Figures {
+            format: self.format,
+            totals: &self.totals,
+            count: self.samples,
+            exact: self.exact,
+        }
     }
 
     /// The gzipped pprof protobuf.
@@ -344,17 +349,8 @@ impl Report {
     /// # }
     /// ```
     pub fn summary_line(&self, path: Option<&Path>) -> String {
-        let figures = Figures {
-            format: self.format,
-            totals: &self.totals,
-            count: self.samples,
-            exact: self.exact,
-        };
-        let mut line = format!(
-            "profiled: {}  {}",
-            self.name,
-            (self.format.headline)(&figures)
-        );
+        let headline = (self.format.headline)(&self.figures());
+        let mut line = format!("profiled: {}  {headline}", self.name);
         match &self.top {
             Some((name, share)) => line += &format!("  top: {name} ({:.0}%)", share * 100.0),
             None => line += "  top: -",

@@ -75,13 +75,6 @@ struct Handle {
 #[derive(Clone, Copy, Default)]
 struct Handles([Option<Handle>; SOURCES.len()]);
 
-impl PartialEq for Handles {
-    fn eq(&self, other: &Handles) -> bool {
-        let sids = |h: &Handles| h.0.map(|h| h.map(|h| h.sid));
-        sids(self) == sids(other)
-    }
-}
-
 impl fmt::Debug for Handles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
@@ -363,7 +356,7 @@ impl fmt::Debug for Profile {
 
 /// Pauses and resumes one profile; a no-op once it has finished. Copied into code that cannot
 /// hold the [`Profile`] (criterion's measurement).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 #[cfg_attr(not(feature = "criterion"), allow(dead_code))]
 pub(crate) struct Remote(Handles);
 

@@ -289,9 +289,7 @@ impl Drop for Session {
             drop(self.armed.take());
             drop(self.own_count.take());
             if let Ok(engine) = engine() {
-                self.slot.close();
-                lock(engine).sessions.remove(&self.sid);
-                self.slot.free();
+                release(engine, self.slot, self.sid);
                 close(engine);
             }
             end_exclusive(self.sid);
