@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -215,6 +216,16 @@ fn unauthorized() -> Response {
         header::HeaderValue::from_static("nosniff"),
     );
     response.into_response()
+}
+
+/// Where generated credentials' token is kept: the operator reads it there.
+#[derive(Debug)]
+pub(super) struct TokenFile {
+    pub(super) path: PathBuf,
+    /// A private directory of the server's own, removed with it (TLS with the user's own
+    /// certificate files: no directory of profiled's to keep the token in).
+    #[cfg_attr(not(feature = "http-tls"), allow(dead_code))]
+    pub(super) _dir: Option<tempfile::TempDir>,
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! credentials off loopback, and the `go tool pprof` command line it prints.
 
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+#[cfg(feature = "http-tls")]
 use std::path::PathBuf;
 
+use super::auth::TokenFile;
 #[cfg(feature = "http-tls")]
 use super::tls;
 use super::{Config, RequireAuth, router};
@@ -274,16 +276,6 @@ pub fn client_certificate(
     name: &str,
 ) -> Result<(PathBuf, PathBuf), Error> {
     tls::client_certificate(dir.as_ref(), name)
-}
-
-/// Where generated credentials' token is kept: the operator reads it there.
-#[derive(Debug)]
-pub(super) struct TokenFile {
-    pub(super) path: PathBuf,
-    /// A private directory of the server's own, removed with it (TLS with the user's own
-    /// certificate files: no directory of profiled's to keep the token in).
-    #[cfg_attr(not(feature = "http-tls"), allow(dead_code))]
-    pub(super) _dir: Option<tempfile::TempDir>,
 }
 
 /// The line to paste: `[SSL_CERT_FILE=<ca.pem>] go tool pprof "<url of a CPU profile>"`.

@@ -17,8 +17,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use super::Credentials;
-use super::server::TokenFile;
+use super::auth::{Credentials, TokenFile};
 use crate::error::{Error, Repr};
 
 /// Where the server's certificate comes from.

@@ -3,20 +3,60 @@
 //! session's thread at its pauses and finish.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::Ordering;
-use std::sync::{MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use super::engine::{
-    DRAIN_TID, ENGINE, Engine_, IDLE_WORK, RING_CAPACITY, forked, prepare_unwinder,
-};
 use super::signal;
 use super::signal::ring::{Pop, Ring};
 use crate::aggregate::Aggregate;
 use crate::error::{Error, Repr};
 use crate::stack::Thread;
 
-/// The consumer side of the ring and what it has drained so far.
+/// Samples buffered between drains: 1024 × ~1 KiB.
+pub(super) const RING_CAPACITY: usize = 1024;
+
+/// What the engine and the drain thread share: the aggregates, the drain thread's wake-up,
+/// and the number of sessions open (none: the drain thread sleeps until woken).
+pub(super) struct Engine_ {
+    pub(super) drain: Mutex<Drain>,
+    pub(super) wake: Condvar,
+    pub(super) active: AtomicUsize,
+}
+
+/// Work the drain thread does first, while the first profile runs (opening the binary's
+/// debug info): given by the layer above, which owns symbolization.
+static IDLE_WORK: OnceLock<fn()> = OnceLock::new();
+
+/// Sets the work a drain thread does before its first drain.
+pub(crate) fn on_drain_start(work: fn()) {
+    let _ = IDLE_WORK.set(work);
+}
+
+/// The drain thread, which `threads=all` does not sample (its work is profiled's own).
+pub(super) static DRAIN_TID: AtomicI32 = AtomicI32::new(0);
+/// The module generation the unwinder was last checked against.
+static MODULES_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Builds the unwinder for the loaded objects, or rebuilds it when objects were loaded or
+/// unloaded since: at every session start, and from the drain thread while sessions run, so
+/// that stacks through a library `dlopen`ed during a test unwind past it. Serialized: two
+/// rebuilds racing could leave the older list installed.
+pub(crate) fn prepare_unwinder() {
+    static PREPARING: Mutex<()> = Mutex::new(());
+    let generation = super::modules::generation();
+    if MODULES_CHECKED.load(Ordering::Acquire) == generation {
+        return;
+    }
+    let _one = PREPARING.lock().unwrap_or_else(|p| p.into_inner());
+    let generation = super::modules::generation();
+    if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
+        let modules = super::modules::loaded();
+        super::modules::remember(&modules);
+        signal::unwind::prepare(&modules, generation);
+    }
+}
+
 /// The drain wakes often enough that the ring, at the rate samples arrived lately, is a
 /// quarter full at most: every 4 ms at 1 kHz on 64 busy cores, at the longest interval for a
 /// test or two on a laptop, where waking 200 times a second would cost more than sampling.
@@ -24,6 +64,7 @@ const DRAIN_FIRST: Duration = Duration::from_millis(5);
 const DRAIN_MIN: Duration = Duration::from_millis(1);
 const DRAIN_MAX: Duration = Duration::from_millis(50);
 
+/// The consumer side of the ring and what it has drained so far.
 pub(super) struct Drain {
     pub(super) sessions: HashMap<u64, Aggregate>,
     /// Each thread's latest sampled stack, in any session: where its last stretch, which no
@@ -52,7 +93,7 @@ impl Drain {
 /// its locking paths for good and change what the profile measures. Until a drain thread
 /// runs, handlers aggregate into the table and sessions drain it themselves (at pause,
 /// reset and finish).
-pub(super) fn ensure_drain_thread() -> Result<(), Error> {
+pub(super) fn ensure_drain_thread(engine: &'static Engine_) -> Result<(), Error> {
     static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
     if let Some(done) = STARTED.get() {
         return done
@@ -66,9 +107,9 @@ pub(super) fn ensure_drain_thread() -> Result<(), Error> {
         .get_or_init(|| {
             std::thread::Builder::new()
                 .name("profiled-drain".into())
-                .spawn(|| {
+                .spawn(move || {
                     crate::membership::own_thread();
-                    drain_loop()
+                    drain_loop(engine)
                 })
                 .map(|_| signal::drain_started())
                 .map_err(|e| format!("cannot start the drain thread: {e}"))
@@ -93,14 +134,7 @@ pub(super) fn lock(engine: &Engine_) -> MutexGuard<'_, Drain> {
     engine.drain.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn drain_loop() {
-    // The engine is set before this thread can observe it: wait for it.
-    let engine = loop {
-        if let Some(Ok(e)) = ENGINE.get() {
-            break e;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
+fn drain_loop(engine: &Engine_) {
     // SAFETY: gettid has no preconditions.
     DRAIN_TID.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     if let Some(work) = IDLE_WORK.get() {
@@ -196,17 +230,15 @@ pub(super) fn drain_into(drain: &mut Drain, complete: bool) -> usize {
 /// after every timed batch) once the ring, which takes only what the table could not, is a
 /// quarter full. Not before: the table keeps counting in place, and a drain allocates from
 /// the heap the measured code is using, which would change what it measures.
-pub(super) fn drain_here() {
-    if signal::drain_running() || forked() {
+pub(super) fn drain_here(engine: &Engine_) {
+    if signal::drain_running() {
         return;
     }
     let Some(ring) = signal::ring() else { return };
     if ring.len() < ring.capacity() / 4 {
         return;
     }
-    if let Some(Ok(engine)) = ENGINE.get() {
-        drain_into(&mut lock(engine), false);
-    }
+    drain_into(&mut lock(engine), false);
 }
 
 #[cfg(test)]

@@ -3,11 +3,14 @@
 //! against, src/sys/linux/meter.rs.
 
 use rustc_hash::FxHashMap as HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::drain::{Drain, drain_here, drain_into, ensure_drain_thread, lock};
+use super::drain::{
+    DRAIN_TID, Drain, Engine_, RING_CAPACITY, drain_here, drain_into, ensure_drain_thread, lock,
+    prepare_unwinder,
+};
 use super::meter::{meter, span, span_now};
 use super::perf::PerfEvent;
 use super::signal::{self, MAX_SLOTS, Slot};
@@ -16,38 +19,18 @@ use crate::aggregate::{Aggregate, Collected, Source};
 use crate::config::{Engine, Threads};
 use crate::error::{Error, Repr};
 
-/// Samples buffered between drains: 1024 × ~1 KiB.
-pub(super) const RING_CAPACITY: usize = 1024;
 /// Distinct stacks aggregated in the handler while no drain thread runs: 4096 × ~1 KiB of
 /// address space, of which only entries in use cost memory.
 const TABLE_CAPACITY: usize = 4096;
 
-pub(super) struct Engine_ {
-    pub(super) drain: Mutex<Drain>,
-    pub(super) wake: Condvar,
-    pub(super) active: AtomicUsize,
-}
-
 pub(super) static ENGINE: OnceLock<Result<Engine_, String>> = OnceLock::new();
 static NEXT_SID: AtomicU64 = AtomicU64::new(1);
 static PERF_REFUSED: OnceLock<String> = OnceLock::new();
-static MODULES_CHECKED: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The process that set the engine up. A child forked while profiles run inherits their
 /// state (and, at the moment of the fork, possibly a held drain lock and no drain thread);
 /// it must not finish, reset or disable what belongs to the parent.
 pub(super) static ENGINE_PID: AtomicU32 = AtomicU32::new(0);
 
-/// Work the drain thread does first, while the first profile runs (opening the binary's
-/// debug info): given by the layer above, which owns symbolization.
-pub(super) static IDLE_WORK: OnceLock<fn()> = OnceLock::new();
-
-/// Sets the work a drain thread does before its first drain.
-pub(crate) fn on_drain_start(work: fn()) {
-    let _ = IDLE_WORK.set(work);
-}
-
-/// The drain thread, which `threads=all` does not sample (its work is profiled's own).
-pub(super) static DRAIN_TID: AtomicI32 = AtomicI32::new(0);
 /// Serializes session starts against the `threads=all` exclusivity check.
 static STARTING: Mutex<()> = Mutex::new(());
 /// Session id of the `threads=all` session running, 0 if none.
@@ -94,7 +77,7 @@ fn engine() -> Result<&'static Engine_, Error> {
     let engine = engine
         .as_ref()
         .map_err(|e| Error::from(Repr::Unsupported { what: e.clone() }))?;
-    ensure_drain_thread()?;
+    ensure_drain_thread(engine)?;
     Ok(engine)
 }
 
@@ -103,25 +86,6 @@ pub(crate) fn ready() -> Result<(), Error> {
     engine()?;
     prepare_unwinder();
     Ok(())
-}
-
-/// Builds the unwinder for the loaded objects, or rebuilds it when objects were loaded or
-/// unloaded since: at every session start, and from the drain thread while sessions run, so
-/// that stacks through a library `dlopen`ed during a test unwind past it. Serialized: two
-/// rebuilds racing could leave the older list installed.
-pub(crate) fn prepare_unwinder() {
-    static PREPARING: Mutex<()> = Mutex::new(());
-    let generation = super::modules::generation();
-    if MODULES_CHECKED.load(Ordering::Acquire) == generation {
-        return;
-    }
-    let _one = PREPARING.lock().unwrap_or_else(|p| p.into_inner());
-    let generation = super::modules::generation();
-    if MODULES_CHECKED.swap(generation, Ordering::AcqRel) != generation {
-        let modules = super::modules::loaded();
-        super::modules::remember(&modules);
-        signal::unwind::prepare(&modules, generation);
-    }
 }
 
 /// The sources a session armed: the starting thread's first, then (with `threads=all`) one
@@ -494,7 +458,10 @@ pub(crate) fn pause(sid: u64) {
             meter(sid).bank();
             span(sid).bank(span_now());
         }
-        drain_here();
+        // A forked child leaves the parent's ring alone.
+        if let (false, Some(Ok(engine))) = (forked(), ENGINE.get()) {
+            drain_here(engine);
+        }
     }
 }
 

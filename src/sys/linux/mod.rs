@@ -12,10 +12,8 @@ mod spawn;
 mod threads;
 mod timer;
 
-pub(crate) use engine::{
-    Session, forked, is_live, on_drain_start, pause, prepare_unwinder as prepare_stacks, reset,
-    resume,
-};
+pub(crate) use drain::{on_drain_start, prepare_unwinder as prepare_stacks};
+pub(crate) use engine::{Session, forked, is_live, pause, reset, resume};
 pub(crate) use map::{map_file, release};
 pub(crate) use modules::{generation as modules_generation, known as known_modules, vdso_image};
 #[cfg(feature = "__test-hooks")]
