@@ -236,14 +236,14 @@ impl Report {
     /// ```
     /// # #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
     /// let p = profiled::Profile::start("waits", &profiled::Config::default()).unwrap();
-    /// let start = std::time::Instant::now();
+    /// // Some work (tens of milliseconds of CPU, however loaded the machine), then waiting.
     /// let mut x = 0u64;
-    /// while start.elapsed() < std::time::Duration::from_millis(20) {
-    ///     x = std::hint::black_box(x.wrapping_add(1));
+    /// for i in 0..10_000_000u64 {
+    ///     x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
     /// }
-    /// std::thread::sleep(std::time::Duration::from_millis(300));
+    /// std::thread::sleep(std::time::Duration::from_millis(500));
     /// let r = p.finish().unwrap().remove(0);
-    /// // "only 0.02s of CPU in 0.32s of wall time: the test mostly waited ..."
+    /// // "only 0.05s of CPU in 0.55s of wall time: the test mostly waited ..."
     /// assert!(r.note().unwrap().contains("s of CPU in"));
     /// # }
     /// ```
